@@ -1,0 +1,58 @@
+# durasync — developer entry points. `make run` and `make test` work on a fresh
+# machine with Python >= 3.11, git, node/npm and make: everything else is
+# installed here, into .venv and tests/*/node_modules.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 4437
+DATA   ?= ./durasync-data
+PYTEST_ARGS ?=
+
+NPM_DIRS := tests/js
+
+.PHONY: run test lint format typecheck pytest npm-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+# npm packages the tests drive (conformance suite, reference client/server).
+npm-deps:
+	@for d in $(NPM_DIRS); do \
+	  if [ -f $$d/package-lock.json ] && [ ! -f $$d/node_modules/.durasync-installed ] || [ $$d/package-lock.json -nt $$d/node_modules/.durasync-installed ]; then \
+	    echo "npm ci in $$d"; (cd $$d && npm ci --no-audit --no-fund --loglevel=error) && touch $$d/node_modules/.durasync-installed || exit 1; \
+	  fi; \
+	done
+
+run: $(VENV)/.installed
+	$(BIN)/durasync serve --host $(HOST) --port $(PORT) --data $(DATA)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-dev npm-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(addsuffix /node_modules,$(NPM_DIRS))

@@ -1,0 +1,329 @@
+"""The log store interface: append-only, durable, ordered streams.
+
+Every part of durasync sits on this one interface (DESIGN.md, "The log is the
+truth"). A stream is a named, append-only sequence of messages; each message
+is opaque bytes and gets an *offset* when it is appended.
+
+Guarantees every implementation gives:
+
+- **Acknowledged means durable.** ``append`` returns only after the batch is
+  as durable as the backend promises (fsync for the embedded store). A batch
+  is atomic: after a crash either all of its messages are visible or none.
+- **One order.** Offsets are opaque, fixed-width strings that sort
+  lexicographically in append order and stay valid for the stream's life.
+  ``-1`` and ``now`` are sentinels, never real offsets.
+- **Atomic checks.** The producer (epoch, seq), ``Stream-Seq`` and closure
+  checks of an append happen atomically with the write, and producer state
+  commits with the data (Durable Streams §3).
+- **No backend leaks.** Only plain Python values and the msgspec Structs
+  below cross this interface: no SQLite rows, Redis replies or threads.
+
+Errors are subclasses of :class:`StoreError`; each names what happened so the
+HTTP layer can map it to a status without string matching.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+#: Sentinel offsets of the Durable Streams protocol (§4). Never real offsets.
+OFFSET_START = "-1"
+OFFSET_NOW = "now"
+
+
+class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """What a stream is created with; compared on an idempotent re-create.
+
+    ``ttl_seconds`` is a sliding TTL (reset by appends and reads);
+    ``expires_at`` is an absolute Unix time in seconds. At most one is set.
+    ``expires_at_text`` keeps the client's RFC 3339 text so it can be echoed.
+    """
+
+    content_type: str = "application/octet-stream"
+    ttl_seconds: int | None = None
+    expires_at: float | None = None
+    expires_at_text: str | None = None
+    #: Fork source path and the offset in the source's offset space where the
+    #: fork begins (Durable Streams §6). Reads below it come from the source.
+    forked_from: str | None = None
+    fork_offset: str | None = None
+
+
+class Producer(msgspec.Struct, frozen=True):
+    """Idempotent producer headers of one append (Durable Streams §3)."""
+
+    producer_id: str
+    epoch: int
+    seq: int
+
+
+class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Metadata of a stream, as HEAD shows it."""
+
+    path: str
+    config: StreamConfig
+    #: Offset just past the last message (where the next append lands).
+    tail: str
+    #: Offset of the first retained message (``trim`` raises it).
+    start: str
+    closed: bool = False
+    #: Soft-deleted: deleted while forks still read from it (§6).
+    soft_deleted: bool = False
+    message_count: int = 0
+    byte_count: int = 0
+    created_at: float = 0.0
+    #: Last time an append or read touched the stream (sliding TTL).
+    touched_at: float = 0.0
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One stored message and the offset just past it."""
+
+    data: bytes
+    #: Offset of this message (where a read that returns it started).
+    offset: str
+    #: Offset just past this message (resume a read here).
+    next_offset: str
+
+
+class ReadResult(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch read from an offset."""
+
+    entries: list[Entry]
+    #: Where the next read continues: past the last entry, or the requested
+    #: offset when nothing was returned.
+    next_offset: str
+    #: True iff ``next_offset`` is the stream's tail at the time of the read.
+    up_to_date: bool
+    #: True iff the stream is closed and ``next_offset`` is its final offset.
+    closed: bool
+
+
+AppendStatus = Literal["appended", "duplicate", "closed_only"]
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of an accepted append.
+
+    ``status`` is ``appended`` when data was written, ``duplicate`` when an
+    idempotent producer retry was recognised (nothing written), and
+    ``closed_only`` for a close with no data.
+    """
+
+    status: AppendStatus
+    #: Offsets of the appended messages, in order (empty unless appended).
+    offsets: list[str]
+    #: The stream's tail after the call.
+    tail: str
+    closed: bool
+    #: Producer epoch and highest accepted seq after the call, if a producer
+    #: was given.
+    producer_epoch: int | None = None
+    producer_seq: int | None = None
+
+
+class CreateResult(msgspec.Struct, frozen=True, kw_only=True):
+    created: bool
+    info: StreamInfo
+
+
+# --------------------------------------------------------------------------
+# Errors. Split by blame: StoreClientError is the caller's (or its peer's)
+# bad request; StoreUnavailable is the backend's fault and is retryable.
+# --------------------------------------------------------------------------
+
+
+class StoreError(Exception):
+    """Base of every error the store raises."""
+
+
+class StoreClientError(StoreError):
+    """The request cannot be served as asked; the HTTP layer answers 4xx."""
+
+
+class StreamNotFound(StoreClientError):
+    """No such stream (never created, deleted, or expired)."""
+
+
+class StreamGone(StoreClientError):
+    """The stream is soft-deleted, or the offset is below retention (410)."""
+
+
+class StreamExists(StoreClientError):
+    """A create conflicts with an existing stream's config or state (409)."""
+
+
+class StreamClosed(StoreClientError):
+    """Append with data to a closed stream (409). ``tail`` is the final offset."""
+
+    def __init__(self, message: str, *, tail: str) -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
+class ContentTypeMismatch(StoreClientError):
+    """Append's content type differs from the stream's (409)."""
+
+
+class SeqConflict(StoreClientError):
+    """``Stream-Seq`` is not greater than the last one (409)."""
+
+
+class ProducerFenced(StoreClientError):
+    """Producer epoch below the current one: a zombie writer (403)."""
+
+    def __init__(self, message: str, *, current_epoch: int) -> None:
+        super().__init__(message)
+        self.current_epoch = current_epoch
+
+
+class ProducerSeqGap(StoreClientError):
+    """Producer seq skips ahead of last+1 (409)."""
+
+    def __init__(self, message: str, *, expected: int, received: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.received = received
+
+
+class ProducerBadEpochStart(StoreClientError):
+    """A new producer epoch must start at seq 0 (400)."""
+
+
+class BadOffset(StoreClientError):
+    """The offset is malformed or not a message boundary of this stream (400)."""
+
+
+class StoreUnavailable(StoreError):
+    """The backend cannot serve right now (disk full, Redis down): retry (503)."""
+
+
+# --------------------------------------------------------------------------
+# The interface.
+# --------------------------------------------------------------------------
+
+
+class LogStore(abc.ABC):
+    """One async interface over every backend (memory, embedded, redis).
+
+    All methods are coroutine-safe: any number of tasks may call them
+    concurrently. Paths are opaque non-empty strings validated by the caller.
+    ``now`` arguments are Unix times in seconds, passed in so that TTL logic
+    is testable; ``None`` means the backend's clock.
+    """
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open or recover the backend. Must be called before any other call."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush, wake every waiter (they return as on timeout) and release resources."""
+
+    @abc.abstractmethod
+    async def create(
+        self,
+        path: str,
+        config: StreamConfig,
+        *,
+        initial: Sequence[bytes] = (),
+        closed: bool = False,
+        now: float | None = None,
+    ) -> CreateResult:
+        """Create a stream, or confirm an identical existing one (idempotent).
+
+        Raises:
+            StreamExists: an existing stream differs in config or closure.
+            StreamNotFound: ``config.forked_from`` names no stream.
+            StreamGone: the fork source is soft-deleted (the HTTP layer maps
+                this to 409 for PUT).
+            BadOffset: ``config.fork_offset`` is malformed or beyond the source tail.
+        """
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        path: str,
+        messages: Sequence[bytes],
+        *,
+        content_type: str | None = None,
+        producer: Producer | None = None,
+        stream_seq: str | None = None,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        """Append a batch atomically (and optionally close the stream).
+
+        Returns once durable. Checks run atomically with the write in the
+        order of Durable Streams §2 POST: closed -> content type -> producer ->
+        ``Stream-Seq``. A producer retry already applied returns
+        ``status="duplicate"`` and writes nothing.
+
+        Raises:
+            StreamNotFound, StreamGone, StreamClosed, ContentTypeMismatch,
+            ProducerFenced, ProducerSeqGap, ProducerBadEpochStart, SeqConflict,
+            StoreUnavailable.
+        """
+
+    @abc.abstractmethod
+    async def read(
+        self,
+        path: str,
+        offset: str = OFFSET_START,
+        *,
+        max_bytes: int = 1 << 20,
+        max_messages: int = 10_000,
+        now: float | None = None,
+    ) -> ReadResult:
+        """Read messages at and after ``offset`` (``-1``: start, ``now``: tail).
+
+        Returns at least one message if any is available, even one larger than
+        ``max_bytes``. For a fork, entries below the fork offset come from the
+        source. Touches a sliding TTL.
+
+        Raises:
+            StreamNotFound, StreamGone (soft-deleted, or offset below retention),
+            BadOffset.
+        """
+
+    @abc.abstractmethod
+    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:
+        """Wait until the stream has data past ``offset`` or gets closed.
+
+        Returns True at once if that is already so, False on timeout or when
+        the store closes. Never raises for a missing stream: returns False
+        (the caller's next read reports it).
+        """
+
+    @abc.abstractmethod
+    async def head(self, path: str, *, now: float | None = None) -> StreamInfo:
+        """Metadata of a stream. Does not touch a sliding TTL.
+
+        Raises:
+            StreamNotFound, StreamGone.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete a stream; soft-delete it while forks read from it (§6).
+
+        Raises:
+            StreamNotFound, StreamGone (already soft-deleted).
+        """
+
+    @abc.abstractmethod
+    async def list_streams(self, prefix: str = "", *, limit: int = 1000) -> list[StreamInfo]:
+        """Live streams whose path starts with ``prefix``, sorted by path."""
+
+    @abc.abstractmethod
+    async def trim(self, path: str, below: str) -> int:
+        """Drop messages with offsets below ``below``; returns how many.
+
+        Later reads below the new start raise :class:`StreamGone`.
+        """
