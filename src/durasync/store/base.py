@@ -51,6 +51,12 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: fork begins (Durable Streams §6). Reads below it come from the source.
     forked_from: str | None = None
     fork_offset: str | None = None
+    #: ``Stream-Fork-Sub-Offset`` (DS §6): messages (JSON) or bytes past
+    #: ``fork_offset`` that the fork copies from the source's next append.
+    #: Stores only record and compare it (idempotent re-create, 409 on a
+    #: different value): the HTTP layer materializes that prefix and passes
+    #: it to ``create`` as ``initial`` messages, so no store slices messages.
+    fork_sub_offset: int = 0
 
 
 class Producer(msgspec.Struct, frozen=True):
@@ -101,6 +107,9 @@ class ReadResult(msgspec.Struct, frozen=True, kw_only=True):
     up_to_date: bool
     #: True iff the stream is closed and ``next_offset`` is its final offset.
     closed: bool
+    #: The stream's content type, so a read needs no extra ``head`` call.
+    #: ``None`` when a backend cannot say cheaply (the caller then asks ``head``).
+    content_type: str | None = None
 
 
 AppendStatus = Literal["appended", "duplicate", "closed_only"]
