@@ -1,51 +1,621 @@
 """Reserved subscription APIs of Durable Streams (DS §9): webhook and pull-wake.
 
-Served under ``{stream-root}/__ds/``; the streams app routes every request
-whose path starts with ``/v1/stream/__ds/`` here first.
+Served under ``{stream_prefix}/__ds/``; the streams app routes every request
+whose path starts with ``{stream_prefix}/__ds`` here first. Routes:
 
-This first version only fixes the contract the streams layer codes against;
-every request answers 501 until the service is built.
+- ``GET  __ds/jwks.json`` — public Ed25519 keys of webhook signatures;
+- ``PUT|GET|DELETE __ds/subscriptions/:id`` — create (201) / confirm (200) /
+  conflict (409, by config hash), read, delete;
+- ``POST __ds/subscriptions/:id/streams``, ``DELETE .../streams/:path`` —
+  explicit stream links;
+- ``POST .../callback`` — webhook consumer acks (Bearer callback token);
+- ``POST .../claim|ack|release`` — pull-wake leases.
+
+This module is the I/O shell: HTTP routing, timers and delivery workers.
+All rules (globs, fencing, acks, SSRF, signatures, retry schedule) live in
+:mod:`durasync.streams.subscriptions_core` as pure functions.
+
+Contract with the streams layer:
+
+- call :meth:`SubscriptionService.notify_append` after every successful
+  append or close **and** after a PUT that created a stream with data,
+  before sending the response (so a client that saw the response and then
+  claims sees the work); it is cheap, never blocks on I/O and never raises;
+- call :meth:`SubscriptionService.notify_delete` after a stream is deleted;
+- ``start`` / ``aclose`` with the app's lifespan (``start`` is also run
+  lazily on first use).
+
+Guarantees and limits:
+
+- Subscription state lives **in memory** (lost on restart, like the npm
+  reference server); the signing key too, unless one is passed in.
+- Every queue is bounded: the delivery queue holds at most ``max_queue``
+  items; when full a wake is not queued, and the wake's lease expiry
+  re-triggers it (latency degrades to the lease TTL, nothing is lost).
+- Webhook retries follow 1 s doubling to 60 s with ±20 % jitter; redirects
+  are not followed (SSRF).
+- Plain ``http`` webhooks to loopback are accepted only when
+  ``allow_loopback_webhooks`` is true; ``None`` (default) means "iff the
+  request arrived on a loopback-bound server".
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import quote, unquote
 
+import httpx
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.types import Receive, Scope, Send
 
-from durasync.store.base import LogStore
+from durasync.store.base import LogStore, StoreError, StreamNotFound
+from durasync.streams.subscriptions_core import (
+    BEFORE_FIRST,
+    ClaimInput,
+    Subscription,
+    SubscriptionError,
+    WakeInput,
+    WebhookReply,
+    WebhookSigner,
+    glob_literal_prefix,
+    glob_match,
+    is_loopback_host,
+    make_token,
+    new_wake_id,
+    normalize_path,
+    parse_body,
+    parse_create,
+    parse_streams,
+    retry_delay,
+    validate_id,
+    validate_webhook_url,
+    verify_token,
+)
 
 __all__ = ["SubscriptionService"]
 
+log = logging.getLogger("durasync.subscriptions")
+
+#: Largest request body the control API reads (bytes).
+MAX_BODY = 256 * 1024
+#: Largest webhook reply body read (bytes); the rest is ignored.
+MAX_REPLY = 64 * 1024
+
+_JSON_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+_Item = tuple[Literal["deliver", "wake_event"], str, int, str]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
 
 class SubscriptionService:
-    """Subscriptions over the streams of one store.
+    """Subscriptions over the streams of one store (DS §9).
 
     ``notify_append`` is called by the streams layer after every successful
     append or close; it never blocks and never raises.
     """
 
-    def __init__(self, store: LogStore, *, stream_prefix: str = "/v1/stream") -> None:
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        stream_prefix: str = "/v1/stream",
+        public_base_url: str | None = None,
+        allow_loopback_webhooks: bool | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        delivery_workers: int = 4,
+        delivery_timeout: float = 10.0,
+        max_queue: int = 10_000,
+        max_subscriptions: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.store = store
         self.stream_prefix = stream_prefix.rstrip("/")
+        self._control_prefix = f"{self.stream_prefix}/__ds"
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self.allow_loopback_webhooks = allow_loopback_webhooks
+        self.signer = WebhookSigner(signing_key)
+        self._token_key = secrets.token_bytes(32)
+        self._workers_n = max(1, delivery_workers)
+        self._delivery_timeout = delivery_timeout
+        self._max_subscriptions = max_subscriptions
+        self._clock = clock
+        self._rand = rand
+        self._transport = transport
+        self._subs: dict[str, Subscription] = {}
+        self._base_urls: dict[str, str] = {}
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max(1, max_queue))
+        self._lease_timers: dict[str, asyncio.TimerHandle] = {}
+        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------
+    # Lifecycle.
+    # ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start background work (delivery workers, lease timers)."""
+        """Start the delivery workers (idempotent)."""
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._workers or self._closed:
+            return
+        self._client = httpx.AsyncClient(
+            timeout=self._delivery_timeout,
+            follow_redirects=False,
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        self._workers = [
+            asyncio.create_task(self._worker(), name=f"ds-subscriptions-{i}")
+            for i in range(self._workers_n)
+        ]
 
     async def aclose(self) -> None:
-        """Stop background work; pending deliveries are dropped."""
+        """Stop timers and workers; undelivered wakes are dropped."""
+        self._closed = True
+        for handle in [*self._lease_timers.values(), *self._retry_timers.values()]:
+            handle.cancel()
+        self._lease_timers.clear()
+        self._retry_timers.clear()
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # ------------------------------------------------------------------
+    # Hooks called by the streams layer.
+    # ------------------------------------------------------------------
 
     async def notify_append(self, path: str, tail: str) -> None:
-        """Record that ``path`` (without the stream prefix) now ends at ``tail``."""
+        """Record that ``path`` (without the stream prefix) now ends at ``tail``.
+
+        Links the stream to every subscription whose pattern matches it and
+        starts a wake where work is pending. O(subscriptions), no I/O.
+        """
+        if not self._subs or self._closed:
+            return
+        path = normalize_path(path)
+        if path == "__ds" or path.startswith("__ds/"):
+            return
+        for sub in list(self._subs.values()):
+            try:
+                if sub.matches(path):
+                    sub.on_append(path, tail)
+                    self._after_change(sub)
+            except SubscriptionError as exc:  # link bound reached: skip, keep serving
+                log.warning("subscription %s: %s", sub.id, exc.message)
+
+    async def notify_delete(self, path: str) -> None:
+        """Forget ``path`` in every subscription (the stream was deleted)."""
+        path = normalize_path(path)
+        for sub in self._subs.values():
+            sub.links.pop(path, None)
+
+    # ------------------------------------------------------------------
+    # State transitions (synchronous; I/O is queued).
+    # ------------------------------------------------------------------
+
+    def _after_change(self, sub: Subscription) -> None:
+        """Start a wake if due and keep the lease timer in step with the state."""
+        if self._closed:
+            return
+        self._ensure_started()
+        wake = sub.maybe_wake(self._clock(), new_wake_id)
+        if wake is not None:
+            if sub.config.type == "webhook":
+                # A pending retry timer will deliver the newest wake itself.
+                if sub.id not in self._retry_timers:
+                    self._enqueue(("deliver", sub.id, wake.generation, ""))
+            else:
+                stream = sub.first_pending() or ""
+                self._enqueue(("wake_event", sub.id, wake.generation, stream))
+        self._sync_lease_timer(sub)
+
+    def _enqueue(self, item: _Item) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # Bounded by design: the lease timer re-triggers this wake later.
+            log.warning("subscription delivery queue full; %s deferred to lease expiry", item[1])
+
+    def _sync_lease_timer(self, sub: Subscription) -> None:
+        old = self._lease_timers.pop(sub.id, None)
+        if old is not None:
+            old.cancel()
+        if sub.lease_deadline is None or self._closed:
+            return
+        delay = max(0.0, sub.lease_deadline - self._clock())
+        loop = asyncio.get_running_loop()
+        self._lease_timers[sub.id] = loop.call_later(delay, self._on_lease_timer, sub.id)
+
+    def _on_lease_timer(self, sub_id: str) -> None:
+        self._lease_timers.pop(sub_id, None)
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            return
+        if sub.lease_expired(self._clock()):
+            self._after_change(sub)
+        else:
+            self._sync_lease_timer(sub)
+
+    def _schedule_retry(self, sub: Subscription) -> None:
+        if self._closed or sub.id in self._retry_timers:
+            return
+        sub.retry_count += 1
+        sub.status = "failed"
+        delay = retry_delay(sub.retry_count, self._rand())
+        loop = asyncio.get_running_loop()
+        self._retry_timers[sub.id] = loop.call_later(delay, self._on_retry_timer, sub.id)
+
+    def _on_retry_timer(self, sub_id: str) -> None:
+        self._retry_timers.pop(sub_id, None)
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            return
+        if sub.wake is None:
+            # The lease ran out meanwhile: start the next wake if work is left.
+            self._after_change(sub)
+            return
+        self._enqueue(("deliver", sub.id, sub.wake.generation, ""))
+
+    def _drop(self, sub_id: str) -> None:
+        self._subs.pop(sub_id, None)
+        self._base_urls.pop(sub_id, None)
+        for timers in (self._lease_timers, self._retry_timers):
+            handle = timers.pop(sub_id, None)
+            if handle is not None:
+                handle.cancel()
+
+    # ------------------------------------------------------------------
+    # Background I/O.
+    # ------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            kind, sub_id, generation, stream = await self._queue.get()
+            try:
+                sub = self._subs.get(sub_id)
+                if sub is None or sub.wake is None or sub.wake.generation != generation:
+                    continue  # stale: a newer wake has its own item or retry timer
+                if kind == "deliver":
+                    await self._deliver(sub)
+                else:
+                    await self._write_wake_event(sub, generation, stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a worker must survive any one bad delivery
+                log.exception("subscription %s: delivery failed", sub_id)
+            finally:
+                self._queue.task_done()
+
+    def _base_url(self, sub_id: str) -> str:
+        return self.public_base_url or self._base_urls.get(sub_id, "http://127.0.0.1")
+
+    async def _deliver(self, sub: Subscription) -> None:
+        """POST the outstanding wake to the webhook; retry on failure (DS §9)."""
+        wake = sub.wake
+        url = sub.config.webhook_url
+        if wake is None or url is None or self._client is None:
+            return
+        now = self._clock()
+        base = self._base_url(sub.id)
+        sub_path = f"{self._control_prefix}/subscriptions/{_quote_segment(sub.id)}"
+        body = msgspec.json.encode(
+            {
+                "subscription_id": sub.id,
+                "wake_id": wake.wake_id,
+                "generation": wake.generation,
+                "streams": sub.stream_infos(),
+                "callback_url": f"{base}{sub_path}/callback",
+                "callback_token": make_token(self._token_key, sub.id, wake.generation, now),
+            }
+        )
+        headers = {
+            "content-type": "application/json",
+            "webhook-signature": self.signer.sign(body, now),
+        }
+        try:
+            async with self._client.stream("POST", url, content=body, headers=headers) as resp:
+                ok = 200 <= resp.status_code < 300
+                raw = b""
+                if ok:
+                    async for chunk in resp.aiter_bytes():
+                        raw += chunk
+                        if len(raw) > MAX_REPLY:
+                            break
+        except httpx.HTTPError as exc:
+            log.info("subscription %s: webhook delivery failed: %s", sub.id, exc)
+            ok = False
+        if self._subs.get(sub.id) is not sub:
+            return  # deleted meanwhile
+        if not ok:
+            self._schedule_retry(sub)
+            return
+        sub.status = "active"
+        sub.retry_count = 0
+        try:
+            reply = msgspec.json.decode(raw, type=WebhookReply) if raw.strip() else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            reply = None
+        if reply is not None and reply.done and sub.auto_ack(wake.wake_id):
+            self._after_change(sub)
+
+    async def _write_wake_event(self, sub: Subscription, generation: int, stream: str) -> None:
+        """Append a wake event to the pull-wake subscription's wake stream."""
+        target = sub.config.wake_stream
+        if target is None:
+            return
+        event = {
+            "type": "wake",
+            "subscription_id": sub.id,
+            "stream": stream,
+            "generation": generation,
+            "ts": int(self._clock() * 1000),
+        }
+        try:
+            await self.store.append(target, [msgspec.json.encode(event)])
+        except StoreError as exc:
+            # The wake stays claimable; only the notification is lost.
+            log.warning("subscription %s: cannot write wake event: %s", sub.id, exc)
+
+    # ------------------------------------------------------------------
+    # HTTP.
+    # ------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry for ``{stream_prefix}/__ds/...`` requests."""
-        body: Any = b'{"error":{"code":"NOT_IMPLEMENTED","message":"subscriptions not built yet"}}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 501,
-                "headers": [(b"content-type", b"application/json")],
-            }
+        if scope["type"] != "http":
+            return
+        self._ensure_started()
+        try:
+            status, payload, extra = await self._route(scope, receive)
+        except SubscriptionError as exc:
+            status, payload, extra = exc.status, exc.body(), []
+        except _BodyTooLarge:
+            err = SubscriptionError("PAYLOAD_TOO_LARGE", f"body exceeds {MAX_BODY} bytes")
+            status, payload, extra = err.status, err.body(), []
+        await _respond(send, status, payload, extra)
+
+    async def _route(
+        self, scope: Scope, receive: Receive
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+        method: str = scope["method"]
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw = raw_path.split(b"?", 1)[0].decode("latin-1")
+        prefix = self._control_prefix
+        if not (raw == prefix or raw.startswith(prefix + "/")):
+            raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "control route not found")
+        parts = [unquote(p) for p in raw[len(prefix) :].split("/")[1:]]
+        if parts == ["jwks.json"]:
+            _allow(method, "GET")
+            headers = [(b"content-type", b"application/jwk-set+json")]
+            headers.append((b"cache-control", b"public, max-age=300"))
+            return 200, self.signer.jwks(), headers
+        if len(parts) < 2 or parts[0] != "subscriptions" or not parts[1]:
+            raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "control route not found")
+        sub_id = validate_id(parts[1])
+        rest = parts[2:]
+        if not rest:
+            return await self._handle_base(scope, receive, method, sub_id)
+        if rest == ["streams"]:
+            _allow(method, "POST")
+            streams = parse_streams(await _read_body(receive))
+            sub = self._get(sub_id)
+            for path in streams:
+                sub.link(path, "explicit", await self._tail(path))
+            self._after_change(sub)
+            return 204, None, []
+        if rest[0] == "streams" and len(rest) > 1:
+            _allow(method, "DELETE")
+            self._get(sub_id).unlink_explicit(normalize_path("/".join(rest[1:])))
+            return 204, None, []
+        if len(rest) == 1 and rest[0] in ("callback", "claim", "ack", "release"):
+            _allow(method, "POST")
+            return await self._handle_wake_action(scope, receive, sub_id, rest[0])
+        raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "control route not found")
+
+    async def _handle_base(
+        self, scope: Scope, receive: Receive, method: str, sub_id: str
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+        if method == "GET":
+            sub = self._get(sub_id)
+            return 200, self._view(sub), []
+        if method == "DELETE":
+            self._drop(sub_id)
+            return 204, None, []
+        _allow(method, "PUT")
+        config = parse_create(await _read_body(receive))
+        existing = self._subs.get(sub_id)
+        if existing is not None:
+            if existing.config_hash != config.config_hash():
+                raise SubscriptionError(
+                    "SUBSCRIPTION_ALREADY_EXISTS",
+                    "subscription already exists with a different configuration",
+                )
+            return 200, self._view(existing), []
+        if config.webhook_url is not None:
+            validate_webhook_url(config.webhook_url, allow_loopback_http=self._loopback_ok(scope))
+        if len(self._subs) >= self._max_subscriptions:
+            raise SubscriptionError("LIMIT_EXCEEDED", "too many subscriptions")
+        sub = Subscription(
+            id=sub_id,
+            config=config,
+            config_hash=config.config_hash(),
+            created_at=dt.datetime.fromtimestamp(self._clock(), dt.UTC).isoformat(),
         )
-        await send({"type": "http.response.body", "body": body})
+        for path in config.streams:
+            sub.link(path, "explicit", await self._tail(path))
+        if config.pattern is not None:
+            prefix = glob_literal_prefix(config.pattern)
+            for info in await self.store.list_streams(prefix, limit=10_000):
+                rel = normalize_path(info.path)
+                if glob_match(config.pattern, rel) and not rel.startswith("__ds"):
+                    sub.link(rel, "glob", info.tail)
+        # Another PUT may have won while we awaited the store.
+        if sub_id in self._subs:
+            raise SubscriptionError("SUBSCRIPTION_ALREADY_EXISTS", "concurrent create")
+        self._subs[sub_id] = sub
+        self._base_urls[sub_id] = self._request_base_url(scope)
+        self._after_change(sub)
+        return 201, self._view(sub), []
+
+    async def _handle_wake_action(
+        self, scope: Scope, receive: Receive, sub_id: str, action: str
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+        body = await _read_body(receive)
+        sub = self._get(sub_id)
+        now = self._clock()
+        if action == "claim":
+            claim: ClaimInput = parse_body(body, ClaimInput)
+            if not claim.worker or len(claim.worker) > 256:
+                raise SubscriptionError("INVALID_REQUEST", "worker must be a non-empty string")
+            wake = sub.claim(claim.worker, now, new_wake_id)
+            self._after_change(sub)
+            return (
+                200,
+                {
+                    "wake_id": wake.wake_id,
+                    "generation": wake.generation,
+                    "token": make_token(self._token_key, sub.id, wake.generation, now),
+                    "streams": sub.stream_infos(),
+                    "lease_ttl_ms": sub.config.lease_ttl_ms,
+                },
+                [],
+            )
+        if action != "callback" and sub.config.type != "pull-wake":
+            raise SubscriptionError("INVALID_REQUEST", "subscription is not pull-wake")
+        if action == "callback" and sub.config.type != "webhook":
+            raise SubscriptionError("INVALID_REQUEST", "subscription is not a webhook")
+        token_gen = verify_token(self._token_key, _bearer(scope), sub.id, now)
+        req: WakeInput = parse_body(body, WakeInput)
+        if action == "release":
+            sub.check_fence(token_gen, req)
+            sub.end_wake()
+            self._after_change(sub)
+            return 204, None, []
+        sub.ack(token_gen, req, now)
+        next_wake = False
+        if req.done:
+            self._after_change(sub)
+            next_wake = sub.wake is not None
+        else:
+            self._sync_lease_timer(sub)
+        return 200, {"ok": True, "next_wake": next_wake}, []
+
+    # ------------------------------------------------------------------
+    # Helpers.
+    # ------------------------------------------------------------------
+
+    def _get(self, sub_id: str) -> Subscription:
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "subscription not found")
+        return sub
+
+    def _view(self, sub: Subscription) -> dict[str, Any]:
+        return sub.to_json(self._base_url(sub.id), self.signer, self.stream_prefix)
+
+    async def _tail(self, path: str) -> str:
+        """The stream's tail, or ``-1`` if it does not exist (yet)."""
+        try:
+            return (await self.store.head(path)).tail
+        except StreamNotFound:
+            return BEFORE_FIRST
+        except StoreError:
+            return BEFORE_FIRST
+
+    def _loopback_ok(self, scope: Scope) -> bool:
+        if self.allow_loopback_webhooks is not None:
+            return self.allow_loopback_webhooks
+        server = scope.get("server")
+        return server is not None and is_loopback_host(str(server[0]))
+
+    def _request_base_url(self, scope: Scope) -> str:
+        if self.public_base_url:
+            return self.public_base_url
+        scheme = scope.get("scheme", "http")
+        host = ""
+        for name, value in scope.get("headers", []):
+            if name == b"host":
+                host = value.decode("latin-1")
+                break
+        if not host or any(c in host for c in "/\\@ \t\r\n"):
+            server = scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scheme}://{host}"
+
+
+def _quote_segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise SubscriptionError("METHOD_NOT_ALLOWED", f"use {allowed}")
+
+
+def _bearer(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise SubscriptionError("TOKEN_INVALID", "missing or malformed Authorization header")
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, payload: Any, extra: list[tuple[bytes, bytes]]) -> None:
+    body = b"" if payload is None or status == 204 else msgspec.json.encode(payload)
+    names = {name for name, _ in extra}
+    headers = [(n, v) for n, v in _JSON_HEADERS if n not in names] + extra
+    if status == 405:
+        headers.append((b"allow", b"GET, PUT, POST, DELETE"))
+    if status == 204:
+        headers = [(n, v) for n, v in headers if n != b"content-type"]
+    else:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
