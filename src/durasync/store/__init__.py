@@ -7,6 +7,8 @@ backends are ``memory`` (tests, ``--memory``) and the embedded durable store
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
@@ -32,6 +34,7 @@ from durasync.store.base import (
     StreamInfo,
     StreamNotFound,
 )
+from durasync.store.memory import MemoryStore
 
 __all__ = [
     "OFFSET_NOW",
@@ -42,6 +45,7 @@ __all__ = [
     "CreateResult",
     "Entry",
     "LogStore",
+    "MemoryStore",
     "Producer",
     "ProducerBadEpochStart",
     "ProducerFenced",
@@ -57,4 +61,17 @@ __all__ = [
     "StreamGone",
     "StreamInfo",
     "StreamNotFound",
+    "open_store",
 ]
+
+
+def open_store(*, memory: bool = False, data_dir: Path | None = None) -> LogStore:
+    """The store the CLI asked for, not opened yet (the caller awaits ``open()``).
+
+    ``memory=True`` gives a :class:`MemoryStore`; otherwise the embedded
+    durable store in ``data_dir`` (default ``./durasync-data``).
+    """
+    if memory:
+        return MemoryStore()
+    # The embedded store lands in the next commit of issue 2.
+    raise NotImplementedError(f"embedded store not available yet ({data_dir})")

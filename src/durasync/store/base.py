@@ -41,6 +41,12 @@ class StreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     ``ttl_seconds`` is a sliding TTL (reset by appends and reads);
     ``expires_at`` is an absolute Unix time in seconds. At most one is set.
     ``expires_at_text`` keeps the client's RFC 3339 text so it can be echoed.
+
+    For a fork, an empty ``content_type`` (``""``) means "inherit the source's";
+    a non-empty one must have the source's media type (ContentTypeMismatch).
+    ``fork_offset`` ``None`` means the source's tail; the created stream's
+    :attr:`StreamInfo.config` shows the resolved offset and the effective
+    (possibly inherited) content type and expiry.
     """
 
     content_type: str = "application/octet-stream"
@@ -302,7 +308,7 @@ class LogStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:
+    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the stream has data past ``offset`` or gets closed.
 
         Returns True at once if that is already so, False on timeout or when

@@ -1,0 +1,524 @@
+"""The stream state machine shared by the memory and embedded backends.
+
+:class:`Engine` holds every stream's metadata and producer state in memory and
+applies creates, appends, closes, deletes and trims with the pure rules of
+:mod:`durasync.store.rules`. It does no I/O of its own: message bytes and
+persistence go through a :class:`Persistence` it is given. The memory store
+keeps messages in lists; the embedded store writes them, and every metadata
+change, in the SQLite transaction of the current group commit.
+
+Reads are a pure walk over a fork chain (:func:`read_stream`), so a backend
+can run them against a published snapshot of the metadata on another thread.
+
+The engine is synchronous and not thread-safe: one owner calls it (the event
+loop for memory, the writer thread for embedded). Section numbers refer to
+shared/reference/durable-streams-protocol.md ("DS").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from durasync.store.base import (
+    OFFSET_NOW,
+    OFFSET_START,
+    AppendResult,
+    BadOffset,
+    CreateResult,
+    Entry,
+    Producer,
+    ReadResult,
+    StreamConfig,
+    StreamExists,
+    StreamGone,
+    StreamInfo,
+    StreamNotFound,
+)
+from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.rules import (
+    DEFAULT_CONTENT_TYPE,
+    ProducerState,
+    fork_config,
+    is_expired,
+    plan_append,
+    same_create,
+)
+
+
+class StreamMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything about a stream except its messages and producer states.
+
+    Indices count messages in the stream's offset space (a fork shares its
+    source's); byte positions count payload bytes. The stream's own messages
+    occupy ``[base_index, tail_index)``; a fork reads ``[0, base_index)`` from
+    its source.
+    """
+
+    path: str
+    #: Effective config (inherited content type / expiry, resolved fork offset).
+    config: StreamConfig
+    #: Config as first requested, for the idempotent re-create comparison.
+    requested: StreamConfig
+    created_at: float
+    #: Last append (persisted); reads touch :attr:`Engine.touched` only.
+    touched_at: float
+    closed: bool = False
+    #: Producer request that closed the stream (DS §3 closed-stream retry).
+    closed_by: Producer | None = None
+    soft_deleted: bool = False
+    #: Live forks reading from this stream (DS §6 soft-delete).
+    fork_refs: int = 0
+    base_index: int = 0
+    base_byte: int = 0
+    start_index: int = 0
+    start_byte: int = 0
+    tail_index: int = 0
+    tail_byte: int = 0
+    last_stream_seq: str | None = None
+
+    @property
+    def tail(self) -> str:
+        return encode_offset(self.tail_index, self.tail_byte)
+
+
+class Persistence(Protocol):
+    """Where an :class:`Engine` keeps message bytes and records its changes.
+
+    Every call happens on the engine's owner; a durable backend applies them
+    to the transaction of the batch in flight.
+    """
+
+    def write_messages(
+        self, path: str, first_index: int, first_byte: int, messages: Sequence[bytes]
+    ) -> None: ...
+
+    def read_own(
+        self, path: str, lo: int, hi: int, max_bytes: int, max_messages: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Own messages with ``lo <= index < hi`` as (index, byte, data), ascending.
+
+        Stops after ``max_messages`` or once ``max_bytes`` would be exceeded
+        (the first message is always included).
+        """
+        ...
+
+    def drop_stream(self, path: str) -> None:
+        """Forget the stream's messages, producer states and metadata."""
+        ...
+
+    def trim_messages(self, path: str, below_index: int) -> None: ...
+
+    def save_meta(self, meta: StreamMeta) -> None: ...
+
+    def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None: ...
+
+
+MetaLookup = Callable[[str], "StreamMeta | None"]
+ReadOwn = Callable[[str, int, int, int, int], list[tuple[int, int, bytes]]]
+
+
+def stream_info(meta: StreamMeta) -> StreamInfo:
+    """The :class:`StreamInfo` HEAD shows for ``meta``."""
+    return StreamInfo(
+        path=meta.path,
+        config=meta.config,
+        tail=meta.tail,
+        start=encode_offset(meta.start_index, meta.start_byte),
+        closed=meta.closed,
+        soft_deleted=meta.soft_deleted,
+        message_count=meta.tail_index - meta.start_index,
+        byte_count=meta.tail_byte - meta.start_byte,
+        created_at=meta.created_at,
+        touched_at=meta.touched_at,
+    )
+
+
+def read_stream(
+    lookup: MetaLookup,
+    meta: StreamMeta,
+    offset: str,
+    *,
+    max_bytes: int,
+    max_messages: int,
+    read_own: ReadOwn,
+) -> ReadResult:
+    """Read ``meta``'s stream from ``offset``, stitching fork sources (DS §6).
+
+    Raises:
+        BadOffset: malformed, beyond the tail, or not a message boundary.
+        StreamGone: below the retained start (trimmed).
+    """
+    if offset == OFFSET_START:
+        index, byte_pos = meta.start_index, meta.start_byte
+    elif offset == OFFSET_NOW:
+        index, byte_pos = meta.tail_index, meta.tail_byte
+    else:
+        index, byte_pos = decode_offset(offset)
+    start_offset = (
+        encode_offset(index, byte_pos) if offset in (OFFSET_START, OFFSET_NOW) else offset
+    )
+    content_type = meta.config.content_type
+    if index > meta.tail_index or (index == meta.tail_index and byte_pos != meta.tail_byte):
+        raise BadOffset(f"offset {offset} is beyond the stream's tail {meta.tail}")
+    if index == meta.tail_index:
+        return ReadResult(
+            entries=[],
+            next_offset=start_offset,
+            up_to_date=True,
+            closed=meta.closed,
+            content_type=content_type,
+        )
+    if index < meta.start_index:
+        raise StreamGone(f"offset {offset} is below the retained start")
+    # Own ranges along the fork chain, leaf first: each stream owns
+    # [base_index, min(tail_index, the child's fork point)).
+    segments: list[tuple[str, int, int]] = []
+    cur: StreamMeta | None = meta
+    upper = meta.tail_index
+    while cur is not None:
+        hi = min(upper, cur.tail_index)
+        if hi > cur.base_index:
+            segments.append((cur.path, cur.base_index, hi))
+        upper = min(upper, cur.base_index)
+        if upper <= index or cur.config.forked_from is None:
+            break
+        cur = lookup(cur.config.forked_from)
+    segments.reverse()
+    entries: list[Entry] = []
+    used_bytes = 0
+    expect = index
+    full = False
+    for path, lo, hi in segments:
+        if hi <= expect:
+            continue
+        left = max_messages - len(entries)
+        budget = max_bytes - used_bytes
+        rows = read_own(path, max(lo, expect), hi, max(budget, 1), left)
+        if not rows:
+            break
+        for row_index, row_byte, data in rows:
+            if row_index != expect:
+                # A hole: the data below was trimmed (or a fork source's was).
+                raise StreamGone(f"offset {offset} is below the retained data")
+            if not entries and row_byte != byte_pos:
+                raise BadOffset(f"offset {offset} is not a message boundary")
+            if entries and (used_bytes + len(data) > max_bytes or len(entries) >= max_messages):
+                full = True
+                break
+            entries.append(
+                Entry(
+                    data=data,
+                    offset=encode_offset(row_index, row_byte),
+                    next_offset=encode_offset(row_index + 1, row_byte + len(data)),
+                )
+            )
+            used_bytes += len(data)
+            expect += 1
+        if full or expect < hi or len(entries) >= max_messages or used_bytes >= max_bytes:
+            # Limits reached (read_own stops early on its budget as well).
+            break
+    if not entries:
+        raise StreamGone(f"offset {offset} is below the retained data")
+    next_offset = entries[-1].next_offset
+    up_to_date = expect == meta.tail_index
+    return ReadResult(
+        entries=entries,
+        next_offset=next_offset,
+        up_to_date=up_to_date,
+        closed=meta.closed and up_to_date,
+        content_type=content_type,
+    )
+
+
+class Engine:
+    """Authoritative stream state; see the module docstring.
+
+    ``touched`` maps a path to its last read/append time (sliding TTL, DS §2);
+    it may be updated by the event loop while another thread owns the engine
+    (plain float stores, atomic in CPython), and is only ever raised.
+    """
+
+    def __init__(self, persistence: Persistence) -> None:
+        self.persistence = persistence
+        self.metas: dict[str, StreamMeta] = {}
+        self.producers: dict[str, dict[str, ProducerState]] = {}
+        self.touched: dict[str, float] = {}
+
+    # -- lookups -----------------------------------------------------------
+
+    def last_touch(self, meta: StreamMeta) -> float:
+        return max(meta.touched_at, self.touched.get(meta.path, 0.0))
+
+    def live(self, path: str, now: float) -> StreamMeta:
+        """The stream at ``path`` if it is readable.
+
+        Raises:
+            StreamNotFound: absent or expired. StreamGone: soft-deleted.
+        """
+        meta = self.metas.get(path)
+        if meta is None or is_expired(meta.config, self.last_touch(meta), now):
+            raise StreamNotFound(f"no stream at {path!r}")
+        if meta.soft_deleted:
+            raise StreamGone(f"stream {path!r} was deleted")
+        return meta
+
+    def _put(self, meta: StreamMeta) -> None:
+        self.metas[meta.path] = meta
+        self.persistence.save_meta(meta)
+
+    def _reap_expired(self, path: str, now: float) -> None:
+        """Remove an expired stream lazily (expired == absent, DS §1)."""
+        meta = self.metas.get(path)
+        if (
+            meta is not None
+            and not meta.soft_deleted
+            and is_expired(meta.config, self.last_touch(meta), now)
+        ):
+            self._delete(meta)
+
+    # -- create --------------------------------------------------------------
+
+    def create(
+        self,
+        path: str,
+        config: StreamConfig,
+        initial: Sequence[bytes],
+        closed: bool,
+        now: float,
+    ) -> CreateResult:
+        """See :meth:`LogStore.create`."""
+        self._reap_expired(path, now)
+        existing = self.metas.get(path)
+        if existing is not None:
+            if existing.soft_deleted:
+                # DS §6: a soft-deleted path cannot be reused while forks live.
+                raise StreamExists(f"{path!r} is held by a deleted stream that forks still read")
+            if same_create(existing.requested, existing.config, existing.closed, config, closed):
+                return CreateResult(created=False, info=stream_info(existing))
+            raise StreamExists(f"stream {path!r} exists with a different configuration")
+        if config.fork_sub_offset and config.forked_from is None:
+            raise BadOffset("a fork sub-offset needs a fork source")
+        base_index = base_byte = 0
+        effective = config
+        source: StreamMeta | None = None
+        if config.forked_from is not None:
+            if config.fork_sub_offset and config.fork_offset is None:
+                raise BadOffset("a fork sub-offset needs an explicit fork offset")
+            self._reap_expired(config.forked_from, now)
+            source = self.metas.get(config.forked_from)
+            if source is None:
+                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+            if source.soft_deleted:
+                raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+            if config.fork_offset is None:
+                base_index, base_byte = source.tail_index, source.tail_byte
+            else:
+                base_index, base_byte = self._boundary(source, config.fork_offset)
+            fork_offset = encode_offset(base_index, base_byte)
+            effective = fork_config(config, source.config, fork_offset)
+            config = msgspec.structs.replace(config, fork_offset=fork_offset)
+        elif not config.content_type:
+            config = effective = msgspec.structs.replace(config, content_type=DEFAULT_CONTENT_TYPE)
+        meta = StreamMeta(
+            path=path,
+            config=effective,
+            requested=config,
+            created_at=now,
+            touched_at=now,
+            base_index=base_index,
+            base_byte=base_byte,
+            start_index=0,
+            start_byte=0,
+            tail_index=base_index,
+            tail_byte=base_byte,
+        )
+        if initial:
+            meta = self._write(meta, initial)
+        if closed:
+            meta = msgspec.structs.replace(meta, closed=True)
+        if source is not None:
+            self._put(msgspec.structs.replace(source, fork_refs=source.fork_refs + 1))
+        self._put(meta)
+        self.touched[path] = now
+        return CreateResult(created=True, info=stream_info(meta))
+
+    def _boundary(self, source: StreamMeta, offset: str) -> tuple[int, int]:
+        """Validate ``offset`` as a boundary of ``source`` (DS §6: else 400)."""
+        index, byte_pos = decode_offset(offset)
+        if index == source.tail_index and byte_pos == source.tail_byte:
+            return index, byte_pos
+        if index >= source.tail_index:
+            raise BadOffset(f"fork offset {offset} is beyond the source's tail")
+        try:
+            read_stream(
+                self.metas.get,
+                source,
+                offset,
+                max_bytes=1,
+                max_messages=1,
+                read_own=self.persistence.read_own,
+            )
+        except StreamGone as exc:
+            raise BadOffset(f"fork offset {offset} is below the source's retained data") from exc
+        return index, byte_pos
+
+    def _write(self, meta: StreamMeta, messages: Sequence[bytes]) -> StreamMeta:
+        self.persistence.write_messages(meta.path, meta.tail_index, meta.tail_byte, messages)
+        return msgspec.structs.replace(
+            meta,
+            tail_index=meta.tail_index + len(messages),
+            tail_byte=meta.tail_byte + sum(len(m) for m in messages),
+        )
+
+    # -- append --------------------------------------------------------------
+
+    def append(
+        self,
+        path: str,
+        messages: Sequence[bytes],
+        *,
+        content_type: str | None,
+        producer: Producer | None,
+        stream_seq: str | None,
+        close: bool,
+        now: float,
+    ) -> AppendResult:
+        """See :meth:`LogStore.append` (without the durability wait)."""
+        meta = self.live(path, now)
+        states = self.producers.get(path)
+        state = states.get(producer.producer_id) if states and producer else None
+        plan = plan_append(
+            stream_content_type=meta.config.content_type,
+            closed=meta.closed,
+            closed_by=meta.closed_by,
+            last_stream_seq=meta.last_stream_seq,
+            producer_state=state,
+            message_count=len(messages),
+            content_type=content_type,
+            producer=producer,
+            stream_seq=stream_seq,
+            close=close,
+            tail=meta.tail,
+            now=now,
+        )
+        if plan.kind == "closed_duplicate":
+            assert producer is not None
+            return AppendResult(
+                status="duplicate",
+                offsets=[],
+                tail=meta.tail,
+                closed=True,
+                producer_epoch=producer.epoch,
+                producer_seq=producer.seq,
+            )
+        if plan.kind == "duplicate":
+            assert plan.producer_state is not None
+            return AppendResult(
+                status="duplicate",
+                offsets=[],
+                tail=meta.tail,
+                closed=meta.closed,
+                producer_epoch=plan.producer_state.epoch,
+                producer_seq=plan.producer_state.last_seq,
+            )
+        if plan.kind == "closed_only":
+            # DS §2: close-only on a closed stream is 204, but still renews
+            # a sliding TTL (every append does).
+            self.touched[path] = now
+            return AppendResult(status="closed_only", offsets=[], tail=meta.tail, closed=True)
+        offsets: list[str] = []
+        index, byte_pos = meta.tail_index, meta.tail_byte
+        for data in messages:
+            offsets.append(encode_offset(index, byte_pos))
+            index, byte_pos = index + 1, byte_pos + len(data)
+        if messages:
+            meta = self._write(meta, messages)
+        changes: dict[str, object] = {"touched_at": now}
+        if plan.stream_seq is not None:
+            changes["last_stream_seq"] = plan.stream_seq
+        if plan.close:
+            changes["closed"] = True
+            changes["closed_by"] = producer
+        meta = msgspec.structs.replace(meta, **changes)
+        self._put(meta)
+        self.touched[path] = now
+        if producer is not None and plan.producer_state is not None:
+            self.producers.setdefault(path, {})[producer.producer_id] = plan.producer_state
+            self.persistence.save_producer(path, producer.producer_id, plan.producer_state)
+        return AppendResult(
+            status="appended" if messages else "closed_only",
+            offsets=offsets,
+            tail=meta.tail,
+            closed=meta.closed,
+            producer_epoch=plan.producer_state.epoch if plan.producer_state else None,
+            producer_seq=plan.producer_state.last_seq if plan.producer_state else None,
+        )
+
+    # -- delete / trim ---------------------------------------------------------
+
+    def delete(self, path: str, now: float) -> list[str]:
+        """See :meth:`LogStore.delete`. Returns the paths removed or soft-deleted."""
+        meta = self.live(path, now)
+        return self._delete(meta)
+
+    def _delete(self, meta: StreamMeta) -> list[str]:
+        if meta.fork_refs > 0:
+            # DS §6: forks still read this stream's data; keep it, hide the URL.
+            self._put(msgspec.structs.replace(meta, soft_deleted=True))
+            return [meta.path]
+        removed = [meta.path]
+        cur: StreamMeta | None = meta
+        while cur is not None:
+            self.metas.pop(cur.path, None)
+            self.producers.pop(cur.path, None)
+            self.touched.pop(cur.path, None)
+            self.persistence.drop_stream(cur.path)
+            parent_path = cur.config.forked_from
+            cur = None
+            if parent_path is not None:
+                parent = self.metas.get(parent_path)
+                if parent is not None:
+                    parent = msgspec.structs.replace(parent, fork_refs=max(parent.fork_refs - 1, 0))
+                    if parent.soft_deleted and parent.fork_refs == 0:
+                        # The last fork went: garbage-collect the source (cascades).
+                        removed.append(parent.path)
+                        cur = parent
+                    else:
+                        self._put(parent)
+        return removed
+
+    def trim(self, path: str, below: str, now: float) -> int:
+        """See :meth:`LogStore.trim`. Only the stream's own messages are dropped."""
+        meta = self.live(path, now)
+        index, byte_pos = decode_offset(below)
+        if index <= meta.start_index:
+            return 0
+        if index != meta.tail_index or byte_pos != meta.tail_byte:
+            if index > meta.tail_index:
+                raise BadOffset(f"trim offset {below} is beyond the tail")
+            read_stream(
+                self.metas.get,
+                meta,
+                below,
+                max_bytes=1,
+                max_messages=1,
+                read_own=self.persistence.read_own,
+            )
+        dropped = index - meta.start_index
+        self.persistence.trim_messages(path, index)
+        self._put(msgspec.structs.replace(meta, start_index=index, start_byte=byte_pos))
+        return dropped
+
+    def list_streams(self, prefix: str, limit: int, now: float) -> list[StreamInfo]:
+        out: list[StreamInfo] = []
+        for path in sorted(p for p in self.metas if p.startswith(prefix)):
+            meta = self.metas[path]
+            if meta.soft_deleted or is_expired(meta.config, self.last_touch(meta), now):
+                continue
+            out.append(stream_info(meta))
+            if len(out) >= limit:
+                break
+        return out
