@@ -1,0 +1,567 @@
+"""CRDT messages and ops: msgspec wire types, decoding of both spellings, validation, clocks.
+
+Wire shape (vuer-rtc-semantics.md §2): ``CRDTMessage = {id, client, clock, lt, ts, ops[]}`` with
+ops ``{ot, key, path, value?, ...extra flat fields}``. Since TS v0.8.0 the *compact* names
+(``client``, ``lt``, ``ts``, ``ot``) are the wire form; receivers also accept the *long* names
+(``sessionId``, ``lamportTime``, ``timestamp``, ``otype``). :func:`decode_message` accepts both
+and returns a :class:`Message` whose compact fields are filled and whose long fields are unset;
+:func:`encode_message_json` / :func:`encode_message_msgpack` always write the compact names.
+
+Validation (:func:`validate_message`) runs before anything is applied and raises a single
+:class:`~durasync.crdt.errors.CRDTValidationError` naming the field, for: an unknown otype, a
+value of the wrong shape, NaN or infinity, a vector of the wrong length, an oversized value
+(:class:`Limits`), a malformed text op. A message that passed validation can always be applied
+without raising.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from durasync.crdt.errors import CRDTValidationError
+
+__all__ = [
+    "ADDITIVE_OTYPES",
+    "DEFAULT_LIMITS",
+    "LWW_OTYPES",
+    "META_OTYPES",
+    "OTYPES",
+    "TEXT_OTYPES",
+    "Limits",
+    "Message",
+    "Op",
+    "decode_message",
+    "decode_message_obj",
+    "encode_message_json",
+    "encode_message_msgpack",
+    "lamport_next",
+    "merge_clocks",
+    "message_from_dict",
+    "message_to_dict",
+    "tick_clock",
+    "validate_message",
+    "validate_op",
+]
+
+#: The reference catalogue (vuer-rtc-semantics.md §3) plus ``array.move`` from the TS docs.
+OTYPES: Final[frozenset[str]] = frozenset(
+    {
+        "node.insert",
+        "node.remove",
+        "node.move",
+        "number.set",
+        "number.add",
+        "number.multiply",
+        "number.min",
+        "number.max",
+        "vector3.set",
+        "vector3.add",
+        "vector3.multiply",
+        "vector3.applyQuaternion",
+        "vector3.applyEuler",
+        "euler.set",
+        "euler.add",
+        "quaternion.set",
+        "quaternion.multiply",
+        "color.set",
+        "color.blend",
+        "string.set",
+        "string.concat",
+        "boolean.set",
+        "boolean.or",
+        "boolean.and",
+        "array.set",
+        "array.push",
+        "array.union",
+        "array.remove",
+        "array.move",
+        "object.set",
+        "object.merge",
+        "text.init",
+        "text.insert",
+        "text.delete",
+        "text.replace",
+        "meta.undo",
+        "meta.redo",
+    }
+)
+#: Otypes resolved by last-writer-wins stamps.
+LWW_OTYPES: Final[frozenset[str]] = frozenset(
+    o for o in OTYPES if o.endswith(".set") and not o.startswith("node.")
+)
+#: Otypes whose values merge inside one edit buffer slot (reference §5 ``edit``).
+ADDITIVE_OTYPES: Final[frozenset[str]] = frozenset(
+    {"number.add", "number.multiply", "vector3.add", "quaternion.multiply"}
+)
+TEXT_OTYPES: Final[frozenset[str]] = frozenset(
+    {"text.init", "text.insert", "text.delete", "text.replace"}
+)
+META_OTYPES: Final[frozenset[str]] = frozenset({"meta.undo", "meta.redo"})
+
+EULER_ORDERS: Final[frozenset[str]] = frozenset({"XYZ", "YXZ", "ZXY", "ZYX", "YZX", "XZY"})
+_COLOR_RE: Final = re.compile(r"#?[0-9a-fA-F]{6}\Z")
+
+
+class Op(msgspec.Struct, omit_defaults=True):
+    """One operation. ``ot`` is the otype; the other fields are the reference's flat extras.
+
+    ``otype`` exists only so that the long spelling decodes; :func:`decode_message` moves it
+    into ``ot``. Unset fields are omitted when encoding. Values are plain JSON values and are
+    treated as immutable once the op is applied (the graph may share them).
+    """
+
+    ot: str = ""
+    key: str = ""
+    path: str = ""
+    value: Any = UNSET
+    otype: str | UnsetType = UNSET
+    # extras (vuer-rtc-semantics.md §2 "Op shape")
+    separator: str | UnsetType = UNSET
+    order: str | UnsetType = UNSET
+    intrinsic: bool | UnsetType = UNSET
+    targetMsgId: str | UnsetType = UNSET
+    id: str | UnsetType = UNSET
+    seq: int | UnsetType = UNSET
+    ts: int | float | UnsetType = UNSET
+    rm: list[Any] | UnsetType = UNSET
+    position: int | UnsetType = UNSET
+    length: int | UnsetType = UNSET
+    from_: int | UnsetType = msgspec.field(default=UNSET, name="from")
+    to: int | UnsetType = UNSET
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """A CRDT message (a batch of ops from one session at one Lamport time).
+
+    After :func:`decode_message` (or :func:`validate_message`) ``client``, ``lt`` and ``ts`` are
+    set and the long-name fields are unset. ``serverSeq`` is the room's total-order position
+    when a server sequenced the message (it rides on ``broadcast`` frames and ``ack``).
+    """
+
+    id: str = ""
+    client: str = ""
+    lt: int = -1
+    ts: int | float | None = None
+    ops: list[Op] = msgspec.field(default_factory=list)
+    clock: dict[str, int] = msgspec.field(default_factory=dict)
+    sessionId: str | UnsetType = UNSET
+    lamportTime: int | UnsetType = UNSET
+    timestamp: int | float | UnsetType = UNSET
+    serverSeq: int | None = None
+
+
+class _Wrapper(msgspec.Struct):
+    mtype: str
+    msg: Message
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """Size limits enforced by validation (a peer cannot make the graph arbitrarily big).
+
+    ``max_value_items`` bounds the number of JSON nodes (scalars + containers) in one value;
+    ``max_string`` the length of any one string; ``max_depth`` the nesting depth.
+    """
+
+    max_ops: int = 10_000
+    max_string: int = 1 << 20
+    max_value_items: int = 100_000
+    max_depth: int = 32
+    max_key: int = 1024
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+_json_decoder: Final = msgspec.json.Decoder(Message)
+_wrapper_json_decoder: Final = msgspec.json.Decoder(_Wrapper)
+_json_encoder: Final = msgspec.json.Encoder()
+_msgpack_encoder: Final = msgspec.msgpack.Encoder()
+_msgpack_decoder: Final = msgspec.msgpack.Decoder(Message)
+
+_AT_RE: Final = re.compile(r"at `\$\.?(.*)`")
+
+
+def _msgspec_error(exc: msgspec.MsgspecError) -> CRDTValidationError:
+    text = str(exc)
+    m = _AT_RE.search(text)
+    field = m.group(1) if m else "message"
+    if m:
+        text = text[: m.start()].rstrip(" -")
+    return CRDTValidationError(field or "message", text)
+
+
+def decode_message(
+    data: bytes | str, *, format: str = "json", limits: Limits = DEFAULT_LIMITS
+) -> Message:
+    """Decode and validate one message from JSON (``format="json"``) or msgpack.
+
+    Accepts long or compact names, and the wire wrapper ``{"mtype": "crdt"|"broadcast",
+    "msg": {...}}`` for JSON. Raises :class:`CRDTValidationError` on any problem.
+    """
+    try:
+        if format == "msgpack":
+            msg = _msgpack_decoder.decode(data)
+        else:
+            raw = data.encode() if isinstance(data, str) else data
+            if b'"mtype"' in raw:
+                wrapper = _wrapper_json_decoder.decode(raw)
+                if wrapper.mtype not in ("crdt", "broadcast"):
+                    raise CRDTValidationError("mtype", f"not a CRDT message frame: {wrapper.mtype!r}")
+                msg = wrapper.msg
+            else:
+                msg = _json_decoder.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise _msgspec_error(exc) from None
+    validate_message(msg, limits=limits)
+    return msg
+
+
+def decode_message_obj(obj: Any, *, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """Convert an already-parsed JSON/msgpack object (dict) into a validated :class:`Message`."""
+    if isinstance(obj, Mapping) and "mtype" in obj and "msg" in obj:
+        if obj["mtype"] not in ("crdt", "broadcast"):
+            raise CRDTValidationError("mtype", f"not a CRDT message frame: {obj['mtype']!r}")
+        obj = obj["msg"]
+    try:
+        msg = msgspec.convert(obj, Message)
+    except msgspec.MsgspecError as exc:
+        raise _msgspec_error(exc) from None
+    validate_message(msg, limits=limits)
+    return msg
+
+
+message_from_dict = decode_message_obj
+
+
+def message_to_dict(msg: Message) -> dict[str, Any]:
+    """The compact-name plain-dict form of ``msg`` (as JSON would decode it)."""
+    out: dict[str, Any] = msgspec.to_builtins(msg)
+    return out
+
+
+def encode_message_json(msg: Message) -> bytes:
+    """JSON bytes with the compact names (unset fields omitted)."""
+    return _json_encoder.encode(msg)
+
+
+def encode_message_msgpack(msg: Message) -> bytes:
+    """msgpack bytes with the compact names (unset fields omitted)."""
+    return _msgpack_encoder.encode(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_num(v: object) -> bool:
+    t = type(v)
+    return (t is int) or (t is float and math.isfinite(v))  # type: ignore[arg-type]
+
+
+def _check_num(v: object, field: str) -> None:
+    if not _is_num(v):
+        if type(v) is float:
+            raise CRDTValidationError(field, "NaN or infinity is not allowed")
+        raise CRDTValidationError(field, f"expected a number, got {type(v).__name__}")
+
+
+def _check_vec(v: object, n: int, field: str) -> None:
+    if type(v) is not list:
+        raise CRDTValidationError(field, f"expected a list of {n} numbers")
+    if len(v) != n:
+        raise CRDTValidationError(field, f"expected {n} components, got {len(v)}")
+    for i, x in enumerate(v):
+        _check_num(x, f"{field}[{i}]")
+
+
+def _check_str(v: object, field: str, limits: Limits) -> None:
+    if type(v) is not str:
+        raise CRDTValidationError(field, f"expected a string, got {type(v).__name__}")
+    if len(v) > limits.max_string:
+        raise CRDTValidationError(field, f"string longer than {limits.max_string}")
+
+
+def _check_json(v: object, field: str, limits: Limits) -> None:
+    """A JSON value within the size limits, with finite numbers only."""
+    budget = limits.max_value_items
+    stack: list[tuple[object, int]] = [(v, 0)]
+    while stack:
+        x, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise CRDTValidationError(field, f"value larger than {limits.max_value_items} items")
+        t = type(x)
+        if t is str:
+            if len(x) > limits.max_string:  # type: ignore[arg-type]
+                raise CRDTValidationError(field, f"string longer than {limits.max_string}")
+        elif t is float:
+            if not math.isfinite(x):  # type: ignore[arg-type]
+                raise CRDTValidationError(field, "NaN or infinity is not allowed")
+        elif t is int or t is bool or x is None:
+            pass
+        elif t is list:
+            if depth >= limits.max_depth:
+                raise CRDTValidationError(field, f"nested deeper than {limits.max_depth}")
+            stack.extend((y, depth + 1) for y in x)  # type: ignore[attr-defined]
+        elif t is dict:
+            if depth >= limits.max_depth:
+                raise CRDTValidationError(field, f"nested deeper than {limits.max_depth}")
+            for k, y in x.items():  # type: ignore[attr-defined]
+                if type(k) is not str:
+                    raise CRDTValidationError(field, "object keys must be strings")
+                stack.append((y, depth + 1))
+        else:
+            raise CRDTValidationError(field, f"not a JSON value: {t.__name__}")
+
+
+def _check_rm(rm: object, field: str) -> None:
+    if type(rm) is not list:
+        raise CRDTValidationError(field, "expected a list of [charId, length]")
+    for i, r in enumerate(rm):
+        if (
+            type(r) not in (list, tuple)
+            or len(r) != 2
+            or type(r[0]) is not str
+            or type(r[1]) is not int
+            or r[1] <= 0
+        ):
+            raise CRDTValidationError(f"{field}[{i}]", "expected [charId, positive length]")
+        _check_char_id(r[0], f"{field}[{i}][0]")
+
+
+def _check_char_id(v: object, field: str) -> None:
+    if type(v) is not str:
+        raise CRDTValidationError(field, "expected a char id 'agent:n'")
+    agent, sep, n = v.rpartition(":")
+    if not sep or not n.isdigit() or not n.isascii():
+        raise CRDTValidationError(field, "expected a char id 'agent:n'")
+
+
+def _check_text_insert(op: Op, p: str, limits: Limits, local: bool) -> None:
+    """Wire form ``{id, value: [anchor, content], seq, ts}``; local form ``{position, value}``."""
+    if local and op.position is not UNSET and op.id is UNSET:
+        if type(op.position) is not int or op.position < 0:
+            raise CRDTValidationError(f"{p}.position", "expected a non-negative integer")
+        v = op.value
+        content = v[1] if type(v) is list and len(v) == 2 and v[0] is None else v
+        _check_str(content, f"{p}.value", limits)
+        return
+    _check_char_id(op.id, f"{p}.id")
+    v = op.value
+    if type(v) is not list or len(v) != 2:
+        raise CRDTValidationError(f"{p}.value", "expected [anchor, content]")
+    if v[0] is not None:
+        _check_char_id(v[0], f"{p}.value[0]")
+    _check_str(v[1], f"{p}.value[1]", limits)
+    if not v[1]:
+        raise CRDTValidationError(f"{p}.value[1]", "empty insert")
+    if type(op.seq) is not int or op.seq < 0:
+        raise CRDTValidationError(f"{p}.seq", "expected a non-negative integer")
+    if op.ts is UNSET:
+        raise CRDTValidationError(f"{p}.ts", "missing")
+    _check_num(op.ts, f"{p}.ts")
+
+
+def _check_text_delete(op: Op, p: str, local: bool) -> None:
+    if local and op.rm is UNSET and op.position is not UNSET:
+        for name in ("position", "length"):
+            x = getattr(op, name)
+            if type(x) is not int or x < 0:
+                raise CRDTValidationError(f"{p}.{name}", "expected a non-negative integer")
+        return
+    if op.rm is UNSET:
+        raise CRDTValidationError(f"{p}.rm", "missing")
+    _check_rm(op.rm, f"{p}.rm")
+
+
+def validate_op(op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local: bool = False) -> None:
+    """Check one op (normalising ``otype`` into ``ot``). ``p`` prefixes field names in errors.
+
+    ``local=True`` also accepts the position-based text forms that only local edits may use
+    (reference §4: "Only the CRDT form is valid on the wire").
+    """
+    if op.otype is not UNSET:
+        if not op.ot:
+            op.ot = op.otype
+        op.otype = UNSET
+    ot = op.ot
+    if not ot:
+        raise CRDTValidationError(f"{p}.ot", "missing otype")
+    if ot not in OTYPES:
+        raise CRDTValidationError(f"{p}.ot", f"unknown otype {ot!r}")
+    if len(op.key) > limits.max_key:
+        raise CRDTValidationError(f"{p}.key", f"longer than {limits.max_key}")
+    if len(op.path) > limits.max_key:
+        raise CRDTValidationError(f"{p}.path", f"longer than {limits.max_key}")
+    family, _, verb = ot.partition(".")
+    v = op.value
+    fv = f"{p}.value"
+    if family == "number":
+        _check_num(v, fv)
+    elif family == "vector3":
+        if verb == "applyQuaternion":
+            _check_vec(v, 4, fv)
+        else:
+            _check_vec(v, 3, fv)
+        if verb == "applyEuler":
+            if op.order is not UNSET and op.order not in EULER_ORDERS:
+                raise CRDTValidationError(f"{p}.order", f"unknown Euler order {op.order!r}")
+    elif family == "euler":
+        _check_vec(v, 3, fv)
+    elif family == "quaternion":
+        _check_vec(v, 4, fv)
+    elif family == "color":
+        if type(v) is not str or not _COLOR_RE.match(v):
+            raise CRDTValidationError(fv, "expected a color '#rrggbb'")
+    elif family == "string":
+        _check_str(v, fv, limits)
+        if op.separator is not UNSET:
+            _check_str(op.separator, f"{p}.separator", limits)
+    elif family == "boolean":
+        if type(v) is not bool:
+            raise CRDTValidationError(fv, "expected a boolean")
+    elif family == "array":
+        if verb in ("set", "union"):
+            if type(v) is not list:
+                raise CRDTValidationError(fv, "expected a list")
+            _check_json(v, fv, limits)
+        elif verb == "move":
+            for name in ("from_", "to"):
+                x = getattr(op, name)
+                if type(x) is not int:
+                    raise CRDTValidationError(f"{p}.{name.rstrip('_')}", "expected an integer")
+        else:
+            if v is UNSET:
+                raise CRDTValidationError(fv, "missing")
+            _check_json(v, fv, limits)
+    elif family == "object":
+        if type(v) is not dict:
+            raise CRDTValidationError(fv, "expected an object")
+        _check_json(v, fv, limits)
+    elif family == "node":
+        if verb == "insert":
+            if type(v) is not dict:
+                raise CRDTValidationError(fv, "expected a node object {key, tag, name, ...}")
+            nk = v.get("key")
+            if type(nk) is not str or not nk:
+                raise CRDTValidationError(f"{fv}.key", "expected a non-empty string")
+            for name in ("tag", "name"):
+                if name in v and type(v[name]) is not str:
+                    raise CRDTValidationError(f"{fv}.{name}", "expected a string")
+            ch = v.get("children")
+            if ch is not None and (type(ch) is not list or any(type(c) is not str for c in ch)):
+                raise CRDTValidationError(f"{fv}.children", "expected a list of node keys")
+            _check_json(v, fv, limits)
+        elif verb == "remove":
+            if type(v) is not str:
+                raise CRDTValidationError(fv, "expected the child node key")
+        else:  # move
+            if (
+                type(v) is not dict
+                or type(v.get("nodeKey")) is not str
+                or type(v.get("newParent")) is not str
+            ):
+                raise CRDTValidationError(fv, "expected {nodeKey, newParent}")
+    elif family == "text":
+        if verb == "init":
+            if v is not UNSET and v is not None:
+                _check_str(v, fv, limits)
+        elif verb == "insert":
+            _check_text_insert(op, p, limits, local)
+        elif verb == "delete":
+            _check_text_delete(op, p, local)
+        else:  # replace
+            if local and op.rm is UNSET and op.position is not UNSET:
+                _check_text_delete(op, p, local)
+                vv = op.value
+                content = vv[1] if type(vv) is list and len(vv) == 2 and vv[0] is None else vv
+                _check_str(content, fv, limits)
+            else:
+                _check_text_delete(op, p, False)
+                _check_text_insert(op, p, limits, False)
+    else:  # meta
+        if type(op.targetMsgId) is not str or not op.targetMsgId:
+            raise CRDTValidationError(f"{p}.targetMsgId", "expected the target message id")
+
+
+def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bool = False) -> None:
+    """Check a message and normalise long names into compact ones (in place).
+
+    Raises :class:`CRDTValidationError` naming the first bad field; on error the message may be
+    partially normalised but nothing else is touched.
+    """
+    if msg.sessionId is not UNSET:
+        if not msg.client:
+            msg.client = msg.sessionId
+        msg.sessionId = UNSET
+    if msg.lamportTime is not UNSET:
+        if msg.lt < 0:
+            msg.lt = msg.lamportTime
+        msg.lamportTime = UNSET
+    if msg.timestamp is not UNSET:
+        if msg.ts is None:
+            msg.ts = msg.timestamp
+        msg.timestamp = UNSET
+    if not msg.id:
+        raise CRDTValidationError("id", "missing message id")
+    if len(msg.id) > limits.max_key:
+        raise CRDTValidationError("id", f"longer than {limits.max_key}")
+    if not msg.client:
+        raise CRDTValidationError("client", "missing sender (client / sessionId)")
+    if msg.lt < 0:
+        raise CRDTValidationError("lt", "missing or negative Lamport time (lt / lamportTime)")
+    if msg.ts is None:
+        raise CRDTValidationError("ts", "missing timestamp (ts / timestamp)")
+    _check_num(msg.ts, "ts")
+    for k, c in msg.clock.items():
+        if c < 0:
+            raise CRDTValidationError(f"clock.{k}", "negative counter")
+    if len(msg.ops) > limits.max_ops:
+        raise CRDTValidationError("ops", f"more than {limits.max_ops} ops")
+    for i, op in enumerate(msg.ops):
+        validate_op(op, f"ops[{i}]", limits=limits, local=local)
+
+
+# ---------------------------------------------------------------------------------------------
+# clocks
+# ---------------------------------------------------------------------------------------------
+
+
+def lamport_next(current: int, *seen: int) -> int:
+    """The Lamport time of a new local event: one more than everything seen (reference §2)."""
+    return max(current, *seen) + 1 if seen else current + 1
+
+
+def merge_clocks(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    """Entry-wise maximum of two vector clocks (a new dict)."""
+    out = dict(a)
+    for k, v in b.items():
+        if v > out.get(k, 0):
+            out[k] = v
+    return out
+
+
+def tick_clock(clock: Mapping[str, int], session: str) -> dict[str, int]:
+    """A copy of ``clock`` with ``session``'s own entry incremented (reference §2 commit)."""
+    out = dict(clock)
+    out[session] = out.get(session, 0) + 1
+    return out
+
+
+def clock_compare(a: Mapping[str, int], b: Mapping[str, int]) -> int | None:
+    """Causal comparison: -1 (a before b), 0 (equal), 1 (a after b), None (concurrent)."""
+    le = all(v <= b.get(k, 0) for k, v in a.items())
+    ge = all(v <= a.get(k, 0) for k, v in b.items())
+    if le and ge:
+        return 0
+    if le:
+        return -1
+    if ge:
+        return 1
+    return None
