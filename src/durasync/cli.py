@@ -1,0 +1,233 @@
+"""The ``durasync`` command line.
+
+``durasync serve`` runs the server on uvicorn (uvloop and httptools when
+installed). Once the socket is bound it prints exactly one line to stderr::
+
+    durasync listening on http://127.0.0.1:4437 (store: embedded at /abs/dir)
+
+(with ``--port 0`` the port actually bound). SIGTERM/SIGINT shut down
+gracefully: open long-polls and SSE streams end at once, in-flight requests
+finish, then the store is closed.
+
+Adding a subcommand: write ``add_<name>_command(subparsers)`` that creates
+its parser and sets ``func`` (a callable taking the parsed namespace and
+returning an exit code), and call it from :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from durasync import __version__
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4437
+DEFAULT_DATA = "./durasync-data"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535: {text!r}")
+    return value
+
+
+def add_serve_command(subparsers: Any) -> None:
+    """Register ``durasync serve``."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the durasync server",
+        description=(
+            "Serve Durable Streams under /v1/stream/<path> (and /healthz). "
+            "Without --auth-secret only loopback clients are admitted."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind")
+    parser.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="TCP port (0: pick a free one)"
+    )
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
+        "--data",
+        type=Path,
+        default=Path(DEFAULT_DATA),
+        metavar="DIR",
+        help="directory of the embedded durable store (fsync'd appends)",
+    )
+    store.add_argument(
+        "--memory",
+        action="store_true",
+        help="keep everything in memory (nothing survives a restart)",
+    )
+    parser.add_argument(
+        "--long-poll-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a long-poll GET waits for data before answering 204",
+    )
+    parser.add_argument(
+        "--auth-secret",
+        default=None,
+        metavar="SECRET",
+        help="require HS256 JWT bearer tokens signed with SECRET (claims: read, write, admin)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="without --auth-secret, also admit non-loopback clients (trusted networks only)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=16 * 1024 * 1024,
+        metavar="N",
+        help="largest accepted request body; larger ones get 413",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log verbosity",
+    )
+    parser.set_defaults(func=run_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="durasync",
+        description="durasync: durable real-time sync (Durable Streams over HTTP).",
+    )
+    parser.add_argument("--version", action="version", version=f"durasync {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_serve_command(subparsers)
+    return parser
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server that announces the bound address and drains live requests."""
+
+    def __init__(self, config: uvicorn.Config, *, store_label: str, on_exit: Callable[[], None]):
+        super().__init__(config)
+        self._store_label = store_label
+        self._on_exit = on_exit
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+        if self.should_exit:
+            return
+        host, port = self.config.host, self.config.port
+        for server in self.servers:
+            for sock in server.sockets or ():
+                port = sock.getsockname()[1]
+                break
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"durasync listening on http://{shown}:{port} (store: {self._store_label})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Called from the signal handler: schedule the drain on the loop.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_exit)
+        super().handle_exit(sig, frame)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit code."""
+    from durasync.server import ServerSettings, create_app
+    from durasync.store import open_store
+    from durasync.streams.app import StreamSettings
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.memory:
+        store = open_store(memory=True)
+        label = "memory"
+    else:
+        data_dir = Path(args.data).resolve()
+        store = open_store(memory=False, data_dir=data_dir)
+        label = f"embedded at {data_dir}"
+    settings = ServerSettings(
+        streams=StreamSettings(
+            long_poll_timeout=args.long_poll_timeout, max_body_bytes=args.max_body_bytes
+        ),
+        auth_secret=args.auth_secret,
+        allow_remote=args.allow_remote,
+    )
+    app = create_app(store, settings)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
+    server = _Server(config, store_label=label, on_exit=app.state.streams.begin_shutdown)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Assembles the durasync ASGI application.
+
+:func:`create_app` builds one Starlette app from a store and settings:
+
+- ``/v1/stream/<path>``: the Durable Streams protocol
+  (:class:`durasync.streams.app.StreamsApp`), with ``/v1/stream/__ds/...``
+  routed to the subscription service first (DS §9);
+- ``GET /healthz``: liveness (200 ``{"status": "ok"}``);
+- on every response: ``X-Content-Type-Options: nosniff``,
+  ``Cross-Origin-Resource-Policy: cross-origin`` and permissive CORS
+  (DS §8), and CORS preflights answered before auth.
+
+The lifespan opens the store and starts the subscription service, and on
+shutdown ends open long-polls and SSE streams, stops subscriptions and closes
+the store. Later layers (rooms) add routes through ``extra_routes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
+from durasync.store.base import LogStore
+from durasync.streams.app import StreamsApp, StreamSettings
+from durasync.streams.protocol import error_body
+
+__all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app"]
+
+log = logging.getLogger("durasync.server")
+
+#: Protocol headers browsers may send (CORS preflight) and read (expose).
+REQUEST_HEADERS = (
+    "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, "
+    "Stream-Expires-At, Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, "
+    "Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, Producer-Seq"
+)
+EXPOSE_HEADERS = (
+    "Stream-Next-Offset, Stream-Up-To-Date, Stream-Closed, Stream-Cursor, "
+    "Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, "
+    "Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, "
+    "Content-Type, Retry-After, WWW-Authenticate"
+)
+METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything :func:`create_app` needs besides the store."""
+
+    streams: StreamSettings = StreamSettings()
+    #: HS256 secret: switches auth to JWT bearer tokens (see durasync.auth).
+    auth_secret: str | None = None
+    #: Without a secret, admit non-loopback clients (trusted networks only).
+    allow_remote: bool = False
+    #: Serve the reserved ``__ds`` subscription APIs (DS §9).
+    subscriptions: bool = True
+
+
+_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+]
+
+_PREFLIGHT_HEADERS: list[tuple[bytes, bytes]] = [
+    *_SECURITY_HEADERS,
+    (b"access-control-allow-methods", METHODS.encode()),
+    (b"access-control-allow-headers", REQUEST_HEADERS.encode()),
+    (b"access-control-max-age", b"86400"),
+    (b"content-length", b"0"),
+]
+
+
+class SecurityHeadersMiddleware:
+    """Adds DS §8 security and CORS headers to every HTTP response.
+
+    CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) are
+    answered here, before authentication, as browsers send no credentials.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            for name, _ in scope["headers"]:
+                if name == b"access-control-request-method":
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 204,
+                            "headers": _PREFLIGHT_HEADERS,
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *_SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def make_authorizer(settings: ServerSettings) -> Authorizer:
+    """The authorizer the settings ask for (JWT with a secret, else loopback)."""
+    if settings.auth_secret:
+        return JWTAuthorizer(settings.auth_secret)
+    return LoopbackAuthorizer(allow_remote=settings.allow_remote)
+
+
+async def _healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """Last resort: a genuine server fault. Logged; the client sees no traceback."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    headers = {name.decode(): value.decode() for name, value in _SECURITY_HEADERS}
+    return Response(
+        error_body("INTERNAL_ERROR", "internal server error"),
+        status_code=500,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return Response(
+        error_body("NOT_FOUND", f"no route for {request.url.path}"),
+        status_code=404,
+        media_type="application/json",
+    )
+
+
+def create_app(
+    store: LogStore,
+    settings: ServerSettings | None = None,
+    *,
+    authorizer: Authorizer | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """Build the ASGI app over ``store`` (not yet opened: the lifespan opens it).
+
+    ``app.state.streams`` is the :class:`StreamsApp`; call its
+    ``begin_shutdown()`` when the server starts draining (the CLI does so on
+    SIGTERM) so live requests end before the lifespan closes the store.
+    """
+    settings = settings or ServerSettings()
+    auth = authorizer or make_authorizer(settings)
+    stream_settings = settings.streams
+    if settings.auth_secret and stream_settings.cache_scope == "public":
+        # Token-protected reads are user-specific: never in shared caches (DS §7).
+        stream_settings = msgspec.structs.replace(stream_settings, cache_scope="private")
+    subscriptions: Any | None = None
+    if settings.subscriptions:
+        from durasync.streams.subscriptions import SubscriptionService
+
+        subscriptions = SubscriptionService(store, stream_prefix=stream_settings.prefix)
+    streams = StreamsApp(store, stream_settings, authorizer=auth, subscriptions=subscriptions)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        if subscriptions is not None:
+            await subscriptions.start()
+        try:
+            yield
+        finally:
+            streams.begin_shutdown()
+            if subscriptions is not None:
+                try:
+                    await subscriptions.aclose()
+                except Exception:
+                    log.exception("closing subscriptions failed")
+            await store.close()
+
+    prefix = stream_settings.prefix.rstrip("/")
+    routes: list[BaseRoute] = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route(prefix + "/{path:path}", streams),
+        *extra_routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeadersMiddleware)],
+        exception_handlers={500: _server_error, 404: _not_found},
+        lifespan=lifespan,
+    )
+    app.state.streams = streams
+    app.state.store = store
+    app.state.subscriptions = subscriptions
+    return app

@@ -1,0 +1,903 @@
+"""The Durable Streams HTTP protocol as a raw ASGI app over a :class:`LogStore`.
+
+Serves ``PUT/POST/GET/HEAD/DELETE`` on ``{prefix}/<path>`` (DS §2) and hands
+``{prefix}/__ds/...`` to the subscription service (DS §9). Handlers are thin:
+parsing, validation and framing live in :mod:`durasync.streams.protocol`;
+ordering, durability and the atomic checks live in the store.
+
+Why raw ASGI instead of Starlette ``Request``/``Response`` objects: the append
+and read paths are the hot paths of the benchmark, and this avoids building
+request/response objects, lets us stream the body under a size limit, and
+gives exact control of the SSE framing. The app is mounted into a Starlette
+application by :func:`durasync.server.create_app`.
+
+Guarantees:
+
+- every malformed request gets a 4xx with ``{"error": {"code", "message"}}``;
+  a store outage is a 503 with ``Retry-After``; any other exception is logged
+  and answered 500 (never a traceback on the wire);
+- a body larger than ``max_body_bytes`` is refused with 413 while it streams
+  in (never buffered beyond the limit);
+- :meth:`StreamsApp.begin_shutdown` ends every open long-poll (204) and SSE
+  stream promptly, so a graceful shutdown does not wait for live timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+from urllib.parse import parse_qs, quote
+
+import msgspec
+from starlette.types import Message, Receive, Scope, Send
+
+from durasync.auth import (
+    Action,
+    AuthError,
+    Authorizer,
+    LoopbackAuthorizer,
+    credentials_from_scope,
+)
+from durasync.store.base import (
+    OFFSET_NOW,
+    OFFSET_START,
+    AppendResult,
+    BadOffset,
+    ContentTypeMismatch,
+    LogStore,
+    Producer,
+    ProducerBadEpochStart,
+    ProducerFenced,
+    ProducerSeqGap,
+    ReadResult,
+    SeqConflict,
+    StoreClientError,
+    StoreUnavailable,
+    StreamClosed,
+    StreamConfig,
+    StreamExists,
+    StreamGone,
+    StreamNotFound,
+)
+from durasync.store.rules import fork_prefix
+from durasync.streams import protocol as p
+
+__all__ = ["StreamSettings", "StreamsApp"]
+
+log = logging.getLogger("durasync.streams")
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Tunables of the streams layer (defaults follow the reference server)."""
+
+    #: URL prefix of the stream root (the conformance suite uses /v1/stream).
+    prefix: str = "/v1/stream"
+    #: How long a long-poll waits for data before answering 204 (DS §2).
+    long_poll_timeout: float = 30.0
+    #: SSE connections end after this long so CDNs can collapse (DS §2 SSE).
+    sse_max_duration: float = 60.0
+    #: Largest accepted request body (413 above).
+    max_body_bytes: int = 16 * 1024 * 1024
+    #: Catch-up chunk limit; a read returns at least one message.
+    read_chunk_bytes: int = 1024 * 1024
+    read_chunk_messages: int = 10_000
+    #: Cursor interval in seconds (DS §7).
+    cursor_interval: float = p.CURSOR_INTERVAL
+    #: ``Cache-Control`` scope of cacheable reads: ``public`` or ``private``
+    #: (private when reads are user-specific, e.g. behind token auth).
+    cache_scope: str = "public"
+
+
+# Header names (ASGI gives them lower-cased).
+H_CONTENT_TYPE: Final = b"content-type"
+H_CONTENT_LENGTH: Final = b"content-length"
+H_NEXT_OFFSET: Final = b"stream-next-offset"
+H_UP_TO_DATE: Final = b"stream-up-to-date"
+H_CLOSED: Final = b"stream-closed"
+H_CURSOR: Final = b"stream-cursor"
+H_SEQ: Final = b"stream-seq"
+H_TTL: Final = b"stream-ttl"
+H_EXPIRES_AT: Final = b"stream-expires-at"
+H_FORKED_FROM: Final = b"stream-forked-from"
+H_FORK_OFFSET: Final = b"stream-fork-offset"
+H_FORK_SUB_OFFSET: Final = b"stream-fork-sub-offset"
+H_PRODUCER_ID: Final = b"producer-id"
+H_PRODUCER_EPOCH: Final = b"producer-epoch"
+H_PRODUCER_SEQ: Final = b"producer-seq"
+H_PRODUCER_EXPECTED: Final = b"producer-expected-seq"
+H_PRODUCER_RECEIVED: Final = b"producer-received-seq"
+H_SSE_ENCODING: Final = b"stream-sse-data-encoding"
+H_ETAG: Final = b"etag"
+H_IF_NONE_MATCH: Final = b"if-none-match"
+H_CACHE_CONTROL: Final = b"cache-control"
+
+TRUE: Final = b"true"
+NO_STORE: Final = (H_CACHE_CONTROL, b"no-store")
+JSON_CT: Final = (H_CONTENT_TYPE, b"application/json")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class _Disconnected(Exception):
+    """The client went away while we read its body."""
+
+
+class _Live:
+    """One live (long-poll or SSE) request: lets shutdown/disconnect end its wait."""
+
+    __slots__ = ("ended", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Future[bool] | None = None
+        self.ended = False
+
+    def end(self) -> None:
+        self.ended = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+def _first(query: dict[str, list[str]], key: str) -> str | None:
+    values = query.get(key)
+    return values[0] if values else None
+
+
+def _now() -> float:
+    return time.time()
+
+
+class StreamsApp:
+    """ASGI app serving the Durable Streams protocol over one store.
+
+    ``subscriptions`` (optional) is the ASGI app for ``{prefix}/__ds/...`` and
+    gets ``notify_append(path, tail)`` after every append that wrote data or
+    closed a stream.
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        settings: StreamSettings | None = None,
+        *,
+        authorizer: Authorizer | None = None,
+        subscriptions: Any | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or StreamSettings()
+        self.authorizer: Authorizer = authorizer or LoopbackAuthorizer()
+        self.subscriptions = subscriptions
+        self._notify: Callable[[str, str], Awaitable[None]] | None = (
+            getattr(subscriptions, "notify_append", None) if subscriptions else None
+        )
+        self._prefix = self.settings.prefix.rstrip("/") + "/"
+        self._ds_prefix = "__ds"
+        self._live: set[_Live] = set()
+        self._closing = False
+        cache = self.settings.cache_scope
+        self._cacheable = (
+            H_CACHE_CONTROL,
+            f"{cache}, max-age=60, stale-while-revalidate=300".encode(),
+        )
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """End every open long-poll and SSE stream now; new ones end at once."""
+        self._closing = True
+        for live in list(self._live):
+            live.end()
+
+    @property
+    def live_requests(self) -> int:
+        """Number of open long-poll/SSE requests (for tests and metrics)."""
+        return len(self._live)
+
+    # ------------------------------------------------------------------
+    # ASGI entry
+    # ------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        path_params = scope.get("path_params")
+        if path_params is not None and "path" in path_params:
+            path: str = path_params["path"]
+        else:
+            full: str = scope["path"]
+            path = full[len(self._prefix) :] if full.startswith(self._prefix) else ""
+        method: str = scope["method"]
+        try:
+            principal = self.authorizer.authenticate(credentials_from_scope(scope))
+            if path == self._ds_prefix or path.startswith("__ds/"):
+                if not self.authorizer.authorize(principal, "admin", "stream/" + path):
+                    raise AuthError(403, "FORBIDDEN", f"not allowed to use stream/{path}")
+                if self.subscriptions is None:
+                    raise p.ProtocolError(
+                        404, "NOT_FOUND", "subscriptions are not enabled on this server"
+                    )
+                await self.subscriptions(scope, receive, send)
+                return
+            p.validate_stream_path(path)
+            action: Action = "read" if method in ("GET", "HEAD") else "write"
+            if not self.authorizer.authorize(principal, action, "stream/" + path):
+                raise AuthError(403, "FORBIDDEN", f"token does not allow {action} on stream/{path}")
+            headers = dict(scope["headers"])
+            if method == "POST":
+                await self._post(
+                    scope,
+                    receive=receive,
+                    send=send,
+                    path=path,
+                    headers=headers,
+                    principal=principal,
+                )
+            elif method == "GET":
+                await self._get(scope, receive=receive, send=send, path=path, headers=headers)
+            elif method == "PUT":
+                await self._put(
+                    scope,
+                    receive=receive,
+                    send=send,
+                    path=path,
+                    headers=headers,
+                    principal=principal,
+                )
+            elif method == "HEAD":
+                await self._head(send, path)
+            elif method == "DELETE":
+                await self.store.delete(path)
+                await _respond(send, 204, [])
+                # DS §9: a deleted stream leaves every subscription.
+                notify_delete = getattr(self.subscriptions, "notify_delete", None)
+                if notify_delete is not None:
+                    await notify_delete(path)
+            elif method == "OPTIONS":
+                await _respond(send, 204, [(b"allow", b"GET, HEAD, PUT, POST, DELETE, OPTIONS")])
+            else:
+                await _error(
+                    send,
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    f"method {method} is not supported on streams",
+                    [(b"allow", b"GET, HEAD, PUT, POST, DELETE, OPTIONS")],
+                )
+        except _Disconnected:
+            return
+        except p.ProtocolError as exc:
+            await _error(send, exc.status, exc.code, exc.message, exc.headers)
+        except AuthError as exc:
+            extra: Headers = []
+            if exc.status == 401:
+                extra.append(
+                    (
+                        b"www-authenticate",
+                        b'Bearer realm="durasync", error="invalid_token"'
+                        if exc.code != "MISSING_TOKEN"
+                        else b'Bearer realm="durasync"',
+                    )
+                )
+            await _error(send, exc.status, exc.code, exc.message, extra)
+        except StoreClientError as exc:
+            status, code, extra = _map_store_error(exc, method)
+            await _error(send, status, code, str(exc) or code, extra)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+            await _error(
+                send,
+                503,
+                "STORE_UNAVAILABLE",
+                "the store is unavailable, retry later",
+                [(b"retry-after", b"1")],
+            )
+
+    # ------------------------------------------------------------------
+    # PUT: create (DS §2)
+    # ------------------------------------------------------------------
+
+    async def _put(
+        self,
+        scope: Scope,
+        *,
+        receive: Receive,
+        send: Send,
+        path: str,
+        headers: dict[bytes, bytes],
+        principal: Any,
+    ) -> None:
+        ttl_raw = headers.get(H_TTL)
+        expires_raw = headers.get(H_EXPIRES_AT)
+        if ttl_raw is not None and expires_raw is not None:
+            raise p.ProtocolError(
+                400, "INVALID_HEADER", "send Stream-TTL or Stream-Expires-At, not both"
+            )
+        ttl = p.parse_ttl(ttl_raw.decode("latin-1")) if ttl_raw is not None else None
+        expires_text = expires_raw.decode("latin-1") if expires_raw is not None else None
+        expires_at = p.parse_expires_at(expires_text) if expires_text is not None else None
+        closed = p.parse_bool_true(_hget(headers, b"stream-closed"))
+        ct_raw = headers.get(H_CONTENT_TYPE)
+        content_type = p.normalize_content_type(ct_raw.decode("latin-1")) if ct_raw else None
+
+        forked_raw = headers.get(H_FORKED_FROM)
+        fork_offset_raw = headers.get(H_FORK_OFFSET)
+        sub_raw = headers.get(H_FORK_SUB_OFFSET)
+        if forked_raw is None and (fork_offset_raw is not None or sub_raw is not None):
+            raise p.ProtocolError(
+                400,
+                "INVALID_HEADER",
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            )
+        body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
+
+        prefix_messages: list[bytes] = []
+        json_mode = p.is_json_type(content_type or "application/octet-stream")
+        if forked_raw is not None:
+            source = self._fork_source(forked_raw.decode("latin-1"))
+            if not self.authorizer.authorize(principal, "read", "stream/" + source):
+                raise AuthError(403, "FORBIDDEN", f"token does not allow read on stream/{source}")
+            fork_offset: str | None = None
+            if fork_offset_raw is not None:
+                fork_offset = p.parse_offset([fork_offset_raw.decode("latin-1")])
+            sub_offset = 0
+            if sub_raw is not None:
+                sub_offset = p.parse_non_negative_int(
+                    sub_raw.decode("latin-1"), "Stream-Fork-Sub-Offset"
+                )
+            try:
+                if body or sub_offset:
+                    # The body's framing and the sub-offset's unit follow the
+                    # source's content type (a fork always has it, DS §6).
+                    source_ct = (await self.store.head(source)).config.content_type
+                    json_mode = p.is_json_type(source_ct)
+                if sub_offset:
+                    if fork_offset is None or fork_offset in (OFFSET_START, OFFSET_NOW):
+                        raise p.ProtocolError(
+                            400,
+                            "INVALID_FORK_SUB_OFFSET",
+                            "Stream-Fork-Sub-Offset > 0 needs an explicit Stream-Fork-Offset",
+                        )
+                    prefix_messages = await self._fork_prefix(
+                        source, fork_offset, sub_offset, json_mode
+                    )
+            except StreamGone:
+                raise p.ProtocolError(
+                    409, "SOURCE_DELETED", "the fork source has been deleted"
+                ) from None
+            except StreamNotFound:
+                raise p.ProtocolError(404, "NOT_FOUND", "the fork source does not exist") from None
+            # The store inherits content type ("" = the source's) and expiry
+            # from the source, and resolves an absent fork offset to its tail.
+            config = StreamConfig(
+                content_type=content_type or "",
+                ttl_seconds=ttl,
+                expires_at=expires_at,
+                expires_at_text=expires_text,
+                forked_from=source,
+                fork_offset=fork_offset,
+                fork_sub_offset=sub_offset,
+            )
+        else:
+            config = StreamConfig(
+                content_type=content_type or "application/octet-stream",
+                ttl_seconds=ttl,
+                expires_at=expires_at,
+                expires_at_text=expires_text,
+            )
+
+        messages: list[bytes] = []
+        if body:
+            messages = p.parse_json_messages(body, allow_empty_array=True) if json_mode else [body]
+        if prefix_messages:
+            messages = prefix_messages + messages
+        try:
+            result = await self.store.create(path, config, initial=messages, closed=closed)
+        except StreamGone:
+            # DS §6: a soft-deleted URL cannot be re-created (409).
+            raise p.ProtocolError(
+                409, "STREAM_DELETED", "the stream was deleted and its URL is still in use"
+            ) from None
+        info = result.info
+        out: Headers = [
+            (H_CONTENT_TYPE, info.config.content_type.encode("latin-1")),
+            (H_NEXT_OFFSET, info.tail.encode()),
+        ]
+        if info.closed:
+            out.append((H_CLOSED, TRUE))
+        if result.created:
+            out.append((b"location", _location(scope, headers)))
+            await _respond(send, 201, out)
+            # DS §9: a stream created with data wakes matching subscriptions.
+            if messages or info.closed:
+                await self._notify_append(path, info.tail)
+        else:
+            await _respond(send, 200, out)
+
+    async def _notify_append(self, path: str, tail: str) -> None:
+        """Tell subscriptions (DS §9) that ``path`` got data or closed; never raises."""
+        if self._notify is None:
+            return
+        try:
+            await self._notify(path, tail)
+        except Exception:
+            log.exception("subscription notify failed for %s", path)
+
+    def _fork_source(self, raw: str) -> str:
+        """``Stream-Forked-From`` names a stream on this server by URL path (DS §6)."""
+        value = raw.strip()
+        if "://" in value:
+            value = "/" + value.split("://", 1)[1].split("/", 1)[-1]
+        if value.startswith(self._prefix):
+            value = value[len(self._prefix) :]
+        elif value.startswith("/"):
+            raise p.ProtocolError(
+                400, "INVALID_HEADER", f"Stream-Forked-From must be a path under {self._prefix}"
+            )
+        return p.validate_stream_path(value)
+
+    async def _fork_prefix(
+        self, source: str, anchor: str, count: int, json_mode: bool
+    ) -> list[bytes]:
+        """The messages a sub-offset fork copies past ``anchor`` (DS §6).
+
+        JSON: the next ``count`` messages; otherwise ``count`` bytes. Reads
+        only as much of the source as needed; overshooting is a 400.
+        """
+        messages: list[bytes] = []
+        have = 0
+        offset = anchor
+        while have < count:
+            res = await self.store.read(
+                source,
+                offset,
+                max_messages=count - have if json_mode else 1024,
+                max_bytes=count - have if not json_mode else 1 << 26,
+            )
+            for entry in res.entries:
+                messages.append(entry.data)
+                have += 1 if json_mode else len(entry.data)
+            if not res.entries or res.up_to_date:
+                break
+            offset = res.next_offset
+        try:
+            return fork_prefix(count, json_mode, messages)
+        except BadOffset as exc:
+            raise p.ProtocolError(400, "INVALID_FORK_SUB_OFFSET", str(exc)) from None
+
+    # ------------------------------------------------------------------
+    # POST: append and/or close (DS §2, §3)
+    # ------------------------------------------------------------------
+
+    async def _post(
+        self,
+        scope: Scope,
+        *,
+        receive: Receive,
+        send: Send,
+        path: str,
+        headers: dict[bytes, bytes],
+        principal: Any,
+    ) -> None:
+        close = p.parse_bool_true(_hget(headers, H_CLOSED))
+        producer_h = p.parse_producer(
+            _hget(headers, H_PRODUCER_ID),
+            _hget(headers, H_PRODUCER_EPOCH),
+            _hget(headers, H_PRODUCER_SEQ),
+        )
+        stream_seq = p.parse_stream_seq(_hget(headers, H_SEQ))
+        body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
+        content_type: str | None = None
+        messages: list[bytes]
+        if body:
+            ct_raw = headers.get(H_CONTENT_TYPE)
+            if not ct_raw:
+                raise p.ProtocolError(
+                    400, "MISSING_CONTENT_TYPE", "an append with a body needs a Content-Type"
+                )
+            content_type = p.normalize_content_type(ct_raw.decode("latin-1"))
+            if p.is_json_type(content_type):
+                messages = p.parse_json_messages(body, allow_empty_array=False)
+            else:
+                messages = [body]
+        elif close:
+            # DS §2: a close-only POST may omit (or mismatch) the Content-Type.
+            messages = []
+        else:
+            raise p.ProtocolError(
+                400, "EMPTY_BODY", "an append needs a non-empty body (or Stream-Closed: true)"
+            )
+        producer = (
+            Producer(producer_h.producer_id, producer_h.epoch, producer_h.seq)
+            if producer_h
+            else None
+        )
+        result = await self.store.append(
+            path,
+            messages,
+            content_type=content_type,
+            producer=producer,
+            stream_seq=stream_seq,
+            close=close,
+        )
+        out: Headers = [(H_NEXT_OFFSET, result.tail.encode())]
+        if result.closed:
+            out.append((H_CLOSED, TRUE))
+        status = 204
+        if producer is not None:
+            out.extend(_producer_headers(result))
+            # DS §3: 200 when a batch with data was accepted; 204 for a
+            # duplicate and for a close-only request (no data written).
+            status = 200 if result.status == "appended" else 204
+        await _respond(send, status, out)
+        if result.status != "duplicate":
+            await self._notify_append(path, result.tail)
+
+    # ------------------------------------------------------------------
+    # HEAD (DS §2)
+    # ------------------------------------------------------------------
+
+    async def _head(self, send: Send, path: str) -> None:
+        info = await self.store.head(path)
+        config = info.config
+        out: Headers = [
+            (H_CONTENT_TYPE, config.content_type.encode("latin-1")),
+            (H_NEXT_OFFSET, info.tail.encode()),
+            NO_STORE,
+        ]
+        if config.ttl_seconds is not None:
+            out.append((H_TTL, str(config.ttl_seconds).encode()))
+        if config.expires_at_text is not None:
+            out.append((H_EXPIRES_AT, config.expires_at_text.encode("latin-1")))
+        if info.closed:
+            out.append((H_CLOSED, TRUE))
+        await _respond(send, 200, out)
+
+    # ------------------------------------------------------------------
+    # GET: catch-up, long-poll, SSE (DS §2, §4, §7)
+    # ------------------------------------------------------------------
+
+    async def _read(self, path: str, offset: str) -> tuple[ReadResult, str]:
+        res = await self.store.read(
+            path,
+            offset,
+            max_bytes=self.settings.read_chunk_bytes,
+            max_messages=self.settings.read_chunk_messages,
+        )
+        content_type = res.content_type
+        if content_type is None:
+            content_type = (await self.store.head(path)).config.content_type
+        return res, content_type
+
+    async def _get(
+        self,
+        scope: Scope,
+        *,
+        receive: Receive,
+        send: Send,
+        path: str,
+        headers: dict[bytes, bytes],
+    ) -> None:
+        raw_query: bytes = scope.get("query_string", b"")
+        query = parse_qs(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else {}
+        offset = p.parse_offset(query.get("offset", []))
+        live_values = query.get("live")
+        live: str | None = None
+        if live_values:
+            if len(live_values) > 1 or live_values[0] not in ("long-poll", "sse"):
+                raise p.ProtocolError(
+                    400, "INVALID_LIVE", "live must be 'long-poll' or 'sse' (given once)"
+                )
+            live = live_values[0]
+            if offset is None:
+                raise p.ProtocolError(
+                    400, "MISSING_OFFSET", f"live={live} needs an offset (use -1 or now)"
+                )
+        cursor = _first(query, "cursor")
+        if offset is None:
+            offset = OFFSET_START
+        if live == "sse":
+            await self._sse(receive, send, path, offset, cursor)
+            return
+        res, content_type = await self._read(path, offset)
+        json_mode = p.is_json_type(content_type)
+        if live == "long-poll":
+            await self._long_poll(
+                send,
+                path=path,
+                res=res,
+                content_type=content_type,
+                json_mode=json_mode,
+                offset=offset,
+                cursor=cursor,
+            )
+            return
+
+        body = _payload(res, json_mode)
+        out: Headers = [
+            (H_CONTENT_TYPE, content_type.encode("latin-1")),
+            (H_NEXT_OFFSET, res.next_offset.encode()),
+        ]
+        if res.up_to_date:
+            out.append((H_UP_TO_DATE, TRUE))
+        if res.closed:
+            out.append((H_CLOSED, TRUE))
+        if offset == OFFSET_NOW:
+            # DS §4: the tail position must not be cached.
+            out.append(NO_STORE)
+            await _respond(send, 200, out, body)
+            return
+        etag = p.etag_for(path, offset, res.next_offset, res.closed)
+        out.append((H_ETAG, etag.encode()))
+        # DS §7: chunks are cacheable; an empty read at an open tail is not
+        # (the next append changes it), so it must be revalidated.
+        out.append(self._cacheable if res.entries or res.closed else (H_CACHE_CONTROL, b"no-cache"))
+        if p.etag_matches(_hget(headers, H_IF_NONE_MATCH), etag):
+            await _respond(send, 304, out)
+            return
+        await _respond(send, 200, out, body)
+
+    async def _wait(self, live: _Live, path: str, offset: str, *, within: float) -> bool:
+        """Wait for data past ``offset``; False on timeout, shutdown or disconnect."""
+        if live.ended or within <= 0:
+            return False
+        task = asyncio.ensure_future(self.store.wait_for(path, offset, within))
+        live.task = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return False
+        finally:
+            live.task = None
+
+    async def _long_poll(
+        self,
+        send: Send,
+        *,
+        path: str,
+        res: ReadResult,
+        content_type: str,
+        json_mode: bool,
+        offset: str,
+        cursor: str | None,
+    ) -> None:
+        if not res.entries and not res.closed:
+            live = _Live()
+            if self._closing:
+                live.ended = True
+            self._live.add(live)
+            try:
+                woke = await self._wait(
+                    live, path, res.next_offset, within=self.settings.long_poll_timeout
+                )
+            finally:
+                self._live.discard(live)
+            if woke:
+                res, content_type = await self._read(path, res.next_offset)
+        out: Headers = [
+            (H_CONTENT_TYPE, content_type.encode("latin-1")),
+            (H_NEXT_OFFSET, res.next_offset.encode()),
+        ]
+        if not res.closed:
+            # DS §7: a cursor on every live response while the stream is open.
+            out.append(
+                (
+                    H_CURSOR,
+                    p.compute_cursor(
+                        _now(), cursor, interval=self.settings.cursor_interval
+                    ).encode(),
+                )
+            )
+        if res.up_to_date or not res.entries:
+            out.append((H_UP_TO_DATE, TRUE))
+        if res.closed:
+            out.append((H_CLOSED, TRUE))
+        if not res.entries:
+            # DS §2: timeout (or closed at tail) -> 204; never cached.
+            out.append(NO_STORE)
+            await _respond(send, 204, out)
+            return
+        out.append((H_ETAG, p.etag_for(path, offset, res.next_offset, res.closed).encode()))
+        out.append(self._cacheable)
+        await _respond(send, 200, out, _payload(res, json_mode))
+
+    async def _sse(
+        self, receive: Receive, send: Send, path: str, offset: str, cursor: str | None
+    ) -> None:
+        # First read before the response starts, so 404/400/410 are plain errors.
+        res, content_type = await self._read(path, offset)
+        json_mode = p.is_json_type(content_type)
+        binary = not p.is_text_type(content_type)
+        out: Headers = [
+            (H_CONTENT_TYPE, b"text/event-stream"),
+            (H_CACHE_CONTROL, b"no-cache"),
+        ]
+        if binary:
+            out.append((H_SSE_ENCODING, b"base64"))
+        live = _Live()
+        if self._closing:
+            live.ended = True
+        self._live.add(live)
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, live))
+        deadline = time.monotonic() + self.settings.sse_max_duration
+        interval = self.settings.cursor_interval
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": out})
+            while True:
+                frames: list[bytes] = []
+                if res.entries:
+                    payload = _payload(res, json_mode)
+                    frames.append(p.sse_data(payload, base64_encode=binary))
+                # DS §2 SSE: a control event follows every data event and
+                # reports position, cursor, up-to-date and closure.
+                frames.append(
+                    p.sse_control(
+                        res.next_offset,
+                        cursor=p.compute_cursor(_now(), cursor, interval=interval),
+                        up_to_date=res.up_to_date,
+                        closed=res.closed,
+                    )
+                )
+                await send(
+                    {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
+                )
+                if res.closed or live.ended:
+                    break
+                next_offset = res.next_offset
+                if not res.up_to_date:
+                    res, content_type = await self._read(path, next_offset)
+                    continue
+                woke = await self._wait(live, path, next_offset, within=deadline - time.monotonic())
+                if not woke:
+                    break
+                res, content_type = await self._read(path, next_offset)
+        except (StoreClientError, StoreUnavailable) as exc:
+            # The stream was deleted or the store failed mid-stream: end the
+            # response; the client reconnects and sees the error status.
+            log.debug("SSE on %s ended: %s", path, exc)
+        except OSError:
+            pass
+        finally:
+            self._live.discard(live)
+            watcher.cancel()
+            with contextlib.suppress(OSError, RuntimeError):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# ----------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------
+
+
+def _hget(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _payload(res: ReadResult, json_mode: bool) -> bytes:
+    if json_mode:
+        return p.json_array([entry.data for entry in res.entries])
+    entries = res.entries
+    if len(entries) == 1:
+        return entries[0].data
+    return b"".join([entry.data for entry in entries])
+
+
+def _producer_headers(result: AppendResult) -> Headers:
+    out: Headers = []
+    if result.producer_epoch is not None:
+        out.append((H_PRODUCER_EPOCH, str(result.producer_epoch).encode()))
+    if result.producer_seq is not None:
+        out.append((H_PRODUCER_SEQ, str(result.producer_seq).encode()))
+    return out
+
+
+def _location(scope: Scope, headers: dict[bytes, bytes]) -> bytes:
+    host = headers.get(b"host")
+    if host is None:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}".encode() if server else b"localhost"
+    scheme = scope.get("scheme", "http")
+    path = quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return f"{scheme}://".encode() + host + path.encode()
+
+
+def _map_store_error(exc: StoreClientError, method: str) -> tuple[int, str, Headers]:
+    """DS §2/§3 status of each store error."""
+    if isinstance(exc, StreamNotFound):
+        return 404, "NOT_FOUND", []
+    if isinstance(exc, StreamGone):
+        return 410, "GONE", []
+    if isinstance(exc, StreamClosed):
+        return 409, "STREAM_CLOSED", [(H_CLOSED, TRUE), (H_NEXT_OFFSET, exc.tail.encode())]
+    if isinstance(exc, StreamExists):
+        return 409, "STREAM_EXISTS", []
+    if isinstance(exc, ContentTypeMismatch):
+        return 409, "CONTENT_TYPE_MISMATCH", []
+    if isinstance(exc, SeqConflict):
+        return 409, "SEQ_CONFLICT", []
+    if isinstance(exc, ProducerFenced):
+        return 403, "PRODUCER_FENCED", [(H_PRODUCER_EPOCH, str(exc.current_epoch).encode())]
+    if isinstance(exc, ProducerSeqGap):
+        return (
+            409,
+            "PRODUCER_SEQ_GAP",
+            [
+                (H_PRODUCER_EXPECTED, str(exc.expected).encode()),
+                (H_PRODUCER_RECEIVED, str(exc.received).encode()),
+            ],
+        )
+    if isinstance(exc, ProducerBadEpochStart):
+        return 400, "PRODUCER_BAD_EPOCH_START", []
+    if isinstance(exc, BadOffset):
+        return 400, "INVALID_OFFSET", []
+    return 400, "BAD_REQUEST", []
+
+
+async def _read_body(
+    scope: Scope, receive: Receive, headers: dict[bytes, bytes], limit: int
+) -> bytes:
+    """Read the request body, refusing (413) as soon as it exceeds ``limit``."""
+    declared = headers.get(H_CONTENT_LENGTH)
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise p.ProtocolError(400, "INVALID_HEADER", "Content-Length is not a number") from None
+        if length > limit:
+            raise p.ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise p.ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise p.ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _watch_disconnect(receive: Receive, live: _Live) -> None:
+    """End ``live`` when the client disconnects (SSE only)."""
+    with contextlib.suppress(Exception):
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                live.end()
+                return
+
+
+async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
+    headers.append((H_CONTENT_LENGTH, str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(
+    send: Send, status: int, code: str, message: str, extra: Headers | None = None
+) -> None:
+    body = p.error_body(code, message)
+    headers: Headers = [JSON_CT, NO_STORE]
+    if extra:
+        headers.extend(extra)
+    await _respond(send, status, headers, body)
