@@ -156,7 +156,7 @@ def test_malformed_ops_raise_and_change_nothing() -> None:
     cases: list[tuple[Any, str]] = [
         (lambda: d.apply_insert("nocolon", None, "x", 5, 1.0), "id"),
         (lambda: d.apply_insert("b:0", "bad", "x", 5, 1.0), "value[0]"),
-        (lambda: d.apply_insert("b:0", None, 7, 5, 1.0)  # type: ignore[arg-type], "value[1]"),
+        (lambda: d.apply_insert("b:0", None, 7, 5, 1.0), "value[1]"),  # type: ignore[arg-type]
         (lambda: d.apply_insert("b:0", None, "x", -1, 1.0), "seq"),
         (lambda: d.apply_insert("b:0", None, "x", True, 1.0), "seq"),
         (lambda: d.apply_insert("b:0", None, "x", 5, math.nan), "ts"),
