@@ -7,20 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from durasync.store import LogStore, MemoryStore
+from durasync.store import EmbeddedStore, LogStore, MemoryStore
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "embedded"]
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogStore]:
-    backend: LogStore
-    if request.param == "memory":
-        backend = MemoryStore()
-    else:
-        from durasync.store import EmbeddedStore
-
-        backend = EmbeddedStore(tmp_path / "data")
+    backend: LogStore = (
+        MemoryStore() if request.param == "memory" else EmbeddedStore(tmp_path / "data")
+    )
     await backend.open()
     try:
         yield backend

@@ -34,6 +34,7 @@ from durasync.store.base import (
     StreamInfo,
     StreamNotFound,
 )
+from durasync.store.embedded import EmbeddedStore
 from durasync.store.memory import MemoryStore
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "BadOffset",
     "ContentTypeMismatch",
     "CreateResult",
+    "EmbeddedStore",
     "Entry",
     "LogStore",
     "MemoryStore",
@@ -73,5 +75,4 @@ def open_store(*, memory: bool = False, data_dir: Path | None = None) -> LogStor
     """
     if memory:
         return MemoryStore()
-    # The embedded store lands in the next commit of issue 2.
-    raise NotImplementedError(f"embedded store not available yet ({data_dir})")
+    return EmbeddedStore(data_dir if data_dir is not None else Path("durasync-data"))

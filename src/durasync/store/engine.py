@@ -31,12 +31,14 @@ from durasync.store.base import (
     Entry,
     Producer,
     ReadResult,
+    StoreError,
     StreamConfig,
     StreamExists,
     StreamGone,
     StreamInfo,
     StreamNotFound,
 )
+from durasync.store.notify import WaitState
 from durasync.store.offsets import decode_offset, encode_offset
 from durasync.store.rules import (
     DEFAULT_CONTENT_TYPE,
@@ -136,6 +138,22 @@ def stream_info(meta: StreamMeta) -> StreamInfo:
     )
 
 
+def live_meta(
+    meta: StreamMeta | None, path: str, touched: dict[str, float], now: float
+) -> StreamMeta:
+    """``meta`` if the stream is readable at ``now`` (shared by backends).
+
+    Raises:
+        StreamNotFound: absent or expired (DS §1: expired == absent).
+        StreamGone: soft-deleted (DS §6).
+    """
+    if meta is None or is_expired(meta.config, max(meta.touched_at, touched.get(path, 0.0)), now):
+        raise StreamNotFound(f"no stream at {path!r}")
+    if meta.soft_deleted:
+        raise StreamGone(f"stream {path!r} was deleted")
+    return meta
+
+
 def read_stream(
     lookup: MetaLookup,
     meta: StreamMeta,
@@ -233,6 +251,27 @@ def read_stream(
     )
 
 
+def wait_state(meta: StreamMeta | None, index: int) -> WaitState:
+    """Whether a reader waiting past ``index`` can go on (shared by backends)."""
+    if meta is None or meta.soft_deleted:
+        return "gone"
+    if meta.tail_index > index or meta.closed:
+        return "ready"
+    return "wait"
+
+
+def wait_index(meta: StreamMeta | None, offset: str) -> int | None:
+    """Index a wait starts from, or None when the offset is malformed."""
+    if offset == OFFSET_START:
+        return meta.start_index if meta is not None else 0
+    if offset == OFFSET_NOW:
+        return meta.tail_index if meta is not None else 0
+    try:
+        return decode_offset(offset)[0]
+    except StoreError:
+        return None
+
+
 class Engine:
     """Authoritative stream state; see the module docstring.
 
@@ -258,12 +297,7 @@ class Engine:
         Raises:
             StreamNotFound: absent or expired. StreamGone: soft-deleted.
         """
-        meta = self.metas.get(path)
-        if meta is None or is_expired(meta.config, self.last_touch(meta), now):
-            raise StreamNotFound(f"no stream at {path!r}")
-        if meta.soft_deleted:
-            raise StreamGone(f"stream {path!r} was deleted")
-        return meta
+        return live_meta(self.metas.get(path), path, self.touched, now)
 
     def _put(self, meta: StreamMeta) -> None:
         self.metas[meta.path] = meta

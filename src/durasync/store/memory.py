@@ -13,20 +13,24 @@ import time
 from collections.abc import Callable, Sequence
 
 from durasync.store.base import (
-    OFFSET_NOW,
     OFFSET_START,
     AppendResult,
     CreateResult,
     LogStore,
     Producer,
     ReadResult,
-    StoreError,
     StreamConfig,
     StreamInfo,
 )
-from durasync.store.engine import Engine, StreamMeta, read_stream, stream_info
-from durasync.store.notify import Notifier, WaitState
-from durasync.store.offsets import decode_offset
+from durasync.store.engine import (
+    Engine,
+    StreamMeta,
+    read_stream,
+    stream_info,
+    wait_index,
+    wait_state,
+)
+from durasync.store.notify import Notifier
 from durasync.store.rules import ProducerState
 
 
@@ -93,27 +97,6 @@ class MemoryPersistence:
 
     def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None:
         """Nothing to do: the engine's dict is the only copy."""
-
-
-def wait_state(meta: StreamMeta | None, index: int) -> WaitState:
-    """Whether a reader waiting past ``index`` can go on (shared by backends)."""
-    if meta is None or meta.soft_deleted:
-        return "gone"
-    if meta.tail_index > index or meta.closed:
-        return "ready"
-    return "wait"
-
-
-def wait_index(meta: StreamMeta | None, offset: str) -> int | None:
-    """Index a wait starts from, or None when the offset is malformed."""
-    if offset == OFFSET_START:
-        return meta.start_index if meta is not None else 0
-    if offset == OFFSET_NOW:
-        return meta.tail_index if meta is not None else 0
-    try:
-        return decode_offset(offset)[0]
-    except StoreError:
-        return None
 
 
 class MemoryStore(LogStore):
