@@ -75,9 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="live view: leave deleted nodes out (and out of every children list)",
     )
-    rp.add_argument(
-        "--with-meta", action="store_true", help="add each node's LWW stamps as \"lww\""
-    )
+    rp.add_argument("--with-meta", action="store_true", help='add each node\'s LWW stamps as "lww"')
     return p
 
 

@@ -19,7 +19,7 @@ from durasync.crdt.graph import TEXT, SceneGraph
 
 __all__ = ["canonical_json", "checksum", "format_number", "graph_to_obj"]
 
-_encode_str: Final = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str: Final = json.encoder.encode_basestring
 
 
 def _js_digits(x: float) -> str:
@@ -55,6 +55,7 @@ def format_number(x: int | float) -> str:
     """Canonical text of a number (crdt-canonical-json.md "Numbers")."""
     if type(x) is int:
         return str(x)
+    x = float(x)
     if not math.isfinite(x):
         return "null"
     if x == 0:
@@ -132,7 +133,9 @@ def canonical_json(g: SceneGraph, *, live: bool = False, with_meta: bool = False
         out.append(':{"children":[')
         ch = n.children
         if live:
-            ch = [c for c in ch if not ((m := nodes.get(c)) is not None and m.deleted_at is not None)]
+            ch = [
+                c for c in ch if not ((m := nodes.get(c)) is not None and m.deleted_at is not None)
+            ]
         out.append(",".join(_encode_str(c) for c in ch))
         out.append('],"deleted":')
         out.append("true" if deleted else "false")

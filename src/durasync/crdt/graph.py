@@ -76,14 +76,15 @@ class Node:
         "lww",
         "name",
         "parent",
-        "pstamp",
         "props",
+        "pstamp",
         "tag",
     )
 
     def __init__(
         self,
         key: str,
+        *,
         tag: str = "",
         name: str = "",
         children: list[str] | None = None,
@@ -275,7 +276,7 @@ def _lww(n: Node, path: str, value: Any, lt: int, client: str) -> None:
 
 def _num(v: Any, default: float) -> float:
     t = type(v)
-    return v if (t is int or t is float) else default  # type: ignore[no-any-return]
+    return v if (t is int or t is float) else default
 
 
 def _vec(v: Any, n: int) -> list[float] | None:
@@ -336,7 +337,9 @@ def _vector3_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     if n is not None:
         c = _vec(n.props.get(op.path), 3)
         v = op.value
-        n.props[op.path] = [v[0], v[1], v[2]] if c is None else [c[0] + v[0], c[1] + v[1], c[2] + v[2]]
+        n.props[op.path] = (
+            [v[0], v[1], v[2]] if c is None else [c[0] + v[0], c[1] + v[1], c[2] + v[2]]
+        )
 
 
 def _vector3_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
@@ -344,7 +347,9 @@ def _vector3_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float) ->
     if n is not None:
         c = _vec(n.props.get(op.path), 3)
         v = op.value
-        n.props[op.path] = [v[0], v[1], v[2]] if c is None else [c[0] * v[0], c[1] * v[1], c[2] * v[2]]
+        n.props[op.path] = (
+            [v[0], v[1], v[2]] if c is None else [c[0] * v[0], c[1] * v[1], c[2] * v[2]]
+        )
 
 
 def _rotate(v: list[float], q: list[float]) -> list[float]:
@@ -444,9 +449,9 @@ def _color_blend(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
         cur = n.props.get(op.path)
         b = _hex_rgb(op.value)
         a = _hex_rgb(cur) if type(cur) is str else None
+        assert b is not None  # validated
         if a is None:
             a = b
-        assert b is not None  # validated
         # deviation 3: half-up (JS Math.round), i.e. floor((x + y) / 2 + 0.5)
         r, gg, bb = ((a[i] + b[i] + 1) // 2 for i in range(3))
         n.props[op.path] = f"#{r:02x}{gg:02x}{bb:02x}"
@@ -578,13 +583,13 @@ def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     parent = g.writable(op.key) if op.key else None
     n = Node(
         nk,
-        v.get("tag", ""),
-        v.get("name", ""),
-        list(ch) if type(ch) is list else None,
-        props,
-        ts,
-        op.key if parent is not None else None,
-        (lt, client),
+        tag=v.get("tag", ""),
+        name=v.get("name", ""),
+        children=list(ch) if type(ch) is list else None,
+        props=props,
+        created_at=ts,
+        parent=op.key if parent is not None else None,
+        pstamp=(lt, client),
     )
     g._add(n)
     if not g.root_key:

@@ -205,13 +205,15 @@ def decode_message(
     """
     try:
         if format == "msgpack":
-            msg = _msgpack_decoder.decode(data)
+            msg = _msgpack_decoder.decode(data.encode() if isinstance(data, str) else data)
         else:
             raw = data.encode() if isinstance(data, str) else data
             if b'"mtype"' in raw:
                 wrapper = _wrapper_json_decoder.decode(raw)
                 if wrapper.mtype not in ("crdt", "broadcast"):
-                    raise CRDTValidationError("mtype", f"not a CRDT message frame: {wrapper.mtype!r}")
+                    raise CRDTValidationError(
+                        "mtype", f"not a CRDT message frame: {wrapper.mtype!r}"
+                    )
                 msg = wrapper.msg
             else:
                 msg = _json_decoder.decode(raw)
@@ -338,7 +340,7 @@ def _check_rm(rm: object, field: str) -> None:
 def _check_char_id(v: object, field: str) -> None:
     if type(v) is not str:
         raise CRDTValidationError(field, "expected a char id 'agent:n'")
-    agent, sep, n = v.rpartition(":")
+    _, sep, n = v.rpartition(":")
     if not sep or not n.isdigit() or not n.isascii():
         raise CRDTValidationError(field, "expected a char id 'agent:n'")
 
@@ -380,7 +382,9 @@ def _check_text_delete(op: Op, p: str, local: bool) -> None:
     _check_rm(op.rm, f"{p}.rm")
 
 
-def validate_op(op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local: bool = False) -> None:
+def validate_op(
+    op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local: bool = False
+) -> None:
     """Check one op (normalising ``otype`` into ``ot``). ``p`` prefixes field names in errors.
 
     ``local=True`` also accepts the position-based text forms that only local edits may use
@@ -409,9 +413,8 @@ def validate_op(op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local
             _check_vec(v, 4, fv)
         else:
             _check_vec(v, 3, fv)
-        if verb == "applyEuler":
-            if op.order is not UNSET and op.order not in EULER_ORDERS:
-                raise CRDTValidationError(f"{p}.order", f"unknown Euler order {op.order!r}")
+        if verb == "applyEuler" and op.order is not UNSET and op.order not in EULER_ORDERS:
+            raise CRDTValidationError(f"{p}.order", f"unknown Euler order {op.order!r}")
     elif family == "euler":
         _check_vec(v, 3, fv)
     elif family == "quaternion":
@@ -461,13 +464,12 @@ def validate_op(op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local
         elif verb == "remove":
             if type(v) is not str:
                 raise CRDTValidationError(fv, "expected the child node key")
-        else:  # move
-            if (
-                type(v) is not dict
-                or type(v.get("nodeKey")) is not str
-                or type(v.get("newParent")) is not str
-            ):
-                raise CRDTValidationError(fv, "expected {nodeKey, newParent}")
+        elif (
+            type(v) is not dict
+            or type(v.get("nodeKey")) is not str
+            or type(v.get("newParent")) is not str
+        ):  # move
+            raise CRDTValidationError(fv, "expected {nodeKey, newParent}")
     elif family == "text":
         if verb == "init":
             if v is not UNSET and v is not None:
@@ -476,18 +478,16 @@ def validate_op(op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local
             _check_text_insert(op, p, limits, local)
         elif verb == "delete":
             _check_text_delete(op, p, local)
-        else:  # replace
-            if local and op.rm is UNSET and op.position is not UNSET:
-                _check_text_delete(op, p, local)
-                vv = op.value
-                content = vv[1] if type(vv) is list and len(vv) == 2 and vv[0] is None else vv
-                _check_str(content, fv, limits)
-            else:
-                _check_text_delete(op, p, False)
-                _check_text_insert(op, p, limits, False)
-    else:  # meta
-        if type(op.targetMsgId) is not str or not op.targetMsgId:
-            raise CRDTValidationError(f"{p}.targetMsgId", "expected the target message id")
+        elif local and op.rm is UNSET and op.position is not UNSET:  # local replace
+            _check_text_delete(op, p, local)
+            vv = op.value
+            content = vv[1] if type(vv) is list and len(vv) == 2 and vv[0] is None else vv
+            _check_str(content, fv, limits)
+        else:  # wire replace
+            _check_text_delete(op, p, False)
+            _check_text_insert(op, p, limits, False)
+    elif type(op.targetMsgId) is not str or not op.targetMsgId:  # meta
+        raise CRDTValidationError(f"{p}.targetMsgId", "expected the target message id")
 
 
 def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bool = False) -> None:

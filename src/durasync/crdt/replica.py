@@ -166,7 +166,16 @@ def _decode_node(s: NodeState) -> Node:
     props: dict[str, Any] = dict(s.props)
     for p in s.text_paths:
         props[p] = TEXT
-    n = Node(s.key, s.tag, s.name, list(s.children), props, s.created_at, s.parent, s.pstamp)
+    n = Node(
+        s.key,
+        tag=s.tag,
+        name=s.name,
+        children=list(s.children),
+        props=props,
+        created_at=s.created_at,
+        parent=s.parent,
+        pstamp=s.pstamp,
+    )
     n.lww = {p: (lt, c) for p, lt, c in s.lww}
     n.deleted_at = s.deleted_at
     n.csorted = False
@@ -257,7 +266,9 @@ class Replica:
 
     # ------------------------------------------------------------------------------ receiving
 
-    def receive(self, msg: Message, server_seq: int | None = None, *, validate: bool = True) -> bool:
+    def receive(
+        self, msg: Message, server_seq: int | None = None, *, validate: bool = True
+    ) -> bool:
         """Take a confirmed message (remote, or own echoed back). Returns False if a duplicate.
 
         ``server_seq`` (or ``msg.serverSeq``) places it in the server's order. Raises
@@ -291,7 +302,8 @@ class Replica:
         fast: list[_Entry] = []
         flipped: set[str] = set()
         added = 0
-        for m, s in zip(batch, seqs, strict=True):
+        for m0, s in zip(batch, seqs, strict=True):
+            m = m0
             if s is not None:
                 m.serverSeq = s
             old = self._by_id.get(m.id)
@@ -418,8 +430,15 @@ class Replica:
             if op.ot == "text.insert":
                 assert isinstance(content, str)
                 ins = d.local_insert(op.position, content, ts, agent=self.session_id)
-                return Op(ot=op.ot, key=op.key, path=op.path, id=ins.id, value=ins.value,
-                          seq=ins.seq, ts=ins.ts)
+                return Op(
+                    ot=op.ot,
+                    key=op.key,
+                    path=op.path,
+                    id=ins.id,
+                    value=ins.value,
+                    seq=ins.seq,
+                    ts=ins.ts,
+                )
             length = op.length if isinstance(op.length, int) else 0
             if op.ot == "text.delete":
                 de = d.local_delete(op.position, length)
@@ -592,8 +611,7 @@ class Replica:
         self._tip = None
 
     def _note_clock(self, m: Message) -> None:
-        if m.lt > self.lt:
-            self.lt = m.lt
+        self.lt = max(self.lt, m.lt)
         c = m.clock.get(m.client, 0)
         if c > self.clock.get(m.client, 0):
             self.clock[m.client] = c
@@ -797,11 +815,7 @@ class Replica:
                 return m.id
         for e in reversed(self._entries):
             m = e.msg
-            if (
-                m.client == self.session_id
-                and not e.metas
-                and (m.id in self._excluded) == excluded
-            ):
+            if m.client == self.session_id and not e.metas and (m.id in self._excluded) == excluded:
                 return m.id
         return None
 
