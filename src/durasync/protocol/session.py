@@ -211,6 +211,10 @@ class ReliableSession:
         """Payload bytes in the replay buffer."""
         return self._unacked_bytes
 
+    def unacked_payloads(self) -> list[Payload]:
+        """Copies of the unacknowledged messages, oldest first (diagnostics, close)."""
+        return [it.payload for it in self._unacked]
+
     def has_room(self, payload: Payload) -> bool:
         """True if :meth:`send_message` would accept ``payload`` now."""
         return (

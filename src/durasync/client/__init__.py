@@ -1,0 +1,38 @@
+"""asyncio clients: :class:`ResilientWebSocket` and :class:`StreamClient`.
+
+One async API, typed; each call's docstring states its guarantees. The
+protocol logic lives in the sans-I/O cores of :mod:`durasync.protocol`;
+these classes are the I/O pumps around them.
+"""
+
+from __future__ import annotations
+
+from durasync.client.errors import (
+    ClientError,
+    ConnectionFailed,
+    ConnectionNotOpen,
+    HandshakeRejected,
+)
+from durasync.client.websocket import (
+    ClientEvent,
+    ConnectTarget,
+    ErrorEvent,
+    Message,
+    ReconnectMode,
+    ResilientOptions,
+    ResilientWebSocket,
+)
+
+__all__ = [
+    "ClientError",
+    "ClientEvent",
+    "ConnectTarget",
+    "ConnectionFailed",
+    "ConnectionNotOpen",
+    "ErrorEvent",
+    "HandshakeRejected",
+    "Message",
+    "ReconnectMode",
+    "ResilientOptions",
+    "ResilientWebSocket",
+]
