@@ -28,6 +28,7 @@ from durasync.protocol import (
     StateChanged,
 )
 from durasync.reliable import ReliableHub
+from faultproxy import FaultPlan, FaultProxy
 
 from .apps import echo_app, eventually, running
 
@@ -346,3 +347,37 @@ async def test_slow_consumer_is_dropped_not_buffered_forever() -> None:
                         break
         assert opened[1].resumed is False  # the gap is reported, not silent
         await ws.close()
+
+
+async def test_chaos_through_fault_proxy_exactly_once_in_order() -> None:
+    """Several stateful clients through a proxy that cuts, stalls, delays and
+    refuses reconnects: every echo arrives exactly once and in order."""
+    hub = ReliableHub(resume_ttl=60)
+    plan = FaultPlan(cut_rate=0.02, stall_rate=0.02, stall=0.05, max_delay=0.002)
+    async with (
+        running(echo_app(hub)) as port,
+        FaultProxy("127.0.0.1", port, seed=5, plan=plan) as proxy,
+    ):
+        n_clients, n_msgs = 5, 120
+        clients = [
+            ResilientWebSocket(f"ws://127.0.0.1:{proxy.port}/echo", options=opts())
+            for _ in range(n_clients)
+        ]
+        await asyncio.gather(*(c.connect() for c in clients))
+
+        async def drive(i: int, ws: ResilientWebSocket) -> list[object]:
+            consumer = asyncio.create_task(collect(ws, n_msgs, within=30))
+            for k in range(n_msgs):
+                await ws.send(f"{i}:{k}")
+                if k == n_msgs // 2 and i == 0:
+                    proxy.refuse_for(0.3)
+                    proxy.cut_all()
+                await asyncio.sleep(0.001)
+            return await consumer
+
+        results = await asyncio.gather(*(drive(i, c) for i, c in enumerate(clients)))
+        for i, got in enumerate(results):
+            assert got == [f"{i}:{k}" for k in range(n_msgs)]
+        assert proxy.stats.cut > 0 and proxy.stats.refused > 0
+        assert sum(c.connections for c in clients) > n_clients
+        await asyncio.gather(*(c.close() for c in clients))
