@@ -59,7 +59,7 @@ def test_dump_sorting_escaping_and_views() -> None:
         msg(
             "a",
             2,
-            op("object.set", "b", "o", {"z": 1, "a": [1.0, -0.0, "é\n\"q\""], "m": None}),
+            op("object.set", "b", "o", {"z": 1, "a": [1.0, -0.0, 'é\n"q"'], "m": None}),
             op("boolean.set", "b", "flag", True),
             op("node.remove", "scene", "children", "z"),
         )
@@ -97,8 +97,15 @@ def test_format_number_agrees_with_javascript() -> None:
         "return Object.is(r,-0)?'0':String(r)})))"
     )
     res = subprocess.run(
-        ["node", "-e", js], input=json.dumps(xs), capture_output=True, text=True, timeout=60
+        ["node", "-e", js],
+        input=json.dumps(xs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     expected = json.loads(res.stdout)
-    mismatches = [(x, format_number(x), e) for x, e in zip(xs, expected, strict=True) if format_number(x) != e]
+    mismatches = [
+        (x, format_number(x), e) for x, e in zip(xs, expected, strict=True) if format_number(x) != e
+    ]
     assert mismatches == []

@@ -133,11 +133,19 @@ def test_validation_names_the_field(field: str, change: dict[str, Any]) -> None:
 
 def test_nan_and_infinity_rejected() -> None:
     for v in (math.nan, math.inf, -math.inf):
-        m = Message(id="a:1", client="a", lt=1, ts=1, ops=[Op(ot="number.set", key="k", path="p", value=v)])
+        m = Message(
+            id="a:1", client="a", lt=1, ts=1, ops=[Op(ot="number.set", key="k", path="p", value=v)]
+        )
         with pytest.raises(CRDTValidationError, match="NaN or infinity") as exc:
             decode_message(encode_message_msgpack(m), format="msgpack")
         assert exc.value.field == "ops[0].value"
-    m = Message(id="a:1", client="a", lt=1, ts=1, ops=[Op(ot="object.set", key="k", path="p", value={"x": [math.nan]})])
+    m = Message(
+        id="a:1",
+        client="a",
+        lt=1,
+        ts=1,
+        ops=[Op(ot="object.set", key="k", path="p", value={"x": [math.nan]})],
+    )
     with pytest.raises(CRDTValidationError):
         decode_message(encode_message_msgpack(m), format="msgpack")
 
@@ -147,9 +155,14 @@ def test_size_limits() -> None:
     with pytest.raises(CRDTValidationError, match="longer than 10"):
         decode_message(json.dumps({**COMPACT, "ops": [_op("string.set", "x" * 11)]}), limits=limits)
     with pytest.raises(CRDTValidationError, match="larger than 20"):
-        decode_message(json.dumps({**COMPACT, "ops": [_op("array.set", list(range(30)))]}), limits=limits)
+        decode_message(
+            json.dumps({**COMPACT, "ops": [_op("array.set", list(range(30)))]}), limits=limits
+        )
     with pytest.raises(CRDTValidationError, match="deeper than 3"):
-        decode_message(json.dumps({**COMPACT, "ops": [_op("object.set", {"a": {"b": {"c": {"d": 1}}}})]}), limits=limits)
+        decode_message(
+            json.dumps({**COMPACT, "ops": [_op("object.set", {"a": {"b": {"c": {"d": 1}}}})]}),
+            limits=limits,
+        )
     with pytest.raises(CRDTValidationError) as exc:
         decode_message(json.dumps({**COMPACT, "ops": [_op("number.add", 1)] * 3}), limits=limits)
     assert exc.value.field == "ops"

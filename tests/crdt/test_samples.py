@@ -28,9 +28,7 @@ def test_samples_found() -> None:
 
 @pytest.mark.parametrize("name", SAMPLES)
 @pytest.mark.parametrize("live", [False, True])
-def test_replay_matches_expected(
-    name: str, live: bool, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_replay_matches_expected(name: str, live: bool, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["replay", str(HERE / f"{name}.jsonl")]
     expected = HERE / f"{name}{'.live' if live else ''}.expected.json"
     if live:
@@ -41,9 +39,7 @@ def test_replay_matches_expected(
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_canonical_order_is_causal_here_too(
-    name: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_canonical_order_is_causal_here_too(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     """These samples are causal, so sorting by (lt, client) yields the same graph."""
     assert main(["replay", "--order", "canonical", str(HERE / f"{name}.jsonl")]) == 0
     out = capsys.readouterr().out
@@ -63,7 +59,17 @@ def test_bad_line_exits_2_with_line_number(
 ) -> None:
     src = (HERE / "handwritten-smoke.jsonl").read_text().splitlines()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("\n".join(["# comment", "", "// another", src[0], '{"id":"x","client":"c","lt":1,"ts":1,"ops":[{"ot":"number.set","key":"scene","path":"a","value":"no"}]}']))
+    bad.write_text(
+        "\n".join(
+            [
+                "# comment",
+                "",
+                "// another",
+                src[0],
+                '{"id":"x","client":"c","lt":1,"ts":1,"ops":[{"ot":"number.set","key":"scene","path":"a","value":"no"}]}',
+            ]
+        )
+    )
     assert main(["replay", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "line 5" in err and "ops[0].value" in err
@@ -83,11 +89,15 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_wire_wrapper_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = (HERE / "handwritten-smoke.jsonl").read_text().splitlines()
-    wrapped = [f'{{"mtype":"{"crdt" if i % 2 else "broadcast"}","msg":{ln}}}' for i, ln in enumerate(lines)]
+    wrapped = [
+        f'{{"mtype":"{"crdt" if i % 2 else "broadcast"}","msg":{ln}}}' for i, ln in enumerate(lines)
+    ]
     f = tmp_path / "w.jsonl"
     f.write_text("\n".join(wrapped))
     assert main(["replay", str(f)]) == 0
-    assert capsys.readouterr().out.encode() == (HERE / "handwritten-smoke.expected.json").read_bytes()
+    assert (
+        capsys.readouterr().out.encode() == (HERE / "handwritten-smoke.expected.json").read_bytes()
+    )
 
 
 def test_help_mentions_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,5 +107,3 @@ def test_help_mentions_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--order", "--drop-tombstones", "--with-meta"):
         assert flag in out
-
-
