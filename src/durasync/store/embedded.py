@@ -171,19 +171,25 @@ class _SqlitePersistence:
         self.conn.execute("DELETE FROM messages WHERE path = ?", (path,))
         self.conn.execute("DELETE FROM producers WHERE path = ?", (path,))
         self.conn.execute("DELETE FROM streams WHERE path = ?", (path,))
-        self.saved.pop(path, None)
+        self.saved.pop(path, None)  # a re-create in the same batch saves it again
         self.dropped.add(path)
 
     def trim_messages(self, path: str, below_index: int) -> None:
         self.conn.execute("DELETE FROM messages WHERE path = ? AND idx < ?", (path, below_index))
 
     def save_meta(self, meta: StreamMeta) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO streams (path, meta) VALUES (?, ?)",
-            (meta.path, _meta_encoder.encode(meta)),
-        )
+        # Written once per path at the end of the batch (flush_metas): a batch
+        # of N appends to one stream rewrites its row once, not N times.
         self.saved[meta.path] = meta
         self.dropped.discard(meta.path)
+
+    def flush_metas(self) -> None:
+        """Write every metadata row changed in this batch (before COMMIT)."""
+        if self.saved:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO streams (path, meta) VALUES (?, ?)",
+                [(path, _meta_encoder.encode(meta)) for path, meta in self.saved.items()],
+            )
 
     def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None:
         self.conn.execute(
@@ -375,6 +381,7 @@ class EmbeddedStore(LogStore):
                 except StoreClientError as exc:
                     # The engine raises before changing anything: only this op fails.
                     op.outcome = (False, exc)
+            persistence.flush_metas()
             conn.execute("COMMIT")
             self.commits += 1
             self.committed_ops += len(batch)
