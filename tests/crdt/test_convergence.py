@@ -21,7 +21,7 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 
 
 def _full(h: History, r: random.Random, *, batch: bool) -> Replica:
-    rep = Replica("fresh")
+    rep = Replica("fresh", checkpoint_every=r.choice([1, 3, 64]))
     msgs = causal_order(r, h, duplicates=0.2)
     if batch:
         rep.receive_many(msgs)

@@ -188,6 +188,8 @@ class Replica:
     ``sequenced=True`` (a client of a sequencing server): own commits stay *pending* until
     :meth:`ack` (or the server's echo) confirms them with a ``serverSeq``. ``sequenced=False``
     (the server itself, or peer-to-peer): own commits are confirmed immediately.
+    ``checkpoint_every`` is the minimum number of folded messages between two fold checkpoints
+    (the effective interval also grows with the graph: ``max(checkpoint_every, nodes / 4)``).
     """
 
     def __init__(
@@ -197,8 +199,10 @@ class Replica:
         sequenced: bool = False,
         limits: Limits = DEFAULT_LIMITS,
         snapshot: Snapshot | None = None,
+        checkpoint_every: int = 64,
     ) -> None:
         self.session_id = session_id
+        self._cp_every = max(1, checkpoint_every)
         self.sequenced = sequenced
         self.limits = limits
         self.lt = 0
@@ -300,6 +304,7 @@ class Replica:
                     raise CRDTValidationError(field, exc.message) from None
         low: int | None = None
         fast: list[_Entry] = []
+        new: list[_Entry] = []
         flipped: set[str] = set()
         added = 0
         for m0, s in zip(batch, seqs, strict=True):
@@ -326,6 +331,7 @@ class Replica:
             added += 1
             self._note_clock(m)
             e = _Entry(m, sort_key(m))
+            new.append(e)
             p = bisect.bisect_right(self._keys, e.key)
             self._keys.insert(p, e.key)
             self._entries.insert(p, e)
@@ -343,7 +349,7 @@ class Replica:
                     fast.clear()
         if added == 0 and low is None and not flipped:
             return 0
-        self._after_change(low, fast, flipped)
+        self._after_change(low, fast, flipped, new=new)
         return added
 
     def ack(self, msg_id: str, server_seq: int | None = None) -> bool:
@@ -642,6 +648,7 @@ class Replica:
         fast: list[_Entry],
         flipped: set[str],
         *,
+        new: Iterable[_Entry] = (),
         extra_texts: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Bring the visible graph up to date after the journal/pending/buffer changed."""
@@ -675,9 +682,10 @@ class Replica:
             for e in fast:
                 self._fold_one(e)
             self._apply_overlay()
-        for e in fast:
-            if e.texts & self._unresolved:
-                rebuild |= e.texts
+        if self._unresolved:
+            # a doc that once saw an unknown char id is rebuilt until all ids are known
+            for e in new:
+                rebuild |= e.texts & self._unresolved
         g = self._g
         if g.missing_refs:
             rebuild |= g.missing_refs
@@ -690,7 +698,7 @@ class Replica:
             self._g.apply_message(e.msg)
         self._folded += 1
         last = self._cps[-1][0]
-        if self._folded - last >= max(64, len(self._g.nodes) >> 2):
+        if self._folded - last >= max(self._cp_every, len(self._g.nodes) >> 2):
             self._cps.append((self._folded, self._g.checkpoint()))
             if len(self._cps) > _MAX_CHECKPOINTS:
                 # thin the older half, keep the base and the recent ones
