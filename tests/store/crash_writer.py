@@ -149,16 +149,17 @@ async def verify(data_dir: Path, writers: list[WriterState]) -> int:
         offset_of = {data: off for data, off in items}
         assert len(offset_of) == len(items), f"{w.stream}: a message is stored twice"
         mine = [data.decode() for data, _ in items if data.decode().split(":")[0] == w.id]
-        # Group into batches in stored order; every batch must be whole.
+        # Group into batches in stored order; every batch must be whole and contiguous.
         batches: list[int] = []
+        parts: dict[int, list[int]] = {}
         for text in mine:
-            _, n, j = text.split(":")
-            if j == "0":
-                batches.append(int(n))
-        for n in batches:
-            expected = batch_messages(w.id, n)
-            positions = [offset_of.get(m) for m in expected]
-            assert None not in positions, f"{w.id}: batch {n} is partial"
+            _, batch_text, part_text = text.split(":")
+            if part_text == "0":
+                batches.append(int(batch_text))
+            parts.setdefault(int(batch_text), []).append(int(part_text))
+        for batch, got in parts.items():
+            size = len(batch_messages(w.id, batch))
+            assert got == list(range(size)), f"{w.id}: batch {batch} is partial: {got}"
         assert len(batches) == len(set(batches)), f"{w.id}: a batch is stored twice"
         assert batches == sorted(batches), f"{w.id}: batches out of order {batches}"
         if w.producer:
