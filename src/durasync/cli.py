@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -173,7 +174,12 @@ class _Server(uvicorn.Server):
         # Called from the signal handler: schedule the drain on the loop.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_exit)
-        super().handle_exit(sig, frame)
+        # Unlike uvicorn's own handler we do not record the signal to re-raise
+        # it after shutdown: a graceful SIGTERM shutdown exits with status 0.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def run_serve(args: argparse.Namespace) -> int:
