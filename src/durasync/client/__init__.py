@@ -12,6 +12,22 @@ from durasync.client.errors import (
     ConnectionFailed,
     ConnectionNotOpen,
     HandshakeRejected,
+    ProducerFenced,
+    ProducerSeqGap,
+    ProducerStateConflict,
+    StreamClosedError,
+    StreamConflict,
+    StreamError,
+    StreamGone,
+    StreamNotFound,
+)
+from durasync.client.streams import (
+    AppendResult,
+    Batch,
+    IdempotentProducer,
+    LiveMode,
+    StreamClient,
+    StreamInfo,
 )
 from durasync.client.websocket import (
     ClientEvent,
@@ -24,6 +40,8 @@ from durasync.client.websocket import (
 )
 
 __all__ = [
+    "AppendResult",
+    "Batch",
     "ClientError",
     "ClientEvent",
     "ConnectTarget",
@@ -31,8 +49,20 @@ __all__ = [
     "ConnectionNotOpen",
     "ErrorEvent",
     "HandshakeRejected",
+    "IdempotentProducer",
+    "LiveMode",
     "Message",
+    "ProducerFenced",
+    "ProducerSeqGap",
+    "ProducerStateConflict",
     "ReconnectMode",
     "ResilientOptions",
     "ResilientWebSocket",
+    "StreamClient",
+    "StreamClosedError",
+    "StreamConflict",
+    "StreamError",
+    "StreamGone",
+    "StreamInfo",
+    "StreamNotFound",
 ]

@@ -18,7 +18,20 @@ from __future__ import annotations
 
 from durasync.protocol import Classification
 
-__all__ = ["ClientError", "ConnectionFailed", "ConnectionNotOpen", "HandshakeRejected"]
+__all__ = [
+    "ClientError",
+    "ConnectionFailed",
+    "ConnectionNotOpen",
+    "HandshakeRejected",
+    "ProducerFenced",
+    "ProducerSeqGap",
+    "ProducerStateConflict",
+    "StreamClosedError",
+    "StreamConflict",
+    "StreamError",
+    "StreamGone",
+    "StreamNotFound",
+]
 
 
 class ClientError(Exception):
@@ -44,3 +57,66 @@ class HandshakeRejected(ClientError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.permanent = permanent
+
+
+class StreamError(ClientError):
+    """A Durable Streams request failed with an HTTP status the client does not retry.
+
+    Attributes:
+        status: the HTTP status (0 when the request never got an answer).
+        url: the stream URL.
+    """
+
+    def __init__(self, status: int, url: str, message: str = "") -> None:
+        super().__init__(f"HTTP {status} for {url}" + (f": {message}" if message else ""))
+        self.status = status
+        self.url = url
+
+
+class StreamNotFound(StreamError):
+    """404: no such stream (or it expired). DS §2."""
+
+
+class StreamGone(StreamError):
+    """410: the offset is below retention, or the stream was soft-deleted. DS §2."""
+
+
+class StreamConflict(StreamError):
+    """409: content-type or configuration mismatch, or ``Stream-Seq`` regression."""
+
+
+class StreamClosedError(StreamConflict):
+    """409 with ``Stream-Closed: true``: the stream is closed; nothing more can be appended."""
+
+
+class ProducerFenced(StreamError):
+    """403: a newer epoch of this producer id exists (DS §3 zombie fencing).
+
+    Attributes:
+        current_epoch: the server's epoch for the producer id (None if absent).
+    """
+
+    def __init__(self, url: str, current_epoch: int | None) -> None:
+        super().__init__(403, url, f"producer fenced by epoch {current_epoch}")
+        self.current_epoch = current_epoch
+
+
+class ProducerSeqGap(StreamError):
+    """409 with ``Producer-Expected-Seq``: the server expected another sequence number.
+
+    The producer sends one request at a time and advances only on success,
+    so a gap means the server lost producer state (DS §3). The append was
+    *not* applied; nothing is renumbered silently.
+    """
+
+    def __init__(self, url: str, expected: int | None, received: int | None) -> None:
+        super().__init__(409, url, f"producer seq gap: expected {expected}, sent {received}")
+        self.expected = expected
+        self.received = received
+
+
+class ProducerStateConflict(StreamError):
+    """The server already holds later sequence numbers for this (producer id,
+    epoch) than this producer ever sent: another process is using the same
+    identity, or a restarted one reused it without a new epoch. Retrying
+    would silently drop data, so the client stops (or auto-claims a new epoch)."""
