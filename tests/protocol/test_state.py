@@ -83,3 +83,19 @@ def test_closed_is_terminal() -> None:
     for t in T:
         with pytest.raises(InvalidTransition):
             m.fire(t)
+
+
+def test_docs_table_matches_code() -> None:
+    """docs/client.md lists exactly the transitions of TRANSITIONS."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
+    block = doc.split("<!-- transitions:begin -->")[1].split("<!-- transitions:end -->")[0]
+    rows = [
+        tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
+        for line in block.strip().splitlines()[2:]
+    ]
+    expected = [
+        (s.value, t.value, n.value) for s, row in TRANSITIONS.items() for t, n in row.items()
+    ]
+    assert rows == expected
