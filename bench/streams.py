@@ -281,11 +281,11 @@ def _proc_tail(args: tuple[str, str, str, int, int, float]) -> dict[str, Any]:
 class Config:
     duration: float
     catchup_messages: int
-    catchup_repeats: int
     tail_duration: float
     tail_readers: int
     tail_interval: float
     procs: int
+    reps: int = 3
     writers: int = 8
 
 
@@ -350,17 +350,10 @@ async def _catchup_once(base: str, path: str) -> tuple[int, float, int]:
     return total, elapsed, requests
 
 
-def bench_catchup(base: str, prefix: str, cfg: Config) -> dict[str, float]:
-    path = f"{prefix}/catchup"
-    asyncio.run(_prefill(base, path, cfg.catchup_messages))
-    runs = [asyncio.run(_catchup_once(base, path)) for _ in range(cfg.catchup_repeats)]
-    best = max(runs, key=lambda r: r[0] / r[1])
-    return {
-        "mb_per_s": best[0] / best[1] / 1e6,
-        "mb_per_s_median": statistics.median(r[0] / r[1] / 1e6 for r in runs),
-        "bytes": best[0],
-        "requests": best[2],
-    }
+def bench_catchup(base: str, path: str) -> dict[str, float]:
+    """One full catch-up read of the prefilled stream at ``path``."""
+    total, elapsed, requests = asyncio.run(_catchup_once(base, path))
+    return {"mb_per_s": total / elapsed / 1e6, "bytes": total, "requests": requests}
 
 
 async def _tail_writer(base: str, path: str, start_at: float, end_at: float, every: float) -> int:
@@ -380,7 +373,7 @@ async def _tail_writer(base: str, path: str, start_at: float, end_at: float, eve
 
 
 def bench_tail(pool: Any, base: str, prefix: str, cfg: Config) -> dict[str, float]:
-    path = f"{prefix}/tail"
+    path = f"{prefix}/tail-{uuid.uuid4().hex[:6]}"
 
     async def setup() -> str:
         conn = Conn(base)
@@ -413,37 +406,62 @@ def bench_tail(pool: Any, base: str, prefix: str, cfg: Config) -> dict[str, floa
     }
 
 
-def run_server(
-    name: str, start: Callable[[], ServerProc], cfg: Config, pool: Any
-) -> dict[str, Any]:
-    print(f"[{name}] starting", file=sys.stderr, flush=True)
-    server = start()
-    base = server.url
-    prefix = f"/v1/stream/bench-{uuid.uuid4().hex[:8]}"
-    out: dict[str, Any] = {}
+def run_all(
+    starters: dict[str, Callable[[], ServerProc]], cfg: Config, pool: Any
+) -> dict[str, dict[str, Any]]:
+    """Run every phase on every server, interleaved, ``cfg.reps`` times.
+
+    All servers run at once (an idle server costs nothing) and each phase
+    visits them in a rotating order, so background load on this shared
+    machine hits every server alike instead of whichever ran last. Each
+    metric is the median over the repetitions.
+    """
+    names = list(starters)
+    servers: dict[str, ServerProc] = {}
+    samples: dict[str, dict[str, list[dict[str, float]]]] = {n: {} for n in names}
+    prefix = {n: f"/v1/stream/bench-{uuid.uuid4().hex[:8]}" for n in names}
     try:
+        for name in names:
+            print(f"[{name}] starting", file=sys.stderr, flush=True)
+            servers[name] = starters[name]()
 
-        async def mk(paths: list[str]) -> None:
+        async def setup(base: str, pre: str) -> None:
             conn = Conn(base)
-            for p in paths:
-                await create_stream(conn, p)
+            for i in range(cfg.writers):
+                await create_stream(conn, f"{pre}/own-{i}")
+            await create_stream(conn, f"{pre}/shared")
             await conn.close()
+            await _prefill(base, f"{pre}/catchup", cfg.catchup_messages)
 
-        own = [f"{prefix}/own-{i}" for i in range(cfg.writers)]
-        shared = [f"{prefix}/shared"] * cfg.writers
-        asyncio.run(mk([*own, shared[0]]))
-        print(f"[{name}] appends, own streams", file=sys.stderr, flush=True)
-        out["own"] = bench_appends(pool, base, own, cfg)
-        print(f"[{name}] appends, shared stream", file=sys.stderr, flush=True)
-        out["shared"] = bench_appends(pool, base, shared, cfg)
-        print(f"[{name}] catch-up", file=sys.stderr, flush=True)
-        out["catchup"] = bench_catchup(base, prefix, cfg)
-        print(f"[{name}] live tail", file=sys.stderr, flush=True)
-        out["tail"] = bench_tail(pool, base, prefix, cfg)
+        for name in names:
+            print(f"[{name}] setup + prefill", file=sys.stderr, flush=True)
+            asyncio.run(setup(servers[name].url, prefix[name]))
+
+        def phase(section: str, fn: Callable[[str, str], dict[str, float]]) -> None:
+            for rep in range(cfg.reps):
+                k = rep % len(names)
+                for name in names[k:] + names[:k]:
+                    print(f"[{name}] {section} #{rep + 1}", file=sys.stderr, flush=True)
+                    samples[name].setdefault(section, []).append(
+                        fn(servers[name].url, prefix[name])
+                    )
+
+        own = [f"own-{i}" for i in range(cfg.writers)]
+        phase("own", lambda b, pre: bench_appends(pool, b, [f"{pre}/{o}" for o in own], cfg))
+        phase("shared", lambda b, pre: bench_appends(pool, b, [f"{pre}/shared"] * cfg.writers, cfg))
+        phase("catchup", lambda b, pre: bench_catchup(b, f"{pre}/catchup"))
+        phase("tail", lambda b, pre: bench_tail(pool, b, pre, cfg))
     finally:
-        code = server.stop()
-        out["exit_code"] = code
-    return out
+        exit_codes = {name: proc.stop() for name, proc in servers.items()}
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        results[name] = {"exit_code": exit_codes.get(name)}
+        for section, runs in samples[name].items():
+            keys = runs[0].keys()
+            results[name][section] = {k: statistics.median(r[k] for r in runs) for k in keys}
+            if section == "catchup":
+                results[name][section]["mb_per_s_best"] = max(r["mb_per_s"] for r in runs)
+    return results
 
 
 ROWS: list[tuple[str, str, str, bool]] = [
@@ -452,8 +470,8 @@ ROWS: list[tuple[str, str, str, bool]] = [
     ("  append p99 ms (own)", "own", "p99_ms", False),
     ("appends/s, 8 writers, shared stream", "shared", "appends_per_s", True),
     ("  append p99 ms (shared)", "shared", "p99_ms", False),
-    ("catch-up MB/s (best)", "catchup", "mb_per_s", True),
-    ("catch-up MB/s (median)", "catchup", "mb_per_s_median", True),
+    ("catch-up MB/s (median)", "catchup", "mb_per_s", True),
+    ("catch-up MB/s (best)", "catchup", "mb_per_s_best", True),
     ("long-poll p50 ms", "tail", "lp_p50_ms", False),
     ("long-poll p99 ms", "tail", "lp_p99_ms", False),
     ("SSE p50 ms", "tail", "sse_p50_ms", False),
@@ -543,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--catchup-messages", type=int)
     ap.add_argument("--tail-duration", type=float)
     ap.add_argument("--tail-readers", type=int, help="readers of each kind (long-poll, SSE)")
+    ap.add_argument("--reps", type=int, help="interleaved repetitions per phase (median)")
     ap.add_argument("--procs", type=int, default=max(2, min(4, os.cpu_count() or 2)))
     ap.add_argument(
         "--servers",
@@ -552,13 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     cfg = Config(
-        duration=args.duration or (3.0 if args.quick else 10.0),
+        duration=args.duration or (2.0 if args.quick else 5.0),
         catchup_messages=args.catchup_messages or (20_000 if args.quick else 100_000),
-        catchup_repeats=2 if args.quick else 3,
-        tail_duration=args.tail_duration or (3.0 if args.quick else 10.0),
+        tail_duration=args.tail_duration or (2.0 if args.quick else 5.0),
         tail_readers=args.tail_readers or (10 if args.quick else 50),
         tail_interval=0.02,
         procs=args.procs,
+        reps=args.reps or (1 if args.quick else 3),
     )
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     if any(n.startswith("ref") for n in names) and not node_available():
@@ -572,17 +591,16 @@ def main(argv: list[str] | None = None) -> int:
         "ref-file": lambda: start_reference(data_dir=tmp / "ref", long_poll_timeout=20),
         "ref-memory": lambda: start_reference(long_poll_timeout=20),
     }
-    results: dict[str, dict[str, Any]] = {}
     ctx = mp.get_context("spawn")
     with ctx.Pool(cfg.procs) as pool:
-        for name in names:
-            results[name] = run_server(name, starters[name], cfg, pool)
+        results = run_all({n: starters[n] for n in names}, cfg, pool)
     print()
     print(
         f"durasync streams bench — {time.strftime('%Y-%m-%d %H:%M')}, "
         f"{os.cpu_count()} CPUs, load generator {cfg.procs} processes; "
         f"append phases {cfg.duration:.0f} s, catch-up {cfg.catchup_messages} msgs, "
-        f"tail {cfg.tail_readers}+{cfg.tail_readers} readers {cfg.tail_duration:.0f} s"
+        f"tail {cfg.tail_readers}+{cfg.tail_readers} readers {cfg.tail_duration:.0f} s; "
+        f"median of {cfg.reps} interleaved runs"
     )
     print_table(results)
     print()
