@@ -123,6 +123,7 @@ def add_serve_command(subparsers: Any) -> None:
         metavar="N",
         help="largest accepted request body; larger ones get 413",
     )
+    add_room_options(parser)
     parser.add_argument(
         "--log-level",
         default="warning",
@@ -130,6 +131,92 @@ def add_serve_command(subparsers: Any) -> None:
         help="log verbosity",
     )
     parser.set_defaults(func=run_serve)
+
+
+def add_room_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the rooms layer (durasync.rooms.RoomSettings; docs/protocol.md)."""
+    group = parser.add_argument_group("rooms")
+    group.add_argument(
+        "--room-snapshot-every",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="snapshot a room's graph every N journaled messages",
+    )
+    group.add_argument(
+        "--room-snapshot-bytes",
+        type=_positive_int,
+        default=8 << 20,
+        metavar="N",
+        help="... or every N journaled bytes",
+    )
+    group.add_argument(
+        "--room-retention",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="journal messages kept behind the latest snapshot (resume window)",
+    )
+    group.add_argument(
+        "--room-idle-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="unload a room this long after its last member left",
+    )
+    group.add_argument(
+        "--room-presence-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="presence of a silent client expires after this",
+    )
+    group.add_argument(
+        "--room-ping-interval",
+        type=_positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="interval of server ping frames",
+    )
+    group.add_argument(
+        "--room-max-frame-bytes",
+        type=_positive_int,
+        default=1 << 20,
+        metavar="N",
+        help="largest accepted client frame",
+    )
+    group.add_argument(
+        "--room-send-queue-bytes",
+        type=_positive_int,
+        default=4 << 20,
+        metavar="N",
+        help="outgoing bytes queued per connection before 4008",
+    )
+    group.add_argument(
+        "--room-rate",
+        type=_positive_float,
+        default=1000.0,
+        metavar="PER_S",
+        help="per-connection crdt/presence frames per second (burst: 2x)",
+    )
+
+
+def room_settings(args: argparse.Namespace) -> Any:
+    """RoomSettings from the parsed ``--room-*`` options."""
+    from durasync.rooms import RoomSettings
+
+    return RoomSettings(
+        snapshot_every_messages=args.room_snapshot_every,
+        snapshot_every_bytes=args.room_snapshot_bytes,
+        retention_messages=args.room_retention,
+        idle_timeout=args.room_idle_timeout,
+        presence_timeout=args.room_presence_timeout,
+        ping_interval=args.room_ping_interval,
+        max_frame_bytes=args.room_max_frame_bytes,
+        send_queue_bytes=args.room_send_queue_bytes,
+        rate_per_second=args.room_rate,
+        rate_burst=2 * args.room_rate,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +291,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ),
         auth_secret=args.auth_secret,
         allow_remote=args.allow_remote,
+        rooms=room_settings(args),
     )
     app = create_app(store, settings)
     config = uvicorn.Config(

@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
+from durasync.rooms import RoomService, RoomSettings
 from durasync.store.base import LogStore
 from durasync.streams.app import StreamsApp, StreamSettings
 from durasync.streams.protocol import error_body
@@ -64,6 +65,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     allow_remote: bool = False
     #: Serve the reserved ``__ds`` subscription APIs (DS §9).
     subscriptions: bool = True
+    #: Rooms (WebSocket ``/v1/rooms/{room}`` and its HTTP views); see durasync.rooms.
+    rooms: RoomSettings = RoomSettings()
 
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
@@ -111,7 +114,11 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *_SECURITY_HEADERS]
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                # Sub-apps (e.g. subscriptions) may set some already: no duplicates.
+                headers.extend(h for h in _SECURITY_HEADERS if h[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -173,16 +180,22 @@ def create_app(
 
         subscriptions = SubscriptionService(store, stream_prefix=stream_settings.prefix)
     streams = StreamsApp(store, stream_settings, authorizer=auth, subscriptions=subscriptions)
+    rooms = RoomService(store, settings.rooms, authorizer=auth, stream_settings=stream_settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         if subscriptions is not None:
             await subscriptions.start()
+        await rooms.start()
         try:
             yield
         finally:
             streams.begin_shutdown()
+            try:
+                await rooms.aclose()
+            except Exception:
+                log.exception("closing rooms failed")
             if subscriptions is not None:
                 try:
                     await subscriptions.aclose()
@@ -194,6 +207,7 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route(prefix + "/{path:path}", streams),
+        *rooms.routes(),
         *extra_routes,
     ]
     app = Starlette(
@@ -205,4 +219,5 @@ def create_app(
     app.state.streams = streams
     app.state.store = store
     app.state.subscriptions = subscriptions
+    app.state.rooms = rooms
     return app

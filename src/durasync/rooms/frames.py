@@ -1,0 +1,247 @@
+"""Wire frames of the rooms WebSocket protocol (docs/protocol.md), as msgspec tagged unions.
+
+Every frame is one WebSocket message: msgpack (binary) by default, JSON (text) with
+``?format=json``. The ``mtype`` field discriminates (vuer-rtc-semantics.md §6). Client frames
+are decoded with :func:`decode_client_frame`, which never raises anything but
+:class:`FrameError` (naming the field at fault), so a malformed frame costs the sender an
+``error`` frame and nothing else (DESIGN.md invariant 5).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, Literal
+
+import msgspec
+
+from durasync.crdt.errors import CRDTValidationError
+from durasync.crdt.messages import DEFAULT_LIMITS, Limits, Message, validate_message
+from durasync.crdt.replica import Snapshot
+
+__all__ = [
+    "AckFrame",
+    "BroadcastFrame",
+    "ClientFrame",
+    "CrdtFrame",
+    "ErrorFrame",
+    "Format",
+    "FrameError",
+    "HeartbeatFrame",
+    "PingFrame",
+    "PresenceFrame",
+    "PresenceUpdate",
+    "StateFrame",
+    "SyncCheckFrame",
+    "SyncFrame",
+    "SyncStatusFrame",
+    "decode_client_frame",
+    "encode_frame",
+]
+
+Format = Literal["msgpack", "json"]
+
+
+# ----------------------------------------------------------------------------- client -> server
+
+
+class CrdtFrame(msgspec.Struct, tag_field="mtype", tag="crdt"):
+    """A committed CRDT message (first send or a resend of an unacknowledged one)."""
+
+    msg: Message
+
+
+class SyncFrame(msgspec.Struct, tag_field="mtype", tag="sync", kw_only=True):
+    """ "This is what I have": the server answers with a ``state`` frame.
+
+    ``since``/``epoch`` (extension) ask for a resume, exactly like the URL parameters;
+    ``vectorClock``, ``filter`` and ``count`` are accepted for vuer-rtc compatibility.
+    """
+
+    vectorClock: dict[str, int] | None = None
+    since: int | None = None
+    epoch: str | None = None
+    filter: bytes | None = None
+    count: int | None = None
+
+
+class SyncCheckFrame(msgspec.Struct, tag_field="mtype", tag="sync-check"):
+    """Ask for the checksum of the room's graph."""
+
+    requestId: str | int
+
+
+class HeartbeatFrame(msgspec.Struct, tag_field="mtype", tag="heartbeat", kw_only=True):
+    """Liveness (keeps presence alive); fields are informational."""
+
+    client: str | None = None
+    vectorClock: dict[str, int] | None = None
+
+
+class PresenceUpdate(msgspec.Struct, tag_field="mtype", tag="presence"):
+    """Set this connection's presence state (cursor, selection, ...); ``None`` clears it."""
+
+    state: Any = None
+
+
+ClientFrame = CrdtFrame | SyncFrame | SyncCheckFrame | HeartbeatFrame | PresenceUpdate
+
+
+# ----------------------------------------------------------------------------- server -> client
+
+
+class StateFrame(msgspec.Struct, tag_field="mtype", tag="state", kw_only=True):
+    """Full state (``recovered=False``: snapshot + journal tail) or a resume
+    (``recovered=True``: ``snapshot`` is None and ``journal`` is exactly the missed messages)."""
+
+    snapshot: Snapshot | None
+    journal: list[Message]
+    serverSeq: int
+    epoch: str
+    recovered: bool
+
+
+class AckFrame(msgspec.Struct, tag_field="mtype", tag="ack"):
+    """The sender's message ``msgId`` is durable at ``serverSeq``."""
+
+    msgId: str
+    serverSeq: int
+
+
+class BroadcastFrame(msgspec.Struct, tag_field="mtype", tag="broadcast"):
+    """Another member's message at ``serverSeq`` (``msg.serverSeq`` is set too)."""
+
+    msg: Message
+    serverSeq: int
+
+
+class ErrorFrame(msgspec.Struct, tag_field="mtype", tag="error", kw_only=True):
+    """A rejected frame. ``msgId`` names the rejected message when known; ``code`` is stable."""
+
+    msgId: str | None
+    error: str
+    code: str
+
+
+class SyncStatusFrame(msgspec.Struct, tag_field="mtype", tag="sync-status", kw_only=True):
+    """Answer to ``sync-check``: SHA-256 of the live canonical JSON at ``serverSeq``."""
+
+    requestId: str | int
+    status: str | None
+    serverSeq: int
+
+
+class PresenceFrame(msgspec.Struct, tag_field="mtype", tag="presence", kw_only=True):
+    """Presence change of ``client`` (``join``/``update``/``leave``), or the whole table
+    (``sync``, sent once after ``state``: ``members`` maps client -> state)."""
+
+    event: Literal["join", "update", "leave", "sync"]
+    client: str | None = None
+    state: Any = None
+    reason: str | None = None
+    members: dict[str, Any] | None = None
+
+
+class PingFrame(msgspec.Struct, tag_field="mtype", tag="ping"):
+    """Server liveness probe; answer with ``heartbeat``. ``ts`` is server time in ms."""
+
+    ts: int
+
+
+ServerFrame = (
+    StateFrame
+    | AckFrame
+    | BroadcastFrame
+    | ErrorFrame
+    | SyncStatusFrame
+    | PresenceFrame
+    | PingFrame
+)
+
+
+class FrameError(Exception):
+    """A client frame that cannot be accepted. ``code`` is stable; ``msg_id`` when known."""
+
+    def __init__(self, code: str, message: str, *, msg_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.msg_id = msg_id
+
+
+_json_decoder: Final = msgspec.json.Decoder(ClientFrame)
+_msgpack_decoder: Final = msgspec.msgpack.Decoder(ClientFrame)
+_json_encoder: Final = msgspec.json.Encoder()
+_msgpack_encoder: Final = msgspec.msgpack.Encoder()
+
+
+class _IdProbe(msgspec.Struct):
+    id: str | None = None
+
+
+class _MsgProbe(msgspec.Struct):
+    msg: _IdProbe | None = None
+
+
+_probe_json: Final = msgspec.json.Decoder(_MsgProbe)
+_probe_msgpack: Final = msgspec.msgpack.Decoder(_MsgProbe)
+_AT_RE: Final = re.compile(r" - at `\$\.?(.*)`")
+
+
+def _probe_id(data: bytes, fmt: Format) -> str | None:
+    try:
+        probe = (_probe_json if fmt == "json" else _probe_msgpack).decode(data)
+    except (msgspec.MsgspecError, ValueError, TypeError):
+        return None
+    return probe.msg.id if probe.msg is not None else None
+
+
+def decode_client_frame(
+    data: bytes | str,
+    fmt: Format,
+    *,
+    max_frame_bytes: int = 1 << 20,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ClientFrame:
+    """Decode and validate one client frame.
+
+    ``crdt`` messages are validated and normalised (long names -> compact) with
+    :func:`durasync.crdt.validate_message` under ``limits`` (ops per message, value size).
+
+    Raises:
+        FrameError: ``FRAME_TOO_LARGE``, ``MALFORMED_FRAME`` (undecodable, unknown ``mtype``,
+            wrong field type; the message names the field) or ``INVALID_MESSAGE`` (a ``crdt``
+            message that fails CRDT validation).
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > max_frame_bytes:
+        raise FrameError(
+            "FRAME_TOO_LARGE",
+            f"frame of {len(raw)} bytes exceeds the limit of {max_frame_bytes}",
+            msg_id=_probe_id(raw, fmt),
+        )
+    try:
+        frame: ClientFrame = (_json_decoder if fmt == "json" else _msgpack_decoder).decode(raw)
+    except msgspec.MsgspecError as exc:
+        text = str(exc)
+        m = _AT_RE.search(text)
+        if m:
+            text = f"{text[: m.start()]} (at {m.group(1) or 'frame'})"
+        raise FrameError("MALFORMED_FRAME", text, msg_id=_probe_id(raw, fmt)) from None
+    if isinstance(frame, CrdtFrame):
+        try:
+            validate_message(frame.msg, limits=limits)
+        except CRDTValidationError as exc:
+            raise FrameError(
+                "INVALID_MESSAGE", f"msg.{exc.field}: {exc.message}", msg_id=frame.msg.id or None
+            ) from None
+        if frame.msg.serverSeq is not None:
+            # The server assigns positions; a client-provided one is ignored, not trusted.
+            frame.msg.serverSeq = None
+    return frame
+
+
+def encode_frame(frame: ServerFrame, fmt: Format) -> bytes:
+    """Encode a server frame (JSON frames are sent as text, msgpack as binary)."""
+    if fmt == "json":
+        return _json_encoder.encode(frame)
+    return _msgpack_encoder.encode(frame)

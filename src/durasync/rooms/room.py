@@ -1,0 +1,624 @@
+"""One room in memory: journal -> graph, members, group-committed writer, snapshots.
+
+Store layout of room ``R`` (all ordinary streams of the log store):
+
+- ``__rooms/R/meta`` (JSON): one record ``{"epoch": ...}``. A new random epoch is written when
+  the room is first created in a store, so a replaced or wiped store gets a new epoch and
+  clients cannot resume into it by accident (issue 4 §4).
+- ``__rooms/R/journal`` (``application/json``): one record ``{"serverSeq", "msg"}`` per
+  sequenced message; serverSeq = 1 + journal index. Served by ``GET /v1/rooms/R/journal``.
+- ``__rooms/R/snapshot`` (msgpack): the latest :class:`SnapshotRecord` only (older ones are
+  trimmed): the graph folded up to ``seq``, the journal offset after it and the dedupe window.
+
+Guarantees: nothing is acked or broadcast before the journal append returned (durable); one
+order per room (a single writer task per room); resends are acked with their original serverSeq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+
+from durasync.crdt.messages import Limits, Message
+from durasync.crdt.replica import Replica, Snapshot
+from durasync.rooms.core import DedupeWindow, PresenceTable, RateLimiter, Sequencer, plan_resume
+from durasync.rooms.frames import (
+    AckFrame,
+    BroadcastFrame,
+    Format,
+    PresenceFrame,
+    StateFrame,
+    encode_frame,
+)
+from durasync.store.base import (
+    OFFSET_START,
+    LogStore,
+    StreamConfig,
+    StreamExists,
+    StreamNotFound,
+)
+
+__all__ = [
+    "CLOSE_RESUME",
+    "JournalRecord",
+    "Member",
+    "Room",
+    "RoomSettings",
+    "SnapshotRecord",
+    "journal_path",
+]
+
+log = logging.getLogger("durasync.rooms")
+
+#: Close code: the server dropped this connection (slow reader, shutdown, room unloaded);
+#: reconnect with ``since``/``epoch`` to resume (docs/protocol.md "Close codes").
+CLOSE_RESUME: Final = 4008
+#: Close code: another connection took over this client id.
+CLOSE_REPLACED: Final = 4009
+#: Close code: the room failed (store error); reconnect later, resume may give a full state.
+CLOSE_ROOM_FAILED: Final = 4011
+
+
+class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Tunables of the rooms layer (CLI ``durasync serve --room-*``)."""
+
+    snapshot_every_messages: int = 10_000
+    snapshot_every_bytes: int = 8 << 20
+    #: Journal messages kept behind the latest snapshot (resume window).
+    retention_messages: int = 10_000
+    #: Seconds a room with no members stays in memory.
+    idle_timeout: float = 60.0
+    max_frame_bytes: int = 1 << 20
+    max_ops: int = 1_000
+    #: Longest string value (and the text of one insert) in a message.
+    max_value_bytes: int = 256 << 10
+    #: Bytes queued for one connection before it is dropped with 4008.
+    send_queue_bytes: int = 4 << 20
+    #: Per-connection frames per second (crdt + presence) and burst.
+    rate_per_second: float = 1_000.0
+    rate_burst: float = 2_000.0
+    #: Seconds of silence after which a client's presence expires.
+    presence_timeout: float = 30.0
+    ping_interval: float = 15.0
+    #: Message ids remembered for dedupe (durable through the snapshot record).
+    dedupe_window: int = 10_000
+    #: Largest group-commit batch and the bound of a room's inbox.
+    max_batch: int = 1_024
+    inbox_size: int = 4_096
+
+    def limits(self) -> Limits:
+        return Limits(max_ops=self.max_ops, max_string=self.max_value_bytes)
+
+
+def room_prefix(room: str) -> str:
+    return f"__rooms/{room}/"
+
+
+def journal_path(room: str) -> str:
+    return f"__rooms/{room}/journal"
+
+
+def snapshot_path(room: str) -> str:
+    return f"__rooms/{room}/snapshot"
+
+
+def meta_path(room: str) -> str:
+    return f"__rooms/{room}/meta"
+
+
+class JournalRecord(msgspec.Struct):
+    """One journal entry (JSON): what ``GET /v1/rooms/R/journal`` readers see."""
+
+    serverSeq: int
+    msg: Message
+
+
+class MetaRecord(msgspec.Struct):
+    epoch: str
+    created_at: float = 0.0
+
+
+class SnapshotRecord(msgspec.Struct, kw_only=True):
+    """Snapshot of a room at ``seq``; ``journal_offset`` is the journal offset after ``seq``."""
+
+    epoch: str
+    seq: int
+    journal_offset: str
+    snapshot: Snapshot
+    recent: list[tuple[str, int]]
+
+
+_journal_decoder: Final = msgspec.json.Decoder(JournalRecord)
+_journal_encoder: Final = msgspec.json.Encoder()
+_snapshot_decoder: Final = msgspec.msgpack.Decoder(SnapshotRecord)
+_msgpack: Final = msgspec.msgpack.Encoder()
+
+
+class _TailItem:
+    __slots__ = ("msg", "offset", "seq")
+
+    def __init__(self, seq: int, msg: Message, offset: str) -> None:
+        self.seq = seq
+        self.msg = msg
+        self.offset = offset
+
+
+SendRaw = Callable[[bytes, Format], Awaitable[None]]
+CloseRaw = Callable[[int, str], Awaitable[None]]
+
+
+class Member:
+    """One WebSocket connection in a room, with a bounded outgoing queue.
+
+    Frames are queued as encoded bytes; a sender task writes them. If the queued bytes would
+    exceed ``limit`` the connection is dropped with :data:`CLOSE_RESUME` so a slow reader never
+    stalls the room (DESIGN.md invariant 6).
+    """
+
+    def __init__(
+        self,
+        client: str,
+        fmt: Format,
+        *,
+        can_write: bool,
+        send: SendRaw,
+        close: CloseRaw,
+        limit: int,
+        limiter: RateLimiter,
+    ) -> None:
+        self.client = client
+        self.fmt: Format = fmt
+        self.can_write = can_write
+        self._send = send
+        self._close = close
+        self.limit = limit
+        self.limiter = limiter
+        self._queue: collections.deque[bytes] = collections.deque()
+        self.queued_bytes = 0
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.close_code: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.on_drop: Callable[[Member], None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def enqueue(self, data: bytes) -> None:
+        """Queue one encoded frame; drops the connection (4008) beyond the byte bound."""
+        if self.closed:
+            return
+        if self.queued_bytes + len(data) > self.limit:
+            self.drop(CLOSE_RESUME, "send queue overflow: resume with since/epoch")
+            return
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        self._wake.set()
+
+    def drop(self, code: int, reason: str) -> None:
+        """Close the connection from the server side without waiting for it."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        self._queue.clear()
+        self.queued_bytes = 0
+        if self._task is not None:
+            self._task.cancel()
+        if self.on_drop is not None:
+            self.on_drop(self)
+        task = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close(code, reason), 5.0)
+
+    async def _run(self) -> None:
+        try:
+            while not self.closed:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                data = self._queue.popleft()
+                self.queued_bytes -= len(data)
+                await self._send(data, self.fmt)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            # The socket is gone; the receive loop notices and leaves the room.
+            self.closed = True
+
+    async def stop(self) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+class RoomFailed(Exception):
+    """The room's store failed; the room must be reloaded from the store."""
+
+
+class Room:
+    """A loaded room. Create with :meth:`load`; feed messages with :meth:`submit`."""
+
+    def __init__(self, name: str, store: LogStore, settings: RoomSettings) -> None:
+        self.name = name
+        self.store = store
+        self.settings = settings
+        self.epoch = ""
+        self.replica = Replica("server", limits=settings.limits())
+        self.sequencer = Sequencer(0, DedupeWindow(settings.dedupe_window))
+        self.snap = SnapshotRecord(
+            epoch="", seq=0, journal_offset=OFFSET_START, snapshot=Snapshot(), recent=[]
+        )
+        self._tail: collections.deque[_TailItem] = collections.deque()
+        self.members: set[Member] = set()
+        self.presence = PresenceTable(settings.presence_timeout)
+        self._clients: collections.Counter[str] = collections.Counter()
+        self.inbox: asyncio.Queue[tuple[Member | None, Message]] = asyncio.Queue(
+            settings.inbox_size
+        )
+        self._writer: asyncio.Task[None] | None = None
+        self._since_snap_msgs = 0
+        self._since_snap_bytes = 0
+        self.failed = False
+        self.last_active = time.monotonic()
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    async def load(
+        cls, name: str, store: LogStore, settings: RoomSettings, *, create: bool
+    ) -> Room:
+        """Load a room from its latest snapshot plus the journal tail.
+
+        Raises:
+            StreamNotFound: the room does not exist and ``create`` is False.
+        """
+        room = cls(name, store, settings)
+        epoch = await room._read_epoch()
+        if epoch is None:
+            if not create:
+                raise StreamNotFound(f"no room {name!r}")
+            epoch = await room._create()
+        room.epoch = epoch
+        room.snap = msgspec.structs.replace(room.snap, epoch=epoch)
+        await room._load_snapshot()
+        await room._replay_journal()
+        room._writer = asyncio.get_running_loop().create_task(room._write_loop())
+        return room
+
+    async def _read_epoch(self) -> str | None:
+        try:
+            res = await self.store.read(meta_path(self.name), OFFSET_START, max_messages=1)
+        except StreamNotFound:
+            return None
+        if not res.entries:
+            return None
+        return msgspec.json.decode(res.entries[0].data, type=MetaRecord).epoch
+
+    async def _create(self) -> str:
+        # Journal first, meta last: a crash in between leaves a journal without meta, which the
+        # next load treats as a new epoch (continuity cannot be proven).
+        await self.store.create(
+            journal_path(self.name), StreamConfig(content_type="application/json")
+        )
+        await self.store.create(snapshot_path(self.name), StreamConfig())
+        epoch = secrets.token_hex(8)
+        record = msgspec.json.encode(MetaRecord(epoch=epoch, created_at=time.time()))
+        try:
+            await self.store.create(
+                meta_path(self.name),
+                StreamConfig(content_type="application/json"),
+                initial=[record],
+            )
+        except StreamExists:
+            # A concurrent creator won (another process on a shared store): use its epoch.
+            existing = await self._read_epoch()
+            if existing is None:
+                raise
+            return existing
+        return epoch
+
+    async def _load_snapshot(self) -> None:
+        try:
+            res = await self.store.read(snapshot_path(self.name), OFFSET_START, max_messages=1)
+        except StreamNotFound:
+            return
+        if not res.entries:
+            return
+        rec = _snapshot_decoder.decode(res.entries[0].data)
+        self.snap = rec
+        self.replica = Replica("server", limits=self.settings.limits(), snapshot=rec.snapshot)
+        for msg_id, seq in rec.recent:
+            self.sequencer.dedupe.add(msg_id, seq)
+        self.sequencer.last_seq = rec.seq
+
+    async def _replay_journal(self) -> None:
+        path = journal_path(self.name)
+        offset = OFFSET_START
+        msgs: list[Message] = []
+        seqs: list[int | None] = []
+        while True:
+            res = await self.store.read(path, offset, max_bytes=8 << 20, max_messages=50_000)
+            for e in res.entries:
+                rec = _journal_decoder.decode(e.data)
+                rec.msg.serverSeq = rec.serverSeq
+                self._tail.append(_TailItem(rec.serverSeq, rec.msg, e.offset))
+                if rec.serverSeq > self.snap.seq:
+                    msgs.append(rec.msg)
+                    seqs.append(rec.serverSeq)
+                    self.sequencer.dedupe.add(rec.msg.id, rec.serverSeq)
+                    self.sequencer.last_seq = rec.serverSeq
+                    self._since_snap_msgs += 1
+                    self._since_snap_bytes += len(e.data)
+            offset = res.next_offset
+            if res.up_to_date or not res.entries:
+                break
+        if msgs:
+            self.replica.receive_many(msgs, seqs, validate=False)
+
+    # ------------------------------------------------------------------ members
+
+    def join(self, member: Member, *, since: int | None, epoch: str | None, now: float) -> None:
+        """Admit ``member``: queue its ``state`` and the presence table, announce it.
+
+        Synchronous on purpose: no broadcast can interleave between the state and membership.
+        """
+        self.members.add(member)
+        member.on_drop = self._on_drop
+        self._clients[member.client] += 1
+        self.last_active = time.monotonic()
+        member.enqueue(self.state_frame(member, since=since, epoch=epoch))
+        member.enqueue(
+            encode_frame(PresenceFrame(event="sync", members=self.presence.members()), member.fmt)
+        )
+        self.touch(member, now)
+
+    def state_frame(self, member: Member, *, since: int | None, epoch: str | None) -> bytes:
+        """The encoded ``state`` frame answering a join or ``sync`` (issue 4 §4)."""
+        first = self._tail[0].seq if self._tail else self.sequencer.last_seq + 1
+        plan = plan_resume(
+            since=since,
+            epoch=epoch,
+            room_epoch=self.epoch,
+            first_available=first,
+            last_seq=self.sequencer.last_seq,
+        )
+        if plan.kind == "recover":
+            assert since is not None
+            journal = self._tail_after(since)
+            frame = StateFrame(
+                snapshot=None,
+                journal=journal,
+                serverSeq=self.sequencer.last_seq,
+                epoch=self.epoch,
+                recovered=True,
+            )
+        else:
+            # The client's own recent ids ride along so its replica does not re-apply a pending
+            # message that is already folded into the snapshot.
+            snapshot = msgspec.structs.replace(
+                self.snap.snapshot, seen=self.sequencer.dedupe.ids_of(member.client)
+            )
+            frame = StateFrame(
+                snapshot=snapshot,
+                journal=self._tail_after(self.snap.seq),
+                serverSeq=self.sequencer.last_seq,
+                epoch=self.epoch,
+                recovered=False,
+            )
+        return encode_frame(frame, member.fmt)
+
+    def _tail_after(self, seq: int) -> list[Message]:
+        out: list[Message] = []
+        for item in reversed(self._tail):
+            if item.seq <= seq:
+                break
+            out.append(item.msg)
+        out.reverse()
+        return out
+
+    def touch(self, member: Member, now: float) -> None:
+        """Activity of ``member``: keeps presence alive, announces a (re)join."""
+        if self.presence.touch(member.client, now):
+            self._presence_broadcast(PresenceFrame(event="join", client=member.client), member)
+
+    def set_presence(self, member: Member, state: Any, now: float) -> None:
+        joined = self.presence.update(member.client, state, now)
+        self._presence_broadcast(
+            PresenceFrame(event="join" if joined else "update", client=member.client, state=state),
+            member,
+        )
+
+    def expire_presence(self, now: float) -> None:
+        for client in self.presence.expire(now):
+            self._presence_broadcast(
+                PresenceFrame(event="leave", client=client, reason="expired"), None
+            )
+
+    def leave(self, member: Member) -> None:
+        """Remove ``member`` (idempotent); its presence leaves with its last connection."""
+        if member not in self.members:
+            return
+        self.members.discard(member)
+        self._clients[member.client] -= 1
+        self.last_active = time.monotonic()
+        if self._clients[member.client] <= 0:
+            del self._clients[member.client]
+            if self.presence.leave(member.client):
+                self._presence_broadcast(
+                    PresenceFrame(event="leave", client=member.client, reason="left"), member
+                )
+
+    def _on_drop(self, member: Member) -> None:
+        self.leave(member)
+
+    def _presence_broadcast(self, frame: PresenceFrame, skip: Member | None) -> None:
+        cache: dict[str, bytes] = {}
+        for m in list(self.members):
+            if m is skip:
+                continue
+            data = cache.get(m.fmt)
+            if data is None:
+                data = cache[m.fmt] = encode_frame(frame, m.fmt)
+            m.enqueue(data)
+
+    def send_all(self, frames: dict[str, bytes]) -> None:
+        for m in list(self.members):
+            m.enqueue(frames[m.fmt])
+
+    # ------------------------------------------------------------------ writing
+
+    async def submit(self, member: Member | None, msg: Message) -> None:
+        """Queue a validated message for sequencing (waits while the inbox is full)."""
+        if self.failed:
+            raise RoomFailed(self.name)
+        await self.inbox.put((member, msg))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                first = await self.inbox.get()
+                batch = [first]
+                while len(batch) < self.settings.max_batch:
+                    try:
+                        batch.append(self.inbox.get_nowait())
+                    except asyncio.QueueEmpty:
+                        break
+                try:
+                    await self._commit(batch)
+                finally:
+                    for _ in batch:
+                        self.inbox.task_done()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("room %s failed; it will be reloaded from the store", self.name)
+            self.failed = True
+            for m in list(self.members):
+                m.drop(CLOSE_ROOM_FAILED, "room failed: reconnect")
+
+    async def _commit(self, batch: list[tuple[Member | None, Message]]) -> None:
+        plan = self.sequencer.plan([m for _, m in batch])
+        if plan.accepted:
+            records = [
+                _journal_encoder.encode(JournalRecord(seq, msg)) for msg, seq in plan.accepted
+            ]
+            # Durable before anything else happens (issue 4 §3: nothing acked before durable).
+            res = await self.store.append(journal_path(self.name), records)
+            self.sequencer.commit(plan)
+            msgs: list[Message] = []
+            seqs: list[int | None] = []
+            for (msg, seq), offset, rec in zip(plan.accepted, res.offsets, records, strict=True):
+                msg.serverSeq = seq
+                self._tail.append(_TailItem(seq, msg, offset))
+                msgs.append(msg)
+                seqs.append(seq)
+                self._since_snap_bytes += len(rec)
+            self._since_snap_msgs += len(msgs)
+            try:
+                self.replica.receive_many(msgs, seqs, validate=False)
+            except Exception:
+                # The message is journaled (durable, acked below); a fold failure is a bug in
+                # the CRDT layer, not the sender's fault: log it and keep the room serving.
+                log.exception("room %s: applying a journaled batch failed", self.name)
+        self.last_active = time.monotonic()
+        # Acks (to senders) then broadcasts (to the others), each frame encoded once per format.
+        for (member, msg), (_, seq) in zip(
+            [batch[i] for i in plan.accepted_index], plan.accepted, strict=True
+        ):
+            if member is not None:
+                member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
+            encoded: dict[str, bytes] = {}
+            for m in self.members:
+                if m is member:
+                    continue
+                data = encoded.get(m.fmt)
+                if data is None:
+                    data = encoded[m.fmt] = encode_frame(BroadcastFrame(msg, seq), m.fmt)
+                m.enqueue(data)
+        for i, seq in plan.duplicates:
+            member, msg = batch[i]
+            if member is not None:
+                member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
+        self._trim_tail_memory()
+        if (
+            self._since_snap_msgs >= self.settings.snapshot_every_messages
+            or self._since_snap_bytes >= self.settings.snapshot_every_bytes
+        ):
+            await self.take_snapshot()
+
+    def _trim_tail_memory(self) -> None:
+        keep_from = self.snap.seq - self.settings.retention_messages + 1
+        while self._tail and self._tail[0].seq < keep_from:
+            self._tail.popleft()
+
+    async def take_snapshot(self) -> None:
+        """Fold everything journaled into a snapshot record; trim snapshot and journal streams.
+
+        Called by the writer task only (so no message is sequenced meanwhile).
+        """
+        seq = self.sequencer.last_seq
+        if seq == self.snap.seq:
+            return
+        snap = self.replica.snapshot()
+        snap = msgspec.structs.replace(snap, seen=[])
+        journal_offset = (await self.store.head(journal_path(self.name))).tail
+        rec = SnapshotRecord(
+            epoch=self.epoch,
+            seq=seq,
+            journal_offset=journal_offset,
+            snapshot=snap,
+            recent=self.sequencer.dedupe.items(),
+        )
+        spath = snapshot_path(self.name)
+        res = await self.store.append(spath, [_msgpack.encode(rec)])
+        await self.store.trim(spath, res.offsets[0])
+        self.snap = rec
+        # Rebuild the replica from the snapshot: bounded memory (the fold's id set and
+        # checkpoints restart from here).
+        self.replica = Replica("server", limits=self.settings.limits(), snapshot=snap)
+        self._since_snap_msgs = 0
+        self._since_snap_bytes = 0
+        self._trim_tail_memory()
+        if self._tail and self._tail[0].seq > 1:
+            await self.store.trim(journal_path(self.name), self._tail[0].offset)
+
+    @property
+    def last_seq(self) -> int:
+        return self.sequencer.last_seq
+
+    def first_available(self) -> int:
+        return self._tail[0].seq if self._tail else self.sequencer.last_seq + 1
+
+    async def close(self, code: int = CLOSE_RESUME, reason: str = "room unloaded") -> None:
+        """Stop the writer (after draining accepted messages) and drop every member."""
+        if self._writer is not None:
+            if not self.failed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._drain(), 5.0)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+        for m in list(self.members):
+            m.drop(code, reason)
+
+    async def _drain(self) -> None:
+        await self.inbox.join()

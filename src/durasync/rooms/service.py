@@ -1,0 +1,460 @@
+"""Rooms over ASGI: the WebSocket endpoint, the HTTP views and the room registry.
+
+Routes (mounted by :func:`durasync.server.create_app`):
+
+- ``WS  /v1/rooms/{room}?client=..[&since=..&epoch=..][&format=msgpack|json][&token=..]``
+- ``GET /v1/rooms``: rooms in the store with their member counts;
+- ``GET /v1/rooms/{room}[?view=live]``: canonical JSON of the graph, ``Room-Server-Seq`` and
+  ``Room-Epoch`` headers;
+- ``GET|HEAD /v1/rooms/{room}/journal``: the journal stream with Durable Streams read semantics
+  (served by a :class:`~durasync.streams.app.StreamsApp`, so catch-up, long-poll and SSE behave
+  exactly as on ``/v1/stream``).
+
+Rooms load lazily on first use and leave memory after ``idle_timeout`` without members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from typing import Final
+from urllib.parse import parse_qs
+
+import msgspec
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+
+from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.rooms.core import RateLimiter
+from durasync.rooms.frames import (
+    CrdtFrame,
+    ErrorFrame,
+    Format,
+    FrameError,
+    HeartbeatFrame,
+    PingFrame,
+    PresenceUpdate,
+    SyncCheckFrame,
+    SyncFrame,
+    SyncStatusFrame,
+    decode_client_frame,
+    encode_frame,
+)
+from durasync.rooms.room import (
+    CLOSE_REPLACED,
+    CLOSE_RESUME,
+    Member,
+    Room,
+    RoomFailed,
+    RoomSettings,
+    journal_path,
+)
+from durasync.store.base import LogStore, StoreError, StreamNotFound
+from durasync.streams.app import StreamsApp, StreamSettings
+
+__all__ = ["RoomService"]
+
+log = logging.getLogger("durasync.rooms")
+
+_ROOM_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+_CLIENT_RE: Final = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
+#: Close codes before/after accept for bad requests (docs/protocol.md "Close codes").
+CLOSE_BAD_REQUEST: Final = 4400
+CLOSE_GOING_AWAY: Final = 1001
+
+
+class _JournalAuthorizer:
+    """Maps the journal stream resource onto ``room/<name>`` and allows reads only."""
+
+    def __init__(self, base: Authorizer) -> None:
+        self.base = base
+
+    def authenticate(self, credentials: object) -> Principal:
+        return self.base.authenticate(credentials)  # type: ignore[arg-type]
+
+    def authorize(self, principal: Principal, action: Action, resource: str) -> bool:
+        if action != "read":
+            return False
+        parts = resource.split("/")
+        if len(parts) != 4 or parts[1] != "__rooms":
+            return False
+        return self.base.authorize(principal, "read", "room/" + parts[2])
+
+
+class RoomService:
+    """Registry of loaded rooms plus the ASGI endpoints. ``start``/``aclose`` in the lifespan."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        settings: RoomSettings | None = None,
+        *,
+        authorizer: Authorizer,
+        stream_settings: StreamSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or RoomSettings()
+        self.authorizer = authorizer
+        self.rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Future[Room]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
+        self.journal_app = StreamsApp(
+            store, stream_settings, authorizer=_JournalAuthorizer(authorizer)
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/v1/rooms", self._list, methods=["GET"]),
+            Route("/v1/rooms/{room}/journal", self._journal, methods=["GET", "HEAD"]),
+            Route("/v1/rooms/{room}", self._view, methods=["GET"]),
+            WebSocketRoute("/v1/rooms/{room}", _WsEndpoint(self)),
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def aclose(self) -> None:
+        """Drop every member (4008: resume elsewhere/later) and unload every room."""
+        self._closing = True
+        self.journal_app.begin_shutdown()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for room in list(self.rooms.values()):
+            await room.close(CLOSE_RESUME, "server shutting down")
+        self.rooms.clear()
+
+    async def get_room(self, name: str, *, create: bool) -> Room:
+        """The loaded room ``name``, loading it (lazily) from the store.
+
+        Raises:
+            StreamNotFound: the room does not exist and ``create`` is False.
+        """
+        room = self.rooms.get(name)
+        if room is not None and not room.failed:
+            return room
+        if room is not None:
+            self.rooms.pop(name, None)
+            await room.close()
+        pending = self._loading.get(name)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
+        self._loading[name] = fut
+        try:
+            room = await Room.load(name, self.store, self.settings, create=create)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self._loading.pop(name, None)
+        self.rooms[name] = room
+        fut.set_result(room)
+        return room
+
+    async def _tick(self) -> None:
+        """Presence expiry, pings and idle-room eviction, once a second."""
+        last_ping = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.settings.presence_timeout / 4))
+            now = time.monotonic()
+            ping = now - last_ping >= self.settings.ping_interval
+            if ping:
+                last_ping = now
+                ts = int(time.time() * 1000)
+                frames = {f: encode_frame(PingFrame(ts), f) for f in ("msgpack", "json")}
+            for name, room in list(self.rooms.items()):
+                room.expire_presence(now)
+                if ping:
+                    room.send_all(frames)
+                if (
+                    not room.members
+                    and room.inbox.empty()
+                    and now - room.last_active > self.settings.idle_timeout
+                ):
+                    self.rooms.pop(name, None)
+                    await room.close()
+
+    # ------------------------------------------------------------------ HTTP views
+
+    def _principal(self, scope: Scope) -> Principal:
+        return self.authorizer.authenticate(credentials_from_scope(scope))
+
+    async def _view(self, request: object) -> object:
+        from starlette.requests import Request
+        from starlette.responses import Response
+
+        assert isinstance(request, Request)
+        name = request.path_params["room"]
+        try:
+            principal = self._principal(request.scope)
+            if not self.authorizer.authorize(principal, "read", "room/" + name):
+                raise AuthError(403, "FORBIDDEN", f"not allowed to read room/{name}")
+        except AuthError as exc:
+            return _json_error(exc.status, exc.code, exc.message)
+        if not _ROOM_RE.fullmatch(name):
+            return _json_error(400, "BAD_ROOM", "room names are 1-128 of [A-Za-z0-9._~-]")
+        view = request.query_params.get("view", "full")
+        if view not in ("full", "live"):
+            return _json_error(400, "BAD_VIEW", "view must be 'full' or 'live'")
+        try:
+            room = await self.get_room(name, create=False)
+        except StreamNotFound:
+            return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
+        except StoreError as exc:
+            return _json_error(503, "STORE_UNAVAILABLE", str(exc))
+        body = room.replica.dump(live=view == "live")
+        return Response(
+            body.encode(),
+            media_type="application/json",
+            headers={
+                "Room-Server-Seq": str(room.last_seq),
+                "Room-Epoch": room.epoch,
+                "Cache-Control": "no-store",
+            },
+        )
+
+    async def _list(self, request: object) -> object:
+        from starlette.requests import Request
+        from starlette.responses import Response
+
+        assert isinstance(request, Request)
+        try:
+            principal = self._principal(request.scope)
+        except AuthError as exc:
+            return _json_error(exc.status, exc.code, exc.message)
+        infos = await self.store.list_streams("__rooms/", limit=10_000)
+        out = []
+        for info in infos:
+            parts = info.path.split("/")
+            if len(parts) != 3 or parts[2] != "meta":
+                continue
+            name = parts[1]
+            if not self.authorizer.authorize(principal, "read", "room/" + name):
+                continue
+            room = self.rooms.get(name)
+            out.append(
+                {
+                    "room": name,
+                    "members": len(room.members) if room else 0,
+                    "clients": len(room.presence.members()) if room else 0,
+                    "loaded": room is not None,
+                    "serverSeq": room.last_seq if room else None,
+                }
+            )
+        return Response(
+            msgspec.json.encode({"rooms": out}),
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _journal(self, request: object) -> object:
+        from starlette.requests import Request
+
+        assert isinstance(request, Request)
+        name = request.path_params["room"]
+        if not _ROOM_RE.fullmatch(name):
+            return _json_error(400, "BAD_ROOM", "room names are 1-128 of [A-Za-z0-9._~-]")
+        return _Delegate(self.journal_app, journal_path(name))
+
+
+class _Delegate:
+    """A Starlette 'response' that hands the request to the streams app for one path."""
+
+    def __init__(self, app: StreamsApp, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app({**scope, "path_params": {"path": self.path}}, receive, send)
+
+
+def _json_error(status: int, code: str, message: str) -> object:
+    from starlette.responses import Response
+
+    return Response(
+        msgspec.json.encode({"error": {"code": code, "message": message}}),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+class _WsEndpoint:
+    """Raw ASGI WebSocket handler of ``/v1/rooms/{room}`` (docs/protocol.md)."""
+
+    def __init__(self, service: RoomService) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.service
+        settings = service.settings
+        name: str = scope["path_params"]["room"]
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+        def q(key: str) -> str | None:
+            v = query.get(key)
+            return v[0] if v else None
+
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        # Authentication and read permission are checked before accepting: a refused
+        # handshake is an HTTP 403 to the client.
+        try:
+            principal = service.authorizer.authenticate(credentials_from_scope(scope))
+            if not service.authorizer.authorize(principal, "read", "room/" + name):
+                raise AuthError(403, "FORBIDDEN", f"not allowed to read room/{name}")
+        except AuthError:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        can_write = service.authorizer.authorize(principal, "write", "room/" + name)
+        fmt_text = q("format") or "msgpack"
+        client = q("client") or ""
+        problem: str | None = None
+        since: int | None = None
+        if service._closing:
+            problem = "server shutting down"
+        elif not _ROOM_RE.fullmatch(name):
+            problem = "room names are 1-128 of [A-Za-z0-9._~-]"
+        elif not _CLIENT_RE.fullmatch(client):
+            problem = "client= is required: 1-128 of [A-Za-z0-9._~:@-]"
+        elif fmt_text not in ("msgpack", "json"):
+            problem = "format must be msgpack or json"
+        else:
+            since_text = q("since")
+            if since_text is not None:
+                try:
+                    since = int(since_text)
+                except ValueError:
+                    problem = "since must be an integer serverSeq"
+        await send({"type": "websocket.accept"})
+        if problem is not None:
+            await send({"type": "websocket.close", "code": CLOSE_BAD_REQUEST, "reason": problem})
+            return
+        fmt: Format = "json" if fmt_text == "json" else "msgpack"
+        try:
+            room = await service.get_room(name, create=True)
+        except StoreError as exc:
+            log.warning("room %s: load failed: %s", name, exc)
+            await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
+            return
+
+        async def raw_send(data: bytes, f: Format) -> None:
+            if f == "json":
+                await send({"type": "websocket.send", "text": data.decode()})
+            else:
+                await send({"type": "websocket.send", "bytes": data})
+
+        async def raw_close(code: int, reason: str) -> None:
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+
+        loop = asyncio.get_running_loop()
+        member = Member(
+            client,
+            fmt,
+            can_write=can_write,
+            send=raw_send,
+            close=raw_close,
+            limit=settings.send_queue_bytes,
+            limiter=RateLimiter(settings.rate_per_second, settings.rate_burst, loop.time()),
+        )
+        # One connection per client id: a new one replaces the old (a reconnect that raced
+        # the old socket's timeout).
+        for other in list(room.members):
+            if other.client == client:
+                other.drop(CLOSE_REPLACED, "replaced by a newer connection of this client")
+        member.start()
+        room.join(member, since=since, epoch=q("epoch"), now=loop.time())
+        try:
+            await self._receive_loop(room, member, receive, fmt)
+        finally:
+            room.leave(member)
+            await member.stop()
+
+    async def _receive_loop(
+        self, room: Room, member: Member, receive: Receive, fmt: Format
+    ) -> None:
+        settings = self.service.settings
+        limits = settings.limits()
+        loop = asyncio.get_running_loop()
+        while not member.closed:
+            event = await receive()
+            kind = event["type"]
+            if kind == "websocket.disconnect":
+                return
+            if kind != "websocket.receive":
+                continue
+            data = event.get("bytes")
+            if data is None:
+                text = event.get("text")
+                data = text.encode() if text is not None else b""
+            now = loop.time()
+            try:
+                frame = decode_client_frame(
+                    data, fmt, max_frame_bytes=settings.max_frame_bytes, limits=limits
+                )
+            except FrameError as exc:
+                member.enqueue(
+                    encode_frame(
+                        ErrorFrame(msgId=exc.msg_id, error=exc.message, code=exc.code), fmt
+                    )
+                )
+                continue
+            if room.failed:
+                member.drop(4011, "room failed: reconnect")
+                return
+            room.touch(member, now)
+            if isinstance(frame, CrdtFrame):
+                msg = frame.msg
+                code = ""
+                if not member.can_write:
+                    code, err = "FORBIDDEN", f"read-only access to room/{room.name}"
+                elif msg.client != member.client:
+                    code, err = "WRONG_CLIENT", "msg.client must equal the connection's client"
+                elif not member.limiter.allow(now):
+                    code, err = "RATE_LIMITED", "too many messages: slow down and resend"
+                if code:
+                    member.enqueue(
+                        encode_frame(ErrorFrame(msgId=msg.id, error=err, code=code), fmt)
+                    )
+                    continue
+                try:
+                    await room.submit(member, msg)
+                except RoomFailed:
+                    member.drop(4011, "room failed: reconnect")
+                    return
+            elif isinstance(frame, PresenceUpdate):
+                if not member.limiter.allow(now):
+                    member.enqueue(
+                        encode_frame(
+                            ErrorFrame(
+                                msgId=None, error="too many presence updates", code="RATE_LIMITED"
+                            ),
+                            fmt,
+                        )
+                    )
+                    continue
+                room.set_presence(member, frame.state, now)
+            elif isinstance(frame, SyncFrame):
+                member.enqueue(room.state_frame(member, since=frame.since, epoch=frame.epoch))
+            elif isinstance(frame, SyncCheckFrame):
+                member.enqueue(
+                    encode_frame(
+                        SyncStatusFrame(
+                            requestId=frame.requestId,
+                            status=room.replica.checksum(live=True),
+                            serverSeq=room.last_seq,
+                        ),
+                        fmt,
+                    )
+                )
+            elif isinstance(frame, HeartbeatFrame):
+                pass  # room.touch above is all a heartbeat does
