@@ -5,7 +5,7 @@
 - ``/v1/stream/<path>``: the Durable Streams protocol
   (:class:`durasync.streams.app.StreamsApp`), with ``/v1/stream/__ds/...``
   routed to the subscription service first (DS §9);
-- ``GET /healthz``: liveness (200 ``{"status": "ok"}``);
+- ``GET /healthz``: liveness (200 ``{"status": "ok", "live": <open live reads>}``);
 - on every response: ``X-Content-Type-Options: nosniff``,
   ``Cross-Origin-Resource-Policy: cross-origin`` and permissive CORS
   (DS §8), and CORS preflights answered before auth.
@@ -132,7 +132,9 @@ def make_authorizer(settings: ServerSettings) -> Authorizer:
 
 
 async def _healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', media_type="application/json")
+    """Liveness: 200 with the number of open long-poll/SSE requests."""
+    live = request.app.state.streams.live_requests
+    return Response(f'{{"status":"ok","live":{live}}}'.encode(), media_type="application/json")
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -445,7 +445,7 @@ async def test_security_and_cors_headers_everywhere(app_client: httpx.AsyncClien
 
 async def test_healthz(app_client: httpx.AsyncClient) -> None:
     r = await app_client.get("/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200 and r.json() == {"status": "ok", "live": 0}
 
 
 async def raw_get(app: Starlette, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
