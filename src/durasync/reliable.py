@@ -38,8 +38,9 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -49,7 +50,6 @@ from durasync.protocol import (
     FrameCodec,
     MessageReceived,
     Payload,
-    PeerClosed,
     RegistryFull,
     ReliableSession,
     RemoteProtocolError,
@@ -63,21 +63,35 @@ __all__ = ["ReliableConnection", "ReliableHub"]
 
 @dataclass(slots=True)
 class _Live:
-    """The I/O side of one session: wake-up for its writer, its current connection."""
+    """The I/O side of one session: wake-up for its writer, its current
+    connection, and its inbox of delivered messages not yet taken by a handler.
+
+    The inbox belongs to the session, not to a connection, so a message the
+    session acknowledged is never lost when a connection ends before its
+    handler took it: the next connection's handler gets it first.
+    """
 
     wake: asyncio.Event
+    capacity: int
     conn: ReliableConnection | None = None
+    inbox: deque[Payload] = field(default_factory=deque)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
 
 
 class ReliableConnection:
     """One WebSocket connection attached to a reliable session."""
 
-    def __init__(self, hub: ReliableHub, session: ReliableSession, websocket: WebSocket) -> None:
+    def __init__(
+        self, hub: ReliableHub, session: ReliableSession, websocket: WebSocket, live: _Live
+    ) -> None:
         self._hub = hub
         self.session = session
         self.websocket = websocket
         self.generation = session.generation
-        self._inbox: asyncio.Queue[Payload | None] = asyncio.Queue(maxsize=hub.limits.ack_every * 4)
+        self._live = live
         self.transport_lost = False
         """True once the WebSocket ended (as opposed to the handler returning)."""
 
@@ -91,11 +105,17 @@ class ReliableConnection:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Payload]:
+        live = self._live
         while True:
-            item = await self._inbox.get()
-            if item is None:
+            if live.inbox and live.conn is self:
+                item = live.inbox.popleft()
+                live.notify()  # space for the reader
+                yield item
+                continue
+            if self.transport_lost or self.session.closed or live.conn is not self:
                 return
-            yield item
+            live.changed.clear()
+            await live.changed.wait()
 
     async def send(self, data: Payload) -> None:
         """Send ``data`` on the session: delivered exactly once, in order, even
@@ -179,15 +199,14 @@ class ReliableHub:
         assert sid is not None
         live = self._live.get(sid)
         if live is None:
-            live = self._live[sid] = _Live(asyncio.Event())
+            live = self._live[sid] = _Live(asyncio.Event(), self.limits.ack_every * 4)
         if live.conn is not None:  # superseded: the old transport is dead or dying
             old = live.conn
             old.transport_lost = True
-            with contextlib.suppress(asyncio.QueueFull):
-                old._inbox.put_nowait(None)
             self._spawn_close(old.websocket, 1000, "superseded")
-        conn = ReliableConnection(self, session, websocket)
+        conn = ReliableConnection(self, session, websocket, live)
         live.conn = conn
+        live.notify()
         live.wake.set()
         reader = asyncio.create_task(self._read_loop(conn))
         writer = asyncio.create_task(self._write_loop(conn, live))
@@ -204,10 +223,9 @@ class ReliableHub:
                 await self._close(websocket, 1000, "bye")
         finally:
             conn.transport_lost = True
+            live.notify()
             for task in (reader, writer):
                 task.cancel()
-            with contextlib.suppress(asyncio.QueueFull):
-                conn._inbox.put_nowait(None)
             await asyncio.gather(reader, writer, return_exceptions=True)
             if not app.done():
                 with contextlib.suppress(TimeoutError):
@@ -215,7 +233,7 @@ class ReliableHub:
                         await asyncio.shield(app)
                 app.cancel()
             await asyncio.gather(app, return_exceptions=True)
-            if conn.generation == session.generation:
+            if live.conn is conn:
                 live.conn = None
                 self.registry.detach(session, self._clock())
                 if self.registry.get(sid) is None:
@@ -269,8 +287,15 @@ class ReliableHub:
 
     async def _read_loop(self, conn: ReliableConnection) -> None:
         session = conn.session
+        live = conn._live
         try:
             while conn.generation == session.generation:
+                # Backpressure before reading; a frame's messages are then
+                # queued without awaiting, so cancelling this task never loses
+                # a message the session already counted as received.
+                while len(live.inbox) >= live.capacity and live.conn is conn:
+                    live.changed.clear()
+                    await live.changed.wait()
                 raw = await self._receive_one(conn.websocket)
                 if raw is None or conn.generation != session.generation:
                     return  # gone, or superseded by a newer connection of the session
@@ -284,16 +309,14 @@ class ReliableHub:
                     return
                 for ev in session.events_received():
                     if isinstance(ev, MessageReceived):
-                        await conn._inbox.put(ev.payload)
-                    elif isinstance(ev, PeerClosed):
-                        await conn._inbox.put(None)
-                live = self._live.get(conn.session_id)
-                if live is not None:
-                    live.wake.set()
+                        live.inbox.append(ev.payload)
+                    # PeerClosed: session.closed is now True; iteration ends
+                    # once the handler took what is in the inbox.
+                live.notify()
+                live.wake.set()
         finally:
             conn.transport_lost = True
-            with contextlib.suppress(asyncio.QueueFull):
-                conn._inbox.put_nowait(None)
+            live.notify()
 
     async def _write_loop(self, conn: ReliableConnection, live: _Live) -> None:
         session = conn.session

@@ -615,9 +615,18 @@ class ResilientWebSocket:
             return
 
     async def _read_loop(self, conn: ClientConnection) -> None:
-        async for raw in conn:
+        # Backpressure is applied *before* reading a frame, and a frame's
+        # events are queued without awaiting: if this task is cancelled (the
+        # connection ended), no message the session already counted as
+        # received (and will acknowledge) can be lost in flight.
+        while True:
+            await self._wait_event_space()
+            try:
+                raw = await conn.recv()
+            except websockets.exceptions.ConnectionClosedOK:
+                return
             if self._session is None:
-                await self._push_message(raw)
+                self._push_message(raw)
                 continue
             try:
                 self._session.receive_data(raw, self._clock())
@@ -625,7 +634,7 @@ class ResilientWebSocket:
                 raise _Stop(exc, classify_exception(exc)) from exc
             for ev in self._session.events_received():
                 if isinstance(ev, MessageReceived):
-                    await self._push_message(ev.payload)
+                    self._push_message(ev.payload)
                 elif isinstance(ev, PeerError):
                     err = HandshakeRejected(ev.code, ev.message, permanent=ev.permanent)
                     if ev.permanent:
@@ -689,10 +698,13 @@ class ResilientWebSocket:
         self._events.append(ev)
         self._events_readable.set()
 
-    async def _push_message(self, data: Payload) -> None:
+    async def _wait_event_space(self) -> None:
         while len(self._events) >= self.options.event_queue_size:
             self._events_space.clear()
             await self._events_space.wait()
+
+    def _push_message(self, data: Payload) -> None:
+        # Bounded by the caller: at most one frame's message past the limit.
         self._events.append(Message(data))
         self._events_readable.set()
 
