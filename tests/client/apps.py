@@ -88,6 +88,14 @@ def echo_app(hub: ReliableHub, *, auth_token: str | None = None) -> Starlette:
 
         await hub.serve(websocket, handler)
 
+    async def garbage(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive()  # the client's hello
+        await websocket.send_text('{"t":"welcome","session":"s","resumed":false}')
+        await websocket.send_text('{"t":"msg","seq":7,"text":"gap"}')  # seq gap: violation
+        with contextlib.suppress(Exception):
+            await websocket.receive()
+
     async def health(request: object) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
@@ -96,6 +104,7 @@ def echo_app(hub: ReliableHub, *, auth_token: str | None = None) -> Starlette:
             WebSocketRoute("/echo", echo),
             WebSocketRoute("/plain", plain),
             WebSocketRoute("/broadcast", broadcast),
+            WebSocketRoute("/garbage", garbage),
             Route("/health", health),
         ]
     )

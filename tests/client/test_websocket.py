@@ -423,3 +423,17 @@ async def test_reconnect_storm_is_spread_over_the_jitter_window() -> None:
         assert max(buckets) <= 50, buckets
         assert times[-1] - times[0] > 0.5 * window, times
         await asyncio.gather(*(c.close(grace=0.5) for c in clients))
+
+
+async def test_protocol_violation_is_permanent(server: tuple[int, ReliableHub]) -> None:
+    port, _ = server
+    ws = ResilientWebSocket(f"ws://127.0.0.1:{port}/garbage", options=opts())
+    await ws.connect()  # the welcome is fine; the next frame skips seq 1..6
+    async with asyncio.timeout(5):
+        assert await ws.wait_for_state(S.FAILED) is S.FAILED
+    errors = [e async for e in ws.events() if isinstance(e, ErrorEvent)]
+    assert len(errors) == 1 and errors[0].permanent
+    assert "seq_gap" in str(errors[0].error)
+    assert ws.connections == 1  # no reconnect after a violation
+    with pytest.raises(ConnectionNotOpen):
+        await ws.send("x")
