@@ -28,7 +28,7 @@ def creds(host: str | None = "127.0.0.1", **kw: str | None) -> RequestCredential
 
 
 def tok(secret: str = SECRET, **claims: object) -> str:
-    return jwt.encode({"exp": time.time() + 60, **claims}, secret, algorithm="HS256")
+    return jwt.encode({"exp": time.time() + 3600, **claims}, secret, algorithm="HS256")
 
 
 @pytest.mark.parametrize(

@@ -550,7 +550,7 @@ SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 
 def token(**claims: object) -> str:
-    return jwt.encode({"exp": time.time() + 60, **claims}, SECRET, algorithm="HS256")
+    return jwt.encode({"exp": time.time() + 3600, **claims}, SECRET, algorithm="HS256")
 
 
 async def test_jwt_auth() -> None:
