@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
 from durasync.protocol import Backoff, BackoffPolicy
 
 
-def seq_rng(values: list[float]):
+def seq_rng(values: list[float]) -> Callable[[], float]:
     it = iter(values)
     return lambda: next(it)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 
 from durasync.protocol import BufferFull, BufferLimits, OutgoingBuffer, Overflow
@@ -39,8 +41,9 @@ def test_reject_on_bytes() -> None:
 
 
 def test_single_message_larger_than_budget_is_refused_under_any_policy() -> None:
-    for policy in ("reject", "drop_oldest"):
-        buf = OutgoingBuffer(BufferLimits(max_bytes=4, policy=policy))  # type: ignore[arg-type]
+    policies: list[Literal["reject", "drop_oldest"]] = ["reject", "drop_oldest"]
+    for policy in policies:
+        buf = OutgoingBuffer(BufferLimits(max_bytes=4, policy=policy))
         buf.push("ab", 0)
         with pytest.raises(BufferFull) as ei:
             buf.push("abcde", 0)

@@ -242,7 +242,9 @@ def test_unsupported_version_and_garbage_are_violations() -> None:
     with pytest.raises(RemoteProtocolError) as ei:
         reg.open(FrameCodec().encode(Hello(v=2)), 0)
     assert ei.value.code == "unsupported_version"
-    for junk in ['{"t":"nope"}', "not json", '{"t":"msg","seq":-1,"text":"a"}', b"\xc1"]:
+    junks: list[str | bytes] = ['{"t":"nope"}', "not json", '{"t":"msg","seq":-1,"text":"a"}']
+    junks.append(b"\xc1")
+    for junk in junks:
         with pytest.raises(RemoteProtocolError) as ei:
             reg.open(junk, 0)
         assert ei.value.code == "bad_frame"
