@@ -21,8 +21,9 @@ messages that arrived on it (each message of the session exactly once over
 all its connections); iteration ends when the transport drops, the handler
 returns, and the session waits for a resume. Messages received but not yet
 taken by a handler stay in the session's bounded inbox for the next
-connection's handler, so no acknowledged message is lost between connections. If the handler returns while
-the transport is still open, the session ends (``bye``) and is forgotten.
+connection's handler, so no acknowledged message is lost between
+connections. If the handler returns while the transport is still open, the
+session ends (``bye``) and is forgotten.
 Messages sent while no connection is attached wait in the session's replay
 buffer and are replayed after the resume.
 
