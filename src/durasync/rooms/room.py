@@ -547,7 +547,8 @@ class Room:
             if member is not None:
                 member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
             encoded: dict[str, bytes] = {}
-            for m in self.members:
+            # A copy: enqueue may drop a slow member, which leaves the set.
+            for m in tuple(self.members):
                 if m is member:
                     continue
                 data = encoded.get(m.fmt)
