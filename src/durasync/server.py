@@ -33,26 +33,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.rooms import RoomService, RoomSettings
 from durasync.store.base import LogStore
-from durasync.streams.app import StreamsApp, StreamSettings
+from durasync.streams.app import (
+    PREFLIGHT_HEADERS,
+    SECURITY_HEADERS,
+    StreamsApp,
+    StreamSettings,
+)
 from durasync.streams.protocol import error_body
 
 __all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app"]
 
 log = logging.getLogger("durasync.server")
-
-#: Protocol headers browsers may send (CORS preflight) and read (expose).
-REQUEST_HEADERS = (
-    "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, "
-    "Stream-Expires-At, Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, "
-    "Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, Producer-Seq"
-)
-EXPOSE_HEADERS = (
-    "Stream-Next-Offset, Stream-Up-To-Date, Stream-Closed, Stream-Cursor, "
-    "Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, "
-    "Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, "
-    "Content-Type, Retry-After, WWW-Authenticate"
-)
-METHODS = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,20 +60,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     rooms: RoomSettings = RoomSettings()
 
 
-_SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"cross-origin-resource-policy", b"cross-origin"),
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
-]
-
-_PREFLIGHT_HEADERS: list[tuple[bytes, bytes]] = [
-    *_SECURITY_HEADERS,
-    (b"access-control-allow-methods", METHODS.encode()),
-    (b"access-control-allow-headers", REQUEST_HEADERS.encode()),
-    (b"access-control-max-age", b"86400"),
-    (b"content-length", b"0"),
-]
+_SECURITY_HEADERS: list[tuple[bytes, bytes]] = list(SECURITY_HEADERS)
+_PREFLIGHT_HEADERS: list[tuple[bytes, bytes]] = list(PREFLIGHT_HEADERS)
 
 
 class SecurityHeadersMiddleware:
@@ -157,6 +136,36 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     )
 
 
+class _StreamsFirstApp(Starlette):
+    """Starlette app that hands ``{prefix}/...`` HTTP requests straight to
+    :class:`StreamsApp`, bypassing the router and the middleware stack.
+
+    Why: every ``send`` wrapper (Starlette's error/exception middlewares,
+    :class:`SecurityHeadersMiddleware`) costs on each long-poll/SSE delivery
+    and append, about a third of the server's busy time on a live tail.
+    :class:`StreamsApp` adds the DS §8 headers, answers CORS preflights and
+    turns unexpected errors into an opaque 500 itself, so its responses are
+    the same either way. Everything else (``/healthz``, rooms, websockets,
+    lifespan) goes through Starlette as before.
+    """
+
+    def __init__(self, *, streams: StreamsApp, stream_prefix: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._streams_app = streams
+        self._stream_prefix = stream_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(self._stream_prefix)
+            and not scope.get("root_path")
+        ):
+            scope["app"] = self
+            await self._streams_app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     store: LogStore,
     settings: ServerSettings | None = None,
@@ -212,7 +221,9 @@ def create_app(
         *rooms.routes(),
         *extra_routes,
     ]
-    app = Starlette(
+    app = _StreamsFirstApp(
+        streams=streams,
+        stream_prefix=prefix + "/",
         routes=routes,
         middleware=[Middleware(SecurityHeadersMiddleware)],
         exception_handlers={500: _server_error, 404: _not_found},

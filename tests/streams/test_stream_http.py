@@ -443,6 +443,33 @@ async def test_security_and_cors_headers_everywhere(app_client: httpx.AsyncClien
     assert "DELETE" in r.headers["access-control-allow-methods"]
 
 
+async def test_security_headers_exactly_once_on_every_stream_response(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """Stream requests bypass the Starlette middleware: the app adds the headers itself."""
+    await app_client.put(f"{S}/once", headers=TEXT)
+    responses = [
+        await app_client.post(f"{S}/once", headers=TEXT, content=b"x"),
+        await app_client.get(f"{S}/once", params={"offset": "-1"}),
+        await app_client.get(f"{S}/once", params={"offset": "-1", "live": "sse"}),
+        await app_client.head(f"{S}/once"),
+        await app_client.get(f"{S}/__ds/jwks.json"),
+        await app_client.get(f"{S}/once", params={"offset": "bogus"}),
+    ]
+    for r in responses:
+        for name in ("x-content-type-options", "access-control-allow-origin"):
+            assert len(r.headers.get_list(name)) == 1, (r.request.url, name)
+
+
+async def test_unexpected_error_carries_security_headers() -> None:
+    app = create_app(_BrokenStore(RuntimeError("boom")))
+    async with app.router.lifespan_context(app), _client(app) as client:
+        await client.put(f"{S}/a", headers=TEXT)
+        r = await client.post(f"{S}/a", headers=TEXT, content=b"x")
+        assert_error(r, 500)
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
 async def test_healthz(app_client: httpx.AsyncClient) -> None:
     r = await app_client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok", "live": 0}

@@ -66,7 +66,7 @@ from durasync.store.base import (
 from durasync.store.rules import fork_prefix
 from durasync.streams import protocol as p
 
-__all__ = ["StreamSettings", "StreamsApp"]
+__all__ = ["PREFLIGHT_HEADERS", "SECURITY_HEADERS", "StreamSettings", "StreamsApp"]
 
 log = logging.getLogger("durasync.streams")
 
@@ -118,6 +118,38 @@ H_CACHE_CONTROL: Final = b"cache-control"
 TRUE: Final = b"true"
 NO_STORE: Final = (H_CACHE_CONTROL, b"no-store")
 JSON_CT: Final = (H_CONTENT_TYPE, b"application/json")
+
+#: Protocol headers browsers may send (CORS preflight) and read (expose).
+REQUEST_HEADERS: Final = (
+    "Content-Type, Authorization, If-None-Match, Stream-Seq, Stream-TTL, "
+    "Stream-Expires-At, Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, "
+    "Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, Producer-Seq"
+)
+EXPOSE_HEADERS: Final = (
+    "Stream-Next-Offset, Stream-Up-To-Date, Stream-Closed, Stream-Cursor, "
+    "Stream-TTL, Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, "
+    "Producer-Seq, Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, "
+    "Content-Type, Retry-After, WWW-Authenticate"
+)
+METHODS: Final = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+
+#: DS §8 headers on every response, pre-encoded once. The streams app adds
+#: them itself in its single respond path so it can be served without any
+#: wrapping middleware (each ``send`` wrapper costs on every live delivery).
+SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+)
+#: Answer to a CORS preflight (sent before auth: browsers send no credentials).
+PREFLIGHT_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
+    *SECURITY_HEADERS,
+    (b"access-control-allow-methods", METHODS.encode()),
+    (b"access-control-allow-headers", REQUEST_HEADERS.encode()),
+    (b"access-control-max-age", b"86400"),
+    (b"content-length", b"0"),
+)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -203,10 +235,42 @@ class StreamsApp:
     # ------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request; the app needs no wrapping middleware.
+
+        Every response carries the DS §8 security/CORS headers; CORS
+        preflights are answered before auth. Any unexpected exception is
+        logged and answered with an opaque 500 (or, if the response had
+        already started, re-raised so the server drops the connection).
+        """
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
+        if scope["method"] == "OPTIONS":
+            for name, _ in scope["headers"]:
+                if name == b"access-control-request-method":
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 204,
+                            "headers": list(PREFLIGHT_HEADERS),
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+        try:
+            await self._handle(scope, receive, send)
+        except Exception as exc:
+            log.error(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+            )
+            try:
+                await _error(send, 500, "INTERNAL_ERROR", "internal server error")
+            except Exception:
+                # The response had started: only dropping the connection is left.
+                raise exc from None
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path_params = scope.get("path_params")
         if path_params is not None and "path" in path_params:
             path: str = path_params["path"]
@@ -223,7 +287,7 @@ class StreamsApp:
                     raise p.ProtocolError(
                         404, "NOT_FOUND", "subscriptions are not enabled on this server"
                     )
-                await self.subscriptions(scope, receive, send)
+                await self.subscriptions(scope, receive, _with_security_headers(send))
                 return
             p.validate_stream_path(path)
             action: Action = "read" if method in ("GET", "HEAD") else "write"
@@ -719,6 +783,7 @@ class StreamsApp:
         out: Headers = [
             (H_CONTENT_TYPE, b"text/event-stream"),
             (H_CACHE_CONTROL, b"no-cache"),
+            *SECURITY_HEADERS,
         ]
         if binary:
             out.append((H_SSE_ENCODING, b"base64"))
@@ -887,7 +952,23 @@ async def _watch_disconnect(receive: Receive, live: _Live) -> None:
                 return
 
 
+def _with_security_headers(send: Send) -> Send:
+    """``send`` that adds the DS §8 headers a sub-app did not set (no duplicates)."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            present = {name.lower() for name, _ in headers}
+            headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+            message["headers"] = headers
+        await send(message)
+
+    return wrapped
+
+
 async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
+    """The one response path: adds the DS §8 headers and Content-Length."""
+    headers.extend(SECURITY_HEADERS)
     headers.append((H_CONTENT_LENGTH, str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
