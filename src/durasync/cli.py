@@ -30,6 +30,7 @@ from typing import Any
 import uvicorn
 
 from durasync import __version__
+from durasync.client.cli import add_append_command, add_tail_command
 
 __all__ = ["build_parser", "main"]
 
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"durasync {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_serve_command(subparsers)
+    add_tail_command(subparsers)
+    add_append_command(subparsers)
     return parser
 
 
