@@ -188,8 +188,8 @@ class Proc:
             self.changed.set()
         self.changed.set()
 
-    async def wait_line(self, prefix: str, timeout: float) -> str:
-        async with asyncio.timeout(timeout):
+    async def wait_line(self, prefix: str, limit: float) -> str:
+        async with asyncio.timeout(limit):
             while True:
                 for line in self.lines:
                     if line.startswith(prefix):
