@@ -50,7 +50,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +72,7 @@ from durasync.store.base import (
 )
 from durasync.store.engine import (
     Engine,
+    ReadCache,
     StreamMeta,
     live_meta,
     read_stream,
@@ -213,6 +214,14 @@ class _Op:
 _STOP = object()
 
 
+async def _read_outcome(read: Awaitable[ReadResult]) -> ReadResult:
+    """Await a reader-thread read, mapping SQLite failures to StoreUnavailable."""
+    try:
+        return await read
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"read failed: {exc}") from exc
+
+
 class EmbeddedStore(LogStore):
     """The ``embedded`` backend; see the module docstring for guarantees.
 
@@ -243,6 +252,9 @@ class EmbeddedStore(LogStore):
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._slots = asyncio.Semaphore(max_pending)
         self._notifier = Notifier()
+        #: One read (one thread hop) of a new entry serves every live reader
+        #: woken for it; pending reads are shared too (see ReadCache).
+        self._reads: ReadCache[ReadResult | asyncio.Future[ReadResult]] = ReadCache()
         self._visible: dict[str, StreamMeta] = {}
         self._engine: Engine | None = None
         self._writer: threading.Thread | None = None
@@ -530,10 +542,26 @@ class EmbeddedStore(LogStore):
 
         if offset in (OFFSET_NOW, meta.tail):
             return run()  # at the tail: no rows to fetch, no thread hop
+        reads = self._reads
+        cached = reads.get(meta, offset, max_bytes, max_messages)
+        if isinstance(cached, ReadResult):
+            return cached
+        if cached is not None:
+            # Another reader's identical read is in flight: share it. shield:
+            # this reader's cancellation must not cancel the others' read.
+            return await _read_outcome(asyncio.shield(cached))
+        pending = self._loop.run_in_executor(self._pool, run)
+        reads.put(meta, offset, max_bytes, max_messages, pending)
         try:
-            return await self._loop.run_in_executor(self._pool, run)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"read failed: {exc}") from exc
+            result = await _read_outcome(asyncio.shield(pending))
+        except BaseException:
+            # Failed (or this reader was cancelled): the next reader retries.
+            reads.discard(path, pending)
+            raise
+        reads.discard(path, pending)
+        if result.entries and reads.small(result, reads.max_bytes):
+            reads.put(meta, offset, max_bytes, max_messages, result)
+        return result
 
     def _read_own_here(
         self, path: str, lo: int, hi: int, max_bytes: int, max_messages: int

@@ -18,7 +18,7 @@ shared/reference/durable-streams-protocol.md ("DS").
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -118,6 +118,9 @@ class Persistence(Protocol):
     def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None: ...
 
 
+#: ``<index>_<byte>`` (see :mod:`durasync.store.offsets`), for hot loops.
+_OFFSET_FMT = "%016d_%016d"
+
 MetaLookup = Callable[[str], "StreamMeta | None"]
 ReadOwn = Callable[[str, int, int, int, int], list[tuple[int, int, bytes]]]
 
@@ -206,9 +209,15 @@ def read_stream(
         cur = lookup(cur.config.forked_from)
     segments.reverse()
     entries: list[Entry] = []
+    append = entries.append
     used_bytes = 0
     expect = index
     full = False
+    # Each boundary is formatted once: an entry's ``next_offset`` is the next
+    # entry's ``offset`` (string formatting dominated catch-up reads). No range
+    # check: every value here lies within the stream's already-encoded tail.
+    current = start_offset
+    cur_byte = byte_pos
     for path, lo, hi in segments:
         if hi <= expect:
             continue
@@ -226,15 +235,17 @@ def read_stream(
             if entries and (used_bytes + len(data) > max_bytes or len(entries) >= max_messages):
                 full = True
                 break
-            entries.append(
-                Entry(
-                    data=data,
-                    offset=encode_offset(row_index, row_byte),
-                    next_offset=encode_offset(row_index + 1, row_byte + len(data)),
-                )
-            )
-            used_bytes += len(data)
+            if row_byte != cur_byte:
+                # Not expected (rows are contiguous), but report what is stored.
+                current = _OFFSET_FMT % (row_index, row_byte)
+                cur_byte = row_byte
+            size = len(data)
             expect += 1
+            cur_byte += size
+            following = _OFFSET_FMT % (expect, cur_byte)
+            append(Entry(data, current, following))
+            current = following
+            used_bytes += size
         if full or expect < hi or len(entries) >= max_messages or used_bytes >= max_bytes:
             # Limits reached (read_own stops early on its budget as well).
             break
@@ -249,6 +260,75 @@ def read_stream(
         closed=meta.closed and up_to_date,
         content_type=content_type,
     )
+
+
+_V = TypeVar("_V")
+
+
+class ReadCache(Generic[_V]):
+    """The last small read of each stream, shared by readers of the same version.
+
+    Live readers woken by one append all read the same new entries from the
+    same offset; this lets one store read serve them all. A slot is valid
+    only while the stream's :class:`StreamMeta` is the very object the read
+    was made against (metas are immutable and replaced on every append,
+    close, trim or delete), so a hit returns exactly what a fresh read would.
+    Forks are not cached (their source can be trimmed under them).
+
+    Bounded: at most ``slots`` streams, one result each, and only results of
+    at most ``max_bytes`` payload bytes (live-tail reads, not catch-up chunks).
+    ``_V`` is the stored value: a :class:`ReadResult`, or a backend's pending
+    read of one.
+    """
+
+    __slots__ = ("_entries", "max_bytes", "slots")
+
+    def __init__(self, *, slots: int = 256, max_bytes: int = 64 * 1024) -> None:
+        self.slots = slots
+        self.max_bytes = max_bytes
+        self._entries: dict[str, tuple[StreamMeta, str, int, int, _V]] = {}
+
+    def get(self, meta: StreamMeta, offset: str, max_bytes: int, max_messages: int) -> _V | None:
+        """The value stored for this exact read of this version of the stream."""
+        entry = self._entries.get(meta.path)
+        if (
+            entry is not None
+            and entry[0] is meta
+            and entry[1] == offset
+            and entry[2] == max_bytes
+            and entry[3] == max_messages
+        ):
+            return entry[4]
+        return None
+
+    def put(
+        self, meta: StreamMeta, offset: str, max_bytes: int, max_messages: int, value: _V
+    ) -> None:
+        """Remember ``value`` for this read (replacing the stream's slot)."""
+        if meta.config.forked_from is not None:
+            return
+        entries = self._entries
+        entries.pop(meta.path, None)
+        if len(entries) >= self.slots:
+            # Evict the oldest slot (dicts keep insertion order).
+            del entries[next(iter(entries))]
+        entries[meta.path] = (meta, offset, max_bytes, max_messages, value)
+
+    def discard(self, path: str, value: _V) -> None:
+        """Drop ``path``'s slot if it still holds ``value``."""
+        entry = self._entries.get(path)
+        if entry is not None and entry[4] is value:
+            del self._entries[path]
+
+    @staticmethod
+    def small(result: ReadResult, max_bytes: int) -> bool:
+        """Whether ``result`` is small enough to keep (at most ``max_bytes`` payload)."""
+        total = 0
+        for entry in result.entries:
+            total += len(entry.data)
+            if total > max_bytes:
+                return False
+        return True
 
 
 def wait_state(meta: StreamMeta | None, index: int) -> WaitState:

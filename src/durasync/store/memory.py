@@ -24,6 +24,7 @@ from durasync.store.base import (
 )
 from durasync.store.engine import (
     Engine,
+    ReadCache,
     StreamMeta,
     read_stream,
     stream_info,
@@ -108,6 +109,8 @@ class MemoryStore(LogStore):
         self._clock = clock
         self._engine = Engine(MemoryPersistence())
         self._notifier = Notifier()
+        #: One read of a new entry serves every live reader woken for it.
+        self._reads: ReadCache[ReadResult] = ReadCache()
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -169,7 +172,11 @@ class MemoryStore(LogStore):
         meta = self._engine.live(path, when)
         # DS §2 GET: every read (offset=now included) renews a sliding TTL.
         self._engine.touched[path] = when
-        return read_stream(
+        reads = self._reads
+        cached = reads.get(meta, offset, max_bytes, max_messages)
+        if cached is not None:
+            return cached
+        result = read_stream(
             self._engine.metas.get,
             meta,
             offset,
@@ -177,6 +184,9 @@ class MemoryStore(LogStore):
             max_messages=max_messages,
             read_own=self._engine.persistence.read_own,
         )
+        if result.entries and reads.small(result, reads.max_bytes):
+            reads.put(meta, offset, max_bytes, max_messages, result)
+        return result
 
     async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
         index = wait_index(self._engine.metas.get(path), offset)
