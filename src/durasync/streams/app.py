@@ -82,9 +82,11 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     sse_max_duration: float = 60.0
     #: Largest accepted request body (413 above).
     max_body_bytes: int = 16 * 1024 * 1024
-    #: Catch-up chunk limit; a read returns at least one message.
-    read_chunk_bytes: int = 1024 * 1024
-    read_chunk_messages: int = 10_000
+    #: Catch-up chunk limit; a read returns at least one message. 4 MiB keeps
+    #: the per-response overhead small on a long catch-up (the reference sends
+    #: everything in one response) while bounding the memory of one response.
+    read_chunk_bytes: int = 4 * 1024 * 1024
+    read_chunk_messages: int = 100_000
     #: Cursor interval in seconds (DS §7).
     cursor_interval: float = p.CURSOR_INTERVAL
     #: ``Cache-Control`` scope of cacheable reads: ``public`` or ``private``
