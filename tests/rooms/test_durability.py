@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
+import socket
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from streams.serverproc import start_server
+from streams.serverproc import ServerProcess, start_server
 
-from .conftest import RoomConn, unique_room
+from .conftest import RoomConn, unique_room, ws_url
 from .test_e2e import msg
 
 
@@ -109,52 +112,77 @@ async def test_trimmed_journal_gives_full_state() -> None:
         assert server.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "KNOWN GAP: uvicorn's websocket.send returns before the bytes leave the process, so the "
-        "per-connection queue bound never engages; the slow reader is buffered, not dropped"
-    ),
-)
+async def _stalled_reader(server: ServerProcess, room: str, client: str) -> RoomConn:
+    """A room connection whose reading side can hold little: a small kernel receive buffer
+    (setting SO_RCVBUF turns off Linux receive-buffer autotuning, which on loopback may grow
+    to tcp_rmem max, tens of MB) and a small client-side frame queue. It stops reading as soon
+    as the test stops calling ``recv``.
+    """
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    ws = await connect(ws_url(server, room, client), sock=sock, max_size=None, max_queue=4)
+    return RoomConn(ws, "msgpack")
+
+
 async def test_slow_reader_is_dropped_with_resume_code() -> None:
-    server = start_server("--port", "0", "--memory", "--room-send-queue-bytes", "2000000")
+    """A member that stops reading is closed with 4008 while the others keep receiving."""
+    queue_bytes = 500_000
+    server = start_server("--port", "0", "--memory", "--room-send-queue-bytes", str(queue_bytes))
     room = unique_room("s")
     try:
-        slow = await RoomConn.open(server, room, "slow")
-        await slow.recv_kind("state")
+        slow = await _stalled_reader(server, room, "slow")
+        epoch = (await slow.recv_kind("state"))["epoch"]
         fast = await RoomConn.open(server, room, "fast")
         await fast.recv_kind("state")
         w = await RoomConn.open(server, room, "w")
         await w.recv_kind("state")
-        big = "x" * 20_000
-        n = 1000  # ~20 MB towards the slow reader: more than socket buffers hold
+        # ~12 MB towards the slow reader: more than its queue bound, the server's socket send
+        # buffer (Linux tcp_wmem max, 4 MiB by default) and its small receive buffer together.
+        # Random values: permessage-deflate would shrink a repetitive one to almost nothing.
+        n = 600
 
         async def write() -> None:
             # paced by acks (20 in flight) so only the reader that never reads falls behind
             for lt in range(1, n + 1):
-                op = {"ot": "string.set", "key": "n", "path": "s", "value": big}
+                value = secrets.token_urlsafe(15_000)  # 20,000 incompressible characters
+                op = {"ot": "string.set", "key": "n", "path": "s", "value": value}
                 await w.send({"mtype": "crdt", "msg": msg("w", lt, [op])})
                 if lt % 20 == 0:
                     while (await w.recv_kind("ack"))["msgId"] != f"w:{lt}":
                         pass
 
         wt = asyncio.create_task(write())
-        got = 0
+        fast_seqs: list[int] = []
         async with asyncio.timeout(40):
-            while got < n:
+            while len(fast_seqs) < n:
                 f = await fast.recv()
                 if f["mtype"] == "broadcast":
-                    got += 1
-        await wt
-        # the slow reader was cut off with the resume close code
-        seen = 0
+                    fast_seqs.append(f["serverSeq"])
+            await wt
+        # the others got everything, in order, while the slow reader read nothing
+        assert fast_seqs == list(range(1, n + 1))
+        # the slow reader gets what was in flight, then the resume close code
+        slow_seqs: list[int] = []
         with pytest.raises(ConnectionClosed) as exc:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(20):
                 while True:
-                    await slow.ws.recv()
-                    seen += 1
+                    f = await slow.recv()
+                    if f["mtype"] == "broadcast":
+                        slow_seqs.append(f["serverSeq"])
         assert exc.value.rcvd is not None and exc.value.rcvd.code == 4008
-        for c in (fast, w):
+        # dropped, not buffered: it never received the whole stream
+        assert len(slow_seqs) < n
+        assert slow_seqs == list(range(1, len(slow_seqs) + 1))
+        # 4008 means "resume": reconnecting with since/epoch gets exactly the rest
+        last = slow_seqs[-1] if slow_seqs else 0
+        again = await RoomConn.open(server, room, "slow", since=last, epoch=epoch)
+        st = await again.recv_kind("state", timeout=20)
+        assert st["recovered"] is True
+        assert [m["serverSeq"] for m in st["journal"]] == list(range(last + 1, n + 1))
+        for c in (fast, w, again):
             await c.close()
     finally:
         assert server.stop() == 0

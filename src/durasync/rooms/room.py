@@ -158,9 +158,24 @@ CloseRaw = Callable[[int, str], Awaitable[None]]
 class Member:
     """One WebSocket connection in a room, with a bounded outgoing queue.
 
-    Frames are queued as encoded bytes; a sender task writes them. If the queued bytes would
-    exceed ``limit`` the connection is dropped with :data:`CLOSE_RESUME` so a slow reader never
-    stalls the room (DESIGN.md invariant 6).
+    Frames are queued as encoded bytes by :meth:`enqueue`, which never waits (the room's
+    broadcast path must not wait for any one member). One sender task per member drains the
+    queue by awaiting ``send``; the ASGI server's ``websocket.send`` waits while the transport's
+    write buffer is above its high-water mark (uvicorn's websockets-sansio and wsproto
+    implementations await ``writable``, set by ``pause_writing``/``resume_writing``), so a
+    reader that stops reading stops the sender, the queue fills, and once the queued bytes
+    behind the frame at the head of the queue would exceed ``limit`` the connection is dropped
+    with :data:`CLOSE_RESUME` (DESIGN.md invariant 6). The head frame does not count, so one
+    frame larger than ``limit`` (the ``state`` of a big room) does not make joining impossible.
+
+    Per-connection memory is therefore bounded by ``limit`` + two frames (the head of the
+    queue and the one being written) + the transport's high-water mark (64 KiB) + the kernel
+    socket send buffer (docs/protocol.md "Limits").
+
+    The close after a drop also waits for the transport; if it cannot be written within
+    ``close_timeout`` seconds (the peer reads nothing at all) the member is *abandoned*: its
+    ``owner`` task (the connection handler) is cancelled so it stops waiting for frames, and
+    the ASGI server closes the transport when the handler returns.
     """
 
     def __init__(
@@ -173,6 +188,7 @@ class Member:
         close: CloseRaw,
         limit: int,
         limiter: RateLimiter,
+        close_timeout: float = 10.0,
     ) -> None:
         self.client = client
         self.fmt: Format = fmt
@@ -187,16 +203,26 @@ class Member:
         self.closed = False
         self.close_code: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self.on_drop: Callable[[Member], None] | None = None
+        self.close_timeout = close_timeout
+        #: The task handling this connection; cancelled if the member is abandoned.
+        self.owner: asyncio.Task[Any] | None = None
+        #: True once a server-side close could not be written in ``close_timeout``.
+        self.abandoned = False
 
     def start(self) -> None:
+        """Start the sender task; the calling task becomes the connection's ``owner``."""
+        self.owner = asyncio.current_task()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def enqueue(self, data: bytes) -> None:
-        """Queue one encoded frame; drops the connection (4008) beyond the byte bound."""
+        """Queue one encoded frame without waiting; beyond the byte bound, drop (4008)."""
         if self.closed:
             return
-        if self.queued_bytes + len(data) > self.limit:
+        # The frame at the head of the queue does not count: one frame larger than the bound
+        # (a big ``state``) can always be sent, and the next frames must fit behind it.
+        if self._queue and self.queued_bytes - len(self._queue[0]) + len(data) > self.limit:
             self.drop(CLOSE_RESUME, "send queue overflow: resume with since/epoch")
             return
         self._queue.append(data)
@@ -216,12 +242,22 @@ class Member:
         if self.on_drop is not None:
             self.on_drop(self)
         task = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
+        self._closing = task
         _background.add(task)
         task.add_done_callback(_background.discard)
 
     async def _close_quietly(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._close(code, reason), 5.0)
+        try:
+            # Waits while the transport is paused: the close frame goes out after what the
+            # reader already has in flight, so a reader that resumes reading sees the code.
+            await asyncio.wait_for(self._close(code, reason), self.close_timeout)
+        except TimeoutError:
+            # The peer reads nothing: stop the handler's receive wait so the connection ends.
+            self.abandoned = True
+            if self.owner is not None and not self.owner.done():
+                self.owner.cancel("room member abandoned: close could not be written")
+        except Exception:
+            pass  # the socket is already gone; the receive loop sees the disconnect
 
     async def _run(self) -> None:
         try:
@@ -240,11 +276,20 @@ class Member:
             self.closed = True
 
     async def stop(self) -> None:
+        """Stop the sender; wait (at most ``close_timeout``) for a pending server-side close.
+
+        The connection handler calls this before returning to the ASGI server, which closes
+        the transport as soon as the application returns: the close frame (and its code, e.g.
+        4008) must be written first.
+        """
         self.closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._closing is not None and not self._closing.done():
+            # asyncio.wait: neither raises the close's outcome nor cancels it if we are.
+            await asyncio.wait({self._closing})
 
 
 _background: set[asyncio.Task[None]] = set()

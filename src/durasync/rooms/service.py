@@ -375,7 +375,16 @@ class _WsEndpoint:
         room.join(member, since=since, epoch=q("epoch"), now=loop.time())
         try:
             await self._receive_loop(room, member, receive, fmt)
+        except asyncio.CancelledError:
+            if not member.abandoned:
+                raise
+            # Our own cancel (Member._close_quietly): the peer stopped reading and not even
+            # the close frame could be written; end the handler, uvicorn closes the transport.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
         finally:
+            member.owner = None
             room.leave(member)
             await member.stop()
 

@@ -1,0 +1,111 @@
+"""Unit tests of :class:`durasync.rooms.room.Member`: the bounded send queue and the drop path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from durasync.rooms.core import RateLimiter
+from durasync.rooms.frames import Format
+from durasync.rooms.room import CLOSE_RESUME, Member
+
+
+class FakeSocket:
+    """A socket whose writes block while ``writable`` is clear (a paused transport)."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.sent: list[bytes] = []
+        self.closed: list[int] = []
+        self.started = 0  # sends begun (the sender took a frame off the queue)
+        self.changed = asyncio.Condition()
+
+    async def send(self, data: bytes, fmt: Format) -> None:
+        await self._note()
+        self.started += 1
+        await self._note()
+        await self.writable.wait()
+        self.sent.append(data)
+        await self._note()
+
+    async def _note(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def wait_for(self, cond: Callable[[], bool]) -> None:
+        async with asyncio.timeout(2), self.changed:
+            await self.changed.wait_for(cond)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.writable.wait()
+        self.closed.append(code)
+
+
+def member(sock: FakeSocket, limit: int, close_timeout: float = 5.0) -> Member:
+    return Member(
+        "c",
+        "msgpack",
+        can_write=True,
+        send=sock.send,
+        close=sock.close,
+        limit=limit,
+        limiter=RateLimiter(10.0, 10.0, 0.0),
+        close_timeout=close_timeout,
+    )
+
+
+async def test_blocked_socket_fills_queue_and_drops_with_resume_code() -> None:
+    sock = FakeSocket()
+    m = member(sock, limit=1000)
+    m.start()
+    m.enqueue(b"a" * 100)
+    await sock.wait_for(lambda: bool(sock.sent))
+    sock.writable.clear()  # the peer stops reading
+    m.enqueue(b"b" * 100)
+    await sock.wait_for(lambda: sock.started == 2)  # taken by the sender, now waiting
+    for _ in range(11):  # the head frame plus 10 x 100 bytes behind it fit exactly
+        m.enqueue(b"c" * 100)
+    assert not m.closed
+    m.enqueue(b"d")  # one byte over the bound: dropped, without waiting
+    assert m.closed and m.close_code == CLOSE_RESUME and m.queued_bytes == 0
+    sock.writable.set()  # the reader resumes: it gets the close frame
+    await m.stop()
+    assert sock.closed == [CLOSE_RESUME]
+
+
+async def test_one_frame_larger_than_the_bound_is_sent() -> None:
+    sock = FakeSocket()
+    m = member(sock, limit=100)
+    m.enqueue(b"s" * 10_000)  # a big state frame at the head of the queue
+    m.enqueue(b"p" * 50)  # fits behind it
+    assert not m.closed
+    m.start()
+    await sock.wait_for(lambda: len(sock.sent) == 2)
+    await m.stop()
+    assert sock.closed == []
+
+
+async def test_close_that_cannot_be_written_abandons_the_connection() -> None:
+    sock = FakeSocket()
+    sock.writable.clear()  # the peer reads nothing at all, not even the close frame
+    m = member(sock, limit=10, close_timeout=0.05)
+
+    async def handler() -> str:
+        m.start()
+        try:
+            await asyncio.Event().wait()  # stands for the receive loop
+        except asyncio.CancelledError:
+            assert m.abandoned
+            return "abandoned"
+        return "not reached"
+
+    task = asyncio.create_task(handler())
+    await asyncio.sleep(0)
+    m.enqueue(b"x" * 10)
+    m.enqueue(b"y" * 11)  # over the bound behind the head frame
+    assert m.closed
+    async with asyncio.timeout(2):
+        assert await task == "abandoned"
+    await m.stop()
+    assert sock.closed == []
