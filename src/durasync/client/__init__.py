@@ -1,4 +1,4 @@
-"""asyncio clients: :class:`ResilientWebSocket` and :class:`StreamClient`.
+"""asyncio clients: :class:`ResilientWebSocket`, :class:`StreamClient` and :class:`RoomClient`.
 
 One async API, typed; each call's docstring states its guarantees. The
 protocol logic lives in the sans-I/O cores of :mod:`durasync.protocol`;
@@ -21,6 +21,7 @@ from durasync.client.errors import (
     StreamGone,
     StreamNotFound,
 )
+from durasync.client.room import PresenceEvent, RoomChange, RoomClient, RoomError
 from durasync.client.streams import (
     AppendResult,
     Batch,
@@ -52,12 +53,16 @@ __all__ = [
     "IdempotentProducer",
     "LiveMode",
     "Message",
+    "PresenceEvent",
     "ProducerFenced",
     "ProducerSeqGap",
     "ProducerStateConflict",
     "ReconnectMode",
     "ResilientOptions",
     "ResilientWebSocket",
+    "RoomChange",
+    "RoomClient",
+    "RoomError",
     "StreamClient",
     "StreamClosedError",
     "StreamConflict",
