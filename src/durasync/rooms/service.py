@@ -287,6 +287,20 @@ def _json_error(status: int, code: str, message: str) -> object:
     )
 
 
+async def _deny(scope: Scope, send: Send, exc: AuthError) -> None:
+    """Refuse a WebSocket handshake with ``exc``'s HTTP status and JSON error body."""
+    extensions = scope.get("extensions") or {}
+    if "websocket.http.response" not in extensions:
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = msgspec.json.encode({"error": {"code": exc.code, "message": exc.message}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class _WsEndpoint:
     """Raw ASGI WebSocket handler of ``/v1/rooms/{room}`` (docs/protocol.md)."""
 
@@ -306,14 +320,16 @@ class _WsEndpoint:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        # Authentication and read permission are checked before accepting: a refused
-        # handshake is an HTTP 403 to the client.
+        # Authentication and read permission are checked before accepting. A refused handshake
+        # is an HTTP 401/403 with the JSON error body where the ASGI server supports the
+        # WebSocket Denial Response extension (uvicorn does), else a close before accept
+        # (uvicorn answers that with a bare 403).
         try:
             principal = service.authorizer.authenticate(credentials_from_scope(scope))
             if not service.authorizer.authorize(principal, "read", "room/" + name):
                 raise AuthError(403, "FORBIDDEN", f"not allowed to read room/{name}")
-        except AuthError:
-            await send({"type": "websocket.close", "code": 1008})
+        except AuthError as exc:
+            await _deny(scope, send, exc)
             return
         can_write = service.authorizer.authorize(principal, "write", "room/" + name)
         fmt_text = q("format") or "msgpack"
