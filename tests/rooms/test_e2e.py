@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -287,3 +288,77 @@ def _apply(rep: Replica, f: dict[str, Any]) -> None:
         rep.receive(msgspec.convert(f["msg"], Message), f["serverSeq"])
     elif f["mtype"] == "ack":
         rep.ack(f["msgId"], f["serverSeq"])
+
+
+async def test_concurrent_text_typing_converges(room_server: ServerProcess) -> None:
+    """Several clients type into one text at random positions at once; all converge."""
+    room = unique_room("type")
+    sids = ["a", "b", "c", "d"]
+    letters = {"a": "α", "b": "b", "c": "ç", "d": "d"}  # one character per typist
+    per = 30
+    conns = {s: await RoomConn.open(room_server, room, s) for s in sids}
+    reps = {s: Replica(s, sequenced=True) for s in sids}
+    for s in sids:
+        await conns[s].recv_kind("state")
+    a = reps["a"]
+    a.edit(Op(ot="node.insert", key="", path="children", value={"key": "doc", "tag": "Doc"}), 1)
+    a.edit(Op(ot="text.init", key="doc", path="t"), 1)
+    first = a.commit(1)
+    assert first is not None
+    await conns["a"].send({"mtype": "crdt", "msg": msgspec.to_builtins(first)})
+    total = 1 + per * len(sids)
+    done = {s: asyncio.Event() for s in sids}
+    ready = {s: asyncio.Event() for s in sids}
+
+    async def read(s: str) -> None:
+        # apply every frame as it arrives; signal when the text exists and when all is in
+        while True:
+            _apply(reps[s], await conns[s].recv(timeout=20))
+            if ("doc", "t") in reps[s].graph.texts:
+                ready[s].set()
+            if not reps[s].pending_count and _confirmed(reps[s]) == total:
+                done[s].set()
+
+    async def type_(s: str, seed: int) -> None:
+        r = random.Random(seed)
+        rep = reps[s]
+        await ready[s].wait()
+        for i in range(per):
+            n = len(rep.graph.texts[("doc", "t")])
+            op = Op(
+                ot="text.insert",
+                key="doc",
+                path="t",
+                position=r.randint(0, n),
+                value=[None, letters[s]],
+            )
+            rep.edit(op, i + 2)
+            m = rep.commit(i + 2)
+            assert m is not None
+            await conns[s].send({"mtype": "crdt", "msg": msgspec.to_builtins(m)})
+            if r.random() < 0.5:
+                await asyncio.sleep(0)  # let other typists' edits arrive: stale views race
+
+    readers = [asyncio.create_task(read(s)) for s in sids]
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(type_(s, i) for i, s in enumerate(sids)))
+            for s in sids:
+                await done[s].wait()
+    finally:
+        for t in readers:
+            t.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    async with httpx.AsyncClient() as http:
+        full = (await http.get(f"{room_server.url}/v1/rooms/{room}")).text
+    server_text = msgspec.json.decode(full)["nodes"]["doc"]["props"]["t"]
+    # every keystroke is there exactly once
+    assert len(server_text) == per * len(sids)
+    assert all(server_text.count(ch) == per for ch in letters.values())
+    # the typists really raced: their keystrokes are interleaved, not one block each
+    assert sum(x != y for x, y in itertools.pairwise(server_text)) > len(sids)
+    for s in sids:
+        assert reps[s].graph.texts[("doc", "t")].text() == server_text, s
+        assert reps[s].dump() == full, s
+    for c in conns.values():
+        await c.close()
