@@ -6,13 +6,18 @@ import asyncio
 import secrets
 import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from durasync.crdt import Message, Op, Replica, Snapshot
+from durasync.rooms.room import Room, RoomSettings
+from durasync.store.embedded import EmbeddedStore
 from streams.serverproc import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room, ws_url
@@ -184,5 +189,61 @@ async def test_slow_reader_is_dropped_with_resume_code() -> None:
         assert [m["serverSeq"] for m in st["journal"]] == list(range(last + 1, n + 1))
         for c in (fast, w, again):
             await c.close()
+    finally:
+        assert server.stop() == 0
+
+
+async def test_large_journal_room_loads_after_restart(data_dir: Path) -> None:
+    """A room written with 55,000 messages (snapshots on) is ready and exact after a restart.
+
+    Written in-process through :class:`Room` (the same pipeline as the WebSocket path, minus the
+    sockets) into the embedded store; then a real server on that directory loads it lazily on
+    the first join. The time to the first ``state`` frame is printed, not asserted.
+    """
+    n = 55_000
+    store = EmbeddedStore(data_dir)
+    await store.open()
+    try:
+        room = await Room.load("big", store, RoomSettings(), create=True)
+        first = Message(
+            id="w:0",
+            client="w",
+            lt=0,
+            ts=0,
+            ops=[Op(ot="node.insert", key="", path="children", value={"key": "doc", "tag": "D"})],
+        )
+        await room.submit(None, first)
+        for i in range(1, n):
+            ops = [
+                Op(ot="number.add", key="doc", path="count", value=1),
+                Op(ot="string.set", key="doc", path=f"p{i % 500}", value=f"v{i}"),
+            ]
+            await room.submit(None, Message(id=f"w:{i}", client="w", lt=i, ts=i, ops=ops))
+        await room.close()
+        assert room.last_seq == n
+        expected = room.replica.dump()
+        epoch = room.epoch
+    finally:
+        await store.close()
+    server = start_server("--port", "0", "--data", str(data_dir))
+    try:
+        t0 = time.perf_counter()
+        c = await RoomConn.open(server, "big", "r")
+        st = await c.recv_kind("state", timeout=30)
+        ready = time.perf_counter() - t0
+        print(f"\nroom with {n} journaled messages: first state frame {ready * 1000:.0f} ms")
+        assert st["serverSeq"] == n and st["epoch"] == epoch and st["recovered"] is False
+        snap = msgspec.convert(st["snapshot"], Snapshot)
+        journal = [msgspec.convert(m, Message) for m in st["journal"]]
+        # snapshotting was on: the state is a snapshot plus a short tail, not 55,000 messages
+        assert len(journal) < RoomSettings().snapshot_every_messages
+        rep = Replica.from_snapshot("r", snap, journal, sequenced=True)
+        assert rep.dump() == expected
+        props = msgspec.json.decode(expected)["nodes"]["doc"]["props"]
+        assert props["count"] == n - 1
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"{server.url}/v1/rooms/big")
+        assert r.text == expected and r.headers["room-server-seq"] == str(n)
+        await c.close()
     finally:
         assert server.stop() == 0
