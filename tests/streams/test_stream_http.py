@@ -7,16 +7,19 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import parse_qs
 
 import httpx
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from durasync.server import ServerSettings, create_app
 from durasync.store import MemoryStore
 from durasync.store.base import StoreUnavailable
-from durasync.streams.app import StreamSettings
+from durasync.streams.app import StreamSettings, _parse_query
 
 S = "/v1/stream"
 TEXT = {"content-type": "text/plain"}
@@ -615,3 +618,9 @@ async def test_remote_clients_refused_by_default() -> None:
         r = await client.get(f"{S}/a")
         assert_error(r, 403)
         assert "--auth-secret" in r.json()["error"]["message"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&;%+ 2x-_.\x00é", max_size=30))
+def test_fast_query_parse_equals_parse_qs(raw: str) -> None:
+    assert _parse_query(raw) == parse_qs(raw, keep_blank_values=True)

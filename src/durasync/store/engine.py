@@ -83,7 +83,8 @@ class StreamMeta(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def tail(self) -> str:
-        return encode_offset(self.tail_index, self.tail_byte)
+        # Hot (every append and read); both fields stay far below 10**16.
+        return _OFFSET_FMT % (self.tail_index, self.tail_byte)
 
 
 class Persistence(Protocol):
@@ -546,17 +547,35 @@ class Engine:
         offsets: list[str] = []
         index, byte_pos = meta.tail_index, meta.tail_byte
         for data in messages:
-            offsets.append(encode_offset(index, byte_pos))
+            offsets.append(_OFFSET_FMT % (index, byte_pos))
             index, byte_pos = index + 1, byte_pos + len(data)
         if messages:
-            meta = self._write(meta, messages)
-        changes: dict[str, object] = {"touched_at": now}
-        if plan.stream_seq is not None:
-            changes["last_stream_seq"] = plan.stream_seq
+            self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)
+        # One replace per append (the meta is rebuilt on every append).
         if plan.close:
-            changes["closed"] = True
-            changes["closed_by"] = producer
-        meta = msgspec.structs.replace(meta, **changes)
+            meta = msgspec.structs.replace(
+                meta,
+                tail_index=index,
+                tail_byte=byte_pos,
+                touched_at=now,
+                last_stream_seq=plan.stream_seq
+                if plan.stream_seq is not None
+                else meta.last_stream_seq,
+                closed=True,
+                closed_by=producer,
+            )
+        elif plan.stream_seq is not None:
+            meta = msgspec.structs.replace(
+                meta,
+                tail_index=index,
+                tail_byte=byte_pos,
+                touched_at=now,
+                last_stream_seq=plan.stream_seq,
+            )
+        else:
+            meta = msgspec.structs.replace(
+                meta, tail_index=index, tail_byte=byte_pos, touched_at=now
+            )
         self._put(meta)
         self.touched[path] = now
         if producer is not None and plan.producer_state is not None:

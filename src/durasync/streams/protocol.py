@@ -13,6 +13,7 @@ machine code and a short message naming the problem; the app turns it into a
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import re
 from datetime import datetime
@@ -250,8 +251,9 @@ def parse_producer(pid: str | None, epoch: str | None, seq: str | None) -> Produ
 _MEDIA_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
 
 
+@functools.lru_cache(maxsize=256)
 def normalize_content_type(value: str) -> str:
-    """Canonical form used for storage and comparison.
+    """Canonical form used for storage and comparison (pure; results are LRU-cached).
 
     The media type is lower-cased (comparisons are case-insensitive, DS §5);
     parameters are kept, trimmed, joined by ``"; "``.
@@ -273,6 +275,7 @@ def normalize_content_type(value: str) -> str:
     return "; ".join([media, *params]) if params else media
 
 
+@functools.lru_cache(maxsize=256)
 def media_type(content_type: str) -> str:
     """The media type of a content type, lower-cased, without parameters."""
     return content_type.split(";", 1)[0].strip().lower()
