@@ -152,11 +152,14 @@ class _StreamsFirstApp(Starlette):
     def __init__(self, *, streams: StreamsApp, stream_prefix: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._streams_app = streams
-        self._stream_prefix = stream_prefix
+        #: ``{prefix}/``; empty (no shortcut) when streams sit at the root, so
+        #: ``/healthz`` and the other routes still win there.
+        self._stream_prefix = stream_prefix if stream_prefix != "/" else ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] == "http"
+            self._stream_prefix
+            and scope["type"] == "http"
             and scope["path"].startswith(self._stream_prefix)
             and not scope.get("root_path")
         ):

@@ -624,3 +624,11 @@ async def test_remote_clients_refused_by_default() -> None:
 @given(st.text(alphabet="ab=&;%+ 2x-_.\x00é", max_size=30))
 def test_fast_query_parse_equals_parse_qs(raw: str) -> None:
     assert _parse_query(raw) == parse_qs(raw, keep_blank_values=True)
+
+
+async def test_streams_at_the_root_keep_healthz() -> None:
+    app = create_app(MemoryStore(), ServerSettings(streams=StreamSettings(prefix="/")))
+    async with app.router.lifespan_context(app), _client(app) as client:
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        assert (await client.put("/a", headers=TEXT)).status_code == 201
+        assert (await client.post("/a", headers=TEXT, content=b"x")).status_code == 204
