@@ -166,10 +166,14 @@ class _Live:
     __slots__ = ("ended", "task")
 
     def __init__(self) -> None:
-        self.task: asyncio.Future[bool] | None = None
+        #: The request's own task while it waits in :meth:`StreamsApp._wait`.
+        self.task: asyncio.Task[Any] | None = None
         self.ended = False
 
     def end(self) -> None:
+        # Idempotent: ``_wait`` absorbs exactly one cancellation of its own.
+        if self.ended:
+            return
         self.ended = True
         if self.task is not None:
             self.task.cancel()
@@ -712,15 +716,17 @@ class StreamsApp:
         """Wait for data past ``offset``; False on timeout, shutdown or disconnect."""
         if live.ended or within <= 0:
             return False
-        task = asyncio.ensure_future(self.store.wait_for(path, offset, within))
-        live.task = task
+        # Wait in the request's own task (no helper task: one task and one
+        # loop hop less per live delivery); ``live.end()`` cancels it and the
+        # cancellation is absorbed here, like ``asyncio.timeout`` does.
+        current = asyncio.current_task()
+        live.task = current
         try:
-            return await task
+            return await self.store.wait_for(path, offset, within)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-            return False
+            if live.ended and current is not None and current.uncancel() == 0:
+                return False
+            raise
         finally:
             live.task = None
 
