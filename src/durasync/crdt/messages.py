@@ -108,12 +108,13 @@ EULER_ORDERS: Final[frozenset[str]] = frozenset({"XYZ", "YXZ", "ZXY", "ZYX", "YZ
 _COLOR_RE: Final = re.compile(r"#?[0-9a-fA-F]{6}\Z")
 
 
-class Op(msgspec.Struct, omit_defaults=True):
+class Op(msgspec.Struct, omit_defaults=True, gc=False):
     """One operation. ``ot`` is the otype; the other fields are the reference's flat extras.
 
     ``otype`` exists only so that the long spelling decodes; :func:`decode_message` moves it
     into ``ot``. Unset fields are omitted when encoding. Values are plain JSON values and are
-    treated as immutable once the op is applied (the graph may share them).
+    treated as immutable once the op is applied (the graph may share them). Instances are not
+    tracked by the cyclic GC (``gc=False``): an op never references itself.
     """
 
     ot: str = ""
@@ -136,7 +137,7 @@ class Op(msgspec.Struct, omit_defaults=True):
     to: int | UnsetType = UNSET
 
 
-class Message(msgspec.Struct, omit_defaults=True):
+class Message(msgspec.Struct, omit_defaults=True, gc=False):
     """A CRDT message (a batch of ops from one session at one Lamport time).
 
     After :func:`decode_message` (or :func:`validate_message`) ``client``, ``lt`` and ``ts`` are
@@ -274,6 +275,13 @@ def _check_num(v: object, field: str) -> None:
 
 
 def _check_vec(v: object, n: int, field: str) -> None:
+    if type(v) is list and len(v) == n:
+        for x in v:
+            t = type(x)
+            if t is not int and not (t is float and math.isfinite(x)):
+                break
+        else:
+            return
     if type(v) is not list:
         raise CRDTValidationError(field, f"expected a list of {n} numbers")
     if len(v) != n:
@@ -405,6 +413,13 @@ def validate_op(
         raise CRDTValidationError(f"{p}.path", f"longer than {limits.max_key}")
     family, _, verb = ot.partition(".")
     v = op.value
+    if family == "number":
+        t = type(v)
+        if t is int or (t is float and math.isfinite(v)):
+            return
+    elif family == "vector3" and verb in ("set", "add", "multiply"):
+        _check_vec(v, 3, p + ".value")
+        return
     fv = f"{p}.value"
     if family == "number":
         _check_num(v, fv)

@@ -15,7 +15,9 @@ diverge in the reference (rotations, ``color.blend``, ``string.concat``, ``array
 Speed: the common case -- a message that sorts after everything folded so far -- is applied in
 place. A message that lands earlier (or an undo/redo that flips an old message) restores the
 nearest copy-on-write checkpoint at or before that position and replays only the suffix.
-Checkpoints are taken every ``max(64, nodes/4)`` folded messages and thinned to a bounded count.
+Checkpoints are taken every ``checkpoint_every`` (8) folded messages while messages have recently
+arrived out of order, else every ``max(8, 2 * nodes)`` (each checkpoint makes the next write of
+every node clone it), and are thinned to a bounded count.
 Pending local edits sit on top of a "tip" checkpoint and are re-applied after every change of
 the fold (rebase).
 
@@ -49,7 +51,8 @@ unknown format.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 import msgspec
@@ -85,6 +88,10 @@ def sort_key(msg: Message) -> SortKey:
     return (1, msg.lt, msg.client, msg.id)
 
 
+_NO_TEXTS: Final[frozenset[tuple[str, str]]] = frozenset()
+_NO_METAS: Final[tuple[tuple[str, bool], ...]] = ()
+
+
 class _Entry:
     __slots__ = ("excluded", "key", "metas", "msg", "texts")
 
@@ -92,17 +99,22 @@ class _Entry:
         self.msg = msg
         self.key = key
         self.excluded = False
-        metas: list[tuple[str, bool]] = []
-        texts: set[tuple[str, str]] = set()
+        metas: list[tuple[str, bool]] | None = None
+        texts: set[tuple[str, str]] | None = None
         for op in msg.ops:
             ot = op.ot
-            if ot in META_OTYPES:
+            c = ot[0]
+            if c == "m" and ot in META_OTYPES:
                 assert isinstance(op.targetMsgId, str)
+                if metas is None:
+                    metas = []
                 metas.append((op.targetMsgId, ot == "meta.undo"))
-            elif ot in TEXT_OTYPES:
+            elif c == "t" and ot in TEXT_OTYPES:
+                if texts is None:
+                    texts = set()
                 texts.add((op.key, op.path))
-        self.metas = metas
-        self.texts = texts
+        self.metas: Sequence[tuple[str, bool]] = _NO_METAS if metas is None else metas
+        self.texts: AbstractSet[tuple[str, str]] = _NO_TEXTS if texts is None else texts
 
 
 class NodeState(msgspec.Struct, array_like=True):
@@ -188,8 +200,9 @@ class Replica:
     ``sequenced=True`` (a client of a sequencing server): own commits stay *pending* until
     :meth:`ack` (or the server's echo) confirms them with a ``serverSeq``. ``sequenced=False``
     (the server itself, or peer-to-peer): own commits are confirmed immediately.
-    ``checkpoint_every`` is the minimum number of folded messages between two fold checkpoints
-    (the effective interval also grows with the graph: ``max(checkpoint_every, nodes / 4)``).
+    ``checkpoint_every`` is the number of folded messages between two fold checkpoints while
+    messages arrive out of order; in order, the interval grows to ``max(checkpoint_every,
+    2 * nodes)`` so that copy-on-write clones stay below one per two messages.
     """
 
     def __init__(
@@ -199,10 +212,11 @@ class Replica:
         sequenced: bool = False,
         limits: Limits = DEFAULT_LIMITS,
         snapshot: Snapshot | None = None,
-        checkpoint_every: int = 64,
+        checkpoint_every: int = 8,
     ) -> None:
         self.session_id = session_id
         self._cp_every = max(1, checkpoint_every)
+        self._ooo_recent = 0
         self.sequenced = sequenced
         self.limits = limits
         self.lt = 0
@@ -277,8 +291,57 @@ class Replica:
 
         ``server_seq`` (or ``msg.serverSeq``) places it in the server's order. Raises
         :class:`CRDTValidationError` for a malformed message, before changing anything.
+        ``validate=False`` skips validation for messages that were already validated (decoded
+        with :func:`~durasync.crdt.messages.decode_message`, or read back from our own journal).
         """
-        return self.receive_many([msg], [server_seq], validate=validate) == 1
+        if validate:
+            validate_message(msg, limits=self.limits)
+        if server_seq is not None:
+            msg.serverSeq = server_seq
+        if self._fast_append(msg):
+            return True
+        return self.receive_many([msg], validate=False) == 1
+
+    def _fast_append(self, msg: Message) -> bool:
+        """Fold ``msg`` in place if it sorts after everything folded (the common case).
+
+        Returns False (changing nothing) when the general path is needed: a duplicate, an
+        earlier position, a meta op, pending rebuilds of text docs.
+        """
+        mid = msg.id
+        entries = self._entries
+        # fast path: a new message that sorts after everything already folded
+        if (
+            self._folded == len(entries)
+            and mid not in self._by_id
+            and mid not in self._seen
+            and mid not in self._pending_ids
+            and not self._unresolved
+        ):
+            key = sort_key(msg)
+            keys = self._keys
+            if not keys or key > keys[-1]:
+                e = _Entry(msg, key)
+                if not e.metas:
+                    keys.append(key)
+                    entries.append(e)
+                    self._by_id[mid] = e
+                    self._note_clock(msg)
+                    if self._excluded and mid in self._excluded:
+                        e.excluded = True
+                    if self._tip is not None:
+                        self._g.restore(self._tip)
+                        self._tip = None
+                    self._fold_one(e)
+                    if self._pending or self._buffer:
+                        self._apply_overlay()
+                    g = self._g
+                    if g.missing_refs:
+                        missing = g.missing_refs
+                        g.missing_refs = set()
+                        self._rebuild_texts(missing)
+                    return True
+        return False
 
     def receive_many(
         self,
@@ -302,11 +365,23 @@ class Replica:
                 except CRDTValidationError as exc:
                     field = f"msgs[{i}].{exc.field}" if len(batch) > 1 else exc.field
                     raise CRDTValidationError(field, exc.message) from None
+        start = 0
+        added = 0
+        for m, sq in zip(batch, seqs, strict=True):
+            if sq is not None:
+                m.serverSeq = sq
+            if not self._fast_append(m):
+                break
+            start += 1
+        if start == len(batch):
+            return start
+        added = start
+        batch = batch[start:]
+        seqs = seqs[start:]
         low: int | None = None
         fast: list[_Entry] = []
         new: list[_Entry] = []
         flipped: set[str] = set()
-        added = 0
         for m0, s in zip(batch, seqs, strict=True):
             m = m0
             if s is not None:
@@ -347,8 +422,8 @@ class Replica:
                 if fast:
                     low = min(low, self._folded)
                     fast.clear()
-        if added == 0 and low is None and not flipped:
-            return 0
+        if added == start and low is None and not flipped:
+            return added
         self._after_change(low, fast, flipped, new=new)
         return added
 
@@ -698,13 +773,21 @@ class Replica:
             self._g.apply_message(e.msg)
         self._folded += 1
         last = self._cps[-1][0]
-        if self._folded - last >= max(self._cp_every, len(self._g.nodes) >> 2):
+        # dense checkpoints while messages arrive out of order (short re-folds), sparse ones
+        # otherwise (each checkpoint makes the next write of every node clone it)
+        if self._ooo_recent:
+            self._ooo_recent -= 1
+            every = self._cp_every
+        else:
+            every = max(self._cp_every, len(self._g.nodes) << 1)
+        if self._folded - last >= every:
             self._cps.append((self._folded, self._g.checkpoint()))
             if len(self._cps) > _MAX_CHECKPOINTS:
                 # thin the older half, keep the base and the recent ones
                 del self._cps[1 : _MAX_CHECKPOINTS // 2 : 2]
 
     def _refold(self, low: int) -> None:
+        self._ooo_recent = 4096
         cps = self._cps
         i = len(cps) - 1
         while cps[i][0] > low:
