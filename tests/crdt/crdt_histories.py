@@ -224,9 +224,9 @@ def generate(
                         h.have[sid].add(m.id)
             continue
         if undo and k < 0.55:
-            m = rep.undo(ts) if r.random() < 0.6 else rep.redo(ts)
-            if m is not None:
-                _record(h, sid, m)
+            meta = rep.undo(ts) if r.random() < 0.6 else rep.redo(ts)
+            if meta is not None:
+                _record(h, sid, meta)
             continue
         for _ in range(r.randint(1, 3)):
             rep.edit(random_op(r, rep, sid, counter, text), ts)
