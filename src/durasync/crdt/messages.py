@@ -534,9 +534,9 @@ def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bo
     if msg.ts is None:
         raise CRDTValidationError("ts", "missing timestamp (ts / timestamp)")
     _check_num(msg.ts, "ts")
-    for k, c in msg.clock.items():
-        if c < 0:
-            raise CRDTValidationError(f"clock.{k}", "negative counter")
+    if msg.clock and min(msg.clock.values()) < 0:
+        k = next(k for k, c in msg.clock.items() if c < 0)
+        raise CRDTValidationError(f"clock.{k}", "negative counter")
     if len(msg.ops) > limits.max_ops:
         raise CRDTValidationError("ops", f"more than {limits.max_ops} ops")
     for i, op in enumerate(msg.ops):
