@@ -224,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="durasync",
-        description="durasync: durable real-time sync (Durable Streams over HTTP).",
+        description=(
+            "durasync: durable real-time sync: Durable Streams over HTTP and collaborative"
+            " CRDT rooms over WebSocket."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"durasync {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
