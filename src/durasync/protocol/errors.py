@@ -123,19 +123,16 @@ def classify_http_status(status: int) -> Classification:
 # same traffic fails again. 4401/4403 are our application codes for auth
 # failures detected after the upgrade (e.g. token expired mid-session is
 # *not* one: the server closes with 4001 "reauthenticate", which is transient).
-# The rooms protocol (docs/protocol.md) adds 4400 "bad request: fix the URL"
-# and 4009 "replaced by a newer connection with the same client id": retrying
-# either would fail again or fight the newer connection.
-_PERMANENT_CLOSE_CODES = {1002, 1003, 1007, 1008, 1009, 1010, 4009, 4400, 4401, 4403}
+_PERMANENT_CLOSE_CODES = {1002, 1003, 1007, 1008, 1009, 1010, 4401, 4403}
 
 
 def classify_close_code(code: int | None) -> Classification:
     """Classify the close code of a connection that ended (None = no close frame).
 
-    Protocol errors, policy violations, our auth close codes (4401/4403) and
-    the rooms codes 4400 (bad request) and 4009 (replaced) are permanent;
-    normal closure by the server, going away, abnormal closure (1006, no
-    close frame), internal error, restart and try-again-later are transient.
+    Protocol errors, policy violations and our auth close codes (4401/4403)
+    are permanent; normal closure by the server, going away, abnormal closure
+    (1006, no close frame), internal error, restart and try-again-later are
+    transient.
     """
     if code is None:
         return Classification(ErrorKind.TRANSIENT, "connection lost without a close frame")
