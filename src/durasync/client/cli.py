@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -397,7 +398,9 @@ async def _append_lines(producer: Any, is_json: bool) -> int:
                 asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
         except BaseException as exc:
             failure.append(exc)
-        with contextlib.suppress(RuntimeError):
+        # The loop may be gone (RuntimeError) or have cancelled the put when
+        # the append failed and the command is exiting: nothing left to tell.
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
             asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
 
     threading.Thread(target=reader, name="durasync-append-stdin", daemon=True).start()
