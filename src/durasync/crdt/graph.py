@@ -676,17 +676,6 @@ def _mark(g: SceneGraph, op: Op) -> None:
     n.props[op.path] = TEXT
 
 
-def _text_init(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    k = (op.key, op.path)
-    d = g.texts.get(k)
-    v = op.value if type(op.value) is str else ""
-    if d is None:
-        g.texts[k] = TextDoc.initial(client, v, ts) if v else TextDoc(client)
-    elif v:
-        d.apply_insert(f"{client}:0", None, v, 1, ts)
-    _mark(g, op)
-
-
 def _check_refs(g: SceneGraph, d: TextDoc, op: Op, anchor: Any) -> None:
     if op.id is not UNSET and op.id not in d and anchor is not None and anchor not in d:
         g.missing_refs.add((op.key, op.path))
@@ -698,39 +687,6 @@ def _check_rm(g: SceneGraph, d: TextDoc, op: Op) -> None:
         if r[0] not in d:
             g.missing_refs.add((op.key, op.path))
             return
-
-
-def _text_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    d = _doc(g, op, client)
-    anchor, content = op.value
-    _check_refs(g, d, op, anchor)
-    assert op.id is not UNSET and op.seq is not UNSET and op.ts is not UNSET
-    d.apply_insert(op.id, anchor, content, op.seq, op.ts)
-    _mark(g, op)
-
-
-def _text_delete(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    d = g.texts.get((op.key, op.path))
-    if d is None:
-        if op.rm:
-            g.missing_refs.add((op.key, op.path))
-        return
-    _check_rm(g, d, op)
-    assert op.rm is not UNSET
-    d.apply_delete(op.rm)
-    _mark(g, op)
-
-
-def _text_replace(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    d = _doc(g, op, client)
-    anchor, content = op.value
-    _check_rm(g, d, op)
-    _check_refs(g, d, op, anchor)
-    assert op.rm is not UNSET and op.seq is not UNSET and op.ts is not UNSET
-    d.apply_replace(
-        op.rm, op.id if op.id is not UNSET else None, anchor, content, seq=op.seq, ts=op.ts
-    )
-    _mark(g, op)
 
 
 def apply_text_only(g: SceneGraph, op: Op, client: str, ts: float) -> None:
@@ -771,6 +727,17 @@ def apply_text_only(g: SceneGraph, op: Op, client: str, ts: float) -> None:
         )
 
 
+def _text_op(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
+    """Every text otype: integrate into the doc, then mark the property as text.
+
+    Only a delete can find no doc (it then records a missing reference and
+    marks nothing); every other text op creates the doc it needs.
+    """
+    apply_text_only(g, op, client, ts)
+    if (op.key, op.path) in g.texts:
+        _mark(g, op)
+
+
 _HANDLERS: Final[dict[str, Handler]] = {
     "number.set": _set,
     "number.add": _number_add,
@@ -803,9 +770,9 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "node.insert": _node_insert,
     "node.remove": _node_remove,
     "node.move": _node_move,
-    "text.init": _text_init,
-    "text.insert": _text_insert,
-    "text.delete": _text_delete,
-    "text.replace": _text_replace,
+    "text.init": _text_op,
+    "text.insert": _text_op,
+    "text.delete": _text_op,
+    "text.replace": _text_op,
     # meta.undo / meta.redo are handled by the Replica (exclusion from replay), not here
 }
