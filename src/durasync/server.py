@@ -34,10 +34,10 @@ from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.rooms import RoomService, RoomSettings
 from durasync.store.base import LogStore
 from durasync.streams.app import (
-    PREFLIGHT_HEADERS,
     SECURITY_HEADERS,
     StreamsApp,
     StreamSettings,
+    answer_preflight,
 )
 from durasync.streams.protocol import error_body
 
@@ -61,7 +61,6 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = list(SECURITY_HEADERS)
-_PREFLIGHT_HEADERS: list[tuple[bytes, bytes]] = list(PREFLIGHT_HEADERS)
 
 
 class SecurityHeadersMiddleware:
@@ -78,18 +77,8 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if scope["method"] == "OPTIONS":
-            for name, _ in scope["headers"]:
-                if name == b"access-control-request-method":
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 204,
-                            "headers": _PREFLIGHT_HEADERS,
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": b""})
-                    return
+        if await answer_preflight(scope, send):
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -66,7 +66,13 @@ from durasync.store.base import (
 from durasync.store.rules import fork_prefix
 from durasync.streams import protocol as p
 
-__all__ = ["PREFLIGHT_HEADERS", "SECURITY_HEADERS", "StreamSettings", "StreamsApp"]
+__all__ = [
+    "PREFLIGHT_HEADERS",
+    "SECURITY_HEADERS",
+    "StreamSettings",
+    "StreamsApp",
+    "answer_preflight",
+]
 
 log = logging.getLogger("durasync.streams")
 
@@ -152,6 +158,29 @@ PREFLIGHT_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
     (b"access-control-max-age", b"86400"),
     (b"content-length", b"0"),
 )
+
+
+async def answer_preflight(scope: Scope, send: Send) -> bool:
+    """Answer a CORS preflight (DS §8) before auth; True if ``scope`` was one.
+
+    Browsers send preflights (``OPTIONS`` with ``Access-Control-Request-Method``)
+    without credentials, so they must not reach the authorizer.
+    """
+    if scope["method"] != "OPTIONS":
+        return False
+    for name, _ in scope["headers"]:
+        if name == b"access-control-request-method":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": list(PREFLIGHT_HEADERS),
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return True
+    return False
+
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -252,18 +281,8 @@ class StreamsApp:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
-        if scope["method"] == "OPTIONS":
-            for name, _ in scope["headers"]:
-                if name == b"access-control-request-method":
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 204,
-                            "headers": list(PREFLIGHT_HEADERS),
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": b""})
-                    return
+        if await answer_preflight(scope, send):
+            return
         try:
             await self._handle(scope, receive, send)
         except Exception as exc:
