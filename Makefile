@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 NPM_DIRS := tests/js
 
-.PHONY: run test lint format typecheck pytest npm-deps bench clean
+.PHONY: run test lint format typecheck pytest npm-deps redis-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,17 @@ npm-deps:
 	  fi; \
 	done
 
+# redis-server for the cluster tests (issue 6): Debian's package, installed
+# when missing (as root, or through sudo when it is available).
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; \
+	}
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required: apt-get install redis-server" >&2; exit 1; }
+
 run: $(VENV)/.installed
 	$(BIN)/durasync serve --host $(HOST) --port $(PORT) --data $(DATA)
 
@@ -51,7 +62,7 @@ format: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-dev npm-deps
+pytest: $(VENV)/.installed-dev npm-deps redis-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
