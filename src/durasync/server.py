@@ -58,6 +58,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     subscriptions: bool = True
     #: Rooms (WebSocket ``/v1/rooms/{room}`` and its HTTP views); see durasync.rooms.
     rooms: RoomSettings = RoomSettings()
+    #: ``redis://`` URL when the store is Redis (several nodes share it): rooms share presence
+    #: and live delivery through it (issue 6). ``None`` on one node.
+    redis_url: str | None = None
 
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = list(SECURITY_HEADERS)
