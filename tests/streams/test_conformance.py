@@ -26,7 +26,8 @@ EXPECTED_TESTS = 338
 pytestmark = pytest.mark.slow
 
 
-def _run_suite(server: ServerProcess, report: Path) -> dict[str, object]:
+def run_suite(base_url: str, report: Path) -> dict[str, object]:
+    """Run the suite against ``base_url``; the vitest JSON report (also used by tests/cluster)."""
     npx = shutil.which("npx")
     assert npx is not None, "node/npx is required for the conformance suite"
     assert (JS_DIR / "node_modules" / "@durable-streams" / "server-conformance-tests").is_dir(), (
@@ -42,7 +43,7 @@ def _run_suite(server: ServerProcess, report: Path) -> dict[str, object]:
             f"--outputFile={report}",
         ],
         cwd=JS_DIR,
-        env={**os.environ, "DURASYNC_BASE_URL": server.url, "CI": "1"},
+        env={**os.environ, "DURASYNC_BASE_URL": base_url, "CI": "1"},
         capture_output=True,
         text=True,
         timeout=240,
@@ -53,6 +54,10 @@ def _run_suite(server: ServerProcess, report: Path) -> dict[str, object]:
     return result
 
 
+def _run_suite(server: ServerProcess, report: Path) -> dict[str, object]:
+    return run_suite(server.url, report)
+
+
 def _failures(result: dict[str, object]) -> list[str]:
     failed: list[str] = []
     for suite in result.get("testResults", []):  # type: ignore[union-attr]
@@ -61,6 +66,17 @@ def _failures(result: dict[str, object]) -> list[str]:
                 messages = " | ".join(test.get("failureMessages", []))[:300]
                 failed.append(f"{test.get('status')}: {test.get('fullName')}: {messages}")
     return failed
+
+
+def assert_suite_passed(result: dict[str, object]) -> None:
+    """Every one of the EXPECTED_TESTS passed; nothing failed, skipped or todo."""
+    failures = _failures(result)
+    assert not failures, "\n".join(failures[:40])
+    assert result["numTotalTests"] == EXPECTED_TESTS
+    assert result["numPassedTests"] == EXPECTED_TESTS
+    assert result["numFailedTests"] == 0
+    assert result["numPendingTests"] == 0
+    assert result.get("numTodoTests", 0) == 0
 
 
 @pytest.fixture(params=["memory", "embedded"])
@@ -77,10 +93,4 @@ def suite_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ser
 @pytest.mark.timeout(300)
 def test_conformance_suite_passes_completely(suite_server: ServerProcess, tmp_path: Path) -> None:
     result = _run_suite(suite_server, tmp_path / "vitest.json")
-    failures = _failures(result)
-    assert not failures, "\n".join(failures[:40])
-    assert result["numTotalTests"] == EXPECTED_TESTS
-    assert result["numPassedTests"] == EXPECTED_TESTS
-    assert result["numFailedTests"] == 0
-    assert result["numPendingTests"] == 0
-    assert result.get("numTodoTests", 0) == 0
+    assert_suite_passed(result)

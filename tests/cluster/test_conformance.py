@@ -1,0 +1,39 @@
+"""The Durable Streams conformance suite against a two-node cluster sharing one Redis (issue 6).
+
+- against node A directly: all 338 tests (subscriptions included) must pass;
+- cross-node: through tests/routeproxy.py, which sends writes (PUT/POST/DELETE) to node A and
+  reads (GET/HEAD/OPTIONS: catch-up, long-poll, SSE) to node B. Every read of data written
+  a moment ago, every live read woken by an append, and every subscription read (§9) then
+  crosses nodes through Redis.
+
+Helpers (running vitest, checking its JSON report) come from tests/streams/test_conformance.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from routeproxy import RouteProxy
+from streams.test_conformance import assert_suite_passed, run_suite
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.timeout(300)
+def test_conformance_against_node_a_of_a_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    result = run_suite(cluster.a.url, tmp_path / "vitest.json")
+    assert_suite_passed(result)
+
+
+@pytest.mark.timeout(300)
+def test_conformance_writes_on_a_reads_on_b(cluster: Cluster, tmp_path: Path) -> None:
+    with RouteProxy(cluster.a.url, cluster.b.url) as proxy:
+        result = run_suite(proxy.url, tmp_path / "vitest.json")
+        # The split really happened: both nodes served a large share of the suite.
+        assert proxy.app.requests["write"] > 300, proxy.app.requests
+        assert proxy.app.requests["read"] > 300, proxy.app.requests
+    assert_suite_passed(result)
