@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import multiprocessing as mp
 import os
@@ -134,22 +135,205 @@ class _Stats:
                 self.r.latencies.append((now - sent_at) * 1000.0)
 
 
+class _Rx(msgspec.Struct):
+    """The only fields the load generator reads from a server frame (msgspec skips the rest)."""
+
+    mtype: str
+    msg: _RxMsg | None = None
+
+
+class _RxMsg(msgspec.Struct):
+    ts: float = 0.0
+
+
+_rx_decode = msgspec.msgpack.Decoder(_Rx).decode
+
+Handler = Any  # Callable[[bytes], None]
+
+
+class WebsocketsConn:
+    """A client connection on the ``websockets`` asyncio client (supports permessage-deflate)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, url: str, *, deflate: bool = False) -> WebsocketsConn:
+        from websockets.asyncio.client import connect
+
+        ws = await connect(
+            url, compression="deflate" if deflate else None, max_size=1 << 26, open_timeout=60
+        )
+        return cls(ws)
+
+    def negotiated(self) -> str | None:
+        return self.ws.response.headers.get("Sec-WebSocket-Extensions")
+
+    async def recv(self) -> bytes:
+        data = await asyncio.wait_for(self.ws.recv(), 60)
+        return data if isinstance(data, bytes) else data.encode()
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send(data)
+
+    async def run(self, handler: Handler) -> None:
+        async for data in self.ws:
+            handler(data)
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self.ws.close(), 2)
+
+
+class PicowsConn:
+    """A client connection on picows (Cython RFC 6455 client, no permessage-deflate).
+
+    Used by default by the load generator because it is several times cheaper per received
+    frame than the ``websockets`` asyncio client (no task/future per message: the listener
+    callback gets each frame synchronously), and the load generator shares the 2 cores with
+    the server under test. Frames received before :meth:`run` are kept (a bounded list: only
+    the join handshake happens before it).
+    """
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.pending: collections.deque[bytes] = collections.deque(maxlen=64)
+        self.waiter: asyncio.Future[None] | None = None
+        self.handler: Handler | None = None
+        self.parts: list[bytes] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, url: str, *, deflate: bool = False) -> PicowsConn:
+        from picows import ws_connect
+
+        if deflate:
+            raise ValueError("picows does not implement permessage-deflate")
+        conn = cls()
+        listener = _picows_listener_class()
+        await ws_connect(
+            lambda: listener(conn),
+            url,
+            websocket_handshake_timeout=60,
+            max_frame_size=1 << 26,
+        )
+        return conn
+
+    def negotiated(self) -> str | None:
+        return None
+
+    def _frame(self, data: bytes) -> None:
+        if self.handler is not None:
+            self.handler(data)
+            return
+        self.pending.append(data)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _closed(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("closed"))
+
+    async def recv(self) -> bytes:
+        while not self.pending:
+            if self.done.done():
+                raise ConnectionError("closed")
+            self.waiter = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(self.waiter, 60)
+        return self.pending.popleft()
+
+    async def send(self, data: bytes) -> None:
+        from picows import WSMsgType
+
+        if self.done.done():
+            raise ConnectionError("closed")
+        self.transport.send(WSMsgType.BINARY, data)
+
+    async def run(self, handler: Handler) -> None:
+        while self.pending:
+            handler(self.pending.popleft())
+        self.handler = handler
+        await asyncio.shield(self.done)
+
+    async def close(self) -> None:
+        if not self.done.done():
+            self.transport.send_close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.done), 2)
+            self.transport.disconnect()
+
+
+_PICOWS_LISTENER: dict[str, Any] = {}
+
+
+def _picows_listener_class() -> Any:
+    if not _PICOWS_LISTENER:
+        from picows import WSListener, WSMsgType
+
+        data_types = (WSMsgType.BINARY, WSMsgType.TEXT)
+
+        class Listener(WSListener):  # type: ignore[misc]
+            def __init__(self, conn: PicowsConn) -> None:
+                super().__init__()
+                self.conn = conn
+
+            def on_ws_connected(self, transport: Any) -> None:
+                self.conn.transport = transport
+
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                t = frame.msg_type
+                conn = self.conn
+                if t in data_types or t == WSMsgType.CONTINUATION:
+                    if frame.fin and not conn.parts:
+                        conn._frame(frame.get_payload_as_bytes())
+                    else:
+                        conn.parts.append(frame.get_payload_as_bytes())
+                        if frame.fin:
+                            data = b"".join(conn.parts)
+                            conn.parts.clear()
+                            conn._frame(data)
+                elif t == WSMsgType.CLOSE:
+                    transport.send_close(frame.get_close_code())
+                    transport.disconnect()
+
+            def on_ws_disconnected(self, transport: Any) -> None:
+                self.conn._closed()
+
+        _PICOWS_LISTENER["cls"] = Listener
+    return _PICOWS_LISTENER["cls"]
+
+
+def conn_class(lib: str) -> Any:
+    return PicowsConn if lib == "picows" else WebsocketsConn
+
+
+def default_client_lib() -> str:
+    try:
+        import picows  # noqa: F401
+    except ImportError:
+        return "websockets"
+    return "picows"
+
+
 class OursClient:
     """A durasync rooms client: msgpack frames, ``crdt`` out, ``ack``/``broadcast`` in."""
 
-    def __init__(self, base: str, room: str, cid: str) -> None:
+    def __init__(
+        self, base: str, room: str, cid: str, *, deflate: bool = False, lib: str = "websockets"
+    ) -> None:
         self.url = f"{base}/v1/rooms/{room}?client={cid}"
         self.cid = cid
         self.lt = 0
         self.ws: Any = None
+        self.deflate = deflate
+        self.lib = lib
 
     async def connect(self) -> None:
-        from websockets.asyncio.client import connect
-
-        self.ws = await connect(self.url, compression=None, max_size=1 << 26, open_timeout=60)
-        first = _mp_decode(await asyncio.wait_for(self.ws.recv(), 60))
-        if first.get("mtype") != "state":
-            raise RuntimeError(f"expected state, got {first.get('mtype')}")
+        self.ws = await conn_class(self.lib).open(self.url, deflate=self.deflate)
+        first = _rx_decode(await self.ws.recv())
+        if first.mtype != "state":
+            raise RuntimeError(f"expected state, got {first.mtype}")
 
     def frame(self) -> bytes:
         self.lt += 1
@@ -176,17 +360,26 @@ class OursClient:
         )
 
     async def reader(self, st: _Stats) -> None:
-        async for data in self.ws:
-            now = time.time()
-            f = _mp_decode(data)
-            mt = f.get("mtype")
+        r = st.r
+        t_from, t_to = st.t_from, st.t_to
+        now_f = time.time
+
+        def on_frame(data: bytes) -> None:
+            # Per received frame: one clock read and a decode of two fields (the load
+            # generator competes with the server for the same cores).
+            now = now_f()
+            f = _rx_decode(data)
+            mt = f.mtype
             if mt == "broadcast":
-                st.delivery(now, f["msg"]["ts"] / 1000.0)
+                if f.msg is not None:
+                    st.delivery(now, f.msg.ts / 1000.0)
             elif mt == "ack":
-                if st.in_window(now):
-                    st.r.accepted += 1
+                if t_from <= now < t_to:
+                    r.accepted += 1
             elif mt == "error":
-                st.r.errors += 1
+                r.errors += 1
+
+        await self.ws.run(on_frame)
 
 
 _PY_RE = re.compile(rb"~(c\d+)\|(\d+\.\d+)\|")
@@ -195,7 +388,7 @@ _PY_RE = re.compile(rb"~(c\d+)\|(\d+\.\d+)\|")
 class PycrdtClient:
     """A y-websocket-protocol client: a ``pycrdt.Doc`` per client makes real Yjs updates."""
 
-    def __init__(self, base: str, room: str, cid: str) -> None:
+    def __init__(self, base: str, room: str, cid: str, *, lib: str = "websockets") -> None:
         from pycrdt import Doc, Map
 
         self.url = f"{base}/{room}"
@@ -205,21 +398,21 @@ class PycrdtClient:
         self.updates: list[bytes] = []
         self.doc.observe(lambda ev: self.updates.append(ev.update))
         self.ws: Any = None
+        self.lib = lib
 
     async def connect(self) -> None:
         from pycrdt import create_sync_message, handle_sync_message
-        from websockets.asyncio.client import connect
 
-        self.ws = await connect(self.url, compression=None, max_size=1 << 26, open_timeout=60)
+        self.ws = await conn_class(self.lib).open(self.url)
         # y-websocket handshake: the server sends SYNC_STEP1; answer it with SYNC_STEP2 and
         # send our own SYNC_STEP1, whose SYNC_STEP2 answer is the room's state (the "join").
-        step1 = await asyncio.wait_for(self.ws.recv(), 60)
+        step1 = await self.ws.recv()
         reply = handle_sync_message(step1[1:], self.doc)
         if reply is not None:
             await self.ws.send(reply)
         await self.ws.send(create_sync_message(self.doc))
         while True:
-            msg = await asyncio.wait_for(self.ws.recv(), 60)
+            msg = await self.ws.recv()
             if msg[0] == 0 and msg[1] == 1:  # SYNC, SYNC_STEP2
                 break
 
@@ -235,18 +428,25 @@ class PycrdtClient:
 
     async def reader(self, st: _Stats) -> None:
         cid = self.cid.encode()
-        async for data in self.ws:
-            now = time.time()
-            if not isinstance(data, bytes) or len(data) < 2 or data[0] != 0 or data[1] != 2:
-                continue  # awareness or sync step messages
-            m = _PY_RE.search(data)
+        r = st.r
+        t_from, t_to = st.t_from, st.t_to
+        now_f = time.time
+        search = _PY_RE.search
+
+        def on_frame(data: bytes) -> None:
+            now = now_f()
+            if len(data) < 2 or data[0] != 0 or data[1] != 2:
+                return  # awareness or sync step messages
+            m = search(data)
             if m is None:
-                continue
+                return
             if m.group(1) == cid:
-                if st.in_window(now):
-                    st.r.accepted += 1
+                if t_from <= now < t_to:
+                    r.accepted += 1
             else:
                 st.delivery(now, float(m.group(2)))
+
+        await self.ws.run(on_frame)
 
 
 def _worker(
@@ -259,13 +459,14 @@ def _worker(
     sample_every: int,
     out: Any,
     go: Any,
+    lib: str,
 ) -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
     res = asyncio.run(
-        _worker_main(kind, base, members, rate, warmup, duration, sample_every, out, go)
+        _worker_main(kind, base, members, rate, warmup, duration, sample_every, out, go, lib)
     )
     out.put(("done", res))
 
@@ -280,9 +481,10 @@ async def _worker_main(
     sample_every: int,
     out: Any,
     go: Any,
+    lib: str,
 ) -> WorkerResult:
     cls = OursClient if kind == "durasync" else PycrdtClient
-    clients = [cls(base, room, cid) for room, cid in members]
+    clients = [cls(base, room, cid, lib=lib) for room, cid in members]
     sem = asyncio.Semaphore(32)
     failed = 0
 
@@ -350,7 +552,7 @@ async def _worker_main(
 
     async def close(c: Any) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(c.ws.close(), 2)
+            await c.ws.close()
 
     await asyncio.gather(*(close(c) for c in live))
     return st.r
@@ -370,6 +572,18 @@ class PhaseResult:
     errors: int
     closed: int
     frame_bytes: int
+    server_cpu: float = float("nan")  # cores used by the server in the window (1.0 = one core)
+    loadgen_cpu: float = float("nan")  # cores used by all load processes in the window
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (Linux /proc), threads included."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def run_phase(
@@ -383,6 +597,7 @@ def run_phase(
     warmup: float,
     duration: float,
     tag: str,
+    lib: str,
 ) -> PhaseResult:
     base = ws_base(srv.url)
     pid = srv.proc.pid
@@ -402,7 +617,7 @@ def run_phase(
     ws = [
         ctx.Process(
             target=_worker,
-            args=(kind, base, p, rate, warmup, duration, sample_every, out, go[i]),
+            args=(kind, base, p, rate, warmup, duration, sample_every, out, go[i], lib),
             daemon=True,
         )
         for i, p in enumerate(parts)
@@ -420,6 +635,12 @@ def run_phase(
     start_at = time.time() + 0.5
     for q in go:
         q.put(start_at)
+    # CPU used in the measurement window, by the server and by the load generator.
+    time.sleep(max(0.0, start_at + warmup - time.time()))
+    pids = [w.pid for w in ws if w.pid is not None]
+    c0 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
+    time.sleep(max(0.0, start_at + warmup + duration - time.time()))
+    c1 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
     results: list[WorkerResult] = []
     for _ in ws:
         tag_, r = out.get(timeout=warmup + duration + 120)
@@ -444,7 +665,104 @@ def run_phase(
         errors=sum(r.errors for r in results),
         closed=sum(r.closed for r in results),
         frame_bytes=max(r.frame_bytes for r in results),
+        server_cpu=(c1[0] - c0[0]) / duration,
+        loadgen_cpu=(c1[1] - c0[1]) / duration,
     )
+
+
+# --------------------------------------------------------------------------- idle memory
+
+
+async def _idle_clients(base: str, clients: int, rooms: int, deflate: bool, hold: Any) -> int:
+    """Connect ``clients`` idle room clients, call ``hold()`` (blocking, in a thread), close."""
+    cs = [OursClient(base, f"m{i % rooms}", f"c{i}", deflate=deflate) for i in range(clients)]
+    sem = asyncio.Semaphore(32)
+
+    async def conn(c: OursClient) -> bool:
+        async with sem:
+            try:
+                await c.connect()
+                return True
+            except Exception:
+                return False
+
+    # First member of each room first, so room loads do not race (and are not per-connection).
+    ok = list(await asyncio.gather(*(conn(c) for c in cs[:rooms])))
+    ok += await asyncio.gather(*(conn(c) for c in cs[rooms:]))
+    live = [c for c, good in zip(cs, ok, strict=True) if good]
+    if deflate:
+        ext = live[0].ws.negotiated() if live else None
+        if not ext:
+            raise RuntimeError("server did not negotiate permessage-deflate")
+    await asyncio.get_running_loop().run_in_executor(None, hold)
+
+    async def close(c: OursClient) -> None:
+        with contextlib.suppress(Exception):
+            await c.ws.close()
+
+    await asyncio.gather(*(close(c) for c in live))
+    return len(live)
+
+
+def idle_memory(extra: list[str], clients: int, rooms: int, deflate: bool) -> float:
+    """KiB of server RSS per idle connection (durable server with ``extra`` serve options).
+
+    RSS after ``rooms`` warm-up connections (one per room: the rooms are loaded and the
+    per-room costs paid) minus RSS with ``clients`` more idle connections, divided by
+    ``clients``; read 1 s after the last join so the joins' transient buffers are freed.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="rooms-bench-mem-"))
+    try:
+        srv = start_ours(data_dir=tmp / "data", extra=extra)
+        try:
+            base = ws_base(srv.url)
+            pid = srv.proc.pid
+            marks: list[int] = []
+
+            def hold() -> None:
+                time.sleep(1.0)
+                marks.append(rss_kb(pid))
+
+            asyncio.run(_idle_clients(base, rooms, rooms, deflate, hold))  # warm-up, closed
+            # The warm-up connections left; keep the rooms loaded with fresh ones meanwhile.
+            n = asyncio.run(_idle_clients(base, clients + rooms, rooms, deflate, hold))
+            if n != clients + rooms:
+                raise RuntimeError(f"only {n} of {clients + rooms} connected")
+        finally:
+            srv.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    # marks[0]: ``rooms`` warm-up clients connected; marks[1]: ``clients + rooms`` connected.
+    return (marks[1] - marks[0]) / clients
+
+
+MEMORY_MATRIX: list[tuple[str, list[str], bool]] = [
+    # (label, extra serve options, client offers permessage-deflate)
+    ("default, client no deflate", [], False),
+    ("default, client offers deflate", [], True),
+    ("--ws-compression, client offers deflate", ["--ws-compression"], True),
+    ("--ws-impl websockets (legacy), no deflate", ["--ws-impl", "websockets"], False),
+    ("--ws-impl wsproto, no deflate", ["--ws-impl", "wsproto"], False),
+]
+
+
+def memory_matrix(clients: int, rooms: int, reps: int) -> None:
+    print(f"\n# idle memory per connection ({clients} idle clients in {rooms} rooms, {reps} reps)")
+    for label, extra, deflate in MEMORY_MATRIX:
+        vals: list[float] = []
+        for _ in range(reps):
+            try:
+                vals.append(idle_memory(extra, clients, rooms, deflate))
+            except Exception as exc:  # e.g. wsproto not installed
+                print(f"  {label:45s} failed: {exc!r}"[:300], flush=True)
+                break
+        if vals:
+            runs = " / ".join(f"{v:.1f}" for v in vals)
+            print(
+                f"  {label:45s} {statistics.median(vals):6.1f} KiB/conn ({runs});"
+                f" load avg {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
 
 
 # --------------------------------------------------------------------------- 1M-message room
@@ -506,6 +824,145 @@ async def _fill(base: str, room: str, total: int, conns: int, window: int) -> fl
     return per * conns / (time.perf_counter() - t0)
 
 
+def _fill_frames(total: int, sessions: int, nodes: int, seed: int = 1) -> Any:
+    """Yield ``total`` msgpack ``crdt`` frames of a realistic editing session, in order.
+
+    The first frames build a scene (a root and ``nodes`` children, each with a text field);
+    then ``sessions`` clients edit it: ~70 % LWW sets (``vector3.set`` position,
+    ``number.set`` opacity, ``color.set``, ``string.set`` label), ~15 % ``vector3.add``
+    drags and ~5 % ``text.insert`` typing (a 1-8 character word appended to the session's
+    own run in one node's text, so text grows like a document being written: ~50k inserts,
+    ~200k characters per million messages). Lamport times
+    and vector clocks advance as a real client's would.
+    """
+    rnd = random.Random(seed)
+    lt = 0
+    clock: dict[str, int] = {}
+    seq_of: dict[str, int] = {}
+    last_char: dict[str, str | None] = {}
+    words = ["the ", "scene ", "node ", "a ", "cube ", "moves ", "left ", "x", "ok. "]
+
+    def frame(cid: str, ops: list[dict[str, Any]]) -> bytes:
+        nonlocal lt
+        lt += 1
+        clock[cid] = lt
+        msg = {
+            "id": f"{cid}:{lt}",
+            "client": cid,
+            "lt": lt,
+            "ts": 1_700_000_000_000.0 + lt,
+            "clock": dict(clock),
+            "ops": ops,
+        }
+        return _mp_encode({"mtype": "crdt", "msg": msg})
+
+    yield frame(
+        "setup", [{"ot": "node.insert", "key": "", "path": "children", "value": {"key": "root"}}]
+    )
+    made = 1
+    for i in range(min(nodes, total - 1)):
+        key = f"n{i}"
+        yield frame(
+            "setup",
+            [
+                {
+                    "ot": "node.insert",
+                    "key": "root",
+                    "path": "children",
+                    "value": {"key": key, "tag": "Mesh", "name": key, "position": [0, 0, 0]},
+                },
+                {"ot": "text.init", "key": key, "path": "content"},
+            ],
+        )
+        made += 1
+    cids = [f"s{k}" for k in range(sessions)]
+    while made < total:
+        cid = cids[rnd.randrange(sessions)]
+        key = f"n{rnd.randrange(nodes)}"
+        r = rnd.random()
+        op: dict[str, Any]
+        if r < 0.35:
+            op = {
+                "ot": "vector3.set",
+                "key": key,
+                "path": "position",
+                "value": [rnd.random(), rnd.random(), rnd.random()],
+            }
+        elif r < 0.50:
+            op = {"ot": "number.set", "key": key, "path": "opacity", "value": rnd.random()}
+        elif r < 0.60:
+            op = {
+                "ot": "color.set",
+                "key": key,
+                "path": "color",
+                "value": f"#{rnd.randrange(1 << 24):06x}",
+            }
+        elif r < 0.70:
+            op = {"ot": "string.set", "key": key, "path": "label", "value": f"label {made}"}
+        elif r < 0.95:
+            op = {
+                "ot": "vector3.add",
+                "key": key,
+                "path": "position",
+                "value": [rnd.random() * 0.1, 0.0, rnd.random() * 0.1],
+            }
+        else:
+            # Typing: the session's own run in the text of node n<k> (k = session index).
+            key = f"n{cids.index(cid) % nodes}"
+            word = words[rnd.randrange(len(words))]
+            n = seq_of.get(cid, 0)
+            op = {
+                "ot": "text.insert",
+                "key": key,
+                "path": "content",
+                "id": f"{cid}:{n}",
+                "value": [last_char.get(cid), word],
+                "seq": n,
+                "ts": lt + 1,
+            }
+            seq_of[cid] = n + len(word)
+            last_char[cid] = f"{cid}:{n + len(word) - 1}"
+        yield frame(cid, [op])
+        made += 1
+
+
+async def _fill_store(data_dir: Path, room: str, total: int) -> dict[str, float]:
+    """Write ``total`` messages into ``room`` in-process, through the server's own code.
+
+    Opens the embedded store on ``data_dir`` (the server is not running), loads the room with
+    :meth:`durasync.rooms.room.Room.load` (``create=True``) under the server's default
+    :class:`~durasync.rooms.room.RoomSettings` (the CLI defaults: snapshot every 10,000
+    messages, retention 10,000) and feeds every frame through
+    :func:`~durasync.rooms.frames.decode_client_frame` (validation + normalisation, as the
+    WebSocket handler does) into :meth:`Room.submit`. The room's writer task sequences,
+    group-commits (fsync'd appends of ``JournalRecord``), applies, snapshots and trims exactly
+    as in the server, so the server afterwards loads the room as its own; only the WebSocket
+    transport (and the per-message ack round trip) is skipped.
+    """
+    from durasync.rooms.frames import CrdtFrame, decode_client_frame
+    from durasync.rooms.room import Room, RoomSettings
+    from durasync.store import EmbeddedStore
+
+    settings = RoomSettings()
+    limits = settings.limits()
+    store = EmbeddedStore(data_dir)
+    await store.open()
+    t0 = time.perf_counter()
+    try:
+        r = await Room.load(room, store, settings, create=True)
+        for data in _fill_frames(total, sessions=20, nodes=200):
+            frame = decode_client_frame(data, "msgpack", limits=limits)
+            assert isinstance(frame, CrdtFrame)
+            await r.submit(None, frame.msg)
+        await r.close()
+        if r.failed or r.last_seq != total:
+            raise RuntimeError(f"fill failed: last_seq {r.last_seq}, failed {r.failed}")
+    finally:
+        await store.close()
+    dt = time.perf_counter() - t0
+    return {"fill_s": dt, "fill_msgs_per_s": total / dt}
+
+
 async def _time_join(base: str, room: str) -> tuple[float, int, int, int]:
     from websockets.asyncio.client import connect
 
@@ -523,17 +980,40 @@ async def _time_join(base: str, room: str) -> tuple[float, int, int, int]:
     return dt, f["serverSeq"], len(f["journal"]), len(data)
 
 
-def big_room(total: int, conns: int, window: int) -> dict[str, Any]:
+def big_room(total: int, conns: int, window: int, mode: str = "store") -> dict[str, Any]:
+    """Fill a room with ``total`` messages, then time joins after SIGKILL/SIGTERM restarts.
+
+    ``mode="store"``: :func:`_fill_store` writes the room in-process (server stopped), then the
+    server starts on the data, is joined once (its first load of the room), takes 1,000 more
+    messages over the WebSocket and is SIGKILLed; ``mode="ws"``: everything goes through the
+    WebSocket (``conns`` pipelined connections), then SIGKILL.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="rooms-bench-big-"))
-    out: dict[str, Any] = {"messages": total}
+    out: dict[str, Any] = {"messages": total, "mode": mode}
     extra = ["--room-rate", "1000000"]
+    room = "big"
     try:
-        srv = start_ours(data_dir=tmp / "data", extra=extra)
-        base = ws_base(srv.url)
-        room = "big"
-        t0 = time.perf_counter()
-        out["fill_msgs_per_s"] = asyncio.run(_fill(base, room, total, conns, window))
-        out["fill_s"] = time.perf_counter() - t0
+        if mode == "store":
+            out.update(asyncio.run(_fill_store(tmp / "data", room, total)))
+            print(f"  filled in {out['fill_s']:.1f} s", flush=True)
+            out["data_mib"] = sum(
+                f.stat().st_size for f in (tmp / "data").rglob("*") if f.is_file()
+            ) / (1 << 20)
+            t1 = time.perf_counter()
+            srv = start_ours(data_dir=tmp / "data", extra=extra)
+            out["start_s_fresh"] = time.perf_counter() - t1
+            try:
+                out["join_s_fresh"] = asyncio.run(_time_join(base_of(srv), room))[0]
+            except Exception:
+                srv.stop()
+                print("\n".join(srv.output[-30:]), file=sys.stderr)
+                raise
+            asyncio.run(_fill(base_of(srv), room, 1000, 4, 64))
+        else:
+            srv = start_ours(data_dir=tmp / "data", extra=extra)
+            t0 = time.perf_counter()
+            out["fill_msgs_per_s"] = asyncio.run(_fill(base_of(srv), room, total, conns, window))
+            out["fill_s"] = time.perf_counter() - t0
         out["rss_mb_loaded"] = rss_kb(srv.proc.pid) / 1024
         srv.kill()  # SIGKILL: no graceful snapshot
         t1 = time.perf_counter()
@@ -568,6 +1048,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument(
+        "--client-lib",
+        choices=["picows", "websockets"],
+        default=default_client_lib(),
+        help="WebSocket client of the load generator (picows: cheapest per frame)",
+    )
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument(
         "--servers",
@@ -577,9 +1063,21 @@ def main() -> int:
     ap.add_argument(
         "--fill", type=int, default=1_000_000, help="messages in the big room (0: skip)"
     )
+    ap.add_argument(
+        "--fill-mode",
+        choices=["store", "ws"],
+        default="store",
+        help="store: write the big room in-process through the server's Room code (fast);"
+        " ws: through the WebSocket (~2k msgs/s)",
+    )
     ap.add_argument("--fill-conns", type=int, default=16)
     ap.add_argument("--fill-window", type=int, default=256)
     ap.add_argument("--big-only", action="store_true", help="only the big-room restart test")
+    ap.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the idle-memory matrix (ws implementation x permessage-deflate)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.clients, args.rooms, args.duration, args.warmup = 200, 10, 5.0, 2.0
@@ -588,10 +1086,14 @@ def main() -> int:
     print(
         f"# rooms bench: {args.clients} clients, {args.rooms} rooms, rate {args.rate}/s and "
         f"{args.sat_rate}/s per client, {args.duration}s (+{args.warmup}s warmup), "
-        f"{args.procs} load procs, reps {args.reps}; load avg {os.getloadavg()[0]:.1f}",
+        f"{args.procs} load procs ({args.client_lib}), reps {args.reps};"
+        f" load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     names = args.servers.split(",")
+    if args.memory_only:
+        memory_matrix(args.clients, args.rooms, args.reps)
+        return 0
     results: dict[tuple[str, str], list[PhaseResult]] = {}
     for rep in range(0 if args.big_only else args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
@@ -617,6 +1119,7 @@ def main() -> int:
                             warmup=args.warmup,
                             duration=args.duration,
                             tag=label,
+                            lib=args.client_lib,
                         )
                     finally:
                         srv.stop()
@@ -628,7 +1131,8 @@ def main() -> int:
                     f"  rep {rep} {name:15s} {label}: conn {r.connected} offered {r.offered:,.0f}"
                     f" in {r.ops_in:,.0f}/s out {r.deliveries:,.0f}/s p50 {r.p50:.1f} p99"
                     f" {r.p99:.1f} ms idle {r.idle_kb_per_conn:.1f} KiB/conn err {r.errors}"
-                    f" closed {r.closed} frame {r.frame_bytes} B; load avg"
+                    f" closed {r.closed} frame {r.frame_bytes} B; cpu server"
+                    f" {r.server_cpu:.2f} loadgen {r.loadgen_cpu:.2f} cores; load avg"
                     f" {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
@@ -654,11 +1158,15 @@ def main() -> int:
             (f"@{args.rate}/s: deliveries/s out", "rate", "deliveries", "{:,.0f}"),
             (f"@{args.rate}/s: relay p50 ms", "rate", "p50", "{:,.1f}"),
             (f"@{args.rate}/s: relay p99 ms", "rate", "p99", "{:,.1f}"),
+            (f"@{args.rate}/s: server CPU (cores)", "rate", "server_cpu", "{:,.2f}"),
+            (f"@{args.rate}/s: load-gen CPU (cores)", "rate", "loadgen_cpu", "{:,.2f}"),
             (f"@{args.sat_rate}/s: offered msgs/s", "sat", "offered", "{:,.0f}"),
             (f"@{args.sat_rate}/s: ops/s in", "sat", "ops_in", "{:,.0f}"),
             (f"@{args.sat_rate}/s: deliveries/s out", "sat", "deliveries", "{:,.0f}"),
             (f"@{args.sat_rate}/s: relay p50 ms", "sat", "p50", "{:,.1f}"),
             (f"@{args.sat_rate}/s: relay p99 ms", "sat", "p99", "{:,.1f}"),
+            (f"@{args.sat_rate}/s: server CPU (cores)", "sat", "server_cpu", "{:,.2f}"),
+            (f"@{args.sat_rate}/s: load-gen CPU (cores)", "sat", "loadgen_cpu", "{:,.2f}"),
         ]
         for title, label, attr, fmt in rows:
             print(
@@ -678,16 +1186,24 @@ def main() -> int:
         )
 
     if args.fill > 0:
-        print(f"\n# big room: {args.fill:,} messages via {args.fill_conns} pipelined connections")
-        b = big_room(args.fill, args.fill_conns, args.fill_window)
+        how = "in-process store fill" if args.fill_mode == "store" else "WebSocket fill"
+        print(f"\n# big room: {args.fill:,} messages ({how})", flush=True)
+        b = big_room(args.fill, args.fill_conns, args.fill_window, args.fill_mode)
+        print(f"fill: {b['fill_s']:.1f} s ({b['fill_msgs_per_s']:,.0f} msgs/s)")
+        if args.fill_mode == "store":
+            print(
+                f"data dir {b['data_mib']:.0f} MiB; server start {b['start_s_fresh']:.2f} s;"
+                f" first join (load of the filled room) {b['join_s_fresh'] * 1000:.0f} ms;"
+                " then 1,000 messages over the WebSocket"
+            )
         print(
-            f"fill: {b['fill_s']:.1f} s ({b['fill_msgs_per_s']:,.0f} acked msgs/s), server RSS"
-            f" {b['rss_mb_loaded']:.0f} MiB\n"
+            f"server RSS {b['rss_mb_loaded']:.0f} MiB before SIGKILL\n"
             f"after SIGKILL: server up in {b['restart_s_kill']:.2f} s; connect -> state"
             f" {b['join_s_kill'] * 1000:.0f} ms (serverSeq {b['seq']:,}, journal tail"
             f" {b['journal_len']:,} msgs, state frame {b['state_bytes'] / 1024:.0f} KiB);"
             f" second join {b['join_s_warm'] * 1000:.0f} ms\n"
-            f"after SIGTERM: connect -> state {b['join_s_term'] * 1000:.0f} ms"
+            f"after SIGTERM: connect -> state {b['join_s_term'] * 1000:.0f} ms",
+            flush=True,
         )
     return 0
 
