@@ -1,0 +1,1230 @@
+"""The Redis log store: several durasync nodes share one Redis and act as one.
+
+``RedisStore(url)`` keeps every stream's data and metadata in Redis, so any
+number of ``durasync serve --redis URL`` processes (nodes) can serve the same
+streams: appends from any node land in one total order per stream and offsets
+are the same whichever node answers. Nothing authoritative is cached in a
+node's memory.
+
+Key layout (``P`` is the key prefix, default ``durasync:``; ``<path>`` is the
+stream path as UTF-8):
+
+- ``P m:<path>``: HASH, the stream's metadata: ``ct`` content type, ``mt`` its
+  media type (DS §5 comparison), ``cfg``/``req`` effective and requested
+  :class:`StreamConfig` as JSON (``fork_offset`` left out: it is ``bi``/``bb``),
+  ``ttl``/``exp`` sliding TTL seconds / absolute expiry (Unix seconds),
+  ``from`` fork source, ``ca``/``ta`` created / last touched, ``cl`` closed,
+  ``cb`` the producer request that closed it (``"<epoch> <seq> <id>"``),
+  ``sd`` soft-deleted, ``refs`` live forks reading it, ``bi``/``bb`` fork base
+  (index, byte), ``si``/``sb`` retained start, ``ti``/``tb`` tail, ``ss`` last
+  ``Stream-Seq``, ``inc`` incarnation id (random, per create).
+- ``P d:<path>``: STREAM, the stream's own messages. Message ``k`` starting at
+  byte ``b`` has the explicit entry id ``<k+1>-<b>`` and one field ``d``, so
+  ids (and therefore offsets) are identical on every node, ``XRANGE`` by id is
+  a read by index and ``XTRIM MINID`` is a trim by index.
+- ``P p:<path>``: HASH, producer id -> ``"<epoch> <last seq> <updated_at>"``.
+- ``P paths``: ZSET (all scores 0) of paths, for ``list_streams`` (BYLEX).
+- Pub/Sub channel ``P tail``: ``"<tail index> <flag> <path>"`` after every
+  append (flag ``-``), close (``c``) and delete (``g``).
+
+Atomicity. Every check-and-write is one Lua script (``EVALSHA`` through
+redis-py's ``register_script``, which reloads a script after ``NOSCRIPT``):
+append (DS §2 POST order closed -> content type -> producer -> Stream-Seq,
+then the write, producer state and Stream-Seq, all in one script), read (with
+its sliding-TTL touch), create-if-absent (with the fork reference count),
+delete/soft-delete/fork GC and trim. Redis runs a script alone, so appends
+from any node are totally ordered per stream. An append is one round trip.
+
+Durability. An append is acknowledged when Redis replied to the script; with
+``appendonly yes`` and ``appendfsync always`` Redis fsyncs the AOF before it
+replies (concurrent clients share an fsync). Weaker Redis settings weaken the
+guarantee accordingly; this store does not claim more than Redis gives.
+
+Clock. ``now`` is the node's clock (or the caller's ``now``), passed into the
+scripts: nodes must be NTP-synchronised; skew shifts expiry by the skew.
+
+TTL/expiry (DS §1, §2). The scripts check expiry authoritatively (expired ==
+absent). Redis key expiry is only garbage collection: a stream with a TTL or
+``Expires-At`` that is neither a fork nor read by forks gets ``PEXPIRE`` =
+its remaining life plus one second on every write/touch, so an abandoned
+stream's keys disappear by themselves. Forks and sources of forks are only
+removed by delete (or a reaping create), as in the embedded store. A read
+renews a sliding TTL with a write (an fsync), but only on streams that have a
+sliding TTL.
+
+Live delivery. ``wait_for`` holds no Redis connection: each store (node) has
+one Pub/Sub subscription on ``P tail`` and fans messages out to its local
+waiters; a store's own appends wake its local waiters directly. After the
+subscriber reconnects, every waiter re-checks (nothing missed while it was
+away).
+
+Failures. Any Redis connection error or timeout raises
+:class:`StoreUnavailable` (HTTP 503 + Retry-After); commands are never retried
+by the client library (a retried append could apply twice), and connections
+are re-established on the next call. When an append fails with
+StoreUnavailable its outcome is unknown (Redis may have applied it before the
+connection broke): idempotent producers make the client's retry exact.
+
+Supported: the full :class:`LogStore` contract (the contract tests and the
+Durable Streams conformance suite), forks, soft delete, TTL, trim, several
+nodes on one Redis. Not supported: Redis Cluster (scripts touch the keys of
+fork sources, which are computed inside the script and not declared); use a
+single Redis primary (with Sentinel/replicas for failover at the cost of
+acknowledged writes not yet replicated when the primary dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from durasync.store.base import (
+    OFFSET_NOW,
+    OFFSET_START,
+    AppendResult,
+    BadOffset,
+    ContentTypeMismatch,
+    CreateResult,
+    Entry,
+    LogStore,
+    Producer,
+    ProducerBadEpochStart,
+    ProducerFenced,
+    ProducerSeqGap,
+    ReadResult,
+    SeqConflict,
+    StoreUnavailable,
+    StreamClosed,
+    StreamConfig,
+    StreamExists,
+    StreamGone,
+    StreamInfo,
+    StreamNotFound,
+)
+from durasync.store.engine import StreamMeta, live_meta, stream_info
+from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.rules import (
+    DEFAULT_CONTENT_TYPE,
+    PRODUCER_STATE_TTL_SECONDS,
+    fork_config,
+    is_expired,
+    media_type,
+    same_create,
+)
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("durasync.store.redis")
+
+_OFFSET_FMT = "%016d_%016d"
+
+# --------------------------------------------------------------------------
+# Lua. Every script gets the key prefix as ARGV[1]. Numbers are formatted
+# with %d before they reach redis.call (Lua would write 1e+15 otherwise) and
+# times travel as the decimal text Python wrote, so they round-trip exactly.
+# --------------------------------------------------------------------------
+
+_LUA_PRELUDE = """
+local P = ARGV[1]
+local FIELDS = {'ct', 'mt', 'ttl', 'exp', 'from', 'ta', 'cl', 'cb', 'sd', 'refs',
+                'bi', 'bb', 'si', 'sb', 'ti', 'tb', 'ss', 'inc'}
+local NUMERIC = {refs = true, bi = true, bb = true, si = true, sb = true, ti = true, tb = true}
+local GRACE_MS = 1000
+
+local function fmt(n) return string.format('%d', n) end
+
+local function meta(path)
+  local v = redis.call('HMGET', P .. 'm:' .. path, unpack(FIELDS))
+  if not v[15] then return nil end
+  local m = {path = path}
+  for i, f in ipairs(FIELDS) do
+    local x = v[i]
+    if x and NUMERIC[f] then x = tonumber(x) end
+    m[f] = x
+  end
+  if not m.refs then m.refs = 0 end
+  return m
+end
+
+-- DS §1: an expired stream behaves as absent. Absolute expiry wins; a
+-- sliding TTL counts from the last append or read.
+local function expired(m, now)
+  if m.exp and now >= tonumber(m.exp) then return true end
+  if m.ttl and now >= tonumber(m.ta) + tonumber(m.ttl) then return true end
+  return false
+end
+
+-- Redis expiry as garbage collection only (the check above is authoritative):
+-- never on forks or on streams forks read (their data must stay).
+local function gc_expire(m, now)
+  if m.from or m.refs > 0 or (not m.ttl and not m.exp) then return end
+  local deadline = nil
+  if m.exp then deadline = tonumber(m.exp) end
+  if m.ttl then
+    local d = tonumber(m.ta) + tonumber(m.ttl)
+    if deadline == nil or d < deadline then deadline = d end
+  end
+  local ms = math.floor((deadline - now) * 1000) + GRACE_MS
+  if ms < GRACE_MS then ms = GRACE_MS end
+  local s = fmt(ms)
+  redis.call('PEXPIRE', P .. 'm:' .. m.path, s)
+  redis.call('PEXPIRE', P .. 'd:' .. m.path, s)
+  redis.call('PEXPIRE', P .. 'p:' .. m.path, s)
+end
+
+local function publish(path, ti, flag)
+  redis.call('PUBLISH', P .. 'tail', fmt(ti) .. ' ' .. flag .. ' ' .. path)
+end
+
+-- DS §6: a stream forks still read is soft-deleted (data kept, URL gone);
+-- removing the last fork of a soft-deleted source collects it (cascading).
+local function delete_stream(m)
+  if m.refs > 0 then
+    redis.call('HSET', P .. 'm:' .. m.path, 'sd', '1')
+    publish(m.path, m.ti, 'g')
+    return
+  end
+  local cur = m
+  while cur do
+    redis.call('DEL', P .. 'm:' .. cur.path, P .. 'd:' .. cur.path, P .. 'p:' .. cur.path)
+    redis.call('ZREM', P .. 'paths', cur.path)
+    publish(cur.path, cur.ti, 'g')
+    local parent_path = cur.from
+    cur = nil
+    if parent_path then
+      local parent = meta(parent_path)
+      if parent then
+        local refs = parent.refs - 1
+        if refs < 0 then refs = 0 end
+        if parent.sd and refs == 0 then
+          cur = parent
+        else
+          redis.call('HSET', P .. 'm:' .. parent_path, 'refs', fmt(refs))
+        end
+      end
+    end
+  end
+end
+
+-- Remove an expired stream lazily (a create may reuse the path).
+local function reap(m, now)
+  if m and not m.sd and expired(m, now) then
+    delete_stream(m)
+    return meta(m.path)
+  end
+  return m
+end
+
+-- DS §2 Stream-Seq: byte-wise comparison (Lua's < uses the locale's strcoll).
+local function bytes_gt(a, b)
+  local la, lb = #a, #b
+  local n = la
+  if lb < n then n = lb end
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return la > lb
+end
+"""
+
+# ARGV: P, path, now, ct ('' or '=' .. media type), has producer, producer id,
+# epoch, seq, has Stream-Seq, Stream-Seq, close, messages...
+_LUA_APPEND = """
+local path, now_s = ARGV[2], ARGV[3]
+local now = tonumber(now_s)
+local m = meta(path)
+if not m or expired(m, now) then return {'not_found'} end
+if m.sd then return {'gone'} end
+local ct_arg = ARGV[4]
+local has_p = ARGV[5] == '1'
+local pid, epoch, seq = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local has_ss, ss = ARGV[9] == '1', ARGV[10]
+local close = ARGV[11] == '1'
+local first = 12
+local n = #ARGV - first + 1
+local mkey = P .. 'm:' .. path
+-- DS §2 POST: closed comes first. DS §3: the exact producer request that
+-- closed the stream is a retry.
+if m.cl then
+  if has_p and m.cb == (ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. pid) then
+    return {'closed_dup', fmt(m.ti), fmt(m.tb)}
+  end
+  if n == 0 and not has_p then
+    if m.ttl then
+      redis.call('HSET', mkey, 'ta', now_s)
+      m.ta = now_s
+      gc_expire(m, now)
+    end
+    return {'closed_only', fmt(m.ti), fmt(m.tb)}
+  end
+  return {'closed', fmt(m.ti), fmt(m.tb)}
+end
+-- DS §2/§5: content type (media type, case-insensitive, computed by the caller).
+if n > 0 and ct_arg ~= '' and ct_arg ~= ('=' .. m.mt) then return {'content_type', m.ct} end
+-- DS §3: idempotent producer.
+local new_e, new_s
+if has_p then
+  local raw = redis.call('HGET', P .. 'p:' .. path, pid)
+  local e, s
+  if raw then
+    local a, b, c = string.match(raw, '^(%d+) (%d+) (.+)$')
+    e, s = tonumber(a), tonumber(b)
+    if now - tonumber(c) > PRODUCER_TTL then raw = false end
+  end
+  if not raw then
+    if seq ~= 0 then return {'gap', '0', ARGV[8]} end
+    new_e, new_s = epoch, 0
+  elseif epoch < e then
+    return {'fenced', fmt(e)}
+  elseif epoch > e then
+    if seq ~= 0 then return {'epoch_start', ARGV[7], ARGV[8]} end
+    new_e, new_s = epoch, 0
+  elseif seq <= s then
+    return {'dup', fmt(m.ti), fmt(m.tb), fmt(e), fmt(s)}
+  elseif seq == s + 1 then
+    new_e, new_s = e, seq
+  else
+    return {'gap', fmt(s + 1), ARGV[8]}
+  end
+end
+-- DS §2: Stream-Seq must increase byte-wise.
+if has_ss and m.ss and not bytes_gt(ss, m.ss) then return {'seq', m.ss} end
+local ti, tb = m.ti, m.tb
+local dkey = P .. 'd:' .. path
+for i = first, #ARGV do
+  local d = ARGV[i]
+  redis.call('XADD', dkey, fmt(ti + 1) .. '-' .. fmt(tb), 'd', d)
+  ti = ti + 1
+  tb = tb + #d
+end
+local h = {'ti', fmt(ti), 'tb', fmt(tb), 'ta', now_s}
+if close then
+  h[#h + 1] = 'cl'
+  h[#h + 1] = '1'
+  if has_p then
+    h[#h + 1] = 'cb'
+    h[#h + 1] = ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. pid
+  end
+end
+if has_ss then
+  h[#h + 1] = 'ss'
+  h[#h + 1] = ss
+end
+redis.call('HSET', mkey, unpack(h))
+if new_e then
+  redis.call('HSET', P .. 'p:' .. path, pid, fmt(new_e) .. ' ' .. fmt(new_s) .. ' ' .. now_s)
+end
+m.ta = now_s
+gc_expire(m, now)
+local flag = '-'
+if close then flag = 'c' end
+publish(path, ti, flag)
+local pe, ps = '', ''
+if new_e then pe, ps = fmt(new_e), fmt(new_s) end
+return {'ok', fmt(m.ti), fmt(m.tb), fmt(ti), fmt(tb), flag, pe, ps}
+"""
+
+# ARGV: P, path, now, touch, kind ('s' start, 'n' now, 'o' offset), index,
+# byte, max bytes, max messages.
+# Returns {'ok', content type, closed, tail index, index, byte, then per entry
+# its byte position and data}.
+_LUA_READ = """
+local path, now_s = ARGV[2], ARGV[3]
+local now = tonumber(now_s)
+local m = meta(path)
+if not m or expired(m, now) then return {'not_found'} end
+if m.sd then return {'gone'} end
+-- DS §2 GET: a read renews a sliding TTL (a write only where there is one).
+if ARGV[4] == '1' and m.ttl then
+  redis.call('HSET', P .. 'm:' .. path, 'ta', now_s)
+  m.ta = now_s
+  gc_expire(m, now)
+end
+local kind = ARGV[5]
+local index, bpos
+if kind == 's' then
+  index, bpos = m.si, m.sb
+elseif kind == 'n' then
+  index, bpos = m.ti, m.tb
+else
+  index, bpos = tonumber(ARGV[6]), tonumber(ARGV[7])
+end
+local max_bytes, max_messages = tonumber(ARGV[8]), tonumber(ARGV[9])
+local out = {'ok', m.ct, m.cl and '1' or '0', fmt(m.ti), fmt(index), fmt(bpos)}
+if index > m.ti or (index == m.ti and bpos ~= m.tb) then return {'beyond_tail'} end
+if index == m.ti then return out end
+if index < m.si then return {'below_start'} end
+-- DS §6: own ranges along the fork chain; each stream owns
+-- [bi, min(ti, the child's fork point)).
+local segs = {}
+local cur, upper = m, m.ti
+while cur do
+  local hi = math.min(upper, cur.ti)
+  if hi > cur.bi then table.insert(segs, 1, {cur, hi}) end
+  upper = math.min(upper, cur.bi)
+  if upper <= index or not cur.from then break end
+  cur = meta(cur.from)
+end
+local count, used, expect, full = 0, 0, index, false
+for _, seg in ipairs(segs) do
+  local s, hi = seg[1], seg[2]
+  if hi > expect then
+    local dkey = P .. 'd:' .. s.path
+    local avg = 1
+    if s.ti > s.bi then avg = math.max(1, (s.tb - s.bb) / (s.ti - s.bi)) end
+    while expect < hi and not full do
+      -- Fetch what the budget probably holds (bounded), not the whole range.
+      local want = math.min(max_messages - count, hi - expect, 1024)
+      local fit = math.floor((max_bytes - used) / avg) + 1
+      if fit < want then want = fit end
+      if want < 1 then want = 1 end
+      local rows = redis.call('XRANGE', dkey, fmt(expect + 1), fmt(hi), 'COUNT', fmt(want))
+      if #rows == 0 then break end
+      for _, row in ipairs(rows) do
+        local id = row[1]
+        local dash = string.find(id, '-', 1, true)
+        local ri = tonumber(string.sub(id, 1, dash - 1)) - 1
+        local rb = tonumber(string.sub(id, dash + 1))
+        local data = row[2][2]
+        -- A hole: the data below was trimmed (or a fork source's was).
+        if ri ~= expect then return {'below_start'} end
+        if count == 0 and rb ~= bpos then return {'not_boundary'} end
+        if count > 0 and (used + #data > max_bytes or count >= max_messages) then
+          full = true
+          break
+        end
+        out[#out + 1] = fmt(rb)
+        out[#out + 1] = data
+        count, used, expect = count + 1, used + #data, expect + 1
+      end
+      if count >= max_messages or used >= max_bytes then full = true end
+    end
+    if full or expect < hi then break end
+  end
+end
+if count == 0 then return {'below_start'} end
+return out
+"""
+
+# ARGV: P, path, now, ct, mt, ttl, exp, cfg, req, closed, from, fork kind
+# ('t' source tail / 'o' offset), fork index, fork byte, source incarnation,
+# new incarnation, initial messages...
+_LUA_CREATE = """
+local path, now_s = ARGV[2], ARGV[3]
+local now = tonumber(now_s)
+local mkey = P .. 'm:' .. path
+local m = reap(meta(path), now)
+if m then
+  if m.sd then return {'exists_deleted'} end
+  local all = redis.call('HGETALL', mkey)
+  table.insert(all, 1, 'exists')
+  return all
+end
+local bi, bb = 0, 0
+local from = ARGV[11]
+local src = nil
+if from ~= '' then
+  src = reap(meta(from), now)
+  if not src then return {'source_not_found'} end
+  if src.sd then return {'source_gone'} end
+  -- The caller derived the config from this very incarnation of the source.
+  if src.inc ~= ARGV[15] then return {'retry'} end
+  if ARGV[12] == 't' then
+    bi, bb = src.ti, src.tb
+  else
+    bi, bb = tonumber(ARGV[13]), tonumber(ARGV[14])
+    -- Validated by the caller; trimmed away since: validate again.
+    if bi > src.ti or bi < src.si then return {'retry'} end
+  end
+end
+local h = {'ct', ARGV[4], 'mt', ARGV[5], 'cfg', ARGV[8], 'req', ARGV[9], 'ca', now_s,
+           'ta', now_s, 'refs', '0', 'bi', fmt(bi), 'bb', fmt(bb), 'si', '0', 'sb', '0',
+           'inc', ARGV[16]}
+if ARGV[6] ~= '' then h[#h + 1] = 'ttl'; h[#h + 1] = ARGV[6] end
+if ARGV[7] ~= '' then h[#h + 1] = 'exp'; h[#h + 1] = ARGV[7] end
+if from ~= '' then h[#h + 1] = 'from'; h[#h + 1] = from end
+if ARGV[10] == '1' then h[#h + 1] = 'cl'; h[#h + 1] = '1' end
+local ti, tb = bi, bb
+local dkey = P .. 'd:' .. path
+for i = 17, #ARGV do
+  local d = ARGV[i]
+  redis.call('XADD', dkey, fmt(ti + 1) .. '-' .. fmt(tb), 'd', d)
+  ti = ti + 1
+  tb = tb + #d
+end
+h[#h + 1] = 'ti'
+h[#h + 1] = fmt(ti)
+h[#h + 1] = 'tb'
+h[#h + 1] = fmt(tb)
+redis.call('DEL', mkey, P .. 'p:' .. path)
+redis.call('HSET', mkey, unpack(h))
+redis.call('ZADD', P .. 'paths', '0', path)
+if src then
+  redis.call('HINCRBY', P .. 'm:' .. from, 'refs', '1')
+  -- A source that forks read is never collected by Redis expiry.
+  redis.call('PERSIST', P .. 'm:' .. from)
+  redis.call('PERSIST', P .. 'd:' .. from)
+  redis.call('PERSIST', P .. 'p:' .. from)
+end
+gc_expire(meta(path), now)
+local all = redis.call('HGETALL', mkey)
+table.insert(all, 1, 'created')
+return all
+"""
+
+# ARGV: P, path, now.
+_LUA_DELETE = """
+local now = tonumber(ARGV[3])
+local m = meta(ARGV[2])
+if not m or expired(m, now) then return {'not_found'} end
+if m.sd then return {'gone'} end
+delete_stream(m)
+return {'ok'}
+"""
+
+# ARGV: P, path, now, index, byte (a boundary the caller validated).
+_LUA_TRIM = """
+local path = ARGV[2]
+local now = tonumber(ARGV[3])
+local m = meta(path)
+if not m or expired(m, now) then return {'not_found'} end
+if m.sd then return {'gone'} end
+local index = tonumber(ARGV[4])
+if index <= m.si then return {'ok', '0'} end
+if index > m.ti or (index == m.ti and tonumber(ARGV[5]) ~= m.tb) then return {'beyond_tail'} end
+-- Message k has id <k+1>-<byte>: MINID <index+1> drops exactly k < index.
+redis.call('XTRIM', P .. 'd:' .. path, 'MINID', fmt(index + 1))
+redis.call('HSET', P .. 'm:' .. path, 'si', fmt(index), 'sb', ARGV[5])
+return {'ok', fmt(index - m.si)}
+"""
+
+# ARGV: P, paths... : forget index entries whose stream is gone (Redis expiry).
+_LUA_PRUNE = """
+for i = 2, #ARGV do
+  if redis.call('EXISTS', P .. 'm:' .. ARGV[i]) == 0 then
+    redis.call('ZREM', P .. 'paths', ARGV[i])
+  end
+end
+return 0
+"""
+
+
+def _lua(body: str) -> str:
+    prelude = _LUA_PRELUDE.replace(
+        "local GRACE_MS = 1000",
+        f"local GRACE_MS = 1000\nlocal PRODUCER_TTL = {PRODUCER_STATE_TTL_SECONDS!r}",
+    )
+    return prelude + body
+
+
+_CONFIG_ENCODER = msgspec.json.Encoder()
+_CONFIG_DECODER = msgspec.json.Decoder(StreamConfig)
+
+
+def _text(value: float) -> str:
+    """A time as text that round-trips exactly (Lua's tonumber reads it back)."""
+    return repr(float(value))
+
+
+def _parse_meta(path: str, flat: Sequence[bytes]) -> StreamMeta:
+    """A :class:`StreamMeta` from a metadata HASH (``HGETALL`` as a flat list)."""
+    h = dict(zip(flat[::2], flat[1::2], strict=True))
+    config = _CONFIG_DECODER.decode(h[b"cfg"])
+    requested = _CONFIG_DECODER.decode(h[b"req"])
+    base_index, base_byte = int(h[b"bi"]), int(h[b"bb"])
+    if config.forked_from is not None:
+        fork_offset = encode_offset(base_index, base_byte)
+        config = msgspec.structs.replace(config, fork_offset=fork_offset)
+        requested = msgspec.structs.replace(requested, fork_offset=fork_offset)
+    closed_by: Producer | None = None
+    raw_cb = h.get(b"cb")
+    if raw_cb is not None:
+        epoch, seq, producer_id = raw_cb.decode().split(" ", 2)
+        closed_by = Producer(producer_id, int(epoch), int(seq))
+    raw_ss = h.get(b"ss")
+    return StreamMeta(
+        path=path,
+        config=config,
+        requested=requested,
+        created_at=float(h[b"ca"]),
+        touched_at=float(h[b"ta"]),
+        closed=b"cl" in h,
+        closed_by=closed_by,
+        soft_deleted=b"sd" in h,
+        fork_refs=int(h.get(b"refs", b"0")),
+        base_index=base_index,
+        base_byte=base_byte,
+        start_index=int(h[b"si"]),
+        start_byte=int(h[b"sb"]),
+        tail_index=int(h[b"ti"]),
+        tail_byte=int(h[b"tb"]),
+        last_stream_seq=raw_ss.decode() if raw_ss is not None else None,
+    )
+
+
+def _flat(h: dict[bytes, bytes]) -> list[bytes]:
+    return [x for kv in h.items() for x in kv]
+
+
+class _Waiter:
+    """One local ``wait_for`` call: its resolved index and how it ended."""
+
+    __slots__ = ("event", "index", "recheck", "verdict")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        #: The index the caller waits past; None while its check is in flight.
+        self.index: int | None = None
+        self.verdict: bool | None = None
+        self.recheck = False
+
+
+#: Attempts of a create whose fork source changed under it (then 503).
+_CREATE_ATTEMPTS = 5
+
+
+class RedisStore(LogStore):
+    """The ``redis`` backend; see the module docstring for layout and guarantees.
+
+    ``url`` is a ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``) URL.
+    ``max_connections`` bounds the connection pool (callers beyond it wait up
+    to ``pool_timeout`` seconds, then get StoreUnavailable); ``socket_timeout``
+    bounds every command, so a hung Redis gives StoreUnavailable, not a hang.
+    ``clock`` supplies ``now`` when a call passes none.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "durasync:",
+        max_connections: int = 64,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        pool_timeout: float = 2.0,
+        health_check_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._clock = clock
+        self._channel = (prefix + "tail").encode()
+        self._pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
+            # Never retry a command: an append whose reply was lost may have
+            # been applied, and a blind retry would apply it twice.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._append = self._redis.register_script(_lua(_LUA_APPEND))
+        self._read = self._redis.register_script(_lua(_LUA_READ))
+        self._create = self._redis.register_script(_lua(_LUA_CREATE))
+        self._delete = self._redis.register_script(_lua(_LUA_DELETE))
+        self._trim = self._redis.register_script(_lua(_LUA_TRIM))
+        self._prune = self._redis.register_script(_lua(_LUA_PRUNE))
+        self._waiters: dict[str, set[_Waiter]] = {}
+        self._subscriber: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._closed = False
+        #: Times the subscriber (re)subscribed; tests and metrics read it.
+        self.subscriptions = 0
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check that Redis answers and start the node's one Pub/Sub subscriber.
+
+        Raises:
+            StoreUnavailable: Redis does not answer.
+        """
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis at {self.url} is unavailable: {exc}") from exc
+        self._subscriber = asyncio.create_task(self._subscribe_loop(), name="redis-store-pubsub")
+        # Live delivery relies on the subscription: wait (bounded) until it is up.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self._subscribed.wait()
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._subscriber = self._subscriber, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for waiters in self._waiters.values():
+            for w in waiters:
+                w.verdict = False
+                w.event.set()
+        self._waiters.clear()
+        await self._redis.aclose()
+        await self._pool.aclose()
+
+    # -- live delivery -----------------------------------------------------------
+
+    async def _subscribe_loop(self) -> None:
+        """One subscription per node; reconnects with backoff and then wakes everyone."""
+        backoff = 0.05
+        while not self._closed:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                self.subscriptions += 1
+                self._subscribed.set()
+                backoff = 0.05
+                # Appends may have happened while we were not subscribed.
+                self._wake_all()
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None and msg.get("type") == "message":
+                        self._dispatch(msg["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("redis subscription lost (%s); reconnecting", exc)
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            tail, flag, path = data.decode().split(" ", 2)
+            index = int(tail)
+        except ValueError:
+            log.warning("ignoring a malformed tail message: %r", data[:100])
+            return
+        self._wake(path, index, flag)
+
+    def _wake(self, path: str, tail_index: int, flag: str) -> None:
+        waiters = self._waiters.get(path)
+        if not waiters:
+            return
+        for w in waiters:
+            if w.verdict is not None:
+                continue
+            if flag == "g":
+                # Deleted (or soft-deleted): the stream may be recreated; re-check.
+                w.recheck = True
+            elif w.index is None:
+                w.recheck = True
+            elif tail_index > w.index or flag == "c":
+                w.verdict = True
+            else:
+                continue
+            w.event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for w in waiters:
+                w.recheck = True
+                w.event.set()
+
+    async def _wait_probe(self, path: str, offset: str, index: int | None) -> bool | int:
+        """True (ready), False (gone) or the index to wait past."""
+        try:
+            values = await self._redis.hmget(
+                self.prefix + "m:" + path, ["ti", "si", "cl", "sd", "ttl", "exp", "ta"]
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        ti_raw, si_raw, cl, sd, ttl, exp, ta = values
+        if ti_raw is None or sd is not None:
+            return False
+        now = self._clock()
+        if exp is not None and now >= float(exp):
+            return False
+        if ttl is not None and ta is not None and now >= float(ta) + float(ttl):
+            return False
+        tail = int(ti_raw)
+        if index is None:
+            if offset == OFFSET_START:
+                index = int(si_raw or 0)
+            elif offset == OFFSET_NOW:
+                index = tail
+            else:
+                index = decode_offset(offset)[0]
+        if tail > index or cl is not None:
+            return True
+        return index
+
+    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
+        if self._closed:
+            return False
+        if offset not in (OFFSET_START, OFFSET_NOW):
+            try:
+                decode_offset(offset)
+            except BadOffset:
+                return True  # malformed: let the caller's read report it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        w = _Waiter()
+        # Registered before the probe: a tail message racing the probe re-checks.
+        self._waiters.setdefault(path, set()).add(w)
+        index: int | None = None
+        try:
+            while True:
+                w.recheck = False
+                w.index = None
+                w.event.clear()
+                try:
+                    state = await self._wait_probe(path, offset, index)
+                except StoreUnavailable:
+                    return True  # the caller's read reports the outage
+                if state is True or state is False:
+                    return state
+                index = w.index = state
+                while w.verdict is None and not w.recheck:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return False
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await w.event.wait()
+                    except TimeoutError:
+                        return False
+                    w.event.clear()
+                if w.verdict is not None:
+                    return w.verdict
+                if loop.time() >= deadline:
+                    return False
+        finally:
+            waiters = self._waiters.get(path)
+            if waiters is not None:
+                waiters.discard(w)
+                if not waiters:
+                    del self._waiters[path]
+
+    # -- calls -------------------------------------------------------------------
+
+    async def _run(self, script: Any, args: list[Any]) -> list[Any]:
+        try:
+            result: list[Any] = await script(args=args)
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return result
+
+    async def _fetch_raw(self, path: str) -> dict[bytes, bytes]:
+        try:
+            raw = cast("dict[bytes, bytes]", await self._redis.hgetall(self.prefix + "m:" + path))
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+        return raw
+
+    async def _fetch_meta(self, path: str) -> StreamMeta | None:
+        raw = await self._fetch_raw(path)
+        return _parse_meta(path, _flat(raw)) if raw else None
+
+    # -- create ------------------------------------------------------------------
+
+    async def create(
+        self,
+        path: str,
+        config: StreamConfig,
+        *,
+        initial: Sequence[bytes] = (),
+        closed: bool = False,
+        now: float | None = None,
+    ) -> CreateResult:
+        when = self._now(now)
+        for _ in range(_CREATE_ATTEMPTS):
+            existing = await self._fetch_meta(path)
+            if existing is not None and not (
+                not existing.soft_deleted and is_expired(existing.config, existing.touched_at, when)
+            ):
+                return self._confirm(path, existing, config, closed)
+            args = await self._create_args(path, config, initial, closed, when)
+            res = await self._run(self._create, args)
+            status = res[0]
+            if status == b"created":
+                return CreateResult(created=True, info=stream_info(_parse_meta(path, res[1:])))
+            if status == b"exists":
+                return self._confirm(path, _parse_meta(path, res[1:]), config, closed)
+            if status == b"exists_deleted":
+                raise StreamExists(f"{path!r} is held by a deleted stream that forks still read")
+            if status == b"source_not_found":
+                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+            if status == b"source_gone":
+                raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+            # ``retry``: the fork source changed between our look and the script.
+        raise StoreUnavailable(f"create of {path!r} kept racing changes of its fork source")
+
+    @staticmethod
+    def _confirm(
+        path: str, existing: StreamMeta, config: StreamConfig, closed: bool
+    ) -> CreateResult:
+        """DS §2 PUT: an identical re-create succeeds, anything else conflicts."""
+        if existing.soft_deleted:
+            # DS §6: a soft-deleted path cannot be reused while forks live.
+            raise StreamExists(f"{path!r} is held by a deleted stream that forks still read")
+        if same_create(existing.requested, existing.config, existing.closed, config, closed):
+            return CreateResult(created=False, info=stream_info(existing))
+        raise StreamExists(f"stream {path!r} exists with a different configuration")
+
+    async def _create_args(
+        self,
+        path: str,
+        config: StreamConfig,
+        initial: Sequence[bytes],
+        closed: bool,
+        now: float,
+    ) -> list[Any]:
+        """Validate a create and compute what the script writes (DS §2 PUT, §6)."""
+        if config.fork_sub_offset and config.forked_from is None:
+            raise BadOffset("a fork sub-offset needs a fork source")
+        fork_kind, fork_index, fork_byte, source_inc = "", 0, 0, ""
+        effective = requested = config
+        if config.forked_from is not None:
+            if config.fork_sub_offset and config.fork_offset is None:
+                raise BadOffset("a fork sub-offset needs an explicit fork offset")
+            raw = await self._fetch_raw(config.forked_from)
+            if not raw:
+                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+            source = _parse_meta(config.forked_from, _flat(raw))
+            # The script checks it still is this incarnation of the source.
+            source_inc = raw.get(b"inc", b"").decode()
+            if not source.soft_deleted and is_expired(source.config, source.touched_at, now):
+                if source.fork_refs > 0:
+                    raise StreamGone(f"fork source {config.forked_from!r} expired")
+                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+            if source.soft_deleted:
+                raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+            if config.fork_offset is None:
+                fork_kind = "t"
+            else:
+                fork_kind = "o"
+                fork_index, fork_byte = await self._boundary(source, config.fork_offset, now)
+            effective = fork_config(config, source.config, source.tail)
+        elif not config.content_type:
+            effective = requested = msgspec.structs.replace(
+                config, content_type=DEFAULT_CONTENT_TYPE
+            )
+        cfg = _CONFIG_ENCODER.encode(msgspec.structs.replace(effective, fork_offset=None))
+        req = _CONFIG_ENCODER.encode(msgspec.structs.replace(requested, fork_offset=None))
+        return [
+            self.prefix,
+            path,
+            _text(now),
+            effective.content_type,
+            media_type(effective.content_type),
+            str(effective.ttl_seconds) if effective.ttl_seconds is not None else "",
+            _text(effective.expires_at) if effective.expires_at is not None else "",
+            cfg,
+            req,
+            "1" if closed else "0",
+            config.forked_from or "",
+            fork_kind,
+            str(fork_index),
+            str(fork_byte),
+            source_inc,
+            uuid.uuid4().hex,
+            *initial,
+        ]
+
+    async def _boundary(self, source: StreamMeta, offset: str, now: float) -> tuple[int, int]:
+        """Validate ``offset`` as a boundary of ``source`` (DS §6: else 400)."""
+        index, byte_pos = decode_offset(offset)
+        if index == source.tail_index and byte_pos == source.tail_byte:
+            return index, byte_pos
+        if index >= source.tail_index:
+            raise BadOffset(f"fork offset {offset} is beyond the source's tail")
+        try:
+            await self._read_call(source.path, offset, 1, 1, now, touch=False)
+        except StreamGone as exc:
+            raise BadOffset(f"fork offset {offset} is below the source's retained data") from exc
+        return index, byte_pos
+
+    # -- append ------------------------------------------------------------------
+
+    async def append(
+        self,
+        path: str,
+        messages: Sequence[bytes],
+        *,
+        content_type: str | None = None,
+        producer: Producer | None = None,
+        stream_seq: str | None = None,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        if not messages and not close:
+            raise ValueError("append of no messages without close")
+        when = self._now(now)
+        args: list[Any] = [
+            self.prefix,
+            path,
+            _text(when),
+            "=" + media_type(content_type) if content_type is not None else "",
+        ]
+        if producer is not None:
+            args += ["1", producer.producer_id, str(producer.epoch), str(producer.seq)]
+        else:
+            args += ["0", "", "0", "0"]
+        if stream_seq is not None:
+            args += ["1", stream_seq]
+        else:
+            args += ["0", ""]
+        args.append("1" if close else "0")
+        args.extend(messages)
+        res = await self._run(self._append, args)
+        status = res[0]
+        if status == b"ok":
+            index, byte_pos = int(res[1]), int(res[2])
+            offsets: list[str] = []
+            for data in messages:
+                offsets.append(_OFFSET_FMT % (index, byte_pos))
+                index += 1
+                byte_pos += len(data)
+            tail_index = int(res[3])
+            closed = res[5] == b"c"
+            self._wake(path, tail_index, "c" if closed else "-")
+            return AppendResult(
+                status="appended" if messages else "closed_only",
+                offsets=offsets,
+                tail=_OFFSET_FMT % (tail_index, int(res[4])),
+                closed=closed,
+                producer_epoch=int(res[6]) if res[6] else None,
+                producer_seq=int(res[7]) if res[7] else None,
+            )
+        if status == b"dup":
+            return AppendResult(
+                status="duplicate",
+                offsets=[],
+                tail=_OFFSET_FMT % (int(res[1]), int(res[2])),
+                closed=False,
+                producer_epoch=int(res[3]),
+                producer_seq=int(res[4]),
+            )
+        if status == b"closed_dup":
+            assert producer is not None
+            return AppendResult(
+                status="duplicate",
+                offsets=[],
+                tail=_OFFSET_FMT % (int(res[1]), int(res[2])),
+                closed=True,
+                producer_epoch=producer.epoch,
+                producer_seq=producer.seq,
+            )
+        if status == b"closed_only":
+            return AppendResult(
+                status="closed_only",
+                offsets=[],
+                tail=_OFFSET_FMT % (int(res[1]), int(res[2])),
+                closed=True,
+            )
+        raise self._append_error(path, res)
+
+    @staticmethod
+    def _append_error(path: str, res: list[Any]) -> Exception:
+        status = res[0]
+        if status == b"not_found":
+            return StreamNotFound(f"no stream at {path!r}")
+        if status == b"gone":
+            return StreamGone(f"stream {path!r} was deleted")
+        if status == b"closed":
+            return StreamClosed("stream is closed", tail=_OFFSET_FMT % (int(res[1]), int(res[2])))
+        if status == b"content_type":
+            return ContentTypeMismatch(
+                f"content type does not match the stream's {res[1].decode()!r}"
+            )
+        if status == b"fenced":
+            current = int(res[1])
+            return ProducerFenced(
+                f"producer epoch is stale (current {current})", current_epoch=current
+            )
+        if status == b"epoch_start":
+            return ProducerBadEpochStart(
+                f"new producer epoch {int(res[1])} must start at seq 0, got {int(res[2])}"
+            )
+        if status == b"gap":
+            expected, received = int(res[1]), int(res[2])
+            return ProducerSeqGap(
+                f"producer seq {received} skips ahead (expected {expected})",
+                expected=expected,
+                received=received,
+            )
+        if status == b"seq":
+            return SeqConflict(f"Stream-Seq is not greater than {res[1].decode()!r}")
+        return StoreUnavailable(f"unexpected reply from the append script: {status!r}")
+
+    # -- read --------------------------------------------------------------------
+
+    async def read(
+        self,
+        path: str,
+        offset: str = OFFSET_START,
+        *,
+        max_bytes: int = 1 << 20,
+        max_messages: int = 10_000,
+        now: float | None = None,
+    ) -> ReadResult:
+        return await self._read_call(
+            path, offset, max_bytes, max_messages, self._now(now), touch=True
+        )
+
+    async def _read_call(
+        self,
+        path: str,
+        offset: str,
+        max_bytes: int,
+        max_messages: int,
+        now: float,
+        *,
+        touch: bool,
+    ) -> ReadResult:
+        if offset == OFFSET_START:
+            kind, index, byte_pos = "s", 0, 0
+        elif offset == OFFSET_NOW:
+            kind, index, byte_pos = "n", 0, 0
+        else:
+            kind = "o"
+            index, byte_pos = decode_offset(offset)
+        res = await self._run(
+            self._read,
+            [
+                self.prefix,
+                path,
+                _text(now),
+                "1" if touch else "0",
+                kind,
+                str(index),
+                str(byte_pos),
+                str(max(max_bytes, 1)),
+                str(max(max_messages, 1)),
+            ],
+        )
+        status = res[0]
+        if status != b"ok":
+            if status == b"not_found":
+                raise StreamNotFound(f"no stream at {path!r}")
+            if status == b"gone":
+                raise StreamGone(f"stream {path!r} was deleted")
+            if status == b"below_start":
+                raise StreamGone(f"offset {offset} is below the retained data")
+            if status == b"beyond_tail":
+                raise BadOffset(f"offset {offset} is beyond the stream's tail")
+            if status == b"not_boundary":
+                raise BadOffset(f"offset {offset} is not a message boundary")
+            raise StoreUnavailable(f"unexpected reply from the read script: {status!r}")
+        content_type = res[1].decode()
+        closed = res[2] == b"1"
+        tail_index = int(res[3])
+        index, byte_pos = int(res[4]), int(res[5])
+        current = _OFFSET_FMT % (index, byte_pos)
+        entries: list[Entry] = []
+        append = entries.append
+        rows = res[6:]
+        for i in range(0, len(rows), 2):
+            data = rows[i + 1]
+            byte_pos = int(rows[i]) + len(data)
+            index += 1
+            following = _OFFSET_FMT % (index, byte_pos)
+            append(Entry(data, current, following))
+            current = following
+        up_to_date = index == tail_index
+        return ReadResult(
+            entries=entries,
+            next_offset=current,
+            up_to_date=up_to_date,
+            closed=closed and up_to_date,
+            content_type=content_type,
+        )
+
+    # -- head, delete, list, trim ---------------------------------------------------
+
+    async def head(self, path: str, *, now: float | None = None) -> StreamInfo:
+        meta = live_meta(await self._fetch_meta(path), path, {}, self._now(now))
+        return stream_info(meta)
+
+    async def delete(self, path: str) -> None:
+        res = await self._run(self._delete, [self.prefix, path, _text(self._clock())])
+        status = res[0]
+        if status == b"not_found":
+            raise StreamNotFound(f"no stream at {path!r}")
+        if status == b"gone":
+            raise StreamGone(f"stream {path!r} was deleted")
+        # The script published the deletion; wake local waiters without the round trip.
+        self._wake(path, 0, "g")
+
+    async def list_streams(self, prefix: str = "", *, limit: int = 1000) -> list[StreamInfo]:
+        now = self._clock()
+        out: list[StreamInfo] = []
+        low = b"[" + prefix.encode()
+        high = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
+        batch = max(min(limit, 1000), 16)
+        key = self.prefix + "paths"
+        while len(out) < limit:
+            try:
+                names = cast("list[bytes]", await self._redis.zrangebylex(key, low, high, 0, batch))
+                if not names:
+                    break
+                pipe = self._redis.pipeline(transaction=False)
+                for name in names:
+                    pipe.hgetall(self.prefix + "m:" + name.decode())
+                hashes: list[dict[bytes, bytes]] = await pipe.execute()
+            except RedisError as exc:
+                raise StoreUnavailable(f"redis: {exc}") from exc
+            missing: list[bytes] = []
+            for name, h in zip(names, hashes, strict=True):
+                if not h:
+                    missing.append(name)
+                    continue
+                meta = _parse_meta(name.decode(), _flat(h))
+                if meta.soft_deleted or is_expired(meta.config, meta.touched_at, now):
+                    continue
+                out.append(stream_info(meta))
+                if len(out) >= limit:
+                    break
+            if missing:
+                await self._run(self._prune, [self.prefix, *missing])
+            if len(names) < batch:
+                break
+            low = b"(" + names[-1]
+        return out
+
+    async def trim(self, path: str, below: str) -> int:
+        now = self._clock()
+        index, byte_pos = decode_offset(below)
+        meta = live_meta(await self._fetch_meta(path), path, {}, now)
+        if index <= meta.start_index:
+            return 0
+        if index != meta.tail_index or byte_pos != meta.tail_byte:
+            if index > meta.tail_index:
+                raise BadOffset(f"trim offset {below} is beyond the tail")
+            # Validate the boundary (BadOffset / StreamGone like the engine).
+            await self._read_call(path, below, 1, 1, now, touch=False)
+        res = await self._run(
+            self._trim, [self.prefix, path, _text(now), str(index), str(byte_pos)]
+        )
+        status = res[0]
+        if status == b"ok":
+            return int(res[1])
+        if status == b"not_found":
+            raise StreamNotFound(f"no stream at {path!r}")
+        if status == b"gone":
+            raise StreamGone(f"stream {path!r} was deleted")
+        raise BadOffset(f"trim offset {below} is beyond the tail")
