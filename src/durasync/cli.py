@@ -71,6 +71,14 @@ def _port(text: str) -> int:
     return value
 
 
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(
+            f"not a Redis URL (redis://HOST:PORT/DB, rediss://..., unix://...): {text!r}"
+        )
+    return text
+
+
 def add_serve_command(subparsers: Any) -> None:
     """Register ``durasync serve``."""
     parser = subparsers.add_parser(
@@ -98,6 +106,19 @@ def add_serve_command(subparsers: Any) -> None:
         "--memory",
         action="store_true",
         help="keep everything in memory (nothing survives a restart)",
+    )
+    store.add_argument(
+        "--redis",
+        type=_redis_url,
+        default=None,
+        metavar="URL",
+        help=(
+            "keep streams in Redis at URL (redis://HOST:PORT/DB): several durasync serve "
+            "processes given the same URL act as one server (one order per stream, live "
+            "reads see appends made through any node). An append is acknowledged when Redis "
+            "replied; run Redis with appendonly yes + appendfsync always so that it survives "
+            "a Redis crash. Redis unreachable: requests get 503 with Retry-After"
+        ),
     )
     parser.add_argument(
         "--long-poll-timeout",
@@ -284,7 +305,10 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.memory:
+    if args.redis is not None:
+        store = open_store(redis_url=args.redis)
+        label = f"redis {args.redis}"
+    elif args.memory:
         store = open_store(memory=True)
         label = "memory"
     else:
@@ -298,6 +322,7 @@ def run_serve(args: argparse.Namespace) -> int:
         auth_secret=args.auth_secret,
         allow_remote=args.allow_remote,
         rooms=room_settings(args),
+        redis_url=args.redis,
     )
     app = create_app(store, settings)
     config = uvicorn.Config(

@@ -13,7 +13,9 @@ What lives here:
 - Ed25519 webhook signatures and the public JWKS;
 - the retry schedule (1 s doubling to 60 s, ±20 % jitter);
 - the per-subscription wake state machine with generation + ``wake_id``
-  fencing and offset acks.
+  fencing and offset acks;
+- the records that share subscription state between the nodes of a cluster
+  through the log store (versioned snapshots, see :class:`SubscriptionRecord`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 #: Lease bounds of DS §9 (milliseconds).
 DEFAULT_LEASE_TTL_MS = 30_000
@@ -419,6 +426,10 @@ class WebhookSigner:
         thumb_input = msgspec.json.encode({"crv": "Ed25519", "kty": "OKP", "x": self.x})
         self.kid = "ds_" + b64url(hashlib.sha256(thumb_input).digest())
 
+    def private_bytes(self) -> bytes:
+        """The raw 32-byte private key (to share it with the other nodes of a cluster)."""
+        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
     def jwks(self) -> dict[str, Any]:
         return {
             "keys": [
@@ -751,3 +762,84 @@ def verify_token(key: bytes, token: str, sub_id: str, now: float) -> int:
     if not isinstance(exp, int) or now > exp:
         raise SubscriptionError("TOKEN_EXPIRED", "token expired")
     return gen
+
+
+# --------------------------------------------------------------------------
+# Shared state: records in reserved streams of the log store.
+# --------------------------------------------------------------------------
+#
+# On a store shared by several nodes (Redis), every node must answer for
+# every subscription: a subscription created through node A is read, claimed
+# and acked through node B. Its state therefore lives in the store, as a
+# reserved stream per subscription holding versioned snapshots. A change is
+# read -> modify -> append(version + 1) with ``Stream-Seq`` = the version: the
+# store checks ``Stream-Seq`` atomically with the write (DS §2), so of two
+# nodes writing the same version one gets SeqConflict, re-reads and re-applies
+# (optimistic concurrency; no lock server). Paths under ``__ds/`` are never
+# reachable as streams over HTTP (the streams app routes them here).
+
+#: Store path prefix of subscription records.
+RECORDS_PREFIX = "__ds/subscriptions/"
+#: Store path of the cluster's shared keys (webhook signing, callback tokens).
+KEYS_PATH = "__ds/keys"
+
+
+def record_path(sub_id: str) -> str:
+    """Store path of a subscription's record stream (the id percent-quoted)."""
+    return RECORDS_PREFIX + quote(sub_id, safe="")
+
+
+def record_id(path: str) -> str | None:
+    """Inverse of :func:`record_path`; ``None`` for other paths."""
+    if not path.startswith(RECORDS_PREFIX):
+        return None
+    rest = path[len(RECORDS_PREFIX) :]
+    return unquote(rest) if rest and "/" not in rest else None
+
+
+def record_seq(version: int) -> str:
+    """``Stream-Seq`` of a record version: fixed width, so byte order is numeric order."""
+    return f"{version:020d}"
+
+
+class SubscriptionRecord(msgspec.Struct, kw_only=True):
+    """One version of a subscription's state as stored in its record stream.
+
+    ``base_url`` is where the subscription was created (callback and JWKS
+    URLs point there). Tail offsets in ``sub.links`` are only as fresh as the
+    last write: readers refresh them from the streams themselves.
+    """
+
+    version: int
+    base_url: str
+    sub: Subscription
+
+
+def encode_record(sub: Subscription, version: int, base_url: str) -> bytes:
+    return msgspec.json.encode(SubscriptionRecord(version=version, base_url=base_url, sub=sub))
+
+
+def decode_record(data: bytes) -> SubscriptionRecord:
+    """Decode a stored record.
+
+    Raises:
+        ValueError: the bytes are not a record (corrupt or foreign data).
+    """
+    try:
+        return msgspec.json.decode(data, type=SubscriptionRecord)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"not a subscription record: {exc}") from None
+
+
+class SharedKeys(msgspec.Struct):
+    """Keys every node of a cluster must use (first node to start picks them)."""
+
+    #: Raw Ed25519 private key, base64url: webhook signatures verify against
+    #: the JWKS whichever node serves it.
+    signing_key: str
+    #: HS256 key of callback/lease tokens: a token from one node works on all.
+    token_key: str
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
