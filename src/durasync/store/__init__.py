@@ -1,8 +1,8 @@
 """The log store: one async interface, several backends.
 
 ``durasync.store.base`` defines :class:`LogStore` and its value types; the
-backends are ``memory`` (tests, ``--memory``) and the embedded durable store
-(default). A Redis backend follows the same interface.
+backends are ``memory`` (tests, ``--memory``), the embedded durable store
+(default) and ``redis`` (``--redis URL``: several nodes share one Redis).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from durasync.store.base import (
 )
 from durasync.store.embedded import EmbeddedStore
 from durasync.store.memory import MemoryStore
+from durasync.store.redis import RedisStore
 
 __all__ = [
     "OFFSET_NOW",
@@ -53,6 +54,7 @@ __all__ = [
     "ProducerFenced",
     "ProducerSeqGap",
     "ReadResult",
+    "RedisStore",
     "SeqConflict",
     "StoreClientError",
     "StoreError",
@@ -67,12 +69,20 @@ __all__ = [
 ]
 
 
-def open_store(*, memory: bool = False, data_dir: Path | None = None) -> LogStore:
+def open_store(
+    *, memory: bool = False, data_dir: Path | None = None, redis_url: str | None = None
+) -> LogStore:
     """The store the CLI asked for, not opened yet (the caller awaits ``open()``).
 
-    ``memory=True`` gives a :class:`MemoryStore`; otherwise the embedded
-    durable store in ``data_dir`` (default ``./durasync-data``).
+    ``redis_url`` gives a :class:`RedisStore` on that Redis; ``memory=True`` a
+    :class:`MemoryStore`; otherwise the embedded durable store in ``data_dir``
+    (default ``./durasync-data``). At most one of them may be given
+    (ValueError otherwise).
     """
+    if redis_url is not None:
+        if memory or data_dir is not None:
+            raise ValueError("redis_url excludes memory and data_dir")
+        return RedisStore(redis_url)
     if memory:
         return MemoryStore()
     return EmbeddedStore(data_dir if data_dir is not None else Path("durasync-data"))
