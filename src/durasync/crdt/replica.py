@@ -51,8 +51,8 @@ unknown format.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 import msgspec
@@ -60,7 +60,15 @@ from msgspec import UNSET
 
 from durasync.crdt.canonical import canonical_json, checksum
 from durasync.crdt.errors import CRDTUsageError, CRDTValidationError
-from durasync.crdt.graph import TEXT, Checkpoint, Node, SceneGraph, apply_text_only, quat_mul
+from durasync.crdt.graph import (
+    _HANDLERS,
+    TEXT,
+    Checkpoint,
+    Node,
+    SceneGraph,
+    apply_text_only,
+    quat_mul,
+)
 from durasync.crdt.messages import (
     ADDITIVE_OTYPES,
     DEFAULT_LIMITS,
@@ -92,29 +100,20 @@ _NO_TEXTS: Final[frozenset[tuple[str, str]]] = frozenset()
 _NO_METAS: Final[tuple[tuple[str, bool], ...]] = ()
 
 
-class _Entry:
-    __slots__ = ("excluded", "key", "metas", "msg", "texts")
+def _metas_of(msg: Message) -> tuple[tuple[str, bool], ...]:
+    """``(target id, is_undo)`` of every meta op of ``msg`` (usually none)."""
+    out = _NO_METAS
+    for op in msg.ops:
+        ot = op.ot
+        if ot[0] == "m" and ot in META_OTYPES:
+            assert isinstance(op.targetMsgId, str)
+            out = (*out, (op.targetMsgId, ot == "meta.undo"))
+    return out
 
-    def __init__(self, msg: Message, key: SortKey) -> None:
-        self.msg = msg
-        self.key = key
-        self.excluded = False
-        metas: list[tuple[str, bool]] | None = None
-        texts: set[tuple[str, str]] | None = None
-        for op in msg.ops:
-            ot = op.ot
-            c = ot[0]
-            if c == "m" and ot in META_OTYPES:
-                assert isinstance(op.targetMsgId, str)
-                if metas is None:
-                    metas = []
-                metas.append((op.targetMsgId, ot == "meta.undo"))
-            elif c == "t" and ot in TEXT_OTYPES:
-                if texts is None:
-                    texts = set()
-                texts.add((op.key, op.path))
-        self.metas: Sequence[tuple[str, bool]] = _NO_METAS if metas is None else metas
-        self.texts: AbstractSet[tuple[str, str]] = _NO_TEXTS if texts is None else texts
+
+def _texts_of(msg: Message) -> frozenset[tuple[str, str]]:
+    """The ``(key, path)`` of every text doc ``msg`` touches (usually none)."""
+    return frozenset((op.key, op.path) for op in msg.ops if op.ot in TEXT_OTYPES)
 
 
 class NodeState(msgspec.Struct, array_like=True):
@@ -222,9 +221,16 @@ class Replica:
         self.lt = 0
         self.clock: dict[str, int] = {}
         self._g = SceneGraph(cow=True)
-        self._entries: list[_Entry] = []
+        # The confirmed journal tail in canonical order. Messages are stored as they are (no
+        # per-message wrapper object: joins and the room server's apply path allocate nothing
+        # per message but what the fold itself needs). Sort keys are materialised lazily:
+        # ``_keys[i] == sort_key(_msgs[i])`` for ``i < len(_keys)``; ``_key_list()`` completes
+        # the list before any bisect (only out-of-order arrivals and undo/redo need one).
+        self._msgs: list[Message] = []
         self._keys: list[SortKey] = []
-        self._by_id: dict[str, _Entry] = {}
+        self._by_id: dict[str, Message] = {}
+        # (key, path) of the text docs touched by confirmed messages that have text ops
+        self._text_keys: dict[str, frozenset[tuple[str, str]]] = {}
         self._seen: set[str] = set()
         self._seq = -1
         self._pending: list[Message] = []
@@ -267,7 +273,7 @@ class Replica:
     @property
     def messages(self) -> list[Message]:
         """Confirmed journal tail (after the snapshot) in canonical order."""
-        return [e.msg for e in self._entries]
+        return list(self._msgs)
 
     def unacked(self) -> list[Message]:
         """Own committed messages not yet confirmed, in commit order (to resend on reconnect)."""
@@ -293,55 +299,14 @@ class Replica:
         :class:`CRDTValidationError` for a malformed message, before changing anything.
         ``validate=False`` skips validation for messages that were already validated (decoded
         with :func:`~durasync.crdt.messages.decode_message`, or read back from our own journal).
+        Received messages are kept in the journal: do not mutate them afterwards.
         """
         if validate:
             validate_message(msg, limits=self.limits)
-        if server_seq is not None:
-            msg.serverSeq = server_seq
-        if self._fast_append(msg):
-            return True
-        return self.receive_many([msg], validate=False) == 1
-
-    def _fast_append(self, msg: Message) -> bool:
-        """Fold ``msg`` in place if it sorts after everything folded (the common case).
-
-        Returns False (changing nothing) when the general path is needed: a duplicate, an
-        earlier position, a meta op, pending rebuilds of text docs.
-        """
-        mid = msg.id
-        entries = self._entries
-        # fast path: a new message that sorts after everything already folded
-        if (
-            self._folded == len(entries)
-            and mid not in self._by_id
-            and mid not in self._seen
-            and mid not in self._pending_ids
-            and not self._unresolved
-        ):
-            key = sort_key(msg)
-            keys = self._keys
-            if not keys or key > keys[-1]:
-                e = _Entry(msg, key)
-                if not e.metas:
-                    keys.append(key)
-                    entries.append(e)
-                    self._by_id[mid] = e
-                    self._note_clock(msg)
-                    if self._excluded and mid in self._excluded:
-                        e.excluded = True
-                    if self._tip is not None:
-                        self._g.restore(self._tip)
-                        self._tip = None
-                    self._fold_one(e)
-                    if self._pending or self._buffer:
-                        self._apply_overlay()
-                    g = self._g
-                    if g.missing_refs:
-                        missing = g.missing_refs
-                        g.missing_refs = set()
-                        self._rebuild_texts(missing)
-                    return True
-        return False
+        return (
+            self.receive_many((msg,), None if server_seq is None else (server_seq,), validate=False)
+            == 1
+        )
 
     def receive_many(
         self,
@@ -352,71 +317,84 @@ class Replica:
     ) -> int:
         """Take many confirmed messages with one re-fold (joins, catch-up). Returns # new.
 
-        All messages are validated first: if any is malformed nothing is applied.
+        All messages are validated first: if any is malformed nothing is applied
+        (:class:`CRDTValidationError` naming ``msgs[i].field``). ``validate=False`` is for
+        messages validated already (decoded with
+        :func:`~durasync.crdt.messages.decode_message`, read back from our own journal): a
+        malformed message then is a caller bug and may corrupt the graph.
+
+        The messages that sort after everything folded so far (a join, a server's in-order
+        stream) are folded in place by one tight loop (:meth:`_fold_in_order`); the rest go
+        through the general path (bisect insert, re-fold from a checkpoint).
         """
-        batch = list(msgs)
-        seqs = list(server_seqs) if server_seqs is not None else [None] * len(batch)
-        if len(seqs) != len(batch):
-            raise CRDTUsageError("server_seqs must match msgs in length")
+        batch = msgs if type(msgs) is list or type(msgs) is tuple else list(msgs)
+        n = len(batch)
+        if server_seqs is not None:
+            seqs = (
+                server_seqs
+                if type(server_seqs) is list or type(server_seqs) is tuple
+                else list(server_seqs)
+            )
+            if len(seqs) != n:
+                raise CRDTUsageError("server_seqs must match msgs in length")
+        else:
+            seqs = None
         if validate:
             for i, m in enumerate(batch):
                 try:
                     validate_message(m, limits=self.limits)
                 except CRDTValidationError as exc:
-                    field = f"msgs[{i}].{exc.field}" if len(batch) > 1 else exc.field
+                    field = f"msgs[{i}].{exc.field}" if n > 1 else exc.field
                     raise CRDTValidationError(field, exc.message) from None
-        start = 0
-        added = 0
-        for m, sq in zip(batch, seqs, strict=True):
-            if sq is not None:
-                m.serverSeq = sq
-            if not self._fast_append(m):
-                break
-            start += 1
-        if start == len(batch):
+        start = self._fold_in_order(batch, seqs)
+        if start == n:
             return start
         added = start
-        batch = batch[start:]
-        seqs = seqs[start:]
         low: int | None = None
-        fast: list[_Entry] = []
-        new: list[_Entry] = []
+        fast: list[Message] = []
+        new: list[Message] = []
         flipped: set[str] = set()
-        for m0, s in zip(batch, seqs, strict=True):
-            m = m0
-            if s is not None:
-                m.serverSeq = s
-            old = self._by_id.get(m.id)
-            if old is not None:
-                if m.serverSeq is not None and old.msg.serverSeq is None:
-                    pos = self._reposition(old, m.serverSeq)
+        by_id = self._by_id
+        for i in range(start, n):
+            m = batch[i]
+            s = m.serverSeq if seqs is None or seqs[i] is None else seqs[i]
+            mid = m.id
+            stored = by_id.get(mid)
+            if stored is not None:
+                # a resend or the echo of a message we hold: it may bring its serverSeq
+                if s is not None and stored.serverSeq is None:
+                    pos = self._reposition(stored, s)
                     low = pos if low is None else min(low, pos)
                 continue
-            if m.id in self._seen:
+            if mid in self._seen:
                 continue
-            own = self._pending_ids.pop(m.id, None)
+            m.serverSeq = s
+            own = self._pending_ids.pop(mid, None)
             if own is not None:
                 self._pending.remove(own)
                 if own.ops is not m.ops:
-                    own.serverSeq = m.serverSeq
+                    own.serverSeq = s
                     m = own
-                for target, _ in _Entry(m, sort_key(m)).metas:
-                    self._metas.get(target, {}).pop(m.id, None)
+                for target, _ in _metas_of(m):
+                    self._metas.get(target, {}).pop(mid, None)
                     flipped.add(target)
             added += 1
             self._note_clock(m)
-            e = _Entry(m, sort_key(m))
-            new.append(e)
-            p = bisect.bisect_right(self._keys, e.key)
-            self._keys.insert(p, e.key)
-            self._entries.insert(p, e)
-            self._by_id[m.id] = e
-            e.excluded = m.id in self._excluded
-            for target, undo in e.metas:
-                self._metas.setdefault(target, {})[m.id] = (e.key, undo)
+            new.append(m)
+            key = sort_key(m)
+            keys = self._key_list()
+            p = bisect.bisect_right(keys, key)
+            keys.insert(p, key)
+            self._msgs.insert(p, m)
+            by_id[mid] = m
+            texts = _texts_of(m)
+            if texts:
+                self._text_keys[mid] = texts
+            for target, undo in _metas_of(m):
+                self._metas.setdefault(target, {})[mid] = (key, undo)
                 flipped.add(target)
-            if low is None and p == len(self._entries) - 1 and p == self._folded + len(fast):
-                fast.append(e)
+            if low is None and p == len(self._msgs) - 1 and p == self._folded + len(fast):
+                fast.append(m)
             else:
                 low = p if low is None else min(low, p)
                 if fast:
@@ -427,6 +405,123 @@ class Replica:
         self._after_change(low, fast, flipped, new=new)
         return added
 
+    def _fold_in_order(self, batch: Sequence[Message], seqs: Sequence[int | None] | None) -> int:
+        """Fold the longest prefix of ``batch`` that sorts after everything folded so far.
+
+        This is the common case of a join and of a server's own stream: each message is new,
+        has no meta op and sorts after the last confirmed message, and the fold is up to date,
+        so the message is appended and applied in place -- no sort key, no bisect, no wrapper
+        object, no re-fold. Returns how many messages it took; the rest of the batch goes
+        through the general path of :meth:`receive_many`. The resulting state is exactly what
+        the general path would produce (same journal order, same fold).
+
+        Checkpoints: while disorder is recent, every ``checkpoint_every`` messages as in
+        :meth:`_fold_one`; otherwise at most one, at the end of the batch, once
+        ``max(checkpoint_every, 2 * nodes)`` messages have been folded since the last one (a
+        checkpoint in the middle of a long join would make every node written after it clone
+        itself; the price is a longer re-fold if a message later lands inside that batch).
+        """
+        msgs = self._msgs
+        if self._folded != len(msgs) or self._unresolved:
+            return 0
+        n = len(batch)
+        by_id = self._by_id
+        seen = self._seen
+        pending_ids = self._pending_ids
+        excluded = self._excluded
+        text_keys = self._text_keys
+        clock = self.clock
+        g = self._g
+        handlers = _HANDLERS
+        append = msgs.append
+        # Where the last folded message sorts: after a sequenced message only a higher
+        # serverSeq or any unsequenced message follows; after an unsequenced one, only an
+        # unsequenced message with a higher (lt, client, id) (module docstring, sort_key).
+        last_seq: float | None = -math.inf
+        last_key: SortKey | None = None
+        if msgs:
+            last_seq = msgs[-1].serverSeq
+            if last_seq is None:
+                last_key = sort_key(msgs[-1])
+        lt_max = self.lt
+        dense = self._ooo_recent > 0
+        i = 0
+        while i < n:
+            m = batch[i]
+            s = None if seqs is None else seqs[i]
+            if s is None:
+                s = m.serverSeq
+            mid = m.id
+            if mid in by_id or mid in seen or mid in pending_ids:
+                break
+            if s is not None:
+                if last_seq is None or s <= last_seq:
+                    break
+            else:
+                key = (1, m.lt, m.client, mid)
+                if last_key is not None and key <= last_key:
+                    break
+            texts: set[tuple[str, str]] | None = None
+            ops = m.ops
+            meta = False
+            for op in ops:
+                c = op.ot[0]
+                if c == "m" and op.ot in META_OTYPES:
+                    meta = True
+                    break
+                if c == "t" and op.ot in TEXT_OTYPES:
+                    if texts is None:
+                        texts = set()
+                    texts.add((op.key, op.path))
+            if meta:
+                break
+            if i == 0 and self._tip is not None:
+                g.restore(self._tip)
+                self._tip = None
+            if s is not None:
+                last_seq = s
+                m.serverSeq = s
+            else:
+                last_seq = None
+                last_key = key
+            append(m)
+            by_id[mid] = m
+            if texts is not None:
+                text_keys[mid] = frozenset(texts)
+            lt = m.lt
+            if lt > lt_max:  # noqa: PLR1730 -- no max() call in the per-message loop
+                lt_max = lt
+            client = m.client
+            ck = m.clock
+            if ck:
+                cc = ck.get(client)
+                if cc is not None and cc > clock.get(client, 0):
+                    clock[client] = cc
+            if not (excluded and mid in excluded):
+                ts = m.ts if m.ts is not None else 0
+                for op in ops:
+                    fn = handlers.get(op.ot)
+                    if fn is not None:
+                        fn(g, op, lt, client, ts)
+            i += 1
+            if dense:
+                self._folded += 1
+                self._maybe_checkpoint()
+                dense = self._ooo_recent > 0
+        if i == 0:
+            return 0
+        self.lt = lt_max
+        if self._folded != len(msgs):
+            self._folded = len(msgs)
+            self._maybe_checkpoint()
+        if self._pending or self._buffer:
+            self._apply_overlay()
+        if g.missing_refs:
+            missing = g.missing_refs
+            g.missing_refs = set()
+            self._rebuild_texts(missing)
+        return i
+
     def ack(self, msg_id: str, server_seq: int | None = None) -> bool:
         """The server persisted our message ``msg_id`` at ``server_seq``: confirm it.
 
@@ -434,9 +529,9 @@ class Replica:
         """
         m = self._pending_ids.get(msg_id)
         if m is None:
-            e = self._by_id.get(msg_id)
-            if e is not None and server_seq is not None and e.msg.serverSeq is None:
-                pos = self._reposition(e, server_seq)
+            stored = self._by_id.get(msg_id)
+            if stored is not None and server_seq is not None and stored.serverSeq is None:
+                pos = self._reposition(stored, server_seq)
                 self._after_change(pos, [], set())
             return False
         self.receive_many([m], [server_seq], validate=False)
@@ -448,12 +543,11 @@ class Replica:
         if m is None:
             return False
         self._pending.remove(m)
-        e = _Entry(m, sort_key(m))
         flipped = set()
-        for target, _ in e.metas:
+        for target, _ in _metas_of(m):
             self._metas.get(target, {}).pop(m.id, None)
             flipped.add(target)
-        self._after_change(None, [], flipped, extra_texts=e.texts)
+        self._after_change(None, [], flipped, extra_texts=_texts_of(m))
         return True
 
     # ------------------------------------------------------------------------------ local edits
@@ -578,15 +672,14 @@ class Replica:
 
     def snapshot(self, upto: int | None = None) -> Snapshot:
         """Snapshot of the base + the first ``upto`` confirmed messages (default: all)."""
-        n = len(self._entries) if upto is None else max(0, min(upto, len(self._entries)))
+        n = len(self._msgs) if upto is None else max(0, min(upto, len(self._msgs)))
         g = self._fold_prefix(n)
         texts = g.texts
         lt = 0
         clock = dict(self._base_clock)
         seen = list(self._seen)
         seq = self._seq
-        for e in self._entries[:n]:
-            m = e.msg
+        for m in self._msgs[:n]:
             lt = max(lt, m.lt)
             c = m.clock.get(m.client, 0)
             if c > clock.get(m.client, 0):
@@ -611,29 +704,28 @@ class Replica:
         Returns the new snapshot.
         """
         snap = self.snapshot(upto)
-        n = len(self._entries) if upto is None else max(0, min(upto, len(self._entries)))
-        tail = self._entries[n:]
+        n = len(self._msgs) if upto is None else max(0, min(upto, len(self._msgs)))
+        tail = self._msgs[n:]
         pending = self._pending
         buffer = self._buffer
         self._reset_from(snap)
-        for e in tail:
-            self._entries.append(e)
-            self._keys.append(e.key)
-            self._by_id[e.msg.id] = e
-            for target, undo in e.metas:
-                self._metas.setdefault(target, {})[e.msg.id] = (e.key, undo)
+        all_texts: set[tuple[str, str]] = set(self._g.texts)
+        for m in tail:
+            self._msgs.append(m)
+            self._by_id[m.id] = m
+            for target, undo in _metas_of(m):
+                self._metas.setdefault(target, {})[m.id] = (sort_key(m), undo)
+            texts = _texts_of(m)
+            if texts:
+                self._text_keys[m.id] = texts
+                all_texts |= texts
         self._pending = pending
         self._pending_ids = {m.id: m for m in pending}
         for m in pending:
-            for target, undo in _Entry(m, sort_key(m)).metas:
+            for target, undo in _metas_of(m):
                 self._metas.setdefault(target, {})[m.id] = ((2, m.lt, m.client, m.id), undo)
         self._buffer = buffer
         self._excluded = {t for t in self._metas if self._status(t)}
-        for e in self._entries:
-            e.excluded = e.msg.id in self._excluded
-        all_texts: set[tuple[str, str]] = set(self._g.texts)
-        for e in tail:
-            all_texts |= e.texts
         self._refold(0)
         self._rebuild_texts(all_texts)
         return snap
@@ -679,9 +771,10 @@ class Replica:
     def _reset_from(self, snap: Snapshot) -> None:
         lt, clock = self.lt, self.clock
         self._g = SceneGraph(cow=True)
-        self._entries = []
+        self._msgs = []
         self._keys = []
         self._by_id = {}
+        self._text_keys = {}
         self._metas = {}
         self._unresolved = set()
         self._load_snapshot(snap)
@@ -697,18 +790,32 @@ class Replica:
         if c > self.clock.get(m.client, 0):
             self.clock[m.client] = c
 
-    def _reposition(self, e: _Entry, seq: int) -> int:
-        """Move ``e`` to its place as a sequenced message; returns the lowest changed index."""
-        old = bisect.bisect_left(self._keys, e.key)
-        del self._keys[old]
-        del self._entries[old]
-        e.msg.serverSeq = seq
-        e.key = sort_key(e.msg)
-        p = bisect.bisect_right(self._keys, e.key)
-        self._keys.insert(p, e.key)
-        self._entries.insert(p, e)
-        for target, undo in e.metas:
-            self._metas.setdefault(target, {})[e.msg.id] = (e.key, undo)
+    def _key_list(self) -> list[SortKey]:
+        """``_keys`` completed to cover every confirmed message (for a bisect)."""
+        keys = self._keys
+        k = len(keys)
+        if k < len(self._msgs):
+            keys.extend([sort_key(m) for m in self._msgs[k:]])
+        return keys
+
+    def _position(self, m: Message) -> int:
+        """The index of the confirmed message ``m`` in ``_msgs``."""
+        keys = self._key_list()
+        return bisect.bisect_left(keys, sort_key(m))
+
+    def _reposition(self, m: Message, seq: int) -> int:
+        """Move ``m`` to its place as a sequenced message; returns the lowest changed index."""
+        keys = self._key_list()
+        old = bisect.bisect_left(keys, sort_key(m))
+        del keys[old]
+        del self._msgs[old]
+        m.serverSeq = seq
+        key = sort_key(m)
+        p = bisect.bisect_right(keys, key)
+        keys.insert(p, key)
+        self._msgs.insert(p, m)
+        for target, undo in _metas_of(m):
+            self._metas.setdefault(target, {})[m.id] = (key, undo)
         return min(old, p)
 
     def _status(self, target: str) -> bool:
@@ -720,10 +827,10 @@ class Replica:
     def _after_change(
         self,
         low: int | None,
-        fast: list[_Entry],
+        fast: list[Message],
         flipped: set[str],
         *,
-        new: Iterable[_Entry] = (),
+        new: Iterable[Message] = (),
         extra_texts: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Bring the visible graph up to date after the journal/pending/buffer changed."""
@@ -736,31 +843,30 @@ class Replica:
                 self._excluded.add(target)
             else:
                 self._excluded.discard(target)
-            e = self._by_id.get(target)
-            if e is not None:
-                e.excluded = now
-                rebuild |= e.texts
-                pos = bisect.bisect_left(self._keys, e.key)
+            stored = self._by_id.get(target)
+            if stored is not None:
+                rebuild |= self._text_keys.get(target, _NO_TEXTS)
+                pos = self._position(stored)
                 if pos < self._folded:
                     low = pos if low is None else min(low, pos)
                     fast = []
             else:
                 pm = self._pending_ids.get(target)
                 if pm is not None:
-                    rebuild |= _Entry(pm, sort_key(pm)).texts
+                    rebuild |= _texts_of(pm)
         if low is not None:
             self._refold(low)
         else:
             if self._tip is not None:
                 self._g.restore(self._tip)
                 self._tip = None
-            for e in fast:
-                self._fold_one(e)
+            for m in fast:
+                self._fold_one(m)
             self._apply_overlay()
         if self._unresolved:
             # a doc that once saw an unknown char id is rebuilt until all ids are known
-            for e in new:
-                rebuild |= e.texts & self._unresolved
+            for m in new:
+                rebuild |= self._text_keys.get(m.id, _NO_TEXTS) & self._unresolved
         g = self._g
         if g.missing_refs:
             rebuild |= g.missing_refs
@@ -768,10 +874,13 @@ class Replica:
         if rebuild:
             self._rebuild_texts(rebuild)
 
-    def _fold_one(self, e: _Entry) -> None:
-        if not e.excluded:
-            self._g.apply_message(e.msg)
+    def _fold_one(self, m: Message) -> None:
+        if not (self._excluded and m.id in self._excluded):
+            self._g.apply_message(m)
         self._folded += 1
+        self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
         last = self._cps[-1][0]
         # dense checkpoints while messages arrive out of order (short re-folds), sparse ones
         # otherwise (each checkpoint makes the next write of every node clone it)
@@ -797,8 +906,8 @@ class Replica:
         self._g.restore(cp)
         self._tip = None
         self._folded = pos
-        for e in self._entries[pos:]:
-            self._fold_one(e)
+        for m in self._msgs[pos:]:
+            self._fold_one(m)
         self._apply_overlay()
 
     def _ensure_tip(self) -> None:
@@ -841,9 +950,12 @@ class Replica:
                 if op.ot in TEXT_OTYPES and (op.key, op.path) in targets:
                     apply_text_only(scratch, op, m.client, ts)
 
-        for e in self._entries:
-            if not e.excluded and e.texts & targets:
-                feed(e.msg)
+        excluded = self._excluded
+        text_keys = self._text_keys
+        for m in self._msgs:
+            tk = text_keys.get(m.id)
+            if tk is not None and m.id not in excluded and not tk.isdisjoint(targets):
+                feed(m)
         for m in self._pending:
             if m.id not in self._excluded:
                 feed(m)
@@ -866,9 +978,9 @@ class Replica:
         g = SceneGraph(cow=True)
         g.restore(self._cps[0][1])
         g.texts = {k: TextDoc.from_snapshot(raw) for k, raw in self._base_texts.items()}
-        for e in self._entries[:n]:
-            if not e.excluded:
-                g.apply_message(e.msg)
+        for m in self._msgs[:n]:
+            if m.id not in self._excluded:
+                g.apply_message(m)
         return g
 
     def _new_message(self, ops: list[Op], ts: float) -> Message:
@@ -884,7 +996,6 @@ class Replica:
         )
 
     def _commit_message(self, msg: Message, *, rebase: bool) -> None:
-        e = _Entry(msg, sort_key(msg))
         if not self.sequenced:
             self._buffer.clear()
             self._pending_ids[msg.id] = msg
@@ -894,7 +1005,7 @@ class Replica:
         self._pending.append(msg)
         self._pending_ids[msg.id] = msg
         flipped = set()
-        for target, undo in e.metas:
+        for target, undo in _metas_of(msg):
             self._metas.setdefault(target, {})[msg.id] = ((2, msg.lt, msg.client, msg.id), undo)
             flipped.add(target)
         if flipped or rebase:
@@ -904,9 +1015,12 @@ class Replica:
         for m in reversed(self._pending):
             if not any(o.ot in META_OTYPES for o in m.ops) and (m.id in self._excluded) == excluded:
                 return m.id
-        for e in reversed(self._entries):
-            m = e.msg
-            if m.client == self.session_id and not e.metas and (m.id in self._excluded) == excluded:
+        for m in reversed(self._msgs):
+            if (
+                m.client == self.session_id
+                and not _metas_of(m)
+                and (m.id in self._excluded) == excluded
+            ):
                 return m.id
         return None
 
