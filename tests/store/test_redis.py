@@ -1,0 +1,286 @@
+"""RedisStore beyond the shared contract: several nodes on one Redis, outages.
+
+Two :class:`RedisStore` instances on one Redis stand for two durasync nodes.
+The whole LogStore contract runs against Redis from test_contract.py (see
+conftest); these tests cover what only a shared store can get wrong: one order
+and identical offsets on every node, cross-node live wake-ups through the one
+Pub/Sub subscription per node, producer rules under concurrency from two
+nodes, and Redis going away (StoreUnavailable at once, recovery by itself, no
+acknowledged append lost or duplicated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redisproc import RedisServer
+
+from durasync.store import (
+    OFFSET_NOW,
+    Producer,
+    ProducerFenced,
+    StoreUnavailable,
+    StreamConfig,
+)
+from durasync.store.redis import RedisStore
+
+TEXT = StreamConfig(content_type="text/plain")
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (polling) until ``check()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def nodes(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    a, b = RedisStore(redis_url), RedisStore(redis_url)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_two_nodes_share_one_order_and_identical_offsets(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    await a.create("/shared", TEXT)
+    assert not (await b.create("/shared", TEXT)).created  # idempotent from the other node
+
+    async def writer(store: RedisStore, name: str) -> list[tuple[str, bytes]]:
+        out = []
+        for i in range(30):
+            data = f"{name}{i}".encode()
+            result = await store.append("/shared", [data])
+            out.append((result.offsets[0], data))
+        return out
+
+    acked = await asyncio.gather(writer(a, "a"), writer(b, "b"), writer(a, "A"), writer(b, "B"))
+    read_a, read_b = await a.read("/shared"), await b.read("/shared")
+    assert read_a == read_b
+    assert len(read_a.entries) == 120
+    # Every acknowledged offset names exactly the entry it was acknowledged for.
+    by_offset = {e.offset: e.data for e in read_a.entries}
+    assert by_offset == dict(pair for batch in acked for pair in batch)
+    # Per writer, its own order is kept.
+    for name in ("a", "b", "A", "B"):
+        mine = [e.data for e in read_a.entries if e.data.decode().rstrip("0123456789") == name]
+        assert mine == [f"{name}{i}".encode() for i in range(30)]
+    assert (await a.head("/shared")).tail == (await b.head("/shared")).tail == read_a.next_offset
+
+
+async def test_wait_on_one_node_wakes_on_append_through_the_other(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    created = await a.create("/live", TEXT)
+    waiters = [asyncio.create_task(b.wait_for("/live", created.info.tail, 5.0)) for _ in range(3)]
+    now_waiter = asyncio.create_task(b.wait_for("/live", OFFSET_NOW, 5.0))
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in [*waiters, now_waiter])
+    start = time.monotonic()
+    await a.append("/live", [b"x"])
+    assert await asyncio.wait_for(asyncio.gather(*waiters, now_waiter), 5.0) == [True] * 4
+    assert time.monotonic() - start < 1.0
+    # Close and delete through A also reach B's waiters.
+    tail = (await b.head("/live")).tail
+    closing = asyncio.create_task(b.wait_for("/live", tail, 5.0))
+    await asyncio.sleep(0.02)
+    await a.append("/live", [], close=True)
+    assert await asyncio.wait_for(closing, 5.0) is True
+    await a.create("/doomed", TEXT)
+    deleted = asyncio.create_task(b.wait_for("/doomed", OFFSET_NOW, 5.0))
+    await asyncio.sleep(0.02)
+    await a.delete("/doomed")
+    assert await asyncio.wait_for(deleted, 5.0) is False
+
+
+async def test_waiters_hold_no_redis_connection_each(redis_url: str) -> None:
+    store = RedisStore(redis_url, max_connections=8)
+    writer = RedisStore(redis_url)
+    await store.open()
+    await writer.open()
+    try:
+        created = await writer.create("/many", TEXT)
+        waiters = [
+            asyncio.create_task(store.wait_for("/many", created.info.tail, 10.0))
+            for _ in range(300)
+        ]
+        await asyncio.sleep(0.3)
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            info = await client.info("clients")
+        finally:
+            await client.aclose()
+        # 300 parked waiters, yet at most the pool (8) + the subscriber + the
+        # writer's connections + this client are connected.
+        assert int(info["connected_clients"]) <= 8 + 1 + 2 + 1 + 1
+        assert not any(w.done() for w in waiters)
+        await writer.append("/many", [b"go"])
+        assert await asyncio.wait_for(asyncio.gather(*waiters), 10.0) == [True] * 300
+    finally:
+        await store.close()
+        await writer.close()
+
+
+async def test_concurrent_producer_appends_from_two_nodes_stay_exact(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    await a.create("/prod", TEXT)
+
+    # The same producer's requests (and their retries) arrive through both
+    # nodes at once: each seq is written exactly once, in seq order.
+    async def send(store: RedisStore, seq: int) -> str:
+        result = await store.append("/prod", [f"m{seq}".encode()], producer=Producer("p", 0, seq))
+        return result.status
+
+    statuses: list[str] = []
+    for seq in range(40):
+        statuses += await asyncio.gather(send(a, seq), send(b, seq), send(a, seq))
+    assert statuses.count("appended") == 40 and statuses.count("duplicate") == 80
+    data = [e.data for e in (await b.read("/prod")).entries]
+    assert data == [f"m{i}".encode() for i in range(40)]
+
+    # Epoch fencing across nodes: once B's new epoch is in, A's old one is fenced.
+    await b.append("/prod", [b"e1"], producer=Producer("p", 1, 0))
+    with pytest.raises(ProducerFenced) as fenced:
+        await a.append("/prod", [b"zombie"], producer=Producer("p", 0, 40))
+    assert fenced.value.current_epoch == 1
+
+
+async def test_fork_across_nodes(nodes: tuple[RedisStore, RedisStore]) -> None:
+    a, b = nodes
+    await a.create("/src", TEXT, initial=[b"a", b"b"])
+    await b.create("/fork", StreamConfig(content_type="", forked_from="/src"))
+    await a.append("/fork", [b"c"])
+    assert [e.data for e in (await b.read("/fork")).entries] == [b"a", b"b", b"c"]
+    await b.delete("/src")  # soft: the fork reads it
+    assert [e.data for e in (await a.read("/fork")).entries] == [b"a", b"b", b"c"]
+
+
+async def test_subscriber_reconnect_wakes_waiters(nodes: tuple[RedisStore, RedisStore]) -> None:
+    a, b = nodes
+    created = await a.create("/resub", TEXT)
+    waiter = asyncio.create_task(b.wait_for("/resub", created.info.tail, 10.0))
+    await asyncio.sleep(0.05)
+    # Lose B's next tail message, as if it was published while B's
+    # subscription was down.
+    dispatch = b._dispatch
+    b._dispatch = lambda data: None  # type: ignore[method-assign]
+    await a.append("/resub", [b"missed"])
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    b._dispatch = dispatch  # type: ignore[method-assign]
+    before = b.subscriptions
+    client = aioredis.Redis.from_url(a.url)
+    try:
+        await client.client_kill_filter(_type="pubsub")
+    finally:
+        await client.aclose()
+    # B resubscribes by itself and every waiter re-checks.
+    assert await asyncio.wait_for(waiter, 5.0) is True
+    await eventually(lambda: b.subscriptions > before)
+
+
+async def test_redis_outage_unavailable_then_recovers_without_loss(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        a = RedisStore(server.url, socket_timeout=1.0, connect_timeout=0.5)
+        b = RedisStore(server.url, socket_timeout=1.0, connect_timeout=0.5)
+        await a.open()
+        await b.open()
+        try:
+            await a.create("/durable", TEXT)
+            acked: dict[int, str] = {}
+            seq = 0
+            for _ in range(20):
+                r = await a.append("/durable", [b"%d" % seq], producer=Producer("w", 0, seq))
+                acked[seq] = r.offsets[0]
+                seq += 1
+            server.kill()
+            # Redis is gone: StoreUnavailable at once on both nodes, no hang.
+            for store in (a, b):
+                start = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.append("/durable", [b"%d" % seq], producer=Producer("w", 0, seq))
+                with pytest.raises(StoreUnavailable):
+                    await store.read("/durable")
+                with pytest.raises(StoreUnavailable):
+                    await store.head("/durable")
+                assert time.monotonic() - start < 2.0
+            server.start()
+            # The stores reconnect by themselves; the outcome of the failed
+            # append is unknown, so the writer retries it with the same seq:
+            # the producer rules make it exactly once.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    r = await b.append("/durable", [b"%d" % seq], producer=Producer("w", 0, seq))
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline, "store did not recover"
+                    await asyncio.sleep(0.05)
+            assert r.status in ("appended", "duplicate")
+            for _ in range(5):
+                seq += 1
+                r = await a.append("/durable", [b"%d" % seq], producer=Producer("w", 0, seq))
+                acked[seq] = r.offsets[0]
+            entries = (await a.read("/durable")).entries
+            assert [e.data for e in entries] == [b"%d" % i for i in range(seq + 1)]
+            offsets = {e.data: e.offset for e in entries}
+            assert all(offsets[b"%d" % i] == off for i, off in acked.items())
+            # Live delivery works again across nodes (B resubscribed).
+            tail = (await b.head("/durable")).tail
+            waiter = asyncio.create_task(b.wait_for("/durable", tail, 5.0))
+            await asyncio.sleep(0.05)
+            await a.append("/durable", [b"after"])
+            assert await asyncio.wait_for(waiter, 5.0) is True
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_hung_redis_gives_unavailable_not_a_hang(tmp_path: Path) -> None:
+    with RedisServer(tmp_path) as server:
+        store = RedisStore(server.url, socket_timeout=0.5, connect_timeout=0.5)
+        await store.open()
+        try:
+            await store.create("/hang", TEXT)
+            assert server.proc is not None
+            pid = server.proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                start = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.append("/hang", [b"x"])
+                assert time.monotonic() - start < 2.0
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            # The append may or may not have been applied (unknown outcome);
+            # the store answers again by itself.
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    await store.append("/hang", [b"y"])
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+            assert (await store.read("/hang")).entries[-1].data == b"y"
+        finally:
+            await store.close()
