@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 NPM_DIRS := tests/js
 
-.PHONY: run test lint format typecheck pytest npm-deps redis-deps bench clean
+.PHONY: run run-cluster test lint format typecheck pytest npm-deps redis-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ redis-deps:
 
 run: $(VENV)/.installed
 	$(BIN)/durasync serve --host $(HOST) --port $(PORT) --data $(DATA)
+
+# A two-node cluster on loopback for trying it (issue 6): redis-server (AOF,
+# appendfsync always, data in ./durasync-cluster/redis) on port 6390 plus
+# `durasync serve --redis` on ports 4437 and 4438. Ctrl-C stops all three.
+run-cluster: $(VENV)/.installed redis-deps
+	$(BIN)/python scripts/run_cluster.py --dir ./durasync-cluster --ports 4437,4438 --host $(HOST)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench
