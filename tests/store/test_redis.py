@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from redisproc import RedisServer
 
 from durasync.store import (
     OFFSET_NOW,
@@ -30,13 +29,14 @@ from durasync.store import (
     StreamConfig,
 )
 from durasync.store.redis import RedisStore
+from redisproc import RedisServer
 
 TEXT = StreamConfig(content_type="text/plain")
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (polling) until ``check()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait (polling) until ``check()`` holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
