@@ -188,6 +188,9 @@ class PresenceTable:
     def __contains__(self, client: object) -> bool:
         return client in self._seen
 
+    def close(self) -> None:
+        """Nothing to release (one process; :mod:`durasync.rooms.presence` for the shared one)."""
+
 
 class RateLimiter:
     """Token bucket: ``rate`` frames per second with bursts up to ``burst``."""

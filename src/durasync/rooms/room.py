@@ -11,7 +11,39 @@ Store layout of room ``R`` (all ordinary streams of the log store):
   trimmed): the graph folded up to ``seq``, the journal offset after it and the dedupe window.
 
 Guarantees: nothing is acked or broadcast before the journal append returned (durable); one
-order per room (a single writer task per room); resends are acked with their original serverSeq.
+order per room, the same on every node; resends are acked with their original serverSeq.
+
+Several nodes (issue 6 §3, docs/protocol.md "Several nodes"): any number of processes may load
+the same room from one shared store. The room's order is decided *in the store*, by optimistic
+concurrency on the journal's ``Stream-Seq`` (Durable Streams §2 POST; the store checks it
+atomically with the write, :class:`~durasync.store.base.SeqConflict` otherwise):
+
+- Every journal append carries ``stream_seq = "%016d" % first_serverSeq_of_the_batch``.
+- A node's *view* of the journal (``Room._offset``, ``Sequencer.last_seq = L``) always ends at a
+  batch boundary: it advances only by its own whole appends and by reads that continue until
+  ``up_to_date`` (a batch is atomic, so the tail is always a batch boundary).
+- Claim: the append of a batch planned from view ``L`` (first seq ``L + 1``) succeeds iff the
+  journal holds exactly ``L`` messages. By induction every batch in the journal starts right
+  after the previous one ends, so the last ``Stream-Seq`` is the first seq ``F`` of the last
+  batch, and the journal's length is ``>= F``. If the journal holds ``L`` messages the last batch
+  started at ``F <= L < L + 1``: accepted. If it holds more than ``L``, the batch that follows
+  message ``L`` started at ``L + 1`` (boundary), so the last ``Stream-Seq >= L + 1``: rejected.
+  (A journal cannot hold fewer than ``L``: the view only contains what was read or written.)
+  So "first seq of my batch > last Stream-Seq" is an exact compare-and-set on the length.
+- On :class:`SeqConflict` the node *catches up*: reads from its offset to the tail, applies the
+  entries, broadcasts them to its members and adds their ids to the dedupe window; then it
+  re-plans the batch (messages now in the journal are duplicates: acked with their original
+  serverSeq) and retries, at most :data:`MAX_CONFLICT_RETRIES` times, then fails the room.
+- A *follower* task per room waits on the journal (``store.wait_for``) and applies what other
+  nodes appended, broadcasting it to every local member. Following and committing hold one
+  lock, so the graph, the tail and the dedupe window change in one order. A node's own appends
+  advance its offset, so on one node the follower never reads anything back.
+- Journal entries written before ``Stream-Seq`` was used (no ``Stream-Seq`` recorded) still load:
+  the first conditional append is compared with "no previous value" and succeeds. The argument
+  above needs every writer of a room to use the conditional append.
+- Snapshots are conditional too (``stream_seq`` = padded snapshot seq): a stale node's snapshot
+  can never replace a newer one; only the node whose snapshot won trims the snapshot and the
+  journal streams, behind that snapshot. Loading takes the last (= newest) snapshot record.
 """
 
 from __future__ import annotations
@@ -38,16 +70,20 @@ from durasync.rooms.frames import (
     StateFrame,
     encode_frame,
 )
+from durasync.rooms.presence import PresenceBus, RoomPresence
 from durasync.store.base import (
     OFFSET_START,
     LogStore,
+    SeqConflict,
     StreamConfig,
     StreamExists,
+    StreamGone,
     StreamNotFound,
 )
 
 __all__ = [
     "CLOSE_RESUME",
+    "MAX_CONFLICT_RETRIES",
     "JournalRecord",
     "Member",
     "Room",
@@ -65,6 +101,8 @@ CLOSE_RESUME: Final = 4008
 CLOSE_REPLACED: Final = 4009
 #: Close code: the room failed (store error); reconnect later, resume may give a full state.
 CLOSE_ROOM_FAILED: Final = 4011
+#: Conditional journal appends lost in a row (other nodes kept winning) before the room fails.
+MAX_CONFLICT_RETRIES: Final = 64
 
 
 class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,8 +123,13 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Per-connection frames per second (crdt + presence) and burst.
     rate_per_second: float = 1_000.0
     rate_burst: float = 2_000.0
-    #: Seconds of silence after which a client's presence expires.
+    #: Seconds of silence after which a client's presence expires; with several nodes also
+    #: the time within which a dead node's members disappear from everyone's view.
     presence_timeout: float = 30.0
+    #: Largest presence state of one member (msgpack-encoded bytes).
+    max_presence_bytes: int = 16 << 10
+    #: Seconds the journal follower waits per ``wait_for`` call before checking again.
+    follow_timeout: float = 30.0
     ping_interval: float = 15.0
     #: Message ids remembered for dedupe (durable through the snapshot record).
     dedupe_window: int = 10_000
@@ -299,10 +342,26 @@ class RoomFailed(Exception):
     """The room's store failed; the room must be reloaded from the store."""
 
 
-class Room:
-    """A loaded room. Create with :meth:`load`; feed messages with :meth:`submit`."""
+class RoomConflict(RoomFailed):
+    """Other nodes won :data:`MAX_CONFLICT_RETRIES` conditional appends in a row."""
 
-    def __init__(self, name: str, store: LogStore, settings: RoomSettings) -> None:
+
+class Room:
+    """A loaded room. Create with :meth:`load`; feed messages with :meth:`submit`.
+
+    Two tasks run per room: the writer (group commit of the inbox) and the follower (entries
+    other nodes appended). Both hold :attr:`_lock` while they change the graph, the tail, the
+    dedupe window or the journal offset; if either fails the room is marked ``failed`` and its
+    members are dropped with 4011 (the service reloads it on next use).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: LogStore,
+        settings: RoomSettings,
+        presence: RoomPresence | None = None,
+    ) -> None:
         self.name = name
         self.store = store
         self.settings = settings
@@ -314,27 +373,48 @@ class Room:
         )
         self._tail: collections.deque[_TailItem] = collections.deque()
         self.members: set[Member] = set()
-        self.presence = PresenceTable(settings.presence_timeout)
+        self.presence: RoomPresence = (
+            presence if presence is not None else PresenceTable(settings.presence_timeout)
+        )
         self._clients: collections.Counter[str] = collections.Counter()
         self.inbox: asyncio.Queue[tuple[Member | None, Message]] = asyncio.Queue(
             settings.inbox_size
         )
         self._writer: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        #: Journal offset just past the last entry in this node's view (a batch boundary).
+        self._offset = OFFSET_START
+        self._lock = asyncio.Lock()
         self._since_snap_msgs = 0
         self._since_snap_bytes = 0
         self.failed = False
         self.last_active = time.monotonic()
+        #: Conditional appends this node lost (another node appended first); for tests/metrics.
+        self.conflicts = 0
+        #: Journal entries applied from other nodes (follower and catch-up).
+        self.followed = 0
+        #: Reloads after the journal was trimmed past this node's view.
+        self.resyncs = 0
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
     async def load(
-        cls, name: str, store: LogStore, settings: RoomSettings, *, create: bool
+        cls,
+        name: str,
+        store: LogStore,
+        settings: RoomSettings,
+        *,
+        create: bool,
+        presence: PresenceBus | None = None,
     ) -> Room:
-        """Load a room from its latest snapshot plus the journal tail.
+        """Load a room from its latest snapshot plus the journal tail and start following it.
+
+        ``presence`` shares the room's presence with other nodes (default: this process only).
 
         Raises:
             StreamNotFound: the room does not exist and ``create`` is False.
+            StoreError: the store failed while loading.
         """
         room = cls(name, store, settings)
         epoch = await room._read_epoch()
@@ -343,10 +423,12 @@ class Room:
                 raise StreamNotFound(f"no room {name!r}")
             epoch = await room._create()
         room.epoch = epoch
-        room.snap = msgspec.structs.replace(room.snap, epoch=epoch)
-        await room._load_snapshot()
-        await room._replay_journal()
-        room._writer = asyncio.get_running_loop().create_task(room._write_loop())
+        await room._load_state()
+        if presence is not None:
+            room.presence = await presence.attach(name, room._on_remote_presence)
+        loop = asyncio.get_running_loop()
+        room._writer = loop.create_task(room._write_loop())
+        room._follower = loop.create_task(room._follow_loop())
         return room
 
     async def _read_epoch(self) -> str | None:
@@ -381,21 +463,59 @@ class Room:
             return existing
         return epoch
 
+    async def _load_state(self) -> None:
+        """Latest snapshot + journal tail into this (fresh) room object.
+
+        Another node may snapshot and trim the journal between reading the snapshot and
+        reading the journal; then the journal no longer continues the snapshot read, and the
+        load starts over (bounded; each retry sees a newer snapshot).
+
+        Raises:
+            RoomFailed: the journal kept moving past the snapshot (8 attempts).
+        """
+        for _ in range(8):
+            self.replica = Replica("server", limits=self.settings.limits())
+            self.sequencer = Sequencer(0, DedupeWindow(self.settings.dedupe_window))
+            self.snap = SnapshotRecord(
+                epoch=self.epoch,
+                seq=0,
+                journal_offset=OFFSET_START,
+                snapshot=Snapshot(),
+                recent=[],
+            )
+            self._tail.clear()
+            self._since_snap_msgs = self._since_snap_bytes = 0
+            await self._load_snapshot()
+            if await self._replay_journal():
+                return
+        raise RoomFailed(f"room {self.name}: journal trimmed past every snapshot read")
+
     async def _load_snapshot(self) -> None:
+        # Several records may be present for a moment (a node appended a newer snapshot and
+        # has not trimmed the older yet); conditional appends make the last one the newest.
+        last: bytes | None = None
+        offset = OFFSET_START
         try:
-            res = await self.store.read(snapshot_path(self.name), OFFSET_START, max_messages=1)
+            while True:
+                res = await self.store.read(snapshot_path(self.name), offset, max_messages=16)
+                if res.entries:
+                    last = res.entries[-1].data
+                offset = res.next_offset
+                if res.up_to_date or not res.entries:
+                    break
         except StreamNotFound:
             return
-        if not res.entries:
+        if last is None:
             return
-        rec = _snapshot_decoder.decode(res.entries[0].data)
+        rec = _snapshot_decoder.decode(last)
         self.snap = rec
         self.replica = Replica("server", limits=self.settings.limits(), snapshot=rec.snapshot)
         for msg_id, seq in rec.recent:
             self.sequencer.dedupe.add(msg_id, seq)
         self.sequencer.last_seq = rec.seq
 
-    async def _replay_journal(self) -> None:
+    async def _replay_journal(self) -> bool:
+        """Fold the journal after the snapshot; False if it does not continue the snapshot."""
         path = journal_path(self.name)
         offset = OFFSET_START
         msgs: list[Message] = []
@@ -407,6 +527,8 @@ class Room:
                 rec.msg.serverSeq = rec.serverSeq
                 self._tail.append(_TailItem(rec.serverSeq, rec.msg, e.offset))
                 if rec.serverSeq > self.snap.seq:
+                    if rec.serverSeq > self.sequencer.last_seq + 1:
+                        return False  # a gap: trimmed behind a newer snapshot meanwhile
                     msgs.append(rec.msg)
                     seqs.append(rec.serverSeq)
                     self.sequencer.dedupe.add(rec.msg.id, rec.serverSeq)
@@ -414,10 +536,13 @@ class Room:
                     self._since_snap_msgs += 1
                     self._since_snap_bytes += len(e.data)
             offset = res.next_offset
+            # Read to the tail: the view must end at a batch boundary (module docstring).
             if res.up_to_date or not res.entries:
                 break
+        self._offset = offset
         if msgs:
             self.replica.receive_many(msgs, seqs, validate=False)
+        return True
 
     # ------------------------------------------------------------------ members
 
@@ -525,6 +650,10 @@ class Room:
                 data = cache[m.fmt] = encode_frame(frame, m.fmt)
             m.enqueue(data)
 
+    def _on_remote_presence(self, frame: PresenceFrame) -> None:
+        """A presence change on another node (from the presence bus): tell every local member."""
+        self._presence_broadcast(frame, None)
+
     def send_all(self, frames: dict[str, bytes]) -> None:
         for m in list(self.members):
             m.enqueue(frames[m.fmt])
@@ -537,6 +666,12 @@ class Room:
             raise RoomFailed(self.name)
         await self.inbox.put((member, msg))
 
+    def _fail(self, what: str) -> None:
+        log.exception("room %s failed (%s); it will be reloaded from the store", self.name, what)
+        self.failed = True
+        for m in list(self.members):
+            m.drop(CLOSE_ROOM_FAILED, "room failed: reconnect")
+
     async def _write_loop(self) -> None:
         try:
             while True:
@@ -548,27 +683,157 @@ class Room:
                     except asyncio.QueueEmpty:
                         break
                 try:
-                    await self._commit(batch)
+                    async with self._lock:
+                        await self._commit(batch)
                 finally:
                     for _ in batch:
                         self.inbox.task_done()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("room %s failed; it will be reloaded from the store", self.name)
-            self.failed = True
-            for m in list(self.members):
-                m.drop(CLOSE_ROOM_FAILED, "room failed: reconnect")
+            self._fail("writer")
+
+    async def _follow_loop(self) -> None:
+        """Apply what other nodes append to the journal (issue 6 §3: "each node keeps its
+        members' graphs current from the shared journal")."""
+        path = journal_path(self.name)
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.follow_timeout
+        try:
+            while not self.failed:
+                offset = self._offset
+                started = loop.time()
+                ready = await self.store.wait_for(path, offset, timeout)
+                if not ready:
+                    if loop.time() - started < timeout / 2:
+                        # wait_for gave up early (stream gone, store closing): do not spin;
+                        # the next read (writer or here) reports a real failure.
+                        await asyncio.sleep(min(1.0, timeout))
+                    continue
+                if self._offset != offset:
+                    # Our own commit moved the view (on one node: always): nothing to read.
+                    continue
+                async with self._lock:
+                    if self._offset == offset:
+                        await self._catch_up()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._fail("follower")
+
+    async def _catch_up(self) -> None:
+        """Read the journal from this node's offset to the tail and apply it (lock held).
+
+        Entries are applied as the writer applies its own (tail, dedupe window, graph) and
+        broadcast to every local member (their senders are on other nodes).
+
+        Raises:
+            StreamGone: the journal was trimmed past this node's view (the room fails and
+                its members resume with a full state after the reload).
+        """
+        path = journal_path(self.name)
+        while True:
+            try:
+                res = await self.store.read(
+                    path, self._offset, max_bytes=8 << 20, max_messages=10_000
+                )
+            except StreamGone:
+                # Another node snapshotted and trimmed past our view (we lagged by more than
+                # the retention): the gap cannot be broadcast, so reload and resync members.
+                await self._resync()
+                return
+            msgs: list[Message] = []
+            seqs: list[int | None] = []
+            for e in res.entries:
+                rec = _journal_decoder.decode(e.data)
+                if rec.serverSeq <= self.sequencer.last_seq:
+                    continue  # defensive: never apply a position twice
+                msg = rec.msg
+                msg.serverSeq = rec.serverSeq
+                self._tail.append(_TailItem(rec.serverSeq, msg, e.offset))
+                self.sequencer.dedupe.add(msg.id, rec.serverSeq)
+                self.sequencer.last_seq = rec.serverSeq
+                self._since_snap_bytes += len(e.data)
+                msgs.append(msg)
+                seqs.append(rec.serverSeq)
+            self._offset = res.next_offset
+            if msgs:
+                self.followed += len(msgs)
+                self._since_snap_msgs += len(msgs)
+                try:
+                    self.replica.receive_many(msgs, seqs, validate=False)
+                except Exception:
+                    log.exception("room %s: applying a followed batch failed", self.name)
+                for msg, seq in zip(msgs, seqs, strict=True):
+                    assert seq is not None
+                    self._broadcast(msg, seq, None)
+            if res.up_to_date or not res.entries:
+                break
+        self._trim_tail_memory()
+
+    async def _resync(self) -> None:
+        """Reload from the latest snapshot + tail (lock held); every member gets a full
+        ``state`` (``recovered: false``), as a client does after a trimmed-journal resume."""
+        fresh = Room(self.name, self.store, self.settings)
+        fresh.epoch = self.epoch
+        await fresh._load_state()
+        log.warning(
+            "room %s: journal trimmed past this node's view (seq %d); reloaded at seq %d",
+            self.name,
+            self.sequencer.last_seq,
+            fresh.sequencer.last_seq,
+        )
+        self.replica = fresh.replica
+        self.sequencer = fresh.sequencer
+        self.snap = fresh.snap
+        self._tail = fresh._tail
+        self._offset = fresh._offset
+        self._since_snap_msgs = fresh._since_snap_msgs
+        self._since_snap_bytes = fresh._since_snap_bytes
+        self.resyncs += 1
+        for m in tuple(self.members):
+            m.enqueue(self.state_frame(m, since=None, epoch=None))
+
+    def _broadcast(self, msg: Message, seq: int, skip: Member | None) -> None:
+        encoded: dict[str, bytes] = {}
+        # A copy: enqueue may drop a slow member, which leaves the set.
+        for m in tuple(self.members):
+            if m is skip:
+                continue
+            data = encoded.get(m.fmt)
+            if data is None:
+                data = encoded[m.fmt] = encode_frame(BroadcastFrame(msg, seq), m.fmt)
+            m.enqueue(data)
 
     async def _commit(self, batch: list[tuple[Member | None, Message]]) -> None:
-        plan = self.sequencer.plan([m for _, m in batch])
-        if plan.accepted:
+        path = journal_path(self.name)
+        batch_msgs = [m for _, m in batch]
+        plan = self.sequencer.plan(batch_msgs)
+        attempts = 0
+        while plan.accepted:
             records = [
                 _journal_encoder.encode(JournalRecord(seq, msg)) for msg, seq in plan.accepted
             ]
-            # Durable before anything else happens (issue 4 §3: nothing acked before durable).
-            res = await self.store.append(journal_path(self.name), records)
+            try:
+                # Durable before anything else happens (issue 4 §3: nothing acked before
+                # durable); conditional on this node's view (module docstring: exact CAS).
+                res = await self.store.append(
+                    path, records, stream_seq=f"{plan.accepted[0][1]:016d}"
+                )
+            except SeqConflict:
+                self.conflicts += 1
+                attempts += 1
+                if attempts >= MAX_CONFLICT_RETRIES:
+                    raise RoomConflict(
+                        f"room {self.name}: {attempts} conditional appends lost in a row"
+                    ) from None
+                # Another node appended first: take its entries, then re-plan (resends of
+                # what it journaled are now duplicates of known ids).
+                await self._catch_up()
+                plan = self.sequencer.plan(batch_msgs)
+                continue
             self.sequencer.commit(plan)
+            self._offset = res.tail
             msgs: list[Message] = []
             seqs: list[int | None] = []
             for (msg, seq), offset, rec in zip(plan.accepted, res.offsets, records, strict=True):
@@ -584,6 +849,7 @@ class Room:
                 # The message is journaled (durable, acked below); a fold failure is a bug in
                 # the CRDT layer, not the sender's fault: log it and keep the room serving.
                 log.exception("room %s: applying a journaled batch failed", self.name)
+            break
         self.last_active = time.monotonic()
         # Acks (to senders) then broadcasts (to the others), each frame encoded once per format.
         for (member, msg), (_, seq) in zip(
@@ -591,15 +857,7 @@ class Room:
         ):
             if member is not None:
                 member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
-            encoded: dict[str, bytes] = {}
-            # A copy: enqueue may drop a slow member, which leaves the set.
-            for m in tuple(self.members):
-                if m is member:
-                    continue
-                data = encoded.get(m.fmt)
-                if data is None:
-                    data = encoded[m.fmt] = encode_frame(BroadcastFrame(msg, seq), m.fmt)
-                m.enqueue(data)
+            self._broadcast(msg, seq, member)
         for i, seq in plan.duplicates:
             member, msg = batch[i]
             if member is not None:
@@ -616,27 +874,35 @@ class Room:
         while self._tail and self._tail[0].seq < keep_from:
             self._tail.popleft()
 
-    async def take_snapshot(self) -> None:
-        """Fold everything journaled into a snapshot record; trim snapshot and journal streams.
+    async def take_snapshot(self) -> bool:
+        """Fold everything in this node's view into a snapshot record, conditionally.
 
-        Called by the writer task only (so no message is sequenced meanwhile).
+        Called with the room's lock held (writer task, or tests). The append carries
+        ``stream_seq`` = padded snapshot seq, so a snapshot older than (or as old as) the
+        newest one in the store is refused by the store; only the winner trims the snapshot
+        stream and the journal (behind its own snapshot). Either way the in-memory replica
+        restarts from this fold (it is correct at ``seq``) to keep memory bounded.
+
+        Returns True if this snapshot was stored (False: nothing new, or a newer one won).
         """
         seq = self.sequencer.last_seq
         if seq == self.snap.seq:
-            return
+            return False
         snap = self.replica.snapshot()
         snap = msgspec.structs.replace(snap, seen=[])
-        journal_offset = (await self.store.head(journal_path(self.name))).tail
         rec = SnapshotRecord(
             epoch=self.epoch,
             seq=seq,
-            journal_offset=journal_offset,
+            journal_offset=self._offset,
             snapshot=snap,
             recent=self.sequencer.dedupe.items(),
         )
         spath = snapshot_path(self.name)
-        res = await self.store.append(spath, [_msgpack.encode(rec)])
-        await self.store.trim(spath, res.offsets[0])
+        won = True
+        try:
+            res = await self.store.append(spath, [_msgpack.encode(rec)], stream_seq=f"{seq:016d}")
+        except SeqConflict:
+            won = False
         self.snap = rec
         # Rebuild the replica from the snapshot: bounded memory (the fold's id set and
         # checkpoints restart from here).
@@ -644,8 +910,11 @@ class Room:
         self._since_snap_msgs = 0
         self._since_snap_bytes = 0
         self._trim_tail_memory()
-        if self._tail and self._tail[0].seq > 1:
-            await self.store.trim(journal_path(self.name), self._tail[0].offset)
+        if won:
+            await self.store.trim(spath, res.offsets[0])
+            if self._tail and self._tail[0].seq > 1:
+                await self.store.trim(journal_path(self.name), self._tail[0].offset)
+        return won
 
     @property
     def last_seq(self) -> int:
@@ -655,7 +924,8 @@ class Room:
         return self._tail[0].seq if self._tail else self.sequencer.last_seq + 1
 
     async def close(self, code: int = CLOSE_RESUME, reason: str = "room unloaded") -> None:
-        """Stop the writer (after draining accepted messages) and drop every member."""
+        """Stop the writer (after draining accepted messages) and the follower, drop every
+        member and detach from the presence bus."""
         if self._writer is not None:
             if not self.failed:
                 with contextlib.suppress(Exception):
@@ -663,8 +933,13 @@ class Room:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._follower
         for m in list(self.members):
             m.drop(code, reason)
+        self.presence.close()
 
     async def _drain(self) -> None:
         await self.inbox.join()

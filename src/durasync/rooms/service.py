@@ -43,6 +43,7 @@ from durasync.rooms.frames import (
     decode_client_frame,
     encode_frame,
 )
+from durasync.rooms.presence import LocalPresenceBus, PresenceBus
 from durasync.rooms.room import (
     CLOSE_REPLACED,
     CLOSE_RESUME,
@@ -64,6 +65,7 @@ _CLIENT_RE: Final = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
 #: Close codes before/after accept for bad requests (docs/protocol.md "Close codes").
 CLOSE_BAD_REQUEST: Final = 4400
 CLOSE_GOING_AWAY: Final = 1001
+_msgpack: Final = msgspec.msgpack.Encoder()
 
 
 class _JournalAuthorizer:
@@ -94,9 +96,12 @@ class RoomService:
         *,
         authorizer: Authorizer,
         stream_settings: StreamSettings | None = None,
+        presence: PresenceBus | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or RoomSettings()
+        #: Where presence lives: this process (default) or shared by several nodes (Redis).
+        self.presence: PresenceBus = presence or LocalPresenceBus(self.settings.presence_timeout)
         self.authorizer = authorizer
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
@@ -117,6 +122,7 @@ class RoomService:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self.presence.start()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def aclose(self) -> None:
@@ -130,6 +136,7 @@ class RoomService:
         for room in list(self.rooms.values()):
             await room.close(CLOSE_RESUME, "server shutting down")
         self.rooms.clear()
+        await self.presence.aclose()
 
     async def get_room(self, name: str, *, create: bool) -> Room:
         """The loaded room ``name``, loading it (lazily) from the store.
@@ -149,7 +156,9 @@ class RoomService:
         fut: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
         self._loading[name] = fut
         try:
-            room = await Room.load(name, self.store, self.settings, create=create)
+            room = await Room.load(
+                name, self.store, self.settings, create=create, presence=self.presence
+            )
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved
@@ -232,20 +241,28 @@ class RoomService:
         except AuthError as exc:
             return _json_error(exc.status, exc.code, exc.message)
         infos = await self.store.list_streams("__rooms/", limit=10_000)
-        out = []
+        names = []
         for info in infos:
             parts = info.path.split("/")
             if len(parts) != 3 or parts[2] != "meta":
                 continue
             name = parts[1]
-            if not self.authorizer.authorize(principal, "read", "room/" + name):
-                continue
+            if self.authorizer.authorize(principal, "read", "room/" + name):
+                names.append(name)
+        # "members": connections on this node; "clients": clients present in the room on
+        # every node (from the shared presence when there is one, else this node's).
+        counts = await self.presence.counts(names)
+        out = []
+        for name in names:
             room = self.rooms.get(name)
+            clients = counts.get(name)
+            if clients is None:
+                clients = len(room.presence.members()) if room else 0
             out.append(
                 {
                     "room": name,
                     "members": len(room.members) if room else 0,
-                    "clients": len(room.presence.members()) if room else 0,
+                    "clients": clients,
                     "loaded": room is not None,
                     "serverSeq": room.last_seq if room else None,
                 }
@@ -462,6 +479,18 @@ class _WsEndpoint:
                         encode_frame(
                             ErrorFrame(
                                 msgId=None, error="too many presence updates", code="RATE_LIMITED"
+                            ),
+                            fmt,
+                        )
+                    )
+                    continue
+                if len(_msgpack.encode(frame.state)) > settings.max_presence_bytes:
+                    member.enqueue(
+                        encode_frame(
+                            ErrorFrame(
+                                msgId=None,
+                                error=f"presence state over {settings.max_presence_bytes} bytes",
+                                code="PRESENCE_TOO_LARGE",
                             ),
                             fmt,
                         )
