@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.rooms import RoomService, RoomSettings
+from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore
 from durasync.streams.app import (
     SECURITY_HEADERS,
@@ -186,7 +187,17 @@ def create_app(
 
         subscriptions = SubscriptionService(store, stream_prefix=stream_settings.prefix)
     streams = StreamsApp(store, stream_settings, authorizer=auth, subscriptions=subscriptions)
-    rooms = RoomService(store, settings.rooms, authorizer=auth, stream_settings=stream_settings)
+    presence: PresenceBus | None = None
+    if settings.redis_url:
+        # Several nodes: room presence is shared (and expires) through Redis (issue 6 §3).
+        presence = RedisPresenceBus(settings.redis_url, settings.rooms.presence_timeout)
+    rooms = RoomService(
+        store,
+        settings.rooms,
+        authorizer=auth,
+        stream_settings=stream_settings,
+        presence=presence,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
