@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,6 +28,8 @@ from durasync.rooms.frames import (
 from durasync.rooms.room import JournalRecord, Member, Room, RoomSettings, journal_path
 from durasync.store.base import OFFSET_START, LogStore, ReadResult
 from durasync.store.memory import MemoryStore
+from durasync.store.redis import RedisStore
+from redisproc import RedisServer
 
 from .test_e2e import random_op
 
@@ -116,14 +119,38 @@ async def _close_all(rooms: list[Room], store: LogStore) -> None:
     await store.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def two_stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[list[LogStore]]:
+    """The store as two nodes see it: one MemoryStore shared in-process, or two RedisStore
+    clients of one real redis-server (each node its own connections and Pub/Sub)."""
+    if request.param == "memory":
+        store = await _opened(MemoryStore())
+        yield [store, store]
+        await store.close()
+        return
+    with RedisServer(tmp_path) as server:
+        stores: list[LogStore] = [RedisStore(server.url), RedisStore(server.url)]
+        for st in stores:
+            await st.open()
+        try:
+            yield stores
+        finally:
+            for st in stores:
+                await st.close()
+
+
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_two_nodes_one_store_converge_exactly_once(seed: int) -> None:
+async def test_two_nodes_one_store_converge_exactly_once(
+    seed: int, two_stores: list[LogStore]
+) -> None:
     """Random concurrent edits of every otype on two nodes: one gap-free order, every message
     exactly once, identical graphs on both nodes and every client; snapshots race too."""
     r = random.Random(seed)
-    store = await _opened(MemoryStore())
+    store = two_stores[0]
     settings = RoomSettings(snapshot_every_messages=15, retention_messages=1_000, max_batch=8)
-    nodes = [await Room.load("cl", store, settings, create=True) for _ in range(2)]
+    nodes = [await Room.load("cl", st, settings, create=True) for st in two_stores]
     clients = [Client(f"s{i}") for i in range(6)]
     home = {c.sid: nodes[i % 2] for i, c in enumerate(clients)}
     for c in clients:
@@ -197,7 +224,8 @@ async def test_two_nodes_one_store_converge_exactly_once(seed: int) -> None:
         for c in clients:
             if c.member is not None:
                 await c.member.stop()
-        await _close_all(nodes, store)
+        for node in nodes:
+            await node.close()
 
 
 async def test_stale_snapshot_never_replaces_a_newer_one() -> None:

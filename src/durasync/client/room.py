@@ -40,7 +40,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
@@ -123,7 +123,11 @@ class RoomClient:
     """One member of room ``room`` on the server at ``url`` (``ws://host:port``).
 
     Args:
-        url: WebSocket base URL of the server (the path ``/v1/rooms/<room>`` is added).
+        url: WebSocket base URL of the server (the path ``/v1/rooms/<room>`` is added), or
+            several: the nodes of one cluster sharing a store (docs/protocol.md "Several
+            nodes"). The first is used first; every reconnect (after a drop or a failed
+            attempt) goes to the next one, round robin, and resumes there with
+            ``since``/``epoch`` (the journal and the epoch are shared, so resume is exact).
         room: room name (docs/protocol.md: 1-128 of ``[A-Za-z0-9._~-]``).
         client_id: session id (default: a random one). Keep it stable across reconnects
             (this object does); a second live connection with the same id replaces the first.
@@ -135,7 +139,7 @@ class RoomClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         room: str,
         *,
         client_id: str | None = None,
@@ -144,7 +148,15 @@ class RoomClient:
         token_provider: TokenProvider | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url.rstrip("/")
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("need at least one server url")
+        self.urls: list[str] = [u.rstrip("/") for u in urls]
+        """Every server URL, in failover order."""
+        self.url = self.urls[0]
+        """The URL of the current (or last) connection."""
+        self._url_index = 0
+        self._attempts = 0
         self.room = room
         self.client_id = client_id or uuid.uuid4().hex
         self.fmt: Format = fmt
@@ -350,6 +362,12 @@ class RoomClient:
         return _msgpack_encoder.encode(frame)
 
     async def _target(self) -> ConnectTarget:
+        # Called before every (re)connect attempt: any call after the first follows a drop or
+        # a failed attempt, so it moves to the next node (a killed node's clients fail over).
+        if self._attempts and len(self.urls) > 1:
+            self._url_index = (self._url_index + 1) % len(self.urls)
+            self.url = self.urls[self._url_index]
+        self._attempts += 1
         query = {"client": self.client_id, "format": self.fmt}
         if self.server_seq is not None and self.epoch is not None:
             query["since"] = str(self.server_seq)
