@@ -296,22 +296,50 @@ def _vec(v: Any, n: int) -> list[float] | None:
 Handler = Callable[[SceneGraph, Op, int, str, float], None]
 
 
+# The three handlers below carry most of the traffic (drags and LWW sets): they inline
+# ``_live``/``_lww``/``_vec`` (one Python call per op instead of three) and ``_set`` compares
+# the LWW stamp before cloning a checkpointed node, so a losing write copies nothing.
+
+
 def _set(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    n = g._live(op.key)
-    if n is not None:
+    key = op.key
+    n = g.nodes.get(key)
+    if n is None or n.deleted_at is not None:
+        return
+    path = op.path
+    # reference §3 "LWW rule": no stamp, or higher lt, or equal lt and higher client
+    st = n.lww.get(path)
+    if st is None or lt > st[0] or (lt == st[0] and client > st[1]):
+        own = g._own
+        if own is not None and key not in own:
+            n = n.clone()
+            g.nodes[key] = n
+            own.add(key)
         v = op.value
         t = type(v)
         if t is list:
             v = list(v)
         elif t is dict:
             v = dict(v)
-        _lww(n, op.path, v, lt, client)
+        n.props[path] = v
+        n.lww[path] = (lt, client)
 
 
 def _number_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    n = g._live(op.key)
-    if n is not None:
-        n.props[op.path] = _num(n.props.get(op.path), 0) + op.value
+    key = op.key
+    n = g.nodes.get(key)
+    if n is None or n.deleted_at is not None:
+        return
+    own = g._own
+    if own is not None and key not in own:
+        n = n.clone()
+        g.nodes[key] = n
+        own.add(key)
+    props = n.props
+    path = op.path
+    c = props.get(path)
+    t = type(c)
+    props[path] = (c if (t is int or t is float) else 0) + op.value
 
 
 def _number_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
@@ -333,13 +361,27 @@ def _number_max(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
 
 
 def _vector3_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
-    n = g._live(op.key)
-    if n is not None:
-        c = _vec(n.props.get(op.path), 3)
-        v = op.value
-        n.props[op.path] = (
-            [v[0], v[1], v[2]] if c is None else [c[0] + v[0], c[1] + v[1], c[2] + v[2]]
-        )
+    key = op.key
+    n = g.nodes.get(key)
+    if n is None or n.deleted_at is not None:
+        return
+    own = g._own
+    if own is not None and key not in own:
+        n = n.clone()
+        g.nodes[key] = n
+        own.add(key)
+    props = n.props
+    path = op.path
+    v = op.value
+    c = props.get(path)
+    # the current value counts only if it is a list of 3 numbers (else the default [0, 0, 0])
+    if type(c) is list and len(c) == 3:
+        c0, c1, c2 = c
+        t0, t1, t2 = type(c0), type(c1), type(c2)
+        if (t0 is float or t0 is int) and (t1 is float or t1 is int) and (t2 is float or t2 is int):
+            props[path] = [c0 + v[0], c1 + v[1], c2 + v[2]]
+            return
+    props[path] = [v[0], v[1], v[2]]
 
 
 def _vector3_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
@@ -540,9 +582,6 @@ def _object_merge(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> Non
             n.props[path] = {**(cur if type(cur) is dict else {}), **op.value}
 
 
-_INSERT_SKIP: Final = frozenset({"key", "tag", "name", "children"})
-
-
 def _attach(g: SceneGraph, parent: Node, child_key: str) -> None:
     """Append ``child_key`` to ``parent.children`` keeping the order (createdAt, key)."""
     ch = parent.children
@@ -576,22 +615,40 @@ def _attach(g: SceneGraph, parent: Node, child_key: str) -> None:
 def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     v = op.value
     nk = v["key"]
-    if nk in g.nodes:
+    nodes = g.nodes
+    if nk in nodes:
         return  # idempotent, even over a tombstone (no resurrection)
-    props = {k: x for k, x in v.items() if k not in _INSERT_SKIP}
+    pk = op.key
+    parent = g.writable(pk) if pk else None
+    # Built slot by slot (as in Node.clone): the keyword-argument __init__ is the largest
+    # single cost of an insert, and joins replay many of them.
+    n = Node.__new__(Node)
+    n.key = nk
+    n.tag = v.get("tag", "")
+    n.name = v.get("name", "")
     ch = v.get("children")
-    parent = g.writable(op.key) if op.key else None
-    n = Node(
-        nk,
-        tag=v.get("tag", ""),
-        name=v.get("name", ""),
-        children=list(ch) if type(ch) is list else None,
-        props=props,
-        created_at=ts,
-        parent=op.key if parent is not None else None,
-        pstamp=(lt, client),
-    )
-    g._add(n)
+    if type(ch) is list and ch:
+        n.children = list(ch)
+        n.csorted = False
+    else:
+        n.children = []
+        n.csorted = True
+    props = v.copy()  # minus the node fields: four pops beat a filtering comprehension
+    pop = props.pop
+    pop("key", None)
+    pop("tag", None)
+    pop("name", None)
+    pop("children", None)
+    n.props = props
+    n.lww = {}
+    n.created_at = ts
+    n.deleted_at = None
+    n.parent = pk if parent is not None else None
+    n.pstamp = (lt, client)
+    nodes[nk] = n
+    own = g._own
+    if own is not None:
+        own.add(nk)
     if not g.root_key:
         g.root_key = nk
     if parent is not None and nk not in parent.children:
