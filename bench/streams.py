@@ -277,6 +277,9 @@ def _proc_tail(args: tuple[str, str, str, int, int, float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
+PHASES = ("own", "shared", "catchup", "tail")
+
+
 @dataclass
 class Config:
     duration: float
@@ -287,6 +290,7 @@ class Config:
     procs: int
     reps: int = 3
     writers: int = 8
+    phases: tuple[str, ...] = PHASES
 
 
 def _split(items: list[Any], n: int) -> list[list[Any]]:
@@ -431,7 +435,8 @@ def run_all(
                 await create_stream(conn, f"{pre}/own-{i}")
             await create_stream(conn, f"{pre}/shared")
             await conn.close()
-            await _prefill(base, f"{pre}/catchup", cfg.catchup_messages)
+            if "catchup" in cfg.phases:
+                await _prefill(base, f"{pre}/catchup", cfg.catchup_messages)
 
         for name in names:
             print(f"[{name}] setup + prefill", file=sys.stderr, flush=True)
@@ -447,10 +452,17 @@ def run_all(
                     )
 
         own = [f"own-{i}" for i in range(cfg.writers)]
-        phase("own", lambda b, pre: bench_appends(pool, b, [f"{pre}/{o}" for o in own], cfg))
-        phase("shared", lambda b, pre: bench_appends(pool, b, [f"{pre}/shared"] * cfg.writers, cfg))
-        phase("catchup", lambda b, pre: bench_catchup(b, f"{pre}/catchup"))
-        phase("tail", lambda b, pre: bench_tail(pool, b, pre, cfg))
+        if "own" in cfg.phases:
+            phase("own", lambda b, pre: bench_appends(pool, b, [f"{pre}/{o}" for o in own], cfg))
+        if "shared" in cfg.phases:
+            phase(
+                "shared",
+                lambda b, pre: bench_appends(pool, b, [f"{pre}/shared"] * cfg.writers, cfg),
+            )
+        if "catchup" in cfg.phases:
+            phase("catchup", lambda b, pre: bench_catchup(b, f"{pre}/catchup"))
+        if "tail" in cfg.phases:
+            phase("tail", lambda b, pre: bench_tail(pool, b, pre, cfg))
     finally:
         exit_codes = {name: proc.stop() for name, proc in servers.items()}
     results: dict[str, dict[str, Any]] = {}
@@ -568,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
         default="ours-durable,ref-file,ours-memory,ref-memory",
         help="comma-separated subset of ours-durable,ours-memory,ref-file,ref-memory",
     )
+    ap.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help="comma-separated subset of " + ",".join(PHASES) + " (default: all)",
+    )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     args = ap.parse_args(argv)
     cfg = Config(
@@ -578,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         tail_interval=0.02,
         procs=args.procs,
         reps=args.reps or (1 if args.quick else 3),
+        phases=tuple(ph for ph in PHASES if ph in args.phases.split(",")),
     )
     names = [s.strip() for s in args.servers.split(",") if s.strip()]
     if any(n.startswith("ref") for n in names) and not node_available():

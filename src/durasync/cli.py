@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -272,6 +273,13 @@ class _Server(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.should_exit:
             return
+        # Start-up objects (modules, the app, the store's metadata) live as
+        # long as the process: take them out of the cyclic collector's reach
+        # so its full passes only scan what traffic allocates. Measured on the
+        # live-tail bench: full passes went from 20-55 ms to ~1-2 ms, and each
+        # such pause was a p99 spike for every live reader (bench/README.md).
+        gc.collect()
+        gc.freeze()
         host, port = self.config.host, self.config.port
         for server in self.servers:
             for sock in server.sockets or ():

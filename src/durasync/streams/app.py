@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, quote
 
 import msgspec
@@ -184,6 +184,25 @@ async def answer_preflight(scope: Scope, send: Send) -> bool:
 
 Headers = list[tuple[bytes, bytes]]
 
+#: Bounds of the shared live answers (``StreamsApp._sse_events`` and
+#: ``_long_poll_200``): streams remembered, and the largest body shared
+#: (live-tail sized; catch-up chunks are never kept).
+SHARED_SLOTS: Final = 256
+SHARED_MAX_BYTES: Final = 64 * 1024
+
+_V = TypeVar("_V")
+
+
+def _remember(slots: dict[str, _V], path: str, value: _V, size: int) -> None:
+    """Keep ``value`` as ``path``'s one shared answer, within the bounds above."""
+    if size > SHARED_MAX_BYTES:
+        return
+    slots.pop(path, None)
+    if len(slots) >= SHARED_SLOTS:
+        # Evict the oldest slot (dicts keep insertion order).
+        del slots[next(iter(slots))]
+    slots[path] = value
+
 
 class _Disconnected(Exception):
     """The client went away while we read its body."""
@@ -244,6 +263,19 @@ class StreamsApp:
         self._ds_prefix = "__ds"
         self._live: set[_Live] = set()
         self._closing = False
+        #: Last SSE events encoded per stream: (read, cursor bucket, client
+        #: cursor, base64, bytes); see ``_sse_events``.
+        self._sse_frames: dict[str, tuple[ReadResult, int, str | None, bool, bytes]] = {}
+        #: Last long-poll answer with data per stream; see ``_long_poll_200``.
+        self._lp_answers: dict[
+            str,
+            tuple[
+                ReadResult,
+                tuple[str, str | None, int, str],
+                tuple[tuple[bytes, bytes], ...],
+                bytes,
+            ],
+        ] = {}
         cache = self.settings.cache_scope
         self._cacheable = (
             H_CACHE_CONTROL,
@@ -773,6 +805,18 @@ class StreamsApp:
                 self._live.discard(live)
             if woke:
                 res, content_type = await self._read(path, res.next_offset)
+        if res.entries:
+            headers, body = self._long_poll_200(
+                path,
+                res,
+                content_type=content_type,
+                json_mode=json_mode,
+                offset=offset,
+                cursor=cursor,
+            )
+            await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+            await send({"type": "http.response.body", "body": body})
+            return
         out: Headers = [
             (H_CONTENT_TYPE, content_type.encode("latin-1")),
             (H_NEXT_OFFSET, res.next_offset.encode()),
@@ -787,18 +831,107 @@ class StreamsApp:
                     ).encode(),
                 )
             )
-        if res.up_to_date or not res.entries:
+        out.append((H_UP_TO_DATE, TRUE))
+        if res.closed:
+            out.append((H_CLOSED, TRUE))
+        # DS §2: timeout (or closed at tail) -> 204; never cached.
+        out.append(NO_STORE)
+        await _respond(send, 204, out)
+
+    def _long_poll_200(
+        self,
+        path: str,
+        res: ReadResult,
+        *,
+        content_type: str,
+        json_mode: bool,
+        offset: str,
+        cursor: str | None,
+    ) -> tuple[tuple[tuple[bytes, bytes], ...], bytes]:
+        """Headers and body of a long-poll answer with data, built once per read.
+
+        Every long-poll reader woken by one append at the same offset gets the
+        very same :class:`ReadResult` from the store's read cache; the answer
+        depends only on it, the request's offset and cursor and the DS §7
+        cursor time bucket, so those are the key and a hit is exactly the
+        answer a fresh build would give (readers holding the same cursor share
+        its random jitter). Bounded like the SSE cache.
+        """
+        now = _now()
+        interval = self.settings.cursor_interval
+        bucket = int((now - p.CURSOR_EPOCH) // interval)
+        key = (offset, cursor, bucket, content_type)
+        cached = self._lp_answers.get(path)
+        if cached is not None and cached[0] is res and cached[1] == key:
+            return cached[2], cached[3]
+        out: Headers = [
+            (H_CONTENT_TYPE, content_type.encode("latin-1")),
+            (H_NEXT_OFFSET, res.next_offset.encode()),
+        ]
+        if not res.closed:
+            # DS §7: a cursor on every live response while the stream is open.
+            out.append((H_CURSOR, p.compute_cursor(now, cursor, interval=interval).encode()))
+        if res.up_to_date:
             out.append((H_UP_TO_DATE, TRUE))
         if res.closed:
             out.append((H_CLOSED, TRUE))
-        if not res.entries:
-            # DS §2: timeout (or closed at tail) -> 204; never cached.
-            out.append(NO_STORE)
-            await _respond(send, 204, out)
-            return
         out.append((H_ETAG, p.etag_for(path, offset, res.next_offset, res.closed).encode()))
         out.append(self._cacheable)
-        await _respond(send, 200, out, _payload(res, json_mode))
+        body = _payload(res, json_mode)
+        out.extend(SECURITY_HEADERS)
+        out.append((H_CONTENT_LENGTH, str(len(body)).encode()))
+        headers = tuple(out)
+        _remember(self._lp_answers, path, (res, key, headers, body), len(body))
+        return headers, body
+
+    def _sse_events(
+        self,
+        path: str,
+        res: ReadResult,
+        *,
+        json_mode: bool,
+        binary: bool,
+        cursor: str | None,
+        interval: float,
+    ) -> bytes:
+        """The SSE data + control events of ``res``, encoded once per read.
+
+        Every SSE reader woken by one append gets the very same
+        :class:`ReadResult` from the store's read cache; its events are
+        encoded for the first reader and the same bytes are written to the
+        others (``_SseFrames``). The control event's cursor depends on the
+        time bucket and the reader's own cursor, so both are part of the key:
+        a hit yields exactly the bytes a fresh encoding would (up to the DS §7
+        random jitter, which readers holding the same cursor then share).
+        """
+        now = _now()
+        bucket = int((now - p.CURSOR_EPOCH) // interval)
+        frames = self._sse_frames
+        cached = frames.get(path)
+        if (
+            cached is not None
+            and cached[0] is res
+            and cached[1] == bucket
+            and cached[2] == cursor
+            and cached[3] == binary
+        ):
+            return cached[4]
+        parts: list[bytes] = []
+        if res.entries:
+            parts.append(p.sse_data(_payload(res, json_mode), base64_encode=binary))
+        # DS §2 SSE: a control event follows every data event and reports
+        # position, cursor, up-to-date and closure.
+        parts.append(
+            p.sse_control(
+                res.next_offset,
+                cursor=p.compute_cursor(now, cursor, interval=interval),
+                up_to_date=res.up_to_date,
+                closed=res.closed,
+            )
+        )
+        body = b"".join(parts)
+        _remember(frames, path, (res, bucket, cursor, binary, body), len(body))
+        return body
 
     async def _sse(
         self, receive: Receive, send: Send, path: str, offset: str, cursor: str | None
@@ -824,23 +957,10 @@ class StreamsApp:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": out})
             while True:
-                frames: list[bytes] = []
-                if res.entries:
-                    payload = _payload(res, json_mode)
-                    frames.append(p.sse_data(payload, base64_encode=binary))
-                # DS §2 SSE: a control event follows every data event and
-                # reports position, cursor, up-to-date and closure.
-                frames.append(
-                    p.sse_control(
-                        res.next_offset,
-                        cursor=p.compute_cursor(_now(), cursor, interval=interval),
-                        up_to_date=res.up_to_date,
-                        closed=res.closed,
-                    )
+                body = self._sse_events(
+                    path, res, json_mode=json_mode, binary=binary, cursor=cursor, interval=interval
                 )
-                await send(
-                    {"type": "http.response.body", "body": b"".join(frames), "more_body": True}
-                )
+                await send({"type": "http.response.body", "body": body, "more_body": True})
                 if res.closed or live.ended:
                     break
                 next_offset = res.next_offset

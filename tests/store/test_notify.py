@@ -1,0 +1,102 @@
+"""The in-process notifier behind ``LogStore.wait_for`` (store/notify.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from durasync.store.notify import Notifier, WaitState
+
+
+async def test_notify_wakes_every_waiter_in_wait_order() -> None:
+    notifier = Notifier()
+    state: dict[str, WaitState] = {"s": "wait"}
+    woke: list[int] = []
+
+    async def waiter(i: int) -> None:
+        assert await notifier.wait("p", lambda: state["s"], 5.0)
+        woke.append(i)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(20)]
+    await asyncio.sleep(0)
+    assert notifier.waiters == 20 and notifier.waiting_paths == 1
+    state["s"] = "ready"
+    notifier.notify("p")
+    await asyncio.wait_for(asyncio.gather(*tasks), 5.0)
+    assert woke == list(range(20))
+    assert notifier.waiters == 0 and notifier.waiting_paths == 0
+
+
+async def test_spurious_wake_keeps_waiting_until_ready() -> None:
+    notifier = Notifier()
+    state: dict[str, WaitState] = {"s": "wait"}
+    task = asyncio.create_task(notifier.wait("p", lambda: state["s"], 5.0))
+    await asyncio.sleep(0)
+    notifier.notify("p")  # condition unchanged: the waiter re-registers
+    await asyncio.sleep(0.01)
+    assert not task.done() and notifier.waiters == 1
+    notifier.notify("other")
+    await asyncio.sleep(0.01)
+    assert not task.done()
+    state["s"] = "ready"
+    notifier.notify("p")
+    assert await asyncio.wait_for(task, 5.0) is True
+
+
+async def test_gone_returns_false() -> None:
+    notifier = Notifier()
+    state: dict[str, WaitState] = {"s": "wait"}
+    task = asyncio.create_task(notifier.wait("p", lambda: state["s"], 5.0))
+    await asyncio.sleep(0)
+    state["s"] = "gone"
+    notifier.notify("p")
+    assert await asyncio.wait_for(task, 5.0) is False
+
+
+async def test_timeout_returns_false_and_unregisters() -> None:
+    notifier = Notifier()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    results = await asyncio.gather(
+        *(notifier.wait("p", lambda: "wait", 0.05) for _ in range(50)),
+        notifier.wait("q", lambda: "wait", 0.05),
+    )
+    assert results == [False] * 51
+    assert loop.time() - started >= 0.04
+    assert notifier.waiters == 0 and notifier.waiting_paths == 0
+    # Zero or negative timeouts never register at all.
+    assert await notifier.wait("p", lambda: "wait", 0) is False
+    assert notifier.waiters == 0
+
+
+async def test_ready_at_once_needs_no_notify() -> None:
+    notifier = Notifier()
+    assert await notifier.wait("p", lambda: "ready", 5.0) is True
+    assert notifier.waiters == 0
+
+
+async def test_cancelled_waiter_unregisters_and_others_still_wake() -> None:
+    notifier = Notifier()
+    state: dict[str, WaitState] = {"s": "wait"}
+    keep = asyncio.create_task(notifier.wait("p", lambda: state["s"], 5.0))
+    gone = asyncio.create_task(notifier.wait("p", lambda: state["s"], 5.0))
+    await asyncio.sleep(0)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert notifier.waiters == 1
+    state["s"] = "ready"
+    notifier.notify("p")
+    assert await asyncio.wait_for(keep, 5.0) is True
+    assert notifier.waiters == 0
+
+
+async def test_close_wakes_everyone_for_good() -> None:
+    notifier = Notifier()
+    tasks = [asyncio.create_task(notifier.wait(f"p{i % 3}", lambda: "wait", 5.0)) for i in range(9)]
+    await asyncio.sleep(0)
+    notifier.close()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 5.0) == [False] * 9
+    assert await notifier.wait("p0", lambda: "ready", 5.0) is False
+    assert notifier.waiters == 0
