@@ -159,7 +159,7 @@ def cross_node_latency(
         await conn.close()
         if status != 201:
             raise RuntimeError(f"PUT {path}: {status} {body[:200]!r}")
-        return hdrs["stream-next-offset"]
+        return str(hdrs["stream-next-offset"])
 
     offset = asyncio.run(create())
     start_at = time.time() + 1.0  # readers connected and waiting before the first append
@@ -301,8 +301,8 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     for c in results["cross_node"]:
         print(
             f"  {c['route']:9} {c['target_rate']:9,.0f} {c['achieved_rate']:10,.0f} "
-            f"{c['sse_p50_ms']:8.2f} {c['sse_p99_ms']:8.2f} {c['lp_p50_ms']:8.2f} {c['lp_p99_ms']:8.2f} "
-            f"{c['errors']:7.0f}"
+            f"{c['sse_p50_ms']:8.2f} {c['sse_p99_ms']:8.2f} {c['lp_p50_ms']:8.2f} "
+            f"{c['lp_p99_ms']:8.2f} {c['errors']:7.0f}"
         )
     first = results["cross_node"][0]
     worst = max(first["sse_p99_ms"], first["lp_p99_ms"])
