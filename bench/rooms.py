@@ -57,6 +57,7 @@ import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -598,6 +599,7 @@ def run_phase(
     duration: float,
     tag: str,
     lib: str,
+    profile: Path | None = None,
 ) -> PhaseResult:
     base = ws_base(srv.url)
     pid = srv.proc.pid
@@ -639,8 +641,32 @@ def run_phase(
     time.sleep(max(0.0, start_at + warmup - time.time()))
     pids = [w.pid for w in ws if w.pid is not None]
     c0 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
+    spy = None
+    if profile is not None:
+        # py-spy (not a project dependency: pip install py-spy) samples the server in the
+        # measurement window; it costs the machine a little CPU too.
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(duration)),
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "--output",
+                str(profile),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     time.sleep(max(0.0, start_at + warmup + duration - time.time()))
     c1 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
+    if spy is not None:
+        spy.wait(timeout=60)
     results: list[WorkerResult] = []
     for _ in ws:
         tag_, r = out.get(timeout=warmup + duration + 120)
@@ -673,8 +699,13 @@ def run_phase(
 # --------------------------------------------------------------------------- idle memory
 
 
-async def _idle_clients(base: str, clients: int, rooms: int, deflate: bool, hold: Any) -> int:
-    """Connect ``clients`` idle room clients, call ``hold()`` (blocking, in a thread), close."""
+async def _idle_clients(
+    base: str, clients: int, rooms: int, deflate: bool, hold: Any, expect_deflate: bool = False
+) -> int:
+    """Connect ``clients`` idle room clients, call ``hold()`` (blocking, in a thread), close.
+
+    ``deflate``: the clients offer permessage-deflate; ``expect_deflate``: check the server
+    accepted it (else that it did not)."""
     cs = [OursClient(base, f"m{i % rooms}", f"c{i}", deflate=deflate) for i in range(clients)]
     sem = asyncio.Semaphore(32)
 
@@ -690,10 +721,9 @@ async def _idle_clients(base: str, clients: int, rooms: int, deflate: bool, hold
     ok = list(await asyncio.gather(*(conn(c) for c in cs[:rooms])))
     ok += await asyncio.gather(*(conn(c) for c in cs[rooms:]))
     live = [c for c, good in zip(cs, ok, strict=True) if good]
-    if deflate:
-        ext = live[0].ws.negotiated() if live else None
-        if not ext:
-            raise RuntimeError("server did not negotiate permessage-deflate")
+    ext = live[0].ws.negotiated() if live else None
+    if bool(ext) != expect_deflate:
+        raise RuntimeError(f"permessage-deflate negotiated: {ext!r}, expected {expect_deflate}")
     await asyncio.get_running_loop().run_in_executor(None, hold)
 
     async def close(c: OursClient) -> None:
@@ -704,7 +734,9 @@ async def _idle_clients(base: str, clients: int, rooms: int, deflate: bool, hold
     return len(live)
 
 
-def idle_memory(extra: list[str], clients: int, rooms: int, deflate: bool) -> float:
+def idle_memory(
+    extra: list[str], clients: int, rooms: int, deflate: bool, expect_deflate: bool
+) -> float:
     """KiB of server RSS per idle connection (durable server with ``extra`` serve options).
 
     RSS after ``rooms`` warm-up connections (one per room: the rooms are loaded and the
@@ -723,9 +755,11 @@ def idle_memory(extra: list[str], clients: int, rooms: int, deflate: bool) -> fl
                 time.sleep(1.0)
                 marks.append(rss_kb(pid))
 
-            asyncio.run(_idle_clients(base, rooms, rooms, deflate, hold))  # warm-up, closed
-            # The warm-up connections left; keep the rooms loaded with fresh ones meanwhile.
-            n = asyncio.run(_idle_clients(base, clients + rooms, rooms, deflate, hold))
+            # Warm-up: one client per room (loads the rooms), then they leave.
+            asyncio.run(_idle_clients(base, rooms, rooms, deflate, hold, expect_deflate))
+            n = asyncio.run(
+                _idle_clients(base, clients + rooms, rooms, deflate, hold, expect_deflate)
+            )
             if n != clients + rooms:
                 raise RuntimeError(f"only {n} of {clients + rooms} connected")
         finally:
@@ -736,30 +770,30 @@ def idle_memory(extra: list[str], clients: int, rooms: int, deflate: bool) -> fl
     return (marks[1] - marks[0]) / clients
 
 
-MEMORY_MATRIX: list[tuple[str, list[str], bool]] = [
-    # (label, extra serve options, client offers permessage-deflate)
-    ("default, client no deflate", [], False),
-    ("default, client offers deflate", [], True),
-    ("--ws-compression, client offers deflate", ["--ws-compression"], True),
-    ("--ws-impl websockets (legacy), no deflate", ["--ws-impl", "websockets"], False),
-    ("--ws-impl wsproto, no deflate", ["--ws-impl", "wsproto"], False),
+MEMORY_MATRIX: list[tuple[str, list[str], bool, bool]] = [
+    # (label, extra serve options, client offers permessage-deflate, server accepts it)
+    ("default, client offers no deflate", [], False, False),
+    ("default, client offers deflate (browsers do)", [], True, False),
+    ("--ws-compression, client offers deflate", ["--ws-compression"], True, True),
+    ("--ws-impl websockets (legacy), no deflate", ["--ws-impl", "websockets"], False, False),
+    ("--ws-impl wsproto, no deflate", ["--ws-impl", "wsproto"], False, False),
 ]
 
 
 def memory_matrix(clients: int, rooms: int, reps: int) -> None:
     print(f"\n# idle memory per connection ({clients} idle clients in {rooms} rooms, {reps} reps)")
-    for label, extra, deflate in MEMORY_MATRIX:
+    for label, extra, deflate, accepted in MEMORY_MATRIX:
         vals: list[float] = []
         for _ in range(reps):
             try:
-                vals.append(idle_memory(extra, clients, rooms, deflate))
+                vals.append(idle_memory(extra, clients, rooms, deflate, accepted))
             except Exception as exc:  # e.g. wsproto not installed
-                print(f"  {label:45s} failed: {exc!r}"[:300], flush=True)
+                print(f"  {label:48s} failed: {exc!r}"[:300], flush=True)
                 break
         if vals:
             runs = " / ".join(f"{v:.1f}" for v in vals)
             print(
-                f"  {label:45s} {statistics.median(vals):6.1f} KiB/conn ({runs});"
+                f"  {label:48s} {statistics.median(vals):6.1f} KiB/conn ({runs});"
                 f" load avg {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
@@ -980,27 +1014,43 @@ async def _time_join(base: str, room: str) -> tuple[float, int, int, int]:
     return dt, f["serverSeq"], len(f["journal"]), len(data)
 
 
-def big_room(total: int, conns: int, window: int, mode: str = "store") -> dict[str, Any]:
+def big_room(
+    total: int,
+    conns: int,
+    window: int,
+    mode: str = "store",
+    keep: Path | None = None,
+    profile: Path | None = None,
+) -> dict[str, Any]:
     """Fill a room with ``total`` messages, then time joins after SIGKILL/SIGTERM restarts.
 
     ``mode="store"``: :func:`_fill_store` writes the room in-process (server stopped), then the
     server starts on the data, is joined once (its first load of the room), takes 1,000 more
     messages over the WebSocket and is SIGKILLed; ``mode="ws"``: everything goes through the
-    WebSocket (``conns`` pipelined connections), then SIGKILL.
+    WebSocket (``conns`` pipelined connections), then SIGKILL. ``keep``: fill into
+    ``keep/filled`` once and reuse it in later runs (each run works on a copy).
+    ``profile``: py-spy the server's join after the SIGKILL restart into this file.
     """
     tmp = Path(tempfile.mkdtemp(prefix="rooms-bench-big-"))
+    data = tmp / "data"
     out: dict[str, Any] = {"messages": total, "mode": mode}
     extra = ["--room-rate", "1000000"]
     room = "big"
     try:
         if mode == "store":
-            out.update(asyncio.run(_fill_store(tmp / "data", room, total)))
-            print(f"  filled in {out['fill_s']:.1f} s", flush=True)
-            out["data_mib"] = sum(
-                f.stat().st_size for f in (tmp / "data").rglob("*") if f.is_file()
-            ) / (1 << 20)
+            filled = keep / "filled" if keep is not None else data
+            if keep is not None and filled.exists():
+                out.update(fill_s=float("nan"), fill_msgs_per_s=float("nan"))
+            else:
+                out.update(asyncio.run(_fill_store(filled, room, total)))
+                print(f"  filled in {out['fill_s']:.1f} s", flush=True)
+            if filled != data:
+                shutil.copytree(filled, data)
+            out["data_mib"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / (
+                1 << 20
+            )
             t1 = time.perf_counter()
-            srv = start_ours(data_dir=tmp / "data", extra=extra)
+            srv = start_ours(data_dir=data, extra=extra)
             out["start_s_fresh"] = time.perf_counter() - t1
             try:
                 out["join_s_fresh"] = asyncio.run(_time_join(base_of(srv), room))[0]
@@ -1010,20 +1060,44 @@ def big_room(total: int, conns: int, window: int, mode: str = "store") -> dict[s
                 raise
             asyncio.run(_fill(base_of(srv), room, 1000, 4, 64))
         else:
-            srv = start_ours(data_dir=tmp / "data", extra=extra)
+            srv = start_ours(data_dir=data, extra=extra)
             t0 = time.perf_counter()
             out["fill_msgs_per_s"] = asyncio.run(_fill(base_of(srv), room, total, conns, window))
             out["fill_s"] = time.perf_counter() - t0
         out["rss_mb_loaded"] = rss_kb(srv.proc.pid) / 1024
         srv.kill()  # SIGKILL: no graceful snapshot
         t1 = time.perf_counter()
-        srv = start_ours(data_dir=tmp / "data", extra=extra)
+        srv = start_ours(data_dir=data, extra=extra)
         out["restart_s_kill"] = time.perf_counter() - t1
+        spy = None
+        if profile is not None:
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--pid",
+                    str(srv.proc.pid),
+                    "--rate",
+                    "200",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)  # py-spy attaches
         dt, seq, jl, nbytes = asyncio.run(_time_join(base_of(srv), room))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         out.update(join_s_kill=dt, seq=seq, journal_len=jl, state_bytes=nbytes)
         out["join_s_warm"] = asyncio.run(_time_join(base_of(srv), room))[0]
         srv.stop()  # SIGTERM
-        srv = start_ours(data_dir=tmp / "data", extra=extra)
+        t1 = time.perf_counter()
+        srv = start_ours(data_dir=data, extra=extra)
+        out["restart_s_term"] = time.perf_counter() - t1
         out["join_s_term"] = asyncio.run(_time_join(base_of(srv), room))[0]
         srv.stop()
     finally:
@@ -1056,6 +1130,11 @@ def main() -> int:
     )
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="py-spy the durasync server in each window into PREFIX.<server>.<load>.<rep>.txt",
+    )
+    ap.add_argument(
         "--servers",
         default="durasync-data,pycrdt",
         help="comma list of durasync-data, durasync-memory, pycrdt",
@@ -1069,6 +1148,11 @@ def main() -> int:
         default="store",
         help="store: write the big room in-process through the server's Room code (fast);"
         " ws: through the WebSocket (~2k msgs/s)",
+    )
+    ap.add_argument(
+        "--big-dir",
+        type=Path,
+        help="keep the store-mode fill in DIR/filled and reuse it (skips the fill next time)",
     )
     ap.add_argument("--fill-conns", type=int, default=16)
     ap.add_argument("--fill-window", type=int, default=256)
@@ -1120,6 +1204,11 @@ def main() -> int:
                             duration=args.duration,
                             tag=label,
                             lib=args.client_lib,
+                            profile=(
+                                Path(f"{args.profile}.{name}.{label}.{rep}.txt")
+                                if args.profile and name != "pycrdt"
+                                else None
+                            ),
                         )
                     finally:
                         srv.stop()
@@ -1188,7 +1277,14 @@ def main() -> int:
     if args.fill > 0:
         how = "in-process store fill" if args.fill_mode == "store" else "WebSocket fill"
         print(f"\n# big room: {args.fill:,} messages ({how})", flush=True)
-        b = big_room(args.fill, args.fill_conns, args.fill_window, args.fill_mode)
+        b = big_room(
+            args.fill,
+            args.fill_conns,
+            args.fill_window,
+            args.fill_mode,
+            keep=args.big_dir,
+            profile=Path(f"{args.profile}.big.txt") if args.profile else None,
+        )
         print(f"fill: {b['fill_s']:.1f} s ({b['fill_msgs_per_s']:,.0f} msgs/s)")
         if args.fill_mode == "store":
             print(
@@ -1202,7 +1298,8 @@ def main() -> int:
             f" {b['join_s_kill'] * 1000:.0f} ms (serverSeq {b['seq']:,}, journal tail"
             f" {b['journal_len']:,} msgs, state frame {b['state_bytes'] / 1024:.0f} KiB);"
             f" second join {b['join_s_warm'] * 1000:.0f} ms\n"
-            f"after SIGTERM: connect -> state {b['join_s_term'] * 1000:.0f} ms",
+            f"after SIGTERM: server up in {b['restart_s_term']:.2f} s; connect -> state"
+            f" {b['join_s_term'] * 1000:.0f} ms",
             flush=True,
         )
     return 0

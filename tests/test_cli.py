@@ -100,3 +100,19 @@ def test_port_in_use_fails_without_listening_line() -> None:
         assert "listening" not in proc.stderr
     finally:
         assert first.stop() == 0
+
+
+@pytest.mark.parametrize(("flags", "negotiated"), [((), False), (("--ws-compression",), True)])
+def test_ws_compression_off_by_default(flags: tuple[str, ...], negotiated: bool) -> None:
+    """permessage-deflate is offered to clients only with --ws-compression (bench/README.md)."""
+    from websockets.sync.client import connect
+
+    server = start_server("--port", "0", "--memory", *flags)
+    try:
+        url = server.url.replace("http://", "ws://", 1) + "/v1/rooms/r?client=a&format=json"
+        with connect(url, compression="deflate", open_timeout=10) as ws:
+            assert '"mtype":"state"' in str(ws.recv(timeout=10))
+            ext = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+            assert ("permessage-deflate" in ext) is negotiated
+    finally:
+        assert server.stop() == 0

@@ -222,6 +222,32 @@ def add_room_options(parser: argparse.ArgumentParser) -> None:
         metavar="PER_S",
         help="per-connection crdt/presence frames per second (burst: 2x)",
     )
+    add_websocket_options(parser)
+
+
+#: uvicorn's WebSocket implementations (``uvicorn.Config(ws=...)``); "auto" is
+#: websockets-sansio when the ``websockets`` package is installed (uvicorn >= 0.35).
+WS_IMPLEMENTATIONS = ("auto", "websockets-sansio", "websockets", "wsproto")
+
+
+def add_websocket_options(parser: argparse.ArgumentParser) -> None:
+    """WebSocket transport options of ``serve`` (rooms are the only WebSocket endpoint)."""
+    group = parser.add_argument_group("websocket")
+    group.add_argument(
+        "--ws-compression",
+        action="store_true",
+        help=(
+            "accept permessage-deflate (RFC 7692) from clients that offer it (browsers do);"
+            " off by default: room frames are small, so deflate saves little and costs CPU"
+            " per frame plus ~40 KiB of zlib state per connection (bench/README.md, Rooms)"
+        ),
+    )
+    group.add_argument(
+        "--ws-impl",
+        choices=WS_IMPLEMENTATIONS,
+        default="auto",
+        help="uvicorn WebSocket implementation (wsproto needs the wsproto package)",
+    )
 
 
 def room_settings(args: argparse.Namespace) -> Any:
@@ -342,6 +368,9 @@ def run_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
+        # WebSocket transport (rooms): see add_websocket_options for why deflate is off.
+        ws=getattr(args, "ws_impl", "auto"),
+        ws_per_message_deflate=getattr(args, "ws_compression", False),
     )
     server = _Server(config, store_label=label, on_exit=app.state.streams.begin_shutdown)
     with contextlib.suppress(KeyboardInterrupt):
