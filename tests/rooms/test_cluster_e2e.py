@@ -133,6 +133,12 @@ async def test_two_nodes_converge_and_survive_sigkill(cluster: list[ServerProces
                 await asyncio.sleep(r.uniform(0, 0.01))
 
         await asyncio.gather(*(author(c, 25) for c in clients))
+        # GET /v1/rooms on either node counts the clients present on every node.
+        async with httpx.AsyncClient(timeout=10) as http:
+            for node in (a, b):
+                listed = (await http.get(f"{node.url}/v1/rooms")).json()["rooms"]
+                entry = next(x for x in listed if x["room"] == room)
+                assert entry["clients"] == len(clients) + 2  # + obs and ghost
         # What is acknowledged now must survive the kill: committed minus unacked.
         unacked = {m.id for c in clients for m in c.unacked()}
         acked = [i for i in committed if i not in unacked]

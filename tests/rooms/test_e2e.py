@@ -362,3 +362,21 @@ async def test_concurrent_text_typing_converges(room_server: ServerProcess) -> N
         assert reps[s].dump() == full, s
     for c in conns.values():
         await c.close()
+
+
+async def test_presence_state_is_bounded(room_server: ServerProcess) -> None:
+    room = unique_room()
+    a = await RoomConn.open(room_server, room, "a")
+    await a.recv_kind("state")
+    await a.send({"mtype": "presence", "state": "x" * (20 << 10)})  # default bound: 16 KiB
+    err = await a.recv_kind("error")
+    assert err["code"] == "PRESENCE_TOO_LARGE"
+    # The connection stays usable and a small state is accepted.
+    b = await RoomConn.open(room_server, room, "b")
+    await b.recv_kind("state")
+    await a.send({"mtype": "presence", "state": {"cursor": 1}})
+    while (f := await b.recv_kind("presence"))["event"] != "update":
+        pass
+    assert f["client"] == "a" and f["state"] == {"cursor": 1}
+    await a.close()
+    await b.close()

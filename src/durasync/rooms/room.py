@@ -103,6 +103,8 @@ CLOSE_REPLACED: Final = 4009
 CLOSE_ROOM_FAILED: Final = 4011
 #: Conditional journal appends lost in a row (other nodes kept winning) before the room fails.
 MAX_CONFLICT_RETRIES: Final = 64
+#: Seconds the follower pauses after a wake-up caused by this node's own append.
+FOLLOW_REARM: Final = 0.002
 
 
 class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -711,7 +713,12 @@ class Room:
                         await asyncio.sleep(min(1.0, timeout))
                     continue
                 if self._offset != offset:
-                    # Our own commit moved the view (on one node: always): nothing to read.
+                    # Woken by our own append (on one node: always): nothing to read. Every
+                    # own append wakes a waiting follower, so while this node writes, re-arm at
+                    # most every FOLLOW_REARM seconds (the single-node hot path stays one
+                    # wake per interval, not per batch); meanwhile our own conditional appends
+                    # catch up on other nodes' entries anyway, so they wait at most that long.
+                    await asyncio.sleep(FOLLOW_REARM)
                     continue
                 async with self._lock:
                     if self._offset == offset:
