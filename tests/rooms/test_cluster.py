@@ -341,3 +341,18 @@ async def test_journal_written_without_stream_seq_still_loads_and_continues() ->
         assert a.replica.dump() == b.replica.dump()
     finally:
         await _close_all([a, b], store)
+
+
+async def test_nodes_creating_one_room_at_once_agree_on_its_epoch(
+    two_stores: list[LogStore],
+) -> None:
+    settings = RoomSettings()
+    for i in range(5):
+        nodes = await asyncio.gather(
+            *(Room.load(f"new{i}", st, settings, create=True) for st in two_stores)
+        )
+        try:
+            assert nodes[0].epoch == nodes[1].epoch
+        finally:
+            for n in nodes:
+                await n.close()

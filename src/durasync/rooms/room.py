@@ -452,18 +452,21 @@ class Room:
         epoch = secrets.token_hex(8)
         record = msgspec.json.encode(MetaRecord(epoch=epoch, created_at=time.time()))
         try:
-            await self.store.create(
+            res = await self.store.create(
                 meta_path(self.name),
                 StreamConfig(content_type="application/json"),
                 initial=[record],
             )
+            if res.created:
+                return epoch
         except StreamExists:
-            # A concurrent creator won (another process on a shared store): use its epoch.
-            existing = await self._read_epoch()
-            if existing is None:
-                raise
-            return existing
-        return epoch
+            pass
+        # A concurrent creator won (another node on a shared store; an identical create is
+        # idempotent and keeps ITS record): use the stored epoch, never our unstored one.
+        existing = await self._read_epoch()
+        if existing is None:
+            raise StreamExists(f"room {self.name}: meta exists without an epoch record")
+        return existing
 
     async def _load_state(self) -> None:
         """Latest snapshot + journal tail into this (fresh) room object.
