@@ -87,7 +87,8 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from durasync.store.base import (
     OFFSET_NOW,
@@ -239,26 +240,30 @@ local function bytes_gt(a, b)
 end
 """
 
-# ARGV: P, path, now, ct ('' or '=' .. media type), has producer, producer id,
-# epoch, seq, has Stream-Seq, Stream-Seq, close, messages...
+# ARGV: P, path, "<now> <epoch> <seq> <flags> <ct>", producer id, Stream-Seq,
+# messages... (flags: producer given, Stream-Seq given, close, as 0/1; ct is ''
+# or '=' .. the media type). Few arguments: each costs the client time.
+# Returns "ok <old tail index> <old tail byte> <tail index> <tail byte> <flag>
+# <producer epoch> <producer seq>" (one bulk string: cheap to parse) or an
+# error/duplicate table.
 _LUA_APPEND = """
-local path, now_s = ARGV[2], ARGV[3]
+local path = ARGV[2]
+local now_s, ep_s, seq_s, flags, ct_arg = string.match(ARGV[3], '^(%S+) (%S+) (%S+) (%S+) ?(.*)$')
 local now = tonumber(now_s)
 local m = meta(path)
 if not m or expired(m, now) then return {'not_found'} end
 if m.sd then return {'gone'} end
-local ct_arg = ARGV[4]
-local has_p = ARGV[5] == '1'
-local pid, epoch, seq = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local has_ss, ss = ARGV[9] == '1', ARGV[10]
-local close = ARGV[11] == '1'
-local first = 12
+local has_p = string.sub(flags, 1, 1) == '1'
+local pid, epoch, seq = ARGV[4], tonumber(ep_s), tonumber(seq_s)
+local has_ss, ss = string.sub(flags, 2, 2) == '1', ARGV[5]
+local close = string.sub(flags, 3, 3) == '1'
+local first = 6
 local n = #ARGV - first + 1
 local mkey = P .. 'm:' .. path
 -- DS §2 POST: closed comes first. DS §3: the exact producer request that
 -- closed the stream is a retry.
 if m.cl then
-  if has_p and m.cb == (ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. pid) then
+  if has_p and m.cb == (ep_s .. ' ' .. seq_s .. ' ' .. pid) then
     return {'closed_dup', fmt(m.ti), fmt(m.tb)}
   end
   if n == 0 and not has_p then
@@ -284,19 +289,19 @@ if has_p then
     if now - tonumber(c) > PRODUCER_TTL then raw = false end
   end
   if not raw then
-    if seq ~= 0 then return {'gap', '0', ARGV[8]} end
+    if seq ~= 0 then return {'gap', '0', seq_s} end
     new_e, new_s = epoch, 0
   elseif epoch < e then
     return {'fenced', fmt(e)}
   elseif epoch > e then
-    if seq ~= 0 then return {'epoch_start', ARGV[7], ARGV[8]} end
+    if seq ~= 0 then return {'epoch_start', ep_s, seq_s} end
     new_e, new_s = epoch, 0
   elseif seq <= s then
     return {'dup', fmt(m.ti), fmt(m.tb), fmt(e), fmt(s)}
   elseif seq == s + 1 then
     new_e, new_s = e, seq
   else
-    return {'gap', fmt(s + 1), ARGV[8]}
+    return {'gap', fmt(s + 1), seq_s}
   end
 end
 -- DS §2: Stream-Seq must increase byte-wise.
@@ -315,7 +320,7 @@ if close then
   h[#h + 1] = '1'
   if has_p then
     h[#h + 1] = 'cb'
-    h[#h + 1] = ARGV[7] .. ' ' .. ARGV[8] .. ' ' .. pid
+    h[#h + 1] = ep_s .. ' ' .. seq_s .. ' ' .. pid
   end
 end
 if has_ss then
@@ -331,9 +336,10 @@ gc_expire(m, now)
 local flag = '-'
 if close then flag = 'c' end
 publish(path, ti, flag)
-local pe, ps = '', ''
+local pe, ps = '-', '-'
 if new_e then pe, ps = fmt(new_e), fmt(new_s) end
-return {'ok', fmt(m.ti), fmt(m.tb), fmt(ti), fmt(tb), flag, pe, ps}
+return 'ok ' .. fmt(m.ti) .. ' ' .. fmt(m.tb) .. ' ' .. fmt(ti) .. ' ' .. fmt(tb) .. ' ' .. flag
+  .. ' ' .. pe .. ' ' .. ps
 """
 
 # ARGV: P, path, now, touch, kind ('s' start, 'n' now, 'o' offset), index,
@@ -574,6 +580,12 @@ def _parse_meta(path: str, flat: Sequence[bytes]) -> StreamMeta:
     )
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's exception as seen (its callers may all have left)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _flat(h: dict[bytes, bytes]) -> list[bytes]:
     return [x for kv in h.items() for x in kv]
 
@@ -590,6 +602,12 @@ class _Waiter:
         self.verdict: bool | None = None
         self.recheck = False
 
+
+#: One pending script call: the script, its ARGV and the caller's future.
+_Call = tuple["AsyncScript", list[Any], "asyncio.Future[Any]"]
+
+#: Most script calls sent in one pipeline.
+_MAX_PIPELINE = 256
 
 #: Attempts of a create whose fork source changed under it (then 503).
 _CREATE_ATTEMPTS = 5
@@ -642,6 +660,10 @@ class RedisStore(LogStore):
         self._trim = self._redis.register_script(_lua(_LUA_TRIM))
         self._prune = self._redis.register_script(_lua(_LUA_PRUNE))
         self._waiters: dict[str, set[_Waiter]] = {}
+        self._pending: list[_Call] = []
+        self._flush_scheduled = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._read_joins: dict[tuple[str, str, int, int], asyncio.Task[ReadResult]] = {}
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
@@ -671,6 +693,9 @@ class RedisStore(LogStore):
 
     async def close(self) -> None:
         self._closed = True
+        if self._inflight:
+            # Let calls already sent finish (their callers are waiting).
+            await asyncio.wait(list(self._inflight), timeout=5.0)
         task, self._subscriber = self._subscriber, None
         if task is not None:
             task.cancel()
@@ -821,12 +846,74 @@ class RedisStore(LogStore):
 
     # -- calls -------------------------------------------------------------------
 
-    async def _run(self, script: Any, args: list[Any]) -> list[Any]:
+    async def _run(self, script: AsyncScript, args: list[Any]) -> Any:
+        """Run one script call, pipelined with the calls made in the same loop tick.
+
+        Auto-pipelining: every script call issued during one event-loop
+        iteration goes to Redis as one pipeline (one write, one connection
+        checkout; Redis runs them in one pass and one fsync). Each call is
+        still its own atomic script. Pending calls are bounded by the callers
+        waiting on them; a pipeline holds at most ``_MAX_PIPELINE`` calls.
+
+        Raises:
+            StoreUnavailable: any Redis error (outcome unknown for writes).
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((script, args, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        # Reads pending now are sent now: later readers must not join them.
+        self._read_joins.clear()
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), _MAX_PIPELINE):
+            task = asyncio.get_running_loop().create_task(
+                self._execute(pending[i : i + _MAX_PIPELINE])
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _execute(self, batch: list[_Call]) -> None:
         try:
-            result: list[Any] = await script(args=args)
+            results = await self._pipeline(batch)
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:
+                # Redis restarted and lost its script cache: NOSCRIPT means the
+                # call did not run, so load the scripts and run those calls again.
+                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
+                    await self._redis.script_load(script.script)
+                again = await self._pipeline([batch[i] for i in missing])
+                for i, r in zip(missing, again, strict=True):
+                    results[i] = r
         except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
-        return result
+            failure = StoreUnavailable(f"redis: {exc}")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            return
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"redis call failed: {exc!r}"))
+            raise
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue  # the caller went away (cancelled); the call ran anyway
+            if isinstance(result, RedisError):
+                future.set_exception(StoreUnavailable(f"redis: {result}"))
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for script, args, _ in batch:
+            pipe.evalsha(script.sha, 0, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def _fetch_raw(self, path: str) -> dict[bytes, bytes]:
         try:
@@ -973,43 +1060,50 @@ class RedisStore(LogStore):
     ) -> AppendResult:
         if not messages and not close:
             raise ValueError("append of no messages without close")
-        when = self._now(now)
-        args: list[Any] = [
-            self.prefix,
-            path,
-            _text(when),
+        flags = (
+            ("1" if producer is not None else "0")
+            + ("1" if stream_seq is not None else "0")
+            + ("1" if close else "0")
+        )
+        head = "%r %d %d %s %s" % (  # noqa: UP031 - hot path
+            float(self._now(now)),
+            producer.epoch if producer is not None else 0,
+            producer.seq if producer is not None else 0,
+            flags,
             "=" + media_type(content_type) if content_type is not None else "",
-        ]
-        if producer is not None:
-            args += ["1", producer.producer_id, str(producer.epoch), str(producer.seq)]
-        else:
-            args += ["0", "", "0", "0"]
-        if stream_seq is not None:
-            args += ["1", stream_seq]
-        else:
-            args += ["0", ""]
-        args.append("1" if close else "0")
-        args.extend(messages)
-        res = await self._run(self._append, args)
-        status = res[0]
-        if status == b"ok":
-            index, byte_pos = int(res[1]), int(res[2])
+        )
+        res = await self._run(
+            self._append,
+            [
+                self.prefix,
+                path,
+                head,
+                producer.producer_id if producer is not None else "",
+                stream_seq if stream_seq is not None else "",
+                *messages,
+            ],
+        )
+        if isinstance(res, bytes):
+            # "ok <index> <byte> <tail index> <tail byte> <flag> <epoch> <seq>"
+            _, index_s, byte_s, tail_s, tail_byte_s, flag, epoch_s, seq_s = res.decode().split(" ")
+            index, byte_pos = int(index_s), int(byte_s)
             offsets: list[str] = []
             for data in messages:
                 offsets.append(_OFFSET_FMT % (index, byte_pos))
                 index += 1
                 byte_pos += len(data)
-            tail_index = int(res[3])
-            closed = res[5] == b"c"
-            self._wake(path, tail_index, "c" if closed else "-")
+            tail_index = int(tail_s)
+            closed = flag == "c"
+            self._wake(path, tail_index, flag)
             return AppendResult(
                 status="appended" if messages else "closed_only",
                 offsets=offsets,
-                tail=_OFFSET_FMT % (tail_index, int(res[4])),
+                tail=_OFFSET_FMT % (tail_index, int(tail_byte_s)),
                 closed=closed,
-                producer_epoch=int(res[6]) if res[6] else None,
-                producer_seq=int(res[7]) if res[7] else None,
+                producer_epoch=int(epoch_s) if epoch_s != "-" else None,
+                producer_seq=int(seq_s) if seq_s != "-" else None,
             )
+        status = res[0]
         if status == b"dup":
             return AppendResult(
                 status="duplicate",
@@ -1082,9 +1176,21 @@ class RedisStore(LogStore):
         max_messages: int = 10_000,
         now: float | None = None,
     ) -> ReadResult:
-        return await self._read_call(
-            path, offset, max_bytes, max_messages, self._now(now), touch=True
-        )
+        if now is not None:
+            return await self._read_call(path, offset, max_bytes, max_messages, now, touch=True)
+        # Live readers woken by one append all read the same range in the same
+        # loop tick: they share one Redis call. A read is joined only until it
+        # is sent (``_flush`` forgets the key), so every reader gets a read made
+        # after its own call began: never a state older than its request.
+        key = (path, offset, max_bytes, max_messages)
+        shared = self._read_joins.get(key)
+        if shared is None:
+            shared = asyncio.get_running_loop().create_task(
+                self._read_call(path, offset, max_bytes, max_messages, self._clock(), touch=True)
+            )
+            shared.add_done_callback(_retrieve)
+            self._read_joins[key] = shared
+        return await asyncio.shield(shared)
 
     async def _read_call(
         self,
