@@ -27,6 +27,7 @@ from durasync.store import (
     ProducerFenced,
     StoreUnavailable,
     StreamConfig,
+    StreamNotFound,
 )
 from durasync.store.redis import RedisStore
 from redisproc import RedisServer
@@ -284,3 +285,45 @@ async def test_hung_redis_gives_unavailable_not_a_hang(tmp_path: Path) -> None:
             assert (await store.read("/hang")).entries[-1].data == b"y"
         finally:
             await store.close()
+
+
+async def test_script_cache_flush_is_survived(nodes: tuple[RedisStore, RedisStore]) -> None:
+    a, _ = nodes
+    await a.create("/noscript", TEXT)
+    client = aioredis.Redis.from_url(a.url)
+    try:
+        await client.script_flush()  # as after a Redis restart: NOSCRIPT next time
+    finally:
+        await client.aclose()
+    results = await asyncio.gather(*(a.append("/noscript", [b"%d" % i]) for i in range(5)))
+    assert sorted(r.offsets[0] for r in results) == [r.offsets[0] for r in results]
+    assert len((await a.read("/noscript")).entries) == 5
+
+
+async def test_pipelined_calls_fail_independently(nodes: tuple[RedisStore, RedisStore]) -> None:
+    a, _ = nodes
+    await a.create("/ok", TEXT)
+    # Issued in one loop tick, so sent as one pipeline.
+    ok, missing, closed_ok = await asyncio.gather(
+        a.append("/ok", [b"x"]),
+        a.append("/missing", [b"y"]),
+        a.append("/ok", [], close=True),
+        return_exceptions=True,
+    )
+    assert not isinstance(ok, BaseException) and ok.status == "appended"
+    assert isinstance(missing, StreamNotFound)
+    assert not isinstance(closed_ok, BaseException) and closed_ok.closed
+
+
+async def test_concurrent_live_reads_share_one_call_but_never_a_stale_one(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    created = await a.create("/fan", TEXT)
+    tail = created.info.tail
+    await b.append("/fan", [b"1"])
+    reads = await asyncio.gather(*(a.read("/fan", tail) for _ in range(50)))
+    assert all(r is reads[0] for r in reads)  # one call served all 50
+    # A read started after an append (through the other node) sees it.
+    await b.append("/fan", [b"2"])
+    assert [e.data for e in (await a.read("/fan", tail)).entries] == [b"1", b"2"]
