@@ -10,9 +10,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from durasync.rooms.room import RoomSettings
+from durasync.server import ServerSettings, create_app
+from durasync.store.memory import MemoryStore
 from streams.serverproc import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room, ws_url
@@ -128,3 +132,24 @@ async def test_rate_limit_gives_error_frames_and_connection_stays_usable() -> No
         await c.close()
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.filterwarnings("ignore:Using .httpx. with .starlette.testclient.")
+def test_room_full_closes_with_4429_but_a_replacement_is_admitted() -> None:
+    from starlette.testclient import TestClient
+
+    settings = ServerSettings(allow_remote=True, rooms=RoomSettings(max_members=2))
+    with (
+        TestClient(create_app(MemoryStore(), settings)) as tc,
+        tc.websocket_connect("/v1/rooms/full?client=a&format=json") as a,
+        tc.websocket_connect("/v1/rooms/full?client=b&format=json") as b,
+    ):
+        a.receive_text()
+        b.receive_text()
+        with tc.websocket_connect("/v1/rooms/full?client=c&format=json") as c:
+            with pytest.raises(WebSocketDisconnect) as exc:
+                c.receive_text()
+            assert exc.value.code == 4429
+        # The same client id reconnecting replaces its old connection: not "full".
+        with tc.websocket_connect("/v1/rooms/full?client=b&format=json") as b2:
+            assert '"state"' in b2.receive_text()

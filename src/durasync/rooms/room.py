@@ -128,6 +128,8 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds of silence after which a client's presence expires; with several nodes also
     #: the time within which a dead node's members disappear from everyone's view.
     presence_timeout: float = 30.0
+    #: Connections per room on one node (more are closed with 4429).
+    max_members: int = 10_000
     #: Largest presence state of one member (msgpack-encoded bytes).
     max_presence_bytes: int = 16 << 10
     #: Seconds the journal follower waits per ``wait_for`` call before checking again.

@@ -64,6 +64,8 @@ _ROOM_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _CLIENT_RE: Final = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
 #: Close codes before/after accept for bad requests (docs/protocol.md "Close codes").
 CLOSE_BAD_REQUEST: Final = 4400
+#: The room has ``max_members`` connections on this node: try again later.
+CLOSE_ROOM_FULL: Final = 4429
 CLOSE_GOING_AWAY: Final = 1001
 _msgpack: Final = msgspec.msgpack.Encoder()
 
@@ -218,7 +220,7 @@ class RoomService:
             room = await self.get_room(name, create=False)
         except StreamNotFound:
             return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
-        except StoreError as exc:
+        except (StoreError, RoomFailed) as exc:
             return _json_error(503, "STORE_UNAVAILABLE", str(exc))
         body = room.replica.dump(live=view == "live")
         return Response(
@@ -240,7 +242,10 @@ class RoomService:
             principal = self._principal(request.scope)
         except AuthError as exc:
             return _json_error(exc.status, exc.code, exc.message)
-        infos = await self.store.list_streams("__rooms/", limit=10_000)
+        try:
+            infos = await self.store.list_streams("__rooms/", limit=10_000)
+        except StoreError as exc:
+            return _json_error(503, "STORE_UNAVAILABLE", str(exc))
         names = []
         for info in infos:
             parts = info.path.split("/")
@@ -375,9 +380,15 @@ class _WsEndpoint:
         fmt: Format = "json" if fmt_text == "json" else "msgpack"
         try:
             room = await service.get_room(name, create=True)
-        except StoreError as exc:
+        except (StoreError, RoomFailed) as exc:
             log.warning("room %s: load failed: %s", name, exc)
             await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
+            return
+        if len(room.members) >= settings.max_members and not any(
+            m.client == client for m in room.members
+        ):
+            # Bounded memory per room (DESIGN.md invariant 6); a replacement does not grow it.
+            await send({"type": "websocket.close", "code": CLOSE_ROOM_FULL, "reason": "room full"})
             return
 
         async def raw_send(data: bytes, f: Format) -> None:
