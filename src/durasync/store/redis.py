@@ -24,8 +24,12 @@ stream path as UTF-8):
   a read by index and ``XTRIM MINID`` is a trim by index.
 - ``P p:<path>``: HASH, producer id -> ``"<epoch> <last seq> <updated_at>"``.
 - ``P paths``: ZSET (all scores 0) of paths, for ``list_streams`` (BYLEX).
-- Pub/Sub channel ``P tail``: ``"<tail index> <flag> <path>"`` after every
-  append (flag ``-``), close (``c``) and delete (``g``).
+- Pub/Sub channel ``P tail``: one message after every append (flag ``-``),
+  close (``c``), delete and create (``g``: re-check): header
+  ``"<first index> <first byte> <tail index> <flag> <lengths> <path length>
+  <content type length>"``, a newline, the path, the content type and, for
+  appends of at most 64 KiB to streams without TTL/expiry, the appended
+  messages themselves (``lengths`` is their comma-separated sizes, or ``-``).
 
 Atomicity. Every check-and-write is one Lua script (``EVALSHA`` through
 redis-py's ``register_script``, which reloads a script after ``NOSCRIPT``):
@@ -54,9 +58,17 @@ sliding TTL.
 
 Live delivery. ``wait_for`` holds no Redis connection: each store (node) has
 one Pub/Sub subscription on ``P tail`` and fans messages out to its local
-waiters; a store's own appends wake its local waiters directly. After the
-subscriber reconnects, every waiter re-checks (nothing missed while it was
-away).
+waiters; a store's own appends wake its local waiters directly. A waiter
+woken by an append that carried its messages hands them to the same task's
+next ``read`` of that stream, which then needs no round trip; its
+``up_to_date`` holds as of the node's last tail message for the stream (at
+most one Pub/Sub delivery behind Redis: a later append wakes the next wait,
+so nothing is missed; catch-up reads always ask Redis). Each node remembers
+the last announced tail per path while subscribed, so a live reader waiting
+at the tail parks without asking Redis. After the subscriber reconnects,
+every waiter re-checks and the remembered tails are dropped (nothing missed
+while it was away). Concurrent identical reads issued in one loop tick share
+one call, and all script calls of one tick go to Redis as one pipeline.
 
 Failures. Any Redis connection error or timeout raises
 :class:`StoreUnavailable` (HTTP 503 + Retry-After); commands are never retried
@@ -184,8 +196,12 @@ local function gc_expire(m, now)
   redis.call('PEXPIRE', P .. 'p:' .. m.path, s)
 end
 
-local function publish(path, ti, flag)
-  redis.call('PUBLISH', P .. 'tail', fmt(ti) .. ' ' .. flag .. ' ' .. path)
+-- Tail message: "<first index> <first byte> <tail index> <flag> <lengths>
+-- <path length> <content type length>", a newline, then the path, the content type and
+-- the appended messages (lengths "-": no data carried).
+local function publish(path, fi, fb, ti, flag, lens, ct, data)
+  redis.call('PUBLISH', P .. 'tail', fmt(fi) .. ' ' .. fmt(fb) .. ' ' .. fmt(ti) .. ' ' .. flag
+    .. ' ' .. lens .. ' ' .. fmt(#path) .. ' ' .. fmt(#ct) .. '\\n' .. path .. ct .. data)
 end
 
 -- DS §6: a stream forks still read is soft-deleted (data kept, URL gone);
@@ -193,14 +209,14 @@ end
 local function delete_stream(m)
   if m.refs > 0 then
     redis.call('HSET', P .. 'm:' .. m.path, 'sd', '1')
-    publish(m.path, m.ti, 'g')
+    publish(m.path, 0, 0, m.ti, 'g', '-', '', '')
     return
   end
   local cur = m
   while cur do
     redis.call('DEL', P .. 'm:' .. cur.path, P .. 'd:' .. cur.path, P .. 'p:' .. cur.path)
     redis.call('ZREM', P .. 'paths', cur.path)
-    publish(cur.path, cur.ti, 'g')
+    publish(cur.path, 0, 0, cur.ti, 'g', '-', '', '')
     local parent_path = cur.from
     cur = nil
     if parent_path then
@@ -335,11 +351,21 @@ m.ta = now_s
 gc_expire(m, now)
 local flag = '-'
 if close then flag = 'c' end
-publish(path, ti, flag)
+-- Live readers on other nodes get the new messages with the wake-up (no read
+-- round trip), unless they are large or the stream expires (a read must then
+-- check expiry or renew the TTL in Redis).
+local lens, body = '-', ''
+if n > 0 and tb - m.tb <= DATA_IN_MESSAGE_MAX and not m.ttl and not m.exp then
+  local ls = {}
+  for i = first, #ARGV do ls[#ls + 1] = fmt(#ARGV[i]) end
+  lens = table.concat(ls, ',')
+  body = table.concat(ARGV, '', first, #ARGV)
+end
+publish(path, m.ti, m.tb, ti, flag, lens, m.ct, body)
 local pe, ps = '-', '-'
 if new_e then pe, ps = fmt(new_e), fmt(new_s) end
 return 'ok ' .. fmt(m.ti) .. ' ' .. fmt(m.tb) .. ' ' .. fmt(ti) .. ' ' .. fmt(tb) .. ' ' .. flag
-  .. ' ' .. pe .. ' ' .. ps
+  .. ' ' .. pe .. ' ' .. ps .. ' ' .. lens .. ' ' .. m.ct
 """
 
 # ARGV: P, path, now, touch, kind ('s' start, 'n' now, 'o' offset), index,
@@ -485,6 +511,9 @@ if src then
   redis.call('PERSIST', P .. 'p:' .. from)
 end
 gc_expire(meta(path), now)
+-- A new incarnation of the path: nodes forget what they knew of an old one
+-- (which Redis expiry may have removed without a message) and waiters re-check.
+publish(path, 0, 0, ti, 'g', '-', '', '')
 local all = redis.call('HGETALL', mkey)
 table.insert(all, 1, 'created')
 return all
@@ -530,7 +559,8 @@ return 0
 def _lua(body: str) -> str:
     prelude = _LUA_PRELUDE.replace(
         "local GRACE_MS = 1000",
-        f"local GRACE_MS = 1000\nlocal PRODUCER_TTL = {PRODUCER_STATE_TTL_SECONDS!r}",
+        f"local GRACE_MS = 1000\nlocal PRODUCER_TTL = {PRODUCER_STATE_TTL_SECONDS!r}"
+        f"\nlocal DATA_IN_MESSAGE_MAX = {_DATA_IN_MESSAGE_MAX}",
     )
     return prelude + body
 
@@ -590,10 +620,78 @@ def _flat(h: dict[bytes, bytes]) -> list[bytes]:
     return [x for kv in h.items() for x in kv]
 
 
+class _Delivery:
+    """Messages an append published with its wake-up (immutable facts)."""
+
+    __slots__ = ("at", "closed", "content_type", "first_byte", "first_index", "messages")
+
+    def __init__(
+        self,
+        first_index: int,
+        first_byte: int,
+        messages: list[bytes],
+        *,
+        closed: bool,
+        content_type: str,
+        at: float,
+    ) -> None:
+        self.first_index = first_index
+        self.first_byte = first_byte
+        self.messages = messages
+        self.closed = closed
+        self.content_type = content_type
+        self.at = at
+
+    @property
+    def end_index(self) -> int:
+        return self.first_index + len(self.messages)
+
+    def read(
+        self, offset: str, max_bytes: int, max_messages: int, *, at_tail: bool
+    ) -> ReadResult | None:
+        """The read from ``offset`` these messages answer, or None (ask Redis).
+
+        ``at_tail``: the caller knows no later append (its node's last tail
+        message ends here), so a read reaching the end is ``up_to_date``.
+        """
+        try:
+            index, byte_pos = decode_offset(offset)
+        except BadOffset:
+            return None
+        k = index - self.first_index
+        if not 0 <= k < len(self.messages):
+            return None
+        pos = self.first_byte
+        for data in self.messages[:k]:
+            pos += len(data)
+        if pos != byte_pos:
+            return None
+        entries: list[Entry] = []
+        used = 0
+        current = offset
+        for data in self.messages[k:]:
+            if entries and (used + len(data) > max_bytes or len(entries) >= max_messages):
+                break
+            index += 1
+            byte_pos += len(data)
+            following = _OFFSET_FMT % (index, byte_pos)
+            entries.append(Entry(data, current, following))
+            current = following
+            used += len(data)
+        at_end = index == self.end_index
+        return ReadResult(
+            entries=entries,
+            next_offset=current,
+            up_to_date=at_end and (at_tail or self.closed),
+            closed=at_end and self.closed,
+            content_type=self.content_type,
+        )
+
+
 class _Waiter:
     """One local ``wait_for`` call: its resolved index and how it ended."""
 
-    __slots__ = ("event", "index", "recheck", "verdict")
+    __slots__ = ("delivery", "event", "index", "recheck", "verdict")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
@@ -601,10 +699,25 @@ class _Waiter:
         self.index: int | None = None
         self.verdict: bool | None = None
         self.recheck = False
+        #: The messages that woke it, when the append carried them.
+        self.delivery: _Delivery | None = None
 
 
 #: One pending script call: the script, its ARGV and the caller's future.
 _Call = tuple["AsyncScript", list[Any], "asyncio.Future[Any]"]
+
+#: Appends of at most this many payload bytes carry their data in the tail
+#: message, so live readers on every node skip the read round trip.
+_DATA_IN_MESSAGE_MAX = 64 * 1024
+
+#: A delivery handed from a woken ``wait_for`` to the same task's next read
+#: is used only this soon after the wake-up (seconds) ...
+_HANDOFF_MAX_AGE = 1.0
+#: ... and at most this many are kept (oldest dropped).
+_HANDOFF_MAX = 4096
+
+#: Paths whose last announced tail a node remembers (oldest dropped).
+_KNOWN_MAX = 65536
 
 #: Most script calls sent in one pipeline.
 _MAX_PIPELINE = 256
@@ -664,6 +777,10 @@ class RedisStore(LogStore):
         self._flush_scheduled = False
         self._inflight: set[asyncio.Task[None]] = set()
         self._read_joins: dict[tuple[str, str, int, int], asyncio.Task[ReadResult]] = {}
+        self._handoffs: dict[tuple[asyncio.Task[Any], str], _Delivery] = {}
+        #: path -> (tail index, closed) as the last tail message announced,
+        #: valid while the subscription stays up (cleared on resubscribe).
+        self._known: dict[str, tuple[int, bool]] = {}
         self._subscriber: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._closed = False
@@ -738,14 +855,45 @@ class RedisStore(LogStore):
 
     def _dispatch(self, data: bytes) -> None:
         try:
-            tail, flag, path = data.decode().split(" ", 2)
-            index = int(tail)
-        except ValueError:
+            nl = data.index(b"\n")
+            fi, fb, ti, flag_b, lens, plen_b, clen_b = data[:nl].split(b" ")
+            plen, clen = int(plen_b), int(clen_b)
+            path = data[nl + 1 : nl + 1 + plen].decode()
+            tail_index = int(ti)
+            flag = flag_b.decode()
+        except (ValueError, UnicodeDecodeError):
             log.warning("ignoring a malformed tail message: %r", data[:100])
             return
-        self._wake(path, index, flag)
+        self._learn(path, tail_index, flag)
+        if path not in self._waiters:
+            return
+        delivery: _Delivery | None = None
+        if lens != b"-":
+            try:
+                start = nl + 1 + plen
+                content_type = data[start : start + clen].decode()
+                pos = start + clen
+                messages: list[bytes] = []
+                for length in lens.split(b","):
+                    end = pos + int(length)
+                    messages.append(data[pos:end])
+                    pos = end
+                if pos == len(data):
+                    delivery = _Delivery(
+                        int(fi),
+                        int(fb),
+                        messages,
+                        closed=flag == "c",
+                        content_type=content_type,
+                        at=asyncio.get_running_loop().time(),
+                    )
+            except (ValueError, UnicodeDecodeError):
+                delivery = None
+        self._wake(path, tail_index, flag, delivery)
 
-    def _wake(self, path: str, tail_index: int, flag: str) -> None:
+    def _wake(
+        self, path: str, tail_index: int, flag: str, delivery: _Delivery | None = None
+    ) -> None:
         waiters = self._waiters.get(path)
         if not waiters:
             return
@@ -759,11 +907,24 @@ class RedisStore(LogStore):
                 w.recheck = True
             elif tail_index > w.index or flag == "c":
                 w.verdict = True
+                w.delivery = delivery
             else:
                 continue
             w.event.set()
 
+    def _learn(self, path: str, tail_index: int, flag: str) -> None:
+        """Remember the newest tail a message announced (bounded, oldest dropped)."""
+        known = self._known
+        known.pop(path, None)
+        if flag == "g" or not self._subscribed.is_set():
+            return
+        if len(known) >= _KNOWN_MAX:
+            del known[next(iter(known))]
+        known[path] = (tail_index, flag == "c")
+
     def _wake_all(self) -> None:
+        # Messages may have been missed: forget what they said.
+        self._known.clear()
         for waiters in self._waiters.values():
             for w in waiters:
                 w.recheck = True
@@ -816,10 +977,22 @@ class RedisStore(LogStore):
                 w.recheck = False
                 w.index = None
                 w.event.clear()
-                try:
-                    state = await self._wait_probe(path, offset, index)
-                except StoreUnavailable:
-                    return True  # the caller's read reports the outage
+                known = self._known.get(path) if index is None else None
+                if (
+                    known is not None
+                    and offset not in (OFFSET_START, OFFSET_NOW)
+                    and self._subscribed.is_set()
+                ):
+                    # Subscribed since that message, and every append and
+                    # close publishes one: a later change will wake us, so the
+                    # announced tail decides without asking Redis (DS §5 live).
+                    wanted = decode_offset(offset)[0]
+                    state: bool | int = True if known[0] > wanted or known[1] else wanted
+                else:
+                    try:
+                        state = await self._wait_probe(path, offset, index)
+                    except StoreUnavailable:
+                        return True  # the caller's read reports the outage
                 if state is True or state is False:
                     return state
                 index = w.index = state
@@ -834,6 +1007,8 @@ class RedisStore(LogStore):
                         return False
                     w.event.clear()
                 if w.verdict is not None:
+                    if w.verdict and w.delivery is not None:
+                        self._hand_off(path, w.delivery)
                     return w.verdict
                 if loop.time() >= deadline:
                     return False
@@ -843,6 +1018,16 @@ class RedisStore(LogStore):
                 waiters.discard(w)
                 if not waiters:
                     del self._waiters[path]
+
+    def _hand_off(self, path: str, delivery: _Delivery) -> None:
+        """Keep ``delivery`` for this task's next read of ``path`` (bounded)."""
+        task = asyncio.current_task()
+        if task is None:
+            return
+        handoffs = self._handoffs
+        if len(handoffs) >= _HANDOFF_MAX:
+            del handoffs[next(iter(handoffs))]
+        handoffs[(task, path)] = delivery
 
     # -- calls -------------------------------------------------------------------
 
@@ -1084,9 +1269,13 @@ class RedisStore(LogStore):
             ],
         )
         if isinstance(res, bytes):
-            # "ok <index> <byte> <tail index> <tail byte> <flag> <epoch> <seq>"
-            _, index_s, byte_s, tail_s, tail_byte_s, flag, epoch_s, seq_s = res.decode().split(" ")
+            # "ok <index> <byte> <tail index> <tail byte> <flag> <epoch> <seq>
+            # <lengths> <content type>"
+            _, index_s, byte_s, tail_s, tail_byte_s, flag, epoch_s, seq_s, lens, ct = (
+                res.decode().split(" ", 9)
+            )
             index, byte_pos = int(index_s), int(byte_s)
+            first_index, first_byte = index, byte_pos
             offsets: list[str] = []
             for data in messages:
                 offsets.append(_OFFSET_FMT % (index, byte_pos))
@@ -1094,7 +1283,21 @@ class RedisStore(LogStore):
                 byte_pos += len(data)
             tail_index = int(tail_s)
             closed = flag == "c"
-            self._wake(path, tail_index, flag)
+            self._learn(path, tail_index, flag)
+            if path in self._waiters:
+                delivery = (
+                    _Delivery(
+                        first_index,
+                        first_byte,
+                        [bytes(m) for m in messages],
+                        closed=closed,
+                        content_type=ct,
+                        at=asyncio.get_running_loop().time(),
+                    )
+                    if lens != "-"
+                    else None
+                )
+                self._wake(path, tail_index, flag, delivery)
             return AppendResult(
                 status="appended" if messages else "closed_only",
                 offsets=offsets,
@@ -1178,6 +1381,27 @@ class RedisStore(LogStore):
     ) -> ReadResult:
         if now is not None:
             return await self._read_call(path, offset, max_bytes, max_messages, now, touch=True)
+        if self._handoffs:
+            # The read right after this task's wait_for was woken by an append
+            # that carried its messages: they are the answer (offsets and data
+            # are immutable facts), no round trip. Only streams without TTL or
+            # expiry carry data (nothing to renew or check). ``up_to_date`` is
+            # as of this node's last tail message for the stream (at most one
+            # Pub/Sub delivery behind Redis; a later append wakes the next wait).
+            delivery = self._handoffs.pop((asyncio.current_task(), path), None)  # type: ignore[arg-type]
+            if (
+                delivery is not None
+                and asyncio.get_running_loop().time() - delivery.at <= _HANDOFF_MAX_AGE
+            ):
+                known = self._known.get(path)
+                at_tail = (
+                    known is not None
+                    and known[0] == delivery.end_index
+                    and self._subscribed.is_set()
+                )
+                handed = delivery.read(offset, max_bytes, max_messages, at_tail=at_tail)
+                if handed is not None:
+                    return handed
         # Live readers woken by one append all read the same range in the same
         # loop tick: they share one Redis call. A read is joined only until it
         # is sent (``_flush`` forgets the key), so every reader gets a read made
@@ -1274,6 +1498,7 @@ class RedisStore(LogStore):
         if status == b"gone":
             raise StreamGone(f"stream {path!r} was deleted")
         # The script published the deletion; wake local waiters without the round trip.
+        self._learn(path, 0, "g")
         self._wake(path, 0, "g")
 
     async def list_streams(self, prefix: str = "", *, limit: int = 1000) -> list[StreamInfo]:
