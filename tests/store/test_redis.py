@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,6 +30,7 @@ from durasync.store import (
     StreamConfig,
     StreamNotFound,
 )
+from durasync.store.base import ReadResult
 from durasync.store.redis import RedisStore
 from redisproc import RedisServer
 
@@ -327,3 +329,132 @@ async def test_concurrent_live_reads_share_one_call_but_never_a_stale_one(
     # A read started after an append (through the other node) sees it.
     await b.append("/fan", [b"2"])
     assert [e.data for e in (await a.read("/fan", tail)).entries] == [b"1", b"2"]
+
+
+class _CallCounter:
+    """Counts RedisStore script calls and wait probes (round trips to Redis)."""
+
+    def __init__(self, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.probes = 0
+        run, probe = store._run, store._wait_probe
+
+        async def counted_run(script: Any, args: list[Any]) -> Any:
+            self.calls += 1
+            return await run(script, args)
+
+        async def counted_probe(path: str, offset: str, index: int | None) -> bool | int:
+            self.probes += 1
+            return await probe(path, offset, index)
+
+        monkeypatch.setattr(store, "_run", counted_run)
+        monkeypatch.setattr(store, "_wait_probe", counted_probe)
+
+
+async def test_woken_reader_gets_the_appended_messages_without_a_round_trip(
+    nodes: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = nodes
+    created = await a.create("/hand", TEXT, initial=[b"old"])
+    tail = created.info.tail
+    counter = _CallCounter(b, monkeypatch)
+
+    async def live_read(**limits: int) -> ReadResult:
+        assert await b.wait_for("/hand", tail, 5.0)
+        return await b.read("/hand", tail, **limits)
+
+    reader = asyncio.create_task(live_read())
+    await asyncio.sleep(0.05)
+    appended = await a.append("/hand", [b"x", b"yy"])
+    handed = await asyncio.wait_for(reader, 5.0)
+    assert counter.calls == 0  # the tail message carried the data
+    fresh = await b.read("/hand", tail)
+    assert handed == fresh  # identical to what Redis answers (incl. up_to_date)
+    assert [e.offset for e in handed.entries] == appended.offsets
+    assert handed.up_to_date and handed.next_offset == appended.tail
+
+    # Limits apply; a partial answer is not up to date.
+    tail_before, tail = tail, appended.tail
+    reader = asyncio.create_task(live_read(max_messages=1))
+    await asyncio.sleep(0.05)
+    second = await a.append("/hand", [b"p", b"q"])
+    partial = await asyncio.wait_for(reader, 5.0)
+    assert counter.calls == 1  # only the fresh read above
+    assert [e.data for e in partial.entries] == [b"p"] and not partial.up_to_date
+    assert partial.entries[0].offset == second.offsets[0]
+    everything = await b.read("/hand", tail_before)
+    assert [e.data for e in everything.entries] == [b"x", b"yy", b"p", b"q"]
+
+
+async def test_handed_read_is_not_up_to_date_once_a_later_append_was_announced(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    created = await a.create("/later", TEXT)
+    woken = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def live_read() -> ReadResult:
+        assert await b.wait_for("/later", created.info.tail, 5.0)
+        woken.set()
+        await go_on.wait()
+        return await b.read("/later", created.info.tail)
+
+    reader = asyncio.create_task(live_read())
+    await asyncio.sleep(0.05)
+    await a.append("/later", [b"1"])
+    await asyncio.wait_for(woken.wait(), 5.0)
+    await a.append("/later", [b"2"])
+    await eventually(lambda: b._known.get("/later") == (2, False))
+    go_on.set()
+    # The reader was woken by "1"; "2" is already announced: not up to date.
+    handed = await asyncio.wait_for(reader, 5.0)
+    assert [e.data for e in handed.entries] == [b"1"] and not handed.up_to_date
+    rest = await b.read("/later", handed.next_offset)
+    assert [e.data for e in rest.entries] == [b"2"] and rest.up_to_date
+
+
+async def test_large_and_expiring_appends_are_read_from_redis(
+    nodes: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = nodes
+    big = b"z" * (64 * 1024 + 1)
+    for path, config in (
+        ("/big", TEXT),
+        ("/ttl", StreamConfig(content_type="text/plain", ttl_seconds=60)),
+    ):
+        created = await a.create(path, config)
+        counter = _CallCounter(b, monkeypatch)
+        waiter = asyncio.create_task(b.wait_for(path, created.info.tail, 5.0))
+        await asyncio.sleep(0.05)
+        await a.append(path, [big if path == "/big" else b"small"])
+        assert await asyncio.wait_for(waiter, 5.0)
+        result = await b.read(path, created.info.tail)
+        assert counter.calls == 1 and result.up_to_date  # read (and TTL renewed) in Redis
+        monkeypatch.undo()
+
+
+async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
+    nodes: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = nodes
+    await a.create("/park", TEXT)
+    first = await a.append("/park", [b"1"])
+    await eventually(lambda: b._known.get("/park") == (1, False))
+    counter = _CallCounter(b, monkeypatch)
+    # Data past the offset is known: True at once; at the tail: parks.
+    assert await b.wait_for("/park", first.offsets[0], 5.0)
+    waiter = asyncio.create_task(b.wait_for("/park", first.tail, 5.0))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await a.append("/park", [b"2"])
+    assert await asyncio.wait_for(waiter, 5.0)
+    assert counter.probes == 0
+    # Delete and re-create through A: B forgets the old tail and re-checks.
+    await a.delete("/park")
+    await a.create("/park", TEXT)
+    await eventually(lambda: "/park" not in b._known)
+    # The new stream's tail is 0: the old tail offset is beyond it, so the
+    # waiter asks Redis (a probe) and parks until the timeout.
+    assert not await b.wait_for("/park", first.tail, 0.05)
+    assert counter.probes == 1
