@@ -187,3 +187,57 @@ async def test_two_nodes_converge_and_survive_sigkill(cluster: list[ServerProces
             await c.close(grace=0.5)
         await obs.close()
         await ghost.ws.close()
+
+
+async def test_redis_outage_stops_acks_then_recovers_without_duplicates(tmp_path: Path) -> None:
+    """Split from Redis: no node acknowledges while Redis is down; after it returns (AOF,
+    appendfsync always) the clients converge with every message journaled exactly once."""
+    room = unique_room("split")
+    with RedisServer(tmp_path) as redis:
+        nodes = [start_server("--port", "0", "--redis", redis.url) for _ in range(2)]
+        a, b = nodes
+        clients = [
+            RoomClient([_ws(a), _ws(b)], room, options=FAST),
+            RoomClient([_ws(b), _ws(a)], room, options=FAST),
+        ]
+        committed: list[str] = []
+        try:
+            for c in clients:
+                await c.join()
+            for i, c in enumerate(clients):
+                c.edit({"ot": "number.add", "key": "", "path": f"n{i}", "value": 1})
+                m = c.commit()
+                assert m is not None
+                committed.append(m.id)
+            async with asyncio.timeout(10):
+                for c in clients:
+                    await c.synced()
+            redis.kill()
+            for step in range(10):
+                for i, c in enumerate(clients):
+                    c.edit({"ot": "number.add", "key": "", "path": f"n{i}", "value": step})
+                    m = c.commit()
+                    assert m is not None
+                    committed.append(m.id)
+            # Nothing can be acknowledged without the store.
+            await asyncio.sleep(0.5)  # a window in which an ack would be a bug
+            assert all(c.unsynced == 10 for c in clients)
+            redis.start()
+            async with asyncio.timeout(30):
+                for c in clients:
+                    await c.synced()
+            async with httpx.AsyncClient(timeout=10) as http:
+                raw = await http.get(f"{b.url}/v1/rooms/{room}/journal", params={"offset": "-1"})
+                graph = (await http.get(f"{b.url}/v1/rooms/{room}")).text
+                seq = int((await http.get(f"{b.url}/v1/rooms/{room}")).headers["room-server-seq"])
+            journal = msgspec.json.decode(raw.content)
+            assert [rec["serverSeq"] for rec in journal] == list(range(1, len(committed) + 1))
+            assert sorted(rec["msg"]["id"] for rec in journal) == sorted(committed)
+            await _until(lambda: all(c.server_seq == seq for c in clients), 15)
+            for c in clients:
+                assert c.replica.dump() == graph
+        finally:
+            for c in clients:
+                await c.close(grace=0.5)
+            for n in nodes:
+                n.stop()
