@@ -272,3 +272,47 @@ async def test_store_unavailable_gives_503_with_retry_after() -> None:
             assert r.json()["error"]["code"] == "UNAVAILABLE"
     await svc.aclose()
     await store.close()
+
+
+async def test_lease_of_a_dead_node_ends_on_the_next_append_elsewhere() -> None:
+    now = [1_000_000.0]
+    store = NetworkStore()
+    await store.open()
+    hooks = Hooks()
+
+    def node() -> SubscriptionService:
+        return SubscriptionService(
+            store,
+            shared=True,
+            index_interval=0.02,
+            clock=lambda: now[0],
+            transport=httpx.MockTransport(hooks.handler),
+        )
+
+    a, b = node(), node()
+    await a.start()
+    await b.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url=BASE) as c:
+        r = await c.put(
+            _url("w"),
+            json={
+                "type": "webhook",
+                "pattern": "e/*",
+                "webhook": {"url": HOOK},
+                "lease_ttl_ms": 1000,
+            },
+        )
+        assert r.status_code == 201
+    await _eventually(lambda: _has(b, "w"))
+    tail = (await store.create("e/a", JSON, initial=[b"1"])).info.tail
+    await a.notify_append("e/a", tail)
+    first = msgspec.json.decode((await hooks.wait(1)).content)  # delivered by A, never acked
+    assert first["generation"] == 1
+    await a.aclose()  # node A dies: its lease timer dies with it
+    now[0] += 5.0  # the lease (1 s) ran out
+    tail = (await store.append("e/a", [b"2"])).tail
+    await b.notify_append("e/a", tail)
+    second = msgspec.json.decode((await hooks.wait(2)).content)
+    assert second["generation"] == 2 and second["wake_id"] != first["wake_id"]
+    await b.aclose()
+    await store.close()

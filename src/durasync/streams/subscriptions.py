@@ -39,9 +39,11 @@ Guarantees and limits:
   ``__ds/keys`` (the first node to start stores its own; the others adopt
   them), so signatures and tokens verify on every node. These records are
   readable by whoever can read the store (the Redis); they are never served
-  over HTTP. Timers (lease expiry, webhook retries) run on the node that set
-  them; a claim also ends an expired lease itself, so a dead node's lease
-  does not block its subscription beyond the lease TTL.
+  over HTTP. Each node refreshes its list of subscriptions every
+  ``index_interval`` seconds (to match appends it receives). Timers (lease
+  expiry, webhook retries) run on the node that set them; a claim, and the
+  next matching append on any node, also end an expired lease, so a dead
+  node's lease does not block its subscription beyond the lease TTL.
 - A store that cannot answer gives 503 + ``Retry-After`` (never a guess).
 - Every queue is bounded: the delivery queue holds at most ``max_queue``
   items; when full a wake is not queued, and the wake's lease expiry
@@ -323,6 +325,9 @@ class SubscriptionService:
             for sub_id, items in notices.items():
 
                 def apply(sub: Subscription, items: list[tuple[str, str | None]] = items) -> None:
+                    # The node that armed this lease's timer may be gone: an expired
+                    # lease ends here, and the wake below redelivers (DS §9 leases).
+                    sub.lease_expired(self._clock())
                     for path, tail in items:
                         if tail is None:
                             sub.links.pop(path, None)
@@ -332,7 +337,8 @@ class SubscriptionService:
                 try:
                     await self._mutate(sub_id, apply)
                 except SubscriptionError:
-                    continue  # deleted meanwhile
+                    self._forget(sub_id)  # deleted through another node
+                    continue
                 except StoreError as exc:
                     log.warning("subscription %s: cannot record appends: %s", sub_id, exc)
                 except Exception:
@@ -363,7 +369,11 @@ class SubscriptionService:
                     self._remember(sub, base)
         for sub_id in list(self._subs):
             if sub_id not in seen:
-                self._forget(sub_id)
+                # The listing may predate a create by this node: forget only what is gone.
+                try:
+                    await self._load(sub_id)
+                except SubscriptionError:
+                    self._forget(sub_id)
 
     # ------------------------------------------------------------------
     # State: in memory, or versioned records in the shared store.
