@@ -16,8 +16,11 @@ Speed: the common case -- a message that sorts after everything folded so far --
 place. A message that lands earlier (or an undo/redo that flips an old message) restores the
 nearest copy-on-write checkpoint at or before that position and replays only the suffix.
 Checkpoints are taken every ``checkpoint_every`` (8) folded messages while messages have recently
-arrived out of order, else every ``max(8, 2 * nodes)`` (each checkpoint makes the next write of
-every node clone it), and are thinned to a bounded count.
+arrived out of order, else every ``max(8, 8 * nodes)`` (each checkpoint makes the next write of
+every node clone it, so this bounds clones to one per eight messages; the price is a re-fold of
+up to ``8 * nodes`` messages for a late arrival or an undo of an old message), and are thinned
+to a bounded count. A batch of in-order messages (a join) is folded by one loop and checkpointed
+at most once, at its end.
 Pending local edits sit on top of a "tip" checkpoint and are re-applied after every change of
 the fold (rebase).
 
@@ -203,7 +206,7 @@ class Replica:
     (the server itself, or peer-to-peer): own commits are confirmed immediately.
     ``checkpoint_every`` is the number of folded messages between two fold checkpoints while
     messages arrive out of order; in order, the interval grows to ``max(checkpoint_every,
-    2 * nodes)`` so that copy-on-write clones stay below one per two messages.
+    8 * nodes)`` so that copy-on-write clones stay below one per eight messages.
     """
 
     def __init__(
@@ -305,10 +308,15 @@ class Replica:
         """
         if validate:
             validate_message(msg, limits=self.limits)
-        return (
-            self.receive_many((msg,), None if server_seq is None else (server_seq,), validate=False)
-            == 1
-        )
+        if (
+            self._folded == len(self._msgs)
+            and not self._unresolved
+            and self._take_in_order(msg, server_seq)
+        ):
+            self._after_in_order()
+            return True
+        seqs = None if server_seq is None else (server_seq,)
+        return self.receive_many((msg,), seqs, validate=False) == 1
 
     def receive_many(
         self,
@@ -418,116 +426,108 @@ class Replica:
         the general path would produce (same journal order, same fold).
 
         Checkpoints: while disorder is recent, every ``checkpoint_every`` messages as in
-        :meth:`_fold_one`; otherwise at most one, at the end of the batch, once
-        ``max(checkpoint_every, 2 * nodes)`` messages have been folded since the last one (a
-        checkpoint in the middle of a long join would make every node written after it clone
-        itself; the price is a longer re-fold if a message later lands inside that batch).
+        :meth:`_fold_one`; otherwise at most one per batch, at its end (a checkpoint in the
+        middle of a long join would make every node written after it clone itself; the price
+        is a longer re-fold if a message later lands inside that batch).
         """
-        msgs = self._msgs
-        if self._folded != len(msgs) or self._unresolved:
+        if self._folded != len(self._msgs) or self._unresolved:
             return 0
         n = len(batch)
-        by_id = self._by_id
-        seen = self._seen
-        pending_ids = self._pending_ids
-        excluded = self._excluded
-        text_keys = self._text_keys
-        clock = self.clock
-        g = self._g
-        handlers = _HANDLERS
-        append = msgs.append
-        # Where the last folded message sorts: after a sequenced message only a higher
-        # serverSeq or any unsequenced message follows; after an unsequenced one, only an
-        # unsequenced message with a higher (lt, client, id) (module docstring, sort_key).
-        last_seq: float | None = -math.inf
-        last_key: SortKey | None = None
-        if msgs:
-            last_seq = msgs[-1].serverSeq
-            if last_seq is None:
-                last_key = sort_key(msgs[-1])
-        lt_max = self.lt
-        dense = self._ooo_recent > 0
         i = 0
-        if not dense and last_seq is not None and n > 1:
-            whole = self._fold_sequenced_batch(batch, seqs, last_seq)
-            if whole is not None:
-                i = n
-                lt_max = max(lt_max, whole)
-        while i < n:
-            m = batch[i]
-            s = None if seqs is None else seqs[i]
-            if s is None:
-                s = m.serverSeq
-            mid = m.id
-            if mid in by_id or mid in seen or mid in pending_ids:
-                break
-            if s is not None:
-                if last_seq is None or s <= last_seq:
-                    break
-            else:
-                key = (1, m.lt, m.client, mid)
-                if last_key is not None and key <= last_key:
-                    break
-            texts: set[tuple[str, str]] | None = None
-            ops = m.ops
-            meta = False
-            for op in ops:
-                c = op.ot[0]
-                if c == "m" and op.ot in META_OTYPES:
-                    meta = True
-                    break
-                if c == "t" and op.ot in TEXT_OTYPES:
-                    if texts is None:
-                        texts = set()
-                    texts.add((op.key, op.path))
-            if meta:
-                break
-            if i == 0 and self._tip is not None:
-                g.restore(self._tip)
-                self._tip = None
-            if s is not None:
-                last_seq = s
-                m.serverSeq = s
-            else:
-                last_seq = None
-                last_key = key
-            append(m)
-            by_id[mid] = m
-            if texts is not None:
-                text_keys[mid] = frozenset(texts)
-            lt = m.lt
-            if lt > lt_max:  # noqa: PLR1730 -- no max() call in the per-message loop
-                lt_max = lt
-            client = m.client
-            ck = m.clock
-            if ck:
-                cc = ck.get(client)
-                if cc is not None and cc > clock.get(client, 0):
-                    clock[client] = cc
-            if not (excluded and mid in excluded):
-                ts = m.ts if m.ts is not None else 0
-                for op in ops:
-                    fn = handlers.get(op.ot)
-                    if fn is not None:
-                        fn(g, op, lt, client, ts)
-            i += 1
-            if dense:
-                self._folded += 1
-                self._maybe_checkpoint()
-                dense = self._ooo_recent > 0
+        msgs = self._msgs
+        if n > 1 and self._ooo_recent == 0:
+            last_seq = msgs[-1].serverSeq if msgs else -math.inf
+            if last_seq is not None:
+                lt_max = self._fold_sequenced_batch(batch, seqs, last_seq)
+                if lt_max is not None:
+                    i = n
+                    self.lt = max(self.lt, lt_max)
+                    self._folded = len(msgs)
+                    self._maybe_checkpoint()
         if i == 0:
-            return 0
-        self.lt = lt_max
-        if self._folded != len(msgs):
-            self._folded = len(msgs)
-            self._maybe_checkpoint()
+            take = self._take_in_order
+            while i < n:
+                s = None if seqs is None else seqs[i]
+                if not take(batch[i], s):
+                    break
+                i += 1
+        if i:
+            self._after_in_order()
+        return i
+
+    def _take_in_order(self, m: Message, s: int | None) -> bool:
+        """Append and apply ``m`` if it is new, has no meta op and sorts after the last
+        confirmed message (the fold being up to date); else change nothing, return False.
+
+        The caller finishes with :meth:`_after_in_order` (overlay, text rebuilds).
+        """
+        mid = m.id
+        if mid in self._by_id or mid in self._seen or mid in self._pending_ids:
+            return False
+        if s is None:
+            s = m.serverSeq
+        msgs = self._msgs
+        if msgs:
+            last = msgs[-1]
+            ls = last.serverSeq
+            if s is not None:
+                # after a sequenced message only a higher serverSeq; never after an
+                # unsequenced one (sort_key: sequenced messages sort first)
+                if ls is None or s <= ls:
+                    return False
+            elif ls is None and (1, m.lt, m.client, mid) <= sort_key(last):
+                return False
+        ops = m.ops
+        texts: set[tuple[str, str]] | None = None
+        for op in ops:
+            ot = op.ot
+            c = ot[0]
+            if c == "m" and ot in META_OTYPES:
+                return False
+            if c == "t" and ot in TEXT_OTYPES:
+                if texts is None:
+                    texts = set()
+                texts.add((op.key, op.path))
+        g = self._g
+        if self._tip is not None:
+            g.restore(self._tip)
+            self._tip = None
+        m.serverSeq = s
+        msgs.append(m)
+        self._by_id[mid] = m
+        if texts is not None:
+            self._text_keys[mid] = frozenset(texts)
+        lt = m.lt
+        if lt > self.lt:  # noqa: PLR1730 -- no max() call on the per-message path
+            self.lt = lt
+        client = m.client
+        ck = m.clock
+        if ck:
+            cc = ck.get(client)
+            if cc is not None and cc > self.clock.get(client, 0):
+                self.clock[client] = cc
+        if not (self._excluded and mid in self._excluded):
+            ts = m.ts
+            if ts is None:
+                ts = 0
+            handlers = _HANDLERS
+            for op in ops:
+                fn = handlers.get(op.ot)
+                if fn is not None:
+                    fn(g, op, lt, client, ts)
+        self._folded += 1
+        self._maybe_checkpoint()
+        return True
+
+    def _after_in_order(self) -> None:
+        """Re-apply the overlay and rebuild text docs that saw unknown ids, after in-place folds."""
         if self._pending or self._buffer:
             self._apply_overlay()
+        g = self._g
         if g.missing_refs:
             missing = g.missing_refs
             g.missing_refs = set()
             self._rebuild_texts(missing)
-        return i
 
     def _fold_sequenced_batch(
         self, batch: Sequence[Message], seqs: Sequence[int | None] | None, last_seq: float
@@ -959,15 +959,16 @@ class Replica:
         self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
-        last = self._cps[-1][0]
         # dense checkpoints while messages arrive out of order (short re-folds), sparse ones
         # otherwise (each checkpoint makes the next write of every node clone it)
+        every = self._cp_every
         if self._ooo_recent:
             self._ooo_recent -= 1
-            every = self._cp_every
         else:
-            every = max(self._cp_every, len(self._g.nodes) << 1)
-        if self._folded - last >= every:
+            sparse = len(self._g.nodes) << 3
+            if sparse > every:  # noqa: PLR1730 -- runs per message; no max() call
+                every = sparse
+        if self._folded - self._cps[-1][0] >= every:
             self._cps.append((self._folded, self._g.checkpoint()))
             if len(self._cps) > _MAX_CHECKPOINTS:
                 # thin the older half, keep the base and the recent ones
