@@ -916,7 +916,12 @@ class RedisStore(LogStore):
         """Remember the newest tail a message announced (bounded, oldest dropped)."""
         known = self._known
         known.pop(path, None)
-        if flag == "g" or not self._subscribed.is_set():
+        if flag == "g":
+            # A deleted or re-created stream: data handed from before is moot.
+            for key in [k for k in self._handoffs if k[1] == path]:
+                del self._handoffs[key]
+            return
+        if not self._subscribed.is_set():
             return
         if len(known) >= _KNOWN_MAX:
             del known[next(iter(known))]
