@@ -356,3 +356,40 @@ async def test_nodes_creating_one_room_at_once_agree_on_its_epoch(
         finally:
             for n in nodes:
                 await n.close()
+
+
+async def test_catch_up_makes_a_resume_from_another_nodes_position_exact() -> None:
+    store = await _opened(MemoryStore())
+    settings = RoomSettings()
+    a = await Room.load("cu", store, settings, create=True)
+    b = await Room.load("cu", store, settings, create=True)
+    try:
+        assert b._follower is not None
+        b._follower.cancel()  # b's view stays behind (as if its follower had not run yet)
+        rep = Replica("w", sequenced=True)
+        for i in range(5):
+            rep.edit({"ot": "number.add", "key": "k", "path": "n", "value": 1}, i)
+            m = rep.commit(i)
+            assert m is not None
+            await a.submit(None, _copy(m))
+        await _until(lambda: a.last_seq == 5)
+        probe = Client("p")
+        probe.member = Member(
+            "p",
+            "msgpack",
+            can_write=False,
+            send=probe._send,
+            close=probe._close,
+            limit=1 << 20,
+            limiter=RateLimiter(1.0, 1.0, 0.0),
+        )
+        # A client that saw seq 3 on a resumes on b: b is at 0, so only a catch-up can make
+        # the answer exact (else a full state).
+        before = _decoder.decode(b.state_frame(probe.member, since=3, epoch=a.epoch))
+        assert isinstance(before, StateFrame) and not before.recovered
+        await b.catch_up()
+        after = _decoder.decode(b.state_frame(probe.member, since=3, epoch=a.epoch))
+        assert isinstance(after, StateFrame) and after.recovered
+        assert [m.serverSeq for m in after.journal] == [4, 5]
+    finally:
+        await _close_all([a, b], store)

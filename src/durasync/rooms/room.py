@@ -783,6 +783,17 @@ class Room:
                 break
         self._trim_tail_memory()
 
+    async def catch_up(self) -> None:
+        """Bring this node's view up to the journal's tail now (instead of waiting for the
+        follower): a client resuming from a position another node gave it (failover) gets
+        ``recovered: true`` instead of a needless full state.
+
+        Raises:
+            StoreError: the store failed (the follower will fail the room too).
+        """
+        async with self._lock:
+            await self._catch_up()
+
     async def _resync(self) -> None:
         """Reload from the latest snapshot + tail (lock held); every member gets a full
         ``state`` (``recovered: false``), as a client does after a trimmed-journal resume."""

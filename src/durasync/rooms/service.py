@@ -384,6 +384,16 @@ class _WsEndpoint:
             log.warning("room %s: load failed: %s", name, exc)
             await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
             return
+        epoch = q("epoch")
+        if since is not None and since > room.last_seq and epoch == room.epoch:
+            # A position from another node that is ahead of our view (failover): catch up
+            # first so the resume is exact (docs/protocol.md "Several nodes").
+            try:
+                await room.catch_up()
+            except StoreError as exc:
+                log.warning("room %s: catch-up failed: %s", name, exc)
+                await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
+                return
         if len(room.members) >= settings.max_members and not any(
             m.client == client for m in room.members
         ):
@@ -416,7 +426,7 @@ class _WsEndpoint:
             if other.client == client:
                 other.drop(CLOSE_REPLACED, "replaced by a newer connection of this client")
         member.start()
-        room.join(member, since=since, epoch=q("epoch"), now=loop.time())
+        room.join(member, since=since, epoch=epoch, now=loop.time())
         try:
             await self._receive_loop(room, member, receive, fmt)
         except asyncio.CancelledError:
@@ -509,6 +519,16 @@ class _WsEndpoint:
                     continue
                 room.set_presence(member, frame.state, now)
             elif isinstance(frame, SyncFrame):
+                if (
+                    frame.since is not None
+                    and frame.since > room.last_seq
+                    and frame.epoch == room.epoch
+                ):
+                    try:
+                        await room.catch_up()
+                    except StoreError:
+                        member.drop(4011, "room failed: reconnect")
+                        return
                 member.enqueue(room.state_frame(member, since=frame.since, epoch=frame.epoch))
             elif isinstance(frame, SyncCheckFrame):
                 member.enqueue(
