@@ -586,18 +586,24 @@ def _attach(g: SceneGraph, parent: Node, child_key: str) -> None:
     """Append ``child_key`` to ``parent.children`` keeping the order (createdAt, key)."""
     ch = parent.children
     nodes = g.nodes
-    c = nodes[child_key]
-    ck = (c.created_at, child_key)
     if parent.csorted:
         if not ch:
             ch.append(child_key)
             return
         last = nodes.get(ch[-1])
-        if last is not None and (last.created_at, last.key) <= ck:
+        c = nodes[child_key]
+        if last is not None and (
+            last.created_at < c.created_at
+            or (last.created_at == c.created_at and last.key <= child_key)
+        ):
             ch.append(child_key)
             return
     ch.append(child_key)
-    # reference §3 node.insert: re-sort the whole list by (createdAt, key); missing -> 0
+    _resort(nodes, parent)
+
+
+def _resort(nodes: dict[str, Node], parent: Node) -> None:
+    """Re-sort ``parent.children`` by (createdAt, key); missing children count as 0 (§3)."""
     ok = True
 
     def sort_key(k: str) -> tuple[float, str]:
@@ -608,7 +614,7 @@ def _attach(g: SceneGraph, parent: Node, child_key: str) -> None:
             return (0, k)
         return (m.created_at, k)
 
-    ch.sort(key=sort_key)
+    parent.children.sort(key=sort_key)
     parent.csorted = ok
 
 

@@ -102,6 +102,8 @@ def sort_key(msg: Message) -> SortKey:
 
 
 _NO_TEXTS: Final[frozenset[tuple[str, str]]] = frozenset()
+#: Otypes folded by a graph handler (all but the meta ops, which the replica interprets).
+_FOLD_OTYPES: Final[frozenset[str]] = frozenset(_HANDLERS)
 _NO_METAS: Final[tuple[tuple[str, bool], ...]] = ()
 
 
@@ -557,7 +559,7 @@ class Replica:
         ):
             return None
         ots = [op.ot for m in batch for op in m.ops]
-        if not META_OTYPES.isdisjoint(ots):
+        if not _FOLD_OTYPES.issuperset(ots):  # a meta op (or an unknown otype: unvalidated)
             return None
         before = len(by_id)
         by_id.update(zip(ids, batch, strict=True))
@@ -581,7 +583,8 @@ class Replica:
         handlers = _HANDLERS
         lt_max = -1
         for m, s in zip(batch, sq, strict=True):
-            m.serverSeq = s
+            if seqs is not None:
+                m.serverSeq = s
             lt = m.lt
             if lt > lt_max:  # noqa: PLR1730 -- no max() call in the per-message loop
                 lt_max = lt
@@ -595,9 +598,7 @@ class Replica:
             if ts is None:
                 ts = 0
             for op in m.ops:
-                fn = handlers.get(op.ot)
-                if fn is not None:
-                    fn(g, op, lt, client, ts)
+                handlers[op.ot](g, op, lt, client, ts)
         return lt_max
 
     def ack(self, msg_id: str, server_seq: int | None = None) -> bool:
