@@ -109,3 +109,25 @@ async def test_sse_on_b_sees_appends_on_a_promptly(
                 latency = time.monotonic() - acked
                 assert data == f"data:{body}", data
                 assert latency < PROMPT, f"round {i}: SSE on B got it {latency:.3f}s after A"
+
+
+@pytest.mark.timeout(60)
+async def test_sse_readers_that_go_away_are_released(
+    nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """SSE clients that disconnect while waiting on a Redis node leave no live request
+    behind (seen once on the Redis store: a waiter that outlived its client and then held
+    shutdown for the whole graceful timeout)."""
+    _a, b = nodes
+    path = "/v1/stream/cluster-live-gone"
+    async with httpx.AsyncClient(timeout=15) as client:
+        await _create(client, b.url + path)
+        for _ in range(3):
+            params = {"offset": "-1", "live": "sse"}
+            async with client.stream("GET", b.url + path, params=params) as sse:
+                await anext(sse.aiter_raw())
+
+        async def released() -> bool:
+            return await live_count(client, b) == 0
+
+        await eventually(released, limit=3)
