@@ -739,9 +739,11 @@ class Room:
         Entries are applied as the writer applies its own (tail, dedupe window, graph) and
         broadcast to every local member (their senders are on other nodes).
 
+        If the journal was trimmed past this node's view (another node snapshotted while this
+        one lagged by more than the retention), the room reloads instead (:meth:`_resync`).
+
         Raises:
-            StreamGone: the journal was trimmed past this node's view (the room fails and
-                its members resume with a full state after the reload).
+            StoreError: the store failed (the caller fails the room).
         """
         path = journal_path(self.name)
         while True:
