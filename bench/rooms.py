@@ -54,6 +54,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -1120,8 +1121,12 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=1.1, help="messages/s per client (latency)")
     ap.add_argument("--sat-rate", type=float, default=6.0, help="messages/s per client (max)")
     ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--loads", default="rate,sat", help="which loads to run: rate, sat or both")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--procs", type=int, default=4)
+    ap.add_argument(
+        "--serve-args", default="", help="extra `durasync serve` options (e.g. '--ws-impl wsproto')"
+    )
     ap.add_argument(
         "--client-lib",
         choices=["picows", "websockets"],
@@ -1182,7 +1187,8 @@ def main() -> int:
     for rep in range(0 if args.big_only else args.reps):
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
-            for label, rate in (("rate", args.rate), ("sat", args.sat_rate)):
+            loads = {"rate": args.rate, "sat": args.sat_rate}
+            for label, rate in ((lb, loads[lb]) for lb in args.loads.split(",")):
                 tmp = Path(tempfile.mkdtemp(prefix="rooms-bench-"))
                 try:
                     if name == "pycrdt":
@@ -1190,7 +1196,7 @@ def main() -> int:
                         kind = "pycrdt"
                     else:
                         data = tmp / "data" if name == "durasync-data" else None
-                        srv = start_ours(data_dir=data)
+                        srv = start_ours(data_dir=data, extra=shlex.split(args.serve_args))
                         kind = "durasync"
                     try:
                         r = run_phase(
