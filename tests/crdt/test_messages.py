@@ -8,6 +8,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from msgspec import UNSET
 
 from durasync.crdt import (
     CRDTValidationError,
@@ -22,7 +25,8 @@ from durasync.crdt import (
     merge_clocks,
     tick_clock,
 )
-from durasync.crdt.messages import clock_compare
+from durasync.crdt import messages as messages_mod
+from durasync.crdt.messages import DEFAULT_LIMITS, clock_compare, validate_message, validate_op
 
 LONG = {
     "id": "s:1",
@@ -192,3 +196,51 @@ def test_decode_obj_rejects_wrong_types() -> None:
         decode_message_obj({**COMPACT, "ops": [{"ot": "number.set", "seq": "x"}]})
     assert exc.value.field.startswith("ops[0]")
     assert isinstance(msgspec.json.encode(decode_message_obj(COMPACT)), bytes)
+
+
+_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=8),
+    st.sampled_from(["#a0b1c2", "a0b1c2", "#a0b1c", "#gggggg"]),
+    st.lists(
+        st.one_of(st.integers(-5, 5), st.floats(allow_nan=True), st.booleans(), st.text()),
+        max_size=5,
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ot=st.sampled_from(sorted(messages_mod._FAST_CHECKS)),
+    value=_VALUES,
+    key_len=st.sampled_from([1, 1024, 1025]),
+    separator=st.sampled_from([UNSET, "-", 5]),
+)
+def test_fast_op_checks_agree_with_the_full_check(
+    ot: str, value: Any, key_len: int, separator: Any
+) -> None:
+    """The fast acceptance path of validate_op never accepts what the full check refuses."""
+    op = Op(ot=ot, key="k" * key_len, path="p", value=value, separator=separator)
+    full = Op(ot=ot, key="k" * key_len, path="p", value=value, separator=separator)
+    try:
+        messages_mod._validate_op_full(full, "op", DEFAULT_LIMITS, False)
+        full_ok = True
+    except CRDTValidationError:
+        full_ok = False
+    try:
+        validate_op(op)
+        fast_ok = True
+    except CRDTValidationError:
+        fast_ok = False
+    assert fast_ok == full_ok
+    msg = Message(id="m", client="c", lt=1, ts=0, ops=[op])
+    try:
+        validate_message(msg)
+        msg_ok = True
+    except CRDTValidationError as exc:
+        assert exc.field.startswith("ops[0].")
+        msg_ok = False
+    assert msg_ok == full_ok

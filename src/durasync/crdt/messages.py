@@ -390,6 +390,73 @@ def _check_text_delete(op: Op, p: str, local: bool) -> None:
     _check_rm(op.rm, f"{p}.rm")
 
 
+# -- fast acceptance of the common ops ------------------------------------------------------------
+# Each returns True when the value is certainly valid for its otype; False sends the op through
+# the full check of validate_op, which names the bad field. No field-name strings are built on
+# this path (they cost more than the checks themselves).
+
+
+def _ok_num(op: Op, limits: Limits) -> bool:
+    v = op.value
+    t = type(v)
+    # x - x is 0 for a finite float, NaN for inf/NaN
+    return t is int or (t is float and v - v == 0)
+
+
+def _ok_vec3(op: Op, limits: Limits) -> bool:
+    v = op.value
+    if type(v) is not list or len(v) != 3:
+        return False
+    a, b, c = v
+    ta, tb, tc = type(a), type(b), type(c)
+    return (
+        (ta is int or (ta is float and a - a == 0))
+        and (tb is int or (tb is float and b - b == 0))
+        and (tc is int or (tc is float and c - c == 0))
+    )
+
+
+def _ok_vec4(op: Op, limits: Limits) -> bool:
+    v = op.value
+    if type(v) is not list or len(v) != 4:
+        return False
+    for x in v:
+        t = type(x)
+        if not (t is int or (t is float and x - x == 0)):
+            return False
+    return True
+
+
+def _ok_str(op: Op, limits: Limits) -> bool:
+    v = op.value
+    # string.concat may carry a separator (full check); string.set with one goes there too
+    return type(v) is str and len(v) <= limits.max_string and op.separator is UNSET
+
+
+def _ok_color(op: Op, limits: Limits) -> bool:
+    v = op.value
+    return type(v) is str and _COLOR_RE.match(v) is not None
+
+
+def _ok_bool(op: Op, limits: Limits) -> bool:
+    v = op.value
+    return type(v) is bool
+
+
+_FAST_CHECKS: Final[dict[str, Any]] = {
+    **dict.fromkeys(
+        ("number.set", "number.add", "number.multiply", "number.min", "number.max"), _ok_num
+    ),
+    **dict.fromkeys(
+        ("vector3.set", "vector3.add", "vector3.multiply", "euler.set", "euler.add"), _ok_vec3
+    ),
+    **dict.fromkeys(("quaternion.set", "quaternion.multiply", "vector3.applyQuaternion"), _ok_vec4),
+    "string.set": _ok_str,
+    **dict.fromkeys(("color.set", "color.blend"), _ok_color),
+    **dict.fromkeys(("boolean.set", "boolean.or", "boolean.and"), _ok_bool),
+}
+
+
 def validate_op(
     op: Op, p: str = "op", *, limits: Limits = DEFAULT_LIMITS, local: bool = False
 ) -> None:
@@ -398,6 +465,19 @@ def validate_op(
     ``local=True`` also accepts the position-based text forms that only local edits may use
     (reference §4: "Only the CRDT form is valid on the wire").
     """
+    if op.otype is UNSET:
+        fast = _FAST_CHECKS.get(op.ot)
+        if (
+            fast is not None
+            and len(op.key) <= limits.max_key
+            and len(op.path) <= limits.max_key
+            and fast(op, limits)
+        ):
+            return
+    _validate_op_full(op, p, limits, local)
+
+
+def _validate_op_full(op: Op, p: str, limits: Limits, local: bool) -> None:
     if op.otype is not UNSET:
         if not op.ot:
             op.ot = op.otype
@@ -537,10 +617,22 @@ def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bo
     if msg.clock and min(msg.clock.values()) < 0:
         k = next(k for k, c in msg.clock.items() if c < 0)
         raise CRDTValidationError(f"clock.{k}", "negative counter")
-    if len(msg.ops) > limits.max_ops:
+    ops = msg.ops
+    if len(ops) > limits.max_ops:
         raise CRDTValidationError("ops", f"more than {limits.max_ops} ops")
-    for i, op in enumerate(msg.ops):
-        validate_op(op, f"ops[{i}]", limits=limits, local=local)
+    max_key = limits.max_key
+    fast_checks = _FAST_CHECKS
+    for i, op in enumerate(ops):
+        if op.otype is UNSET:
+            fast = fast_checks.get(op.ot)
+            if (
+                fast is not None
+                and len(op.key) <= max_key
+                and len(op.path) <= max_key
+                and fast(op, limits)
+            ):
+                continue
+        _validate_op_full(op, f"ops[{i}]", limits, local)
 
 
 # ---------------------------------------------------------------------------------------------
