@@ -204,7 +204,7 @@ def _median(runs: list[dict[str, float]]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="durasync-bench-cluster-") as tmp:
-        redis = RedisServer(Path(tmp), appendfsync="always")
+        redis = RedisServer(Path(tmp), appendfsync=args.appendfsync)
         nodes: list[ServerProc] = []
         try:
             nodes.append(start_ours(data_dir=Path(tmp) / "embedded", long_poll_timeout=30.0))
@@ -268,7 +268,7 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
         f"durasync cluster benchmark  {time.strftime('%Y-%m-%d %H:%M')}  "
-        f"python {platform.python_version()}  redis appendfsync always  "
+        f"python {platform.python_version()}  redis appendfsync {args.appendfsync}  "
         f"medians of {args.reps} run(s)"
     )
     print()
@@ -333,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writer-procs", type=int, default=2, help="writer processes in (b)")
     parser.add_argument("--tasks", type=int, default=16, help="writer connections per process (b)")
     parser.add_argument("--reps", type=int, default=1, help="repetitions (medians reported)")
+    parser.add_argument(
+        "--appendfsync",
+        default="always",
+        choices=["always", "everysec", "no"],
+        help="Redis AOF fsync policy (always: the durable setting; others for diagnosis only)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 s phases (smoke run)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
