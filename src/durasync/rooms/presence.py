@@ -462,9 +462,11 @@ class RedisPresenceBus(PresenceBus):
                     pipe.expire(z, ttl)
                     ev = _Event(r=rp.room, n=self.node, k="refresh", cs=clients, x=expiry)
                     pipe.publish(self.channel, _event_encoder.encode(ev))
+                # Any node may sweep; removal is atomic per room and idempotent.
+                await self._sweep(
+                    keys=[self._zset(rp.room), self._hash(rp.room)], args=[now], client=pipe
+                )
             await pipe.execute()
-        for rp in rooms:
-            await self._sweep(keys=[self._zset(rp.room), self._hash(rp.room)], args=[now])
 
     # -- the one subscription of this node
 

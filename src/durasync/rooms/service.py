@@ -218,6 +218,9 @@ class RoomService:
             return _json_error(400, "BAD_VIEW", "view must be 'full' or 'live'")
         try:
             room = await self.get_room(name, create=False)
+            # Read-your-writes across nodes: include everything acknowledged by any node
+            # before this request, not only what our follower has applied so far.
+            await room.catch_up()
         except StreamNotFound:
             return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
         except (StoreError, RoomFailed) as exc:
