@@ -30,8 +30,10 @@ from durasync.store import (
     StreamConfig,
     StreamNotFound,
 )
+from durasync.store import redis as redis_store_module
 from durasync.store.base import ReadResult
 from durasync.store.redis import RedisStore
+from faultproxy import FaultProxy
 from redisproc import RedisServer
 
 TEXT = StreamConfig(content_type="text/plain")
@@ -458,3 +460,35 @@ async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
     # waiter asks Redis (a probe) and parks until the timeout.
     assert not await b.wait_for("/park", first.tail, 0.05)
     assert counter.probes == 1
+
+
+async def test_silently_dead_subscription_is_detected_and_replaced(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store_module, "_PUBSUB_PING_EVERY", 0.1)
+    monkeypatch.setattr(redis_store_module, "_PUBSUB_DEAD_AFTER", 0.5)
+    port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
+    # Node B reaches Redis through a proxy that can hold every byte (a
+    # partition without FIN/RST: nothing fails, nothing arrives).
+    async with FaultProxy("127.0.0.1", port) as proxy:
+        a = RedisStore(redis_url)
+        b = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=1.0)
+        await a.open()
+        await b.open()
+        try:
+            created = await a.create("/partition", TEXT)
+            waiter = asyncio.create_task(b.wait_for("/partition", created.info.tail, 10.0))
+            await asyncio.sleep(0.1)
+            before = b.subscriptions
+            proxy.plan.stall, proxy.plan.stall_rate = 2.5, 1.0
+            await a.append("/partition", [b"held"])  # B's copy of the message is held
+            await eventually(lambda: not b._subscribed.is_set(), within=3.0)
+            assert not waiter.done()
+            proxy.plan.stall_rate = 0.0  # new connections flow again
+            # B resubscribes by itself and its waiter re-checks, long before
+            # the held message would arrive.
+            assert await asyncio.wait_for(waiter, 1.5) is True
+            assert b.subscriptions > before
+        finally:
+            await a.close()
+            await b.close()

@@ -100,6 +100,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from durasync.store.base import (
@@ -716,6 +717,11 @@ _HANDOFF_MAX_AGE = 1.0
 #: ... and at most this many are kept (oldest dropped).
 _HANDOFF_MAX = 4096
 
+#: The subscriber PINGs Redis this often (seconds) when idle, and treats its
+#: connection as dead after this long without any message or PONG.
+_PUBSUB_PING_EVERY = 1.0
+_PUBSUB_DEAD_AFTER = 3.5
+
 #: Paths whose last announced tail a node remembers (oldest dropped).
 _KNOWN_MAX = 65536
 
@@ -840,10 +846,24 @@ class RedisStore(LogStore):
                 backoff = 0.05
                 # Appends may have happened while we were not subscribed.
                 self._wake_all()
+                loop = asyncio.get_running_loop()
+                last_seen = last_ping = loop.time()
                 while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        self._dispatch(msg["data"])
+                    msg = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=_PUBSUB_PING_EVERY
+                    )
+                    now = loop.time()
+                    if msg is not None:
+                        last_seen = now
+                        if msg.get("type") == "message":
+                            self._dispatch(msg["data"])
+                    elif now - last_seen > _PUBSUB_DEAD_AFTER:
+                        # A connection that died without a FIN/RST (network
+                        # partition) raises nothing: our PINGs went unanswered.
+                        raise RedisConnectionError("the subscription stopped answering PING")
+                    if now - last_ping >= _PUBSUB_PING_EVERY:
+                        last_ping = now
+                        await pubsub.ping(b"durasync")
             except (RedisError, OSError) as exc:
                 log.warning("redis subscription lost (%s); reconnecting", exc)
             finally:
