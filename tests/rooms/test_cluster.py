@@ -190,8 +190,12 @@ async def test_two_nodes_one_store_converge_exactly_once(
 
         await asyncio.gather(*(author(c, 40) for c in clients))
         ids = {m.id for m in sent}
+
+        def complete(c: Client) -> Callable[[], bool]:
+            return lambda: c.rep.pending_count == 0 and all(c.rep.has(i) for i in ids)
+
         for c in clients:
-            await c.wait(lambda c=c: c.rep.pending_count == 0 and all(c.rep.has(i) for i in ids))
+            await c.wait(complete(c))
         await _until(lambda: all(n.last_seq == len(sent) for n in nodes))
 
         journal = await _journal(store, "cl")
