@@ -19,6 +19,7 @@ from durasync.store import (
     open_store,
 )
 from durasync.store.engine import Engine
+from durasync.store.offsets import encode_offset
 
 TEXT = StreamConfig(content_type="text/plain")
 
@@ -149,3 +150,117 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         await store.read("/c")
     assert await store.wait_for("/c", "now", 1.0) is False
+
+
+async def test_one_batch_of_mixed_writes_applies_in_order(tmp_path: Path) -> None:
+    """Buffered rows are written in order around reads, deletes and trims of the same batch."""
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    try:
+        await store.create("/d", TEXT)
+        gate = threading.Event()
+        started = threading.Event()
+
+        def hold(engine: Engine) -> None:
+            started.set()
+            gate.wait(10)
+
+        held = asyncio.create_task(store._submit(hold))
+        assert await asyncio.to_thread(started.wait, 10)
+        many = [b"m%03d" % i for i in range(150)]  # more than one multi-row INSERT
+        ops = [
+            store.append("/d", [b"gone"], producer=Producer("p", 0, 0)),
+            store.delete("/d"),
+            store.create("/d", TEXT, initial=[b"new"]),
+            store.append("/d", [b"again"], producer=Producer("p", 0, 0)),
+            store.create("/src", TEXT, initial=many),
+            # The fork point is checked against rows written earlier in this batch.
+            store.create("/fork", StreamConfig(content_type="", forked_from="/src")),
+            store.append("/src", [b"after-fork"]),
+            store.create("/t", TEXT, initial=many),
+            # Trims rows that are still buffered in this batch (4 bytes each).
+            store.trim("/t", encode_offset(100, 400)),
+        ]
+        tasks = [asyncio.create_task(op) for op in ops]
+        await asyncio.sleep(0)
+        assert store._queue.qsize() == len(ops)
+        commits = store.commits
+        gate.set()
+        await held
+        results = await asyncio.gather(*tasks)
+        assert store.commits == commits + 2  # the held op's batch, then all of these in one
+        assert results[5].created
+        assert results[8] == 100
+    finally:
+        await store.close()
+
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    try:
+        assert [e.data for e in (await store.read("/d")).entries] == [b"new", b"again"]
+        # The producer state written before the delete did not survive it.
+        dup = await store.append("/d", [b"again"], producer=Producer("p", 0, 0))
+        assert dup.status == "duplicate"
+        src = await store.read("/src", max_messages=1000)
+        assert [e.data for e in src.entries] == [*many, b"after-fork"]
+        fork = await store.read("/fork", max_messages=1000)
+        assert [e.data for e in fork.entries] == many
+        t = await store.read("/t", max_messages=1000)
+        assert [e.data for e in t.entries] == many[100:]
+    finally:
+        await store.close()
+
+
+async def test_a_lone_writer_never_waits_for_the_commit_window(tmp_path: Path) -> None:
+    # A window far longer than any fsync: if a lone writer waited for it,
+    # 20 sequential appends would take at least 4 s.
+    store = EmbeddedStore(tmp_path, commit_window=0.2)
+    await store.open()
+    try:
+        await store.create("/w", TEXT)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for i in range(20):
+            await store.append("/w", [b"%d" % i])
+        assert loop.time() - started < 2.0
+        assert store.commits >= 21  # one commit per sequential append
+    finally:
+        await store.close()
+
+
+async def test_the_commit_window_gathers_writers_in_flight(tmp_path: Path) -> None:
+    # After a batch of 9 that took ~0.3 s to commit, the next first arrival
+    # waits (up to min(window, 0.3 s)) for the others in flight, even when
+    # they arrive one by one: 8 staggered appends share one commit.
+    store = EmbeddedStore(tmp_path, commit_window=0.5)
+    await store.open()
+    try:
+        await store.create("/g", TEXT)
+        gate = threading.Event()
+        started = threading.Event()
+
+        def hold(engine: Engine) -> None:
+            started.set()
+            gate.wait(10)
+
+        def slow(engine: Engine) -> None:
+            threading.Event().wait(0.3)
+
+        held = asyncio.create_task(store._submit(hold))
+        assert await asyncio.to_thread(started.wait, 10)
+        first = [asyncio.create_task(store.append("/g", [b"a"])) for _ in range(8)]
+        first.append(asyncio.create_task(store._submit(slow)))
+        await asyncio.sleep(0)
+        gate.set()
+        await held
+        await asyncio.gather(*first)
+        commits = store.commits
+        tasks = []
+        for _ in range(8):
+            tasks.append(asyncio.create_task(store.append("/g", [b"b"])))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+        assert store.commits - commits == 1, store.commits - commits
+        assert (await store.head("/g")).message_count == 16
+    finally:
+        await store.close()

@@ -139,36 +139,81 @@ def _read_own(  # noqa: PLR0917 - mirrors Persistence.read_own plus the connecti
     return out
 
 
+#: Rows per multi-row ``INSERT`` of message rows (4 parameters each).
+_ROWS_PER_INSERT = 64
+
+
+def _insert_messages_sql(rows: int) -> str:
+    return "INSERT INTO messages (path, idx, pos, data) VALUES " + ",".join(["(?, ?, ?, ?)"] * rows)
+
+
+#: One statement per row count, built once (SQLite caches their compiled forms).
+_INSERT_MESSAGES = [""] + [_insert_messages_sql(n) for n in range(1, _ROWS_PER_INSERT + 1)]
+
+
 class _SqlitePersistence:
-    """Applies engine changes to the open transaction; records what changed."""
+    """Applies engine changes to the open transaction; records what changed.
+
+    Message rows and producer states are buffered and written at the end of
+    the batch (:meth:`flush`) in multi-row statements: each SQLite statement
+    step releases and re-takes the GIL on the writer thread, and re-taking it
+    while the event loop is busy can cost up to the interpreter's switch
+    interval, so a batch of N appends takes a handful of steps instead of
+    ~2N. Every call that reads or deletes rows flushes first, so the
+    transaction always sees the batch's own writes in order.
+    """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.saved: dict[str, StreamMeta] = {}
         self.dropped: set[str] = set()
+        self._rows: list[tuple[str, int, int, bytes]] = []
+        self._producers: dict[tuple[str, str], ProducerState] = {}
 
     def reset(self) -> None:
         self.saved = {}
         self.dropped = set()
+        self._rows = []
+        self._producers = {}
 
     def write_messages(
         self, path: str, first_index: int, first_byte: int, messages: Sequence[bytes]
     ) -> None:
-        rows = []
+        rows = self._rows
         idx, pos = first_index, first_byte
         for data in messages:
             rows.append((path, idx, pos, data))
             idx, pos = idx + 1, pos + len(data)
-        self.conn.executemany(
-            "INSERT INTO messages (path, idx, pos, data) VALUES (?, ?, ?, ?)", rows
-        )
+
+    def _flush_writes(self) -> None:
+        """Write the buffered message rows and producer states (in this transaction)."""
+        rows = self._rows
+        if rows:
+            self._rows = []
+            execute = self.conn.execute
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                execute(_INSERT_MESSAGES[len(chunk)], [v for row in chunk for v in row])
+        producers = self._producers
+        if producers:
+            self._producers = {}
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO producers (path, producer_id, epoch, last_seq, "
+                "updated_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (path, producer_id, state.epoch, state.last_seq, state.updated_at)
+                    for (path, producer_id), state in producers.items()
+                ],
+            )
 
     def read_own(
         self, path: str, lo: int, hi: int, max_bytes: int, max_messages: int
     ) -> list[tuple[int, int, bytes]]:
+        self._flush_writes()
         return _read_own(self.conn, path, lo, hi, max_bytes, max_messages)
 
     def drop_stream(self, path: str) -> None:
+        self._flush_writes()
         self.conn.execute("DELETE FROM messages WHERE path = ?", (path,))
         self.conn.execute("DELETE FROM producers WHERE path = ?", (path,))
         self.conn.execute("DELETE FROM streams WHERE path = ?", (path,))
@@ -176,16 +221,18 @@ class _SqlitePersistence:
         self.dropped.add(path)
 
     def trim_messages(self, path: str, below_index: int) -> None:
+        self._flush_writes()
         self.conn.execute("DELETE FROM messages WHERE path = ? AND idx < ?", (path, below_index))
 
     def save_meta(self, meta: StreamMeta) -> None:
-        # Written once per path at the end of the batch (flush_metas): a batch
-        # of N appends to one stream rewrites its row once, not N times.
+        # Written once per path at the end of the batch (flush): a batch of N
+        # appends to one stream rewrites its row once, not N times.
         self.saved[meta.path] = meta
         self.dropped.discard(meta.path)
 
-    def flush_metas(self) -> None:
-        """Write every metadata row changed in this batch (before COMMIT)."""
+    def flush(self) -> None:
+        """Write everything this batch changed (before COMMIT)."""
+        self._flush_writes()
         if self.saved:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO streams (path, meta) VALUES (?, ?)",
@@ -193,11 +240,8 @@ class _SqlitePersistence:
             )
 
     def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO producers (path, producer_id, epoch, last_seq, updated_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (path, producer_id, state.epoch, state.last_seq, state.updated_at),
-        )
+        # The last state of a producer in the batch is the one that counts.
+        self._producers[path, producer_id] = state
 
 
 class _Op:
@@ -232,6 +276,10 @@ class EmbeddedStore(LogStore):
         max_pending: operations that may wait for the writer at once.
         max_batch: operations committed together at most.
         readers: reader threads (each with its own connection).
+        commit_window: longest wait, in seconds, for more appends before a
+            commit when the previous batch suggests more writers are in flight
+            (also never longer than the previous commit took); 0 commits as
+            soon as anything is queued. Acknowledgement still follows the fsync.
     """
 
     name = "embedded"
@@ -243,9 +291,11 @@ class EmbeddedStore(LogStore):
         max_pending: int = 4096,
         max_batch: int = 1024,
         readers: int = 2,
+        commit_window: float = 0.001,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self._commit_window = commit_window
         self.db_path = self.data_dir / "durasync.db"
         self._max_batch = max_batch
         self._clock = clock
@@ -352,23 +402,50 @@ class EmbeddedStore(LogStore):
         persistence = engine.persistence
         assert isinstance(persistence, _SqlitePersistence)
         conn = persistence.conn
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        max_batch = self._max_batch
+        # Group-commit window. Closed-loop writers send their next append
+        # soon after their ack, but not all at once: committing as soon as
+        # the first one arrives splits N writers into a batch of 1 and a
+        # batch of N-1 (two fsyncs for N appends). So when the previous batch
+        # was larger than what is queued now, more of those writers are
+        # likely in flight: wait for them, but never longer than the window
+        # nor than one commit took (waiting can then at most double a lone
+        # writer's latency). A single writer (previous batch of 1) never waits.
+        expected = 1
+        commit_seconds = 0.0
         stop = False
         try:
             while not stop:
-                first = self._queue.get()
+                first = get()
                 if first is _STOP:
                     break
                 batch: list[_Op] = [first]  # type: ignore[list-item]
-                while len(batch) < self._max_batch:
+                deadline = 0.0
+                want = min(expected, max_batch)
+                while len(batch) < max_batch:
                     try:
-                        nxt = self._queue.get_nowait()
+                        nxt = get_nowait()
                     except queue.Empty:
-                        break
+                        if len(batch) >= want or self._commit_window <= 0:
+                            break
+                        if not deadline:
+                            deadline = time.monotonic() + min(self._commit_window, commit_seconds)
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            nxt = get(timeout=remaining)
+                        except queue.Empty:
+                            break
                     if nxt is _STOP:
                         stop = True
                         break
                     batch.append(nxt)  # type: ignore[arg-type]
+                started = time.monotonic()
                 self._run_batch(engine, persistence, conn, batch)
+                commit_seconds = time.monotonic() - started
+                expected = len(batch)
         finally:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._writer_stopped)
@@ -393,7 +470,7 @@ class EmbeddedStore(LogStore):
                 except StoreClientError as exc:
                     # The engine raises before changing anything: only this op fails.
                     op.outcome = (False, exc)
-            persistence.flush_metas()
+            persistence.flush()
             conn.execute("COMMIT")
             self.commits += 1
             self.committed_ops += len(batch)
