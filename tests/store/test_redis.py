@@ -492,3 +492,27 @@ async def test_silently_dead_subscription_is_detected_and_replaced(
         finally:
             await a.close()
             await b.close()
+
+
+async def test_out_of_memory_refuses_writes_whole_and_reads_go_on(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    await a.create("/oom", TEXT, initial=[b"kept"])
+    client = aioredis.Redis.from_url(a.url)
+    try:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", "1")
+        try:
+            with pytest.raises(StoreUnavailable):
+                await a.append("/oom", [b"x"], producer=Producer("w", 0, 0))
+            with pytest.raises(StoreUnavailable):
+                await b.create("/oom2", TEXT)
+            assert [e.data for e in (await b.read("/oom")).entries] == [b"kept"]
+        finally:
+            await client.config_set("maxmemory", "0")
+    finally:
+        await client.aclose()
+    # Nothing of the refused append was written: the same producer seq is new.
+    r = await b.append("/oom", [b"x"], producer=Producer("w", 0, 0))
+    assert r.status == "appended" and r.offsets[0] == (await a.read("/oom")).entries[1].offset

@@ -31,8 +31,11 @@ stream path as UTF-8):
   appends of at most 64 KiB to streams without TTL/expiry, the appended
   messages themselves (``lengths`` is their comma-separated sizes, or ``-``).
 
-Atomicity. Every check-and-write is one Lua script (``EVALSHA`` through
-redis-py's ``register_script``, which reloads a script after ``NOSCRIPT``):
+Atomicity. Every check-and-write is one Lua script (``EVALSHA``; a
+``NOSCRIPT`` after a Redis restart reloads the script and re-sends the call,
+which did not run). Scripts carry the Redis 7 shebang, so Redis refuses a
+script before it starts when it cannot write (OOM, MISCONF) and no script
+stops half-way; every check precedes every write inside a script:
 append (DS §2 POST order closed -> content type -> producer -> Stream-Seq,
 then the write, producer state and Stream-Seq, all in one script), read (with
 its sliding-TTL touch), create-if-absent (with the fork reference count),
@@ -491,6 +494,8 @@ if from ~= '' then h[#h + 1] = 'from'; h[#h + 1] = from end
 if ARGV[10] == '1' then h[#h + 1] = 'cl'; h[#h + 1] = '1' end
 local ti, tb = bi, bb
 local dkey = P .. 'd:' .. path
+-- A new incarnation starts from nothing (no leftover of an expired one).
+redis.call('DEL', mkey, dkey, P .. 'p:' .. path)
 for i = 17, #ARGV do
   local d = ARGV[i]
   redis.call('XADD', dkey, fmt(ti + 1) .. '-' .. fmt(tb), 'd', d)
@@ -501,7 +506,6 @@ h[#h + 1] = 'ti'
 h[#h + 1] = fmt(ti)
 h[#h + 1] = 'tb'
 h[#h + 1] = fmt(tb)
-redis.call('DEL', mkey, P .. 'p:' .. path)
 redis.call('HSET', mkey, unpack(h))
 redis.call('ZADD', P .. 'paths', '0', path)
 if src then
@@ -557,13 +561,19 @@ return 0
 """
 
 
-def _lua(body: str) -> str:
+def _lua(body: str, *, allow_oom: bool = False) -> str:
     prelude = _LUA_PRELUDE.replace(
         "local GRACE_MS = 1000",
         f"local GRACE_MS = 1000\nlocal PRODUCER_TTL = {PRODUCER_STATE_TTL_SECONDS!r}"
         f"\nlocal DATA_IN_MESSAGE_MAX = {_DATA_IN_MESSAGE_MAX}",
     )
-    return prelude + body
+    # The shebang (Redis >= 7.0) makes Redis refuse a script that may write
+    # *before* it runs when it cannot accept writes (OOM, MISCONF): a script
+    # never stops half-way, since Redis has no rollback.
+    # Reads, deletes and trims (which free memory) still run when Redis is
+    # out of memory (``allow-oom``); creates and appends are refused whole.
+    shebang = "#!lua flags=allow-oom\n" if allow_oom else "#!lua\n"
+    return shebang + prelude + body
 
 
 _CONFIG_ENCODER = msgspec.json.Encoder()
@@ -773,11 +783,11 @@ class RedisStore(LogStore):
         )
         self._redis = aioredis.Redis(connection_pool=self._pool)
         self._append = self._redis.register_script(_lua(_LUA_APPEND))
-        self._read = self._redis.register_script(_lua(_LUA_READ))
+        self._read = self._redis.register_script(_lua(_LUA_READ, allow_oom=True))
         self._create = self._redis.register_script(_lua(_LUA_CREATE))
-        self._delete = self._redis.register_script(_lua(_LUA_DELETE))
-        self._trim = self._redis.register_script(_lua(_LUA_TRIM))
-        self._prune = self._redis.register_script(_lua(_LUA_PRUNE))
+        self._delete = self._redis.register_script(_lua(_LUA_DELETE, allow_oom=True))
+        self._trim = self._redis.register_script(_lua(_LUA_TRIM, allow_oom=True))
+        self._prune = self._redis.register_script(_lua(_LUA_PRUNE, allow_oom=True))
         self._waiters: dict[str, set[_Waiter]] = {}
         self._pending: list[_Call] = []
         self._flush_scheduled = False
@@ -866,6 +876,9 @@ class RedisStore(LogStore):
                         await pubsub.ping(b"durasync")
             except (RedisError, OSError) as exc:
                 log.warning("redis subscription lost (%s); reconnecting", exc)
+            except Exception:
+                # Never let live delivery die with a bug: log, resubscribe.
+                log.exception("redis subscriber failed; resubscribing")
             finally:
                 self._subscribed.clear()
                 with contextlib.suppress(Exception):
