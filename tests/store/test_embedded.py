@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from durasync.store import (
+    CreateResult,
     EmbeddedStore,
     Producer,
     ProducerSeqGap,
@@ -189,7 +190,8 @@ async def test_one_batch_of_mixed_writes_applies_in_order(tmp_path: Path) -> Non
         await held
         results = await asyncio.gather(*tasks)
         assert store.commits == commits + 2  # the held op's batch, then all of these in one
-        assert results[5].created
+        fork_created = results[5]
+        assert isinstance(fork_created, CreateResult) and fork_created.created
         assert results[8] == 100
     finally:
         await store.close()
@@ -248,7 +250,9 @@ async def test_the_commit_window_gathers_writers_in_flight(tmp_path: Path) -> No
 
         held = asyncio.create_task(store._submit(hold))
         assert await asyncio.to_thread(started.wait, 10)
-        first = [asyncio.create_task(store.append("/g", [b"a"])) for _ in range(8)]
+        first: list[asyncio.Task[object]] = [
+            asyncio.create_task(store.append("/g", [b"a"])) for _ in range(8)
+        ]
         first.append(asyncio.create_task(store._submit(slow)))
         await asyncio.sleep(0)
         gate.set()
