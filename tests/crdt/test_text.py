@@ -52,7 +52,9 @@ def check_invariants(doc: TextDoc) -> None:
         for s in b.spans:
             assert s.block is b and s.content
             if s.meta is not None:
-                assert len(s.meta) == len(s.content) and s.meta[0] == (s.seq, s.ts)
+                # flat per-char (seq, ts) pairs, seqs nondecreasing
+                assert len(s.meta) == 2 * len(s.content) and s.meta[:2] == [s.seq, s.ts]
+                assert s.meta[0::2] == sorted(s.meta[0::2])
         total += vis
         nspans += len(b.spans)
     assert total == len(doc) == len(doc.text())

@@ -112,12 +112,19 @@ def _check_seq(seq: object) -> int:
 
 
 def _check_ts(ts: object) -> float:
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        raise TextOpError("ts", f"must be a finite number, got {ts!r}")
-    return ts
+    t = type(ts)
+    # exact float/int first (every edit passes here): x - x is 0 only for a finite float
+    if t is float:
+        if ts - ts == 0:  # type: ignore[operator]
+            return ts  # type: ignore[return-value]
+    elif t is int:
+        return ts  # type: ignore[return-value]
+    elif not isinstance(ts, bool) and isinstance(ts, int | float) and math.isfinite(ts):
+        return ts  # a subclass of int or float
+    raise TextOpError("ts", f"must be a finite number, got {ts!r}")
 
 
-class InsertEdit(msgspec.Struct, frozen=True):
+class InsertEdit(msgspec.Struct, frozen=True, gc=False):
     """The wire fields of a ``text.insert`` produced by a local edit."""
 
     id: str
@@ -132,13 +139,13 @@ class InsertEdit(msgspec.Struct, frozen=True):
         return [self.anchor, self.content]
 
 
-class DeleteEdit(msgspec.Struct, frozen=True):
+class DeleteEdit(msgspec.Struct, frozen=True, gc=False):
     """The wire fields of a ``text.delete``: ``rm`` = ``[(charId, length), ...]``."""
 
     rm: list[tuple[str, int]]
 
 
-class ReplaceEdit(msgspec.Struct, frozen=True):
+class ReplaceEdit(msgspec.Struct, frozen=True, gc=False):
     """The wire fields of a ``text.replace``: ``rm`` plus the insert (``None`` if no text)."""
 
     rm: list[tuple[str, int]]
@@ -150,7 +157,9 @@ class _Span:
 
     ``anchor``/``seq``/``ts`` are those of the first char; every later char is anchored on its
     predecessor. ``meta`` is ``None`` when all chars share ``(seq, ts)`` (one op), else the
-    per-char ``(seq, ts)`` list (coalesced ops; ``meta[0] == (seq, ts)``, seqs nondecreasing).
+    per-char ``(seq, ts)`` pairs of coalesced ops, flat: ``[seq0, ts0, seq1, ts1, ...]``
+    (``meta[:2] == [seq, ts]``, seqs nondecreasing). Flat, because a tuple per typed char
+    would be one more object for the cyclic GC to track and traverse.
     """
 
     __slots__ = ("agent", "anchor", "block", "content", "deleted", "meta", "seq", "start", "ts")
@@ -164,7 +173,7 @@ class _Span:
         anchor: str | None,
         seq: int,
         ts: float,
-        meta: list[tuple[int, float]] | None,
+        meta: list[int | float] | None,
         block: _Block,
     ) -> None:
         self.agent = agent
@@ -179,7 +188,7 @@ class _Span:
 
     def last_seq(self) -> int:
         meta = self.meta
-        return self.seq if meta is None else meta[-1][0]
+        return self.seq if meta is None else meta[-2]  # type: ignore[return-value]
 
     def clone(self, block: _Block) -> _Span:
         meta = self.meta
@@ -357,9 +366,11 @@ class TextDoc:
         if meta is None:
             seq, ts, rest = sp.seq, sp.ts, None
         else:
-            seq, ts = meta[k]
-            rest = meta[k:] if len(content) - k > 1 else None
-            sp.meta = meta[:k] if k > 1 else None
+            k2 = k << 1
+            seq = meta[k2]  # type: ignore[assignment]
+            ts = meta[k2 + 1]
+            rest = meta[k2:] if len(content) - k > 1 else None
+            sp.meta = meta[:k2] if k > 1 else None
         after = _Span(
             agent,
             start + k,
@@ -532,13 +543,14 @@ class TextDoc:
         """Append a directly continuing op to ``sp`` (span coalescing), keeping per-char meta."""
         meta = sp.meta
         if meta is None:
-            meta = [(sp.seq, sp.ts)] * len(sp.content)
+            meta = [sp.seq, sp.ts] * len(sp.content)
             sp.meta = meta
         ln = len(content)
         if ln == 1:
-            meta.append((seq, ts))
+            meta.append(seq)
+            meta.append(ts)
         else:
-            meta.extend([(seq, ts)] * ln)
+            meta.extend([seq, ts] * ln)
         sp.content += content
         self._add_vis(sp.block, ln)
 
@@ -826,9 +838,9 @@ class TextDoc:
                 i = 0
                 ln = len(content)
                 while i < ln:
-                    seq, ts = meta[i]
+                    seq, ts = meta[2 * i], meta[2 * i + 1]
                     j = i + 1
-                    while j < ln and meta[j] == (seq, ts):
+                    while j < ln and meta[2 * j] == seq and meta[2 * j + 1] == ts:
                         j += 1
                     anchor = sp.anchor if i == 0 else f"{agent}:{sp.start + i - 1}"
                     append([f"{agent}:{sp.start + i}", content[i:j], anchor, seq, ts, sp.deleted])
