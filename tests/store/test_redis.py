@@ -516,3 +516,16 @@ async def test_out_of_memory_refuses_writes_whole_and_reads_go_on(
     # Nothing of the refused append was written: the same producer seq is new.
     r = await b.append("/oom", [b"x"], producer=Producer("w", 0, 0))
     assert r.status == "appended" and r.offsets[0] == (await a.read("/oom")).entries[1].offset
+
+
+async def test_announced_tail_never_goes_back(nodes: tuple[RedisStore, RedisStore]) -> None:
+    _, b = nodes
+    # An own append's reply and an older tail message can arrive in any order.
+    b._learn("/order", 3, "-")
+    b._learn("/order", 2, "-")
+    assert b._known["/order"] == (3, False)
+    b._learn("/order", 3, "c")
+    b._learn("/order", 3, "-")
+    assert b._known["/order"] == (3, True)
+    b._learn("/order", 0, "g")  # deleted: forgotten
+    assert "/order" not in b._known

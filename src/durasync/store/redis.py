@@ -948,7 +948,7 @@ class RedisStore(LogStore):
     def _learn(self, path: str, tail_index: int, flag: str) -> None:
         """Remember the newest tail a message announced (bounded, oldest dropped)."""
         known = self._known
-        known.pop(path, None)
+        before = known.pop(path, None)
         if flag == "g":
             # A deleted or re-created stream: data handed from before is moot.
             for key in [k for k in self._handoffs if k[1] == path]:
@@ -958,7 +958,12 @@ class RedisStore(LogStore):
             return
         if len(known) >= _KNOWN_MAX:
             del known[next(iter(known))]
-        known[path] = (tail_index, flag == "c")
+        # Own append replies and tail messages race on two connections: keep
+        # the newest tail (tails only grow until a delete, which pops it).
+        if before is not None and before[0] > tail_index:
+            known[path] = before
+        else:
+            known[path] = (tail_index, flag == "c" or (before is not None and before[1]))
 
     def _wake_all(self) -> None:
         # Messages may have been missed: forget what they said.
