@@ -211,11 +211,14 @@ class _Disconnected(Exception):
 class _Live:
     """One live (long-poll or SSE) request: lets shutdown/disconnect end its wait."""
 
-    __slots__ = ("ended", "task")
+    __slots__ = ("ended", "task", "waiting")
 
     def __init__(self) -> None:
-        #: The request's own task while it waits in :meth:`StreamsApp._wait`.
-        self.task: asyncio.Task[Any] | None = None
+        #: The request's own task (found once per request, not once per wait:
+        #: an SSE response waits once per delivery).
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        #: True while the task waits in :meth:`StreamsApp._wait`.
+        self.waiting = False
         self.ended = False
 
     def end(self) -> None:
@@ -223,7 +226,7 @@ class _Live:
         if self.ended:
             return
         self.ended = True
-        if self.task is not None:
+        if self.waiting and self.task is not None:
             self.task.cancel()
 
 
@@ -770,16 +773,16 @@ class StreamsApp:
         # Wait in the request's own task (no helper task: one task and one
         # loop hop less per live delivery); ``live.end()`` cancels it and the
         # cancellation is absorbed here, like ``asyncio.timeout`` does.
-        current = asyncio.current_task()
-        live.task = current
+        live.waiting = True
         try:
             return await self.store.wait_for(path, offset, within)
         except asyncio.CancelledError:
-            if live.ended and current is not None and current.uncancel() == 0:
+            task = live.task
+            if live.ended and task is not None and task.uncancel() == 0:
                 return False
             raise
         finally:
-            live.task = None
+            live.waiting = False
 
     async def _long_poll(
         self,
