@@ -802,6 +802,8 @@ class RedisStore(LogStore):
         self._closed = False
         #: Times the subscriber (re)subscribed; tests and metrics read it.
         self.subscriptions = 0
+        #: Tail messages that were not ours (another publisher on the channel).
+        self.malformed_messages = 0
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -895,7 +897,14 @@ class RedisStore(LogStore):
             tail_index = int(ti)
             flag = flag_b.decode()
         except (ValueError, UnicodeDecodeError):
-            log.warning("ignoring a malformed tail message: %r", data[:100])
+            # Someone else publishes on our channel: say so, but do not flood.
+            self.malformed_messages += 1
+            if self.malformed_messages % 1000 == 1:
+                log.warning(
+                    "ignoring malformed tail messages (%d so far): %r",
+                    self.malformed_messages,
+                    data[:100],
+                )
             return
         self._learn(path, tail_index, flag)
         if path not in self._waiters:
