@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
 
@@ -244,3 +244,66 @@ def test_fast_op_checks_agree_with_the_full_check(
         assert exc.field.startswith("ops[0].")
         msg_ok = False
     assert msg_ok == full_ok
+
+
+def _naive_json_ok(v: Any, limits: Limits) -> bool:
+    """Reference rule for JSON values: finite numbers, str keys, depth and size bounds."""
+    count = 0
+
+    def walk(x: Any, depth: int) -> bool:
+        nonlocal count
+        count += 1
+        if isinstance(x, bool) or x is None or type(x) is int:
+            return True
+        if type(x) is float:
+            return math.isfinite(x)
+        if type(x) is str:
+            return len(x) <= limits.max_string
+        if type(x) is list:
+            return depth < limits.max_depth and all(walk(y, depth + 1) for y in x)
+        if type(x) is dict:
+            return (
+                depth < limits.max_depth
+                and all(type(k) is str for k in x)
+                and all(walk(y, depth + 1) for y in x.values())
+            )
+        return False
+
+    return walk(v, 0) and count <= limits.max_value_items
+
+
+_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=6),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3)), inner, max_size=4),
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON, items=st.integers(1, 40), depth=st.integers(1, 4), max_string=st.integers(0, 6))
+@example(value=[math.nan], items=9, depth=3, max_string=5)
+@example(value={"a": [1, {"b": -math.inf}]}, items=9, depth=3, max_string=5)
+@example(value={"a": [1, {1: 2}]}, items=9, depth=3, max_string=5)
+@example(value=[[[["deep"]]]], items=9, depth=3, max_string=5)
+@example(value=["toolong"], items=9, depth=3, max_string=5)
+@example(value=[1, 2, 3, [4, 5]], items=5, depth=3, max_string=5)
+def test_json_value_check_matches_the_naive_rule(
+    value: Any, items: int, depth: int, max_string: int
+) -> None:
+    limits = Limits(max_value_items=items, max_depth=depth, max_string=max_string)
+    try:
+        messages_mod._check_json(value, "value", limits)
+        ok = True
+    except CRDTValidationError as exc:
+        assert exc.field == "value"
+        ok = False
+    assert ok == _naive_json_ok(value, limits)

@@ -298,36 +298,54 @@ def _check_str(v: object, field: str, limits: Limits) -> None:
 
 
 def _check_json(v: object, field: str, limits: Limits) -> None:
-    """A JSON value within the size limits, with finite numbers only."""
+    """A JSON value within the size limits, with finite numbers only.
+
+    Every scalar and container counts one item against ``max_value_items``. Scalars inside a
+    container are checked in place (no stack entry), which keeps the common flat values
+    (vectors, small objects) cheap.
+    """
     budget = limits.max_value_items
+    max_string = limits.max_string
+    max_depth = limits.max_depth
     stack: list[tuple[object, int]] = [(v, 0)]
     while stack:
         x, depth = stack.pop()
         budget -= 1
-        if budget < 0:
-            raise CRDTValidationError(field, f"value larger than {limits.max_value_items} items")
         t = type(x)
-        if t is str:
-            if len(x) > limits.max_string:  # type: ignore[arg-type]
-                raise CRDTValidationError(field, f"string longer than {limits.max_string}")
+        if t is list or t is dict:
+            if depth >= max_depth:
+                raise CRDTValidationError(field, f"nested deeper than {max_depth}")
+            if t is dict:
+                for k in x:  # type: ignore[attr-defined]
+                    if type(k) is not str:
+                        raise CRDTValidationError(field, "object keys must be strings")
+                items = x.values()  # type: ignore[attr-defined]
+            else:
+                items = x
+            for y in items:
+                ty = type(y)
+                if ty is str:
+                    budget -= 1
+                    if len(y) > max_string:
+                        raise CRDTValidationError(field, f"string longer than {max_string}")
+                elif ty is float:
+                    budget -= 1
+                    if y - y != 0:  # inf or NaN
+                        raise CRDTValidationError(field, "NaN or infinity is not allowed")
+                elif ty is int or ty is bool or y is None:
+                    budget -= 1
+                else:
+                    stack.append((y, depth + 1))
+        elif t is str:
+            if len(x) > max_string:  # type: ignore[arg-type]
+                raise CRDTValidationError(field, f"string longer than {max_string}")
         elif t is float:
             if not math.isfinite(x):  # type: ignore[arg-type]
                 raise CRDTValidationError(field, "NaN or infinity is not allowed")
-        elif t is int or t is bool or x is None:
-            pass
-        elif t is list:
-            if depth >= limits.max_depth:
-                raise CRDTValidationError(field, f"nested deeper than {limits.max_depth}")
-            stack.extend((y, depth + 1) for y in x)  # type: ignore[attr-defined]
-        elif t is dict:
-            if depth >= limits.max_depth:
-                raise CRDTValidationError(field, f"nested deeper than {limits.max_depth}")
-            for k, y in x.items():  # type: ignore[attr-defined]
-                if type(k) is not str:
-                    raise CRDTValidationError(field, "object keys must be strings")
-                stack.append((y, depth + 1))
-        else:
+        elif not (t is int or t is bool or x is None):
             raise CRDTValidationError(field, f"not a JSON value: {t.__name__}")
+        if budget < 0:
+            raise CRDTValidationError(field, f"value larger than {limits.max_value_items} items")
 
 
 def _check_rm(rm: object, field: str) -> None:
@@ -611,9 +629,12 @@ def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bo
         raise CRDTValidationError("client", "missing sender (client / sessionId)")
     if msg.lt < 0:
         raise CRDTValidationError("lt", "missing or negative Lamport time (lt / lamportTime)")
-    if msg.ts is None:
+    ts = msg.ts
+    if ts is None:
         raise CRDTValidationError("ts", "missing timestamp (ts / timestamp)")
-    _check_num(msg.ts, "ts")
+    t = type(ts)
+    if not (t is int or (t is float and ts - ts == 0)):
+        _check_num(ts, "ts")
     if msg.clock and min(msg.clock.values()) < 0:
         k = next(k for k, c in msg.clock.items() if c < 0)
         raise CRDTValidationError(f"clock.{k}", "negative counter")
