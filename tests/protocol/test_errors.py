@@ -41,6 +41,10 @@ def test_http_status(status: int, kind: ErrorKind) -> None:
         (1008, ErrorKind.PERMANENT),
         (4401, ErrorKind.PERMANENT),
         (4403, ErrorKind.PERMANENT),
+        (4400, ErrorKind.PERMANENT),
+        (4009, ErrorKind.TRANSIENT),
+        (4008, ErrorKind.TRANSIENT),
+        (4011, ErrorKind.TRANSIENT),
     ],
 )
 def test_close_codes(code: int | None, kind: ErrorKind) -> None:

@@ -123,16 +123,21 @@ def classify_http_status(status: int) -> Classification:
 # same traffic fails again. 4401/4403 are our application codes for auth
 # failures detected after the upgrade (e.g. token expired mid-session is
 # *not* one: the server closes with 4001 "reauthenticate", which is transient).
-_PERMANENT_CLOSE_CODES = {1002, 1003, 1007, 1008, 1009, 1010, 4401, 4403}
+# The rooms protocol (docs/protocol.md) adds 4400 "bad request: fix the URL", sent only for a
+# malformed URL (never for a server-side condition), so a retry would fail the same way.
+# 4009 "replaced" stays transient on purpose: the server also sends it to a client's live
+# connection when one of the client's own abandoned connect attempts reaches the server late,
+# and stopping then would strand the client (seen in tests/client/test_chaos.py).
+_PERMANENT_CLOSE_CODES = {1002, 1003, 1007, 1008, 1009, 1010, 4400, 4401, 4403}
 
 
 def classify_close_code(code: int | None) -> Classification:
     """Classify the close code of a connection that ended (None = no close frame).
 
-    Protocol errors, policy violations and our auth close codes (4401/4403)
-    are permanent; normal closure by the server, going away, abnormal closure
-    (1006, no close frame), internal error, restart and try-again-later are
-    transient.
+    Protocol errors, policy violations, our auth close codes (4401/4403) and
+    the rooms code 4400 (malformed URL) are permanent; normal closure by the
+    server, going away, abnormal closure (1006, no close frame), internal
+    error, restart, try-again-later and the other rooms codes are transient.
     """
     if code is None:
         return Classification(ErrorKind.TRANSIENT, "connection lost without a close frame")

@@ -362,8 +362,14 @@ class _WsEndpoint:
         problem: str | None = None
         since: int | None = None
         if service._closing:
-            problem = "server shutting down"
-        elif not _ROOM_RE.fullmatch(name):
+            # Not the client's fault: 4008 tells it to resume (here after a restart, or on
+            # another node), where 4400 would tell it to stop.
+            await send({"type": "websocket.accept"})
+            await send(
+                {"type": "websocket.close", "code": CLOSE_RESUME, "reason": "server shutting down"}
+            )
+            return
+        if not _ROOM_RE.fullmatch(name):
             problem = "room names are 1-128 of [A-Za-z0-9._~-]"
         elif not _CLIENT_RE.fullmatch(client):
             problem = "client= is required: 1-128 of [A-Za-z0-9._~:@-]"
