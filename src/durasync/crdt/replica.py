@@ -437,7 +437,7 @@ class Replica:
         n = len(batch)
         i = 0
         msgs = self._msgs
-        if n > 1 and self._ooo_recent == 0:
+        if n > 3 and self._ooo_recent == 0:
             last_seq = msgs[-1].serverSeq if msgs else -math.inf
             if last_seq is not None:
                 lt_max = self._fold_sequenced_batch(batch, seqs, last_seq)
