@@ -7,8 +7,12 @@ message fsync'd into the room journal before its ``ack``; ``--memory`` too with
 the same workload shape:
 
 - ``--clients`` (1,000) WebSocket clients in ``--rooms`` (50) rooms, spread over ``--procs``
-  (4) load-generator processes, each an asyncio (uvloop) loop of ``websockets`` clients
-  (no permessage-deflate on either side);
+  (4) load-generator processes, each an asyncio (uvloop) loop of ``--client-lib`` clients:
+  picows (default when installed: a Cython RFC 6455 client whose listener gets each frame
+  synchronously, no task or future per message) or the ``websockets`` asyncio client; no
+  permessage-deflate. Per received frame the load generator reads the clock and decodes two
+  fields (``mtype`` and ``msg.ts``, a msgspec Struct that skips the rest), because it shares
+  the machine's cores with the server under test;
 - every client updates its own node at ``--rate`` messages/s (open loop, random phase) for
   ``--duration`` s after ``--warmup`` s: durasync gets a ``crdt`` frame with one
   ``vector3.set`` op (msgpack, ~140 bytes with the message envelope); pycrdt gets a Yjs
@@ -24,22 +28,35 @@ Measured per server (in the measurement window only):
 - **relay latency** p50/p99: ``time.time()`` in the payload at send -> ``time.time()`` at a
   receiving client (one host, so one clock);
 - **memory per idle connection**: server VmRSS with all clients connected and idle minus
-  VmRSS before they connected (after one warm-up connection), divided by the clients.
+  VmRSS before they connected (after one warm-up connection), divided by the clients;
+- **CPU** of the server and of all load processes in the window (utime + stime from /proc,
+  in cores: 1.0 = one core busy), to show how much of the 2 cores the server got.
 
 Two load levels per server: ``--rate`` (default 1.1/s per client: ~20,900 deliveries/s
 offered, the latency target's load) and ``--sat-rate`` (default 6/s: more than either server
 can relay on 2 cores, to measure the maximum deliveries/s). Servers are measured one after the
 other, ``--reps`` times in rotating order; the table shows medians.
 
-Then, durasync only: a room with ``--fill`` (1,000,000) journaled messages is written through
-the room WebSocket (``--fill-conns`` pipelined connections, ``--room-rate`` raised for them),
-the server is SIGKILLed and restarted on the same data, and we time connect -> first
-``state`` frame (and the same after a SIGTERM restart).
+Then, durasync only: a room with ``--fill`` (1,000,000) journaled messages. ``--fill-mode
+store`` (default) writes it in-process with the server stopped, through the server's own
+``Room`` code on the embedded store (validation, sequencing, fsync'd group commits of
+``JournalRecord``, snapshots every 10,000 messages, journal trimming: the records the server
+writes), from a realistic mixed editing session (:func:`_fill_frames`); ``--fill-mode ws``
+sends it through the room WebSocket instead (~2,000 msgs/s: 1M takes ~10 min). The server is
+started on the data and joined (its first load of the room), takes 1,000 more messages over
+the WebSocket, is SIGKILLed and restarted, and we time connect -> first ``state`` frame (and
+the same after a SIGTERM restart). ``--big-dir`` keeps the fill for later runs.
+
+``--memory-only`` measures idle memory per connection for ``MEMORY_MATRIX``: uvicorn's
+WebSocket implementations and permessage-deflate offered by the clients / accepted by the
+server (``--ws-compression``). ``--profile PREFIX`` samples the durasync server with py-spy
+(not a project dependency) in each measurement window and during the big room's join.
 
 Usage::
 
     .venv/bin/python bench/rooms.py --quick        # smoke run (~1 min)
-    .venv/bin/python bench/rooms.py                # full shape (several minutes)
+    .venv/bin/python bench/rooms.py                # full shape (~8 min with the 1M room)
+    .venv/bin/python bench/rooms.py --memory-only --reps 2
 
 Never part of the test suite's pass/fail.
 """
