@@ -268,3 +268,39 @@ async def test_the_commit_window_gathers_writers_in_flight(tmp_path: Path) -> No
         assert (await store.head("/g")).message_count == 16
     finally:
         await store.close()
+
+
+async def test_one_batch_touching_many_streams_persists_every_stream(tmp_path: Path) -> None:
+    # More streams than one multi-row metadata statement holds.
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    try:
+        gate = threading.Event()
+        started = threading.Event()
+
+        def hold(engine: Engine) -> None:
+            started.set()
+            gate.wait(10)
+
+        held = asyncio.create_task(store._submit(hold))
+        assert await asyncio.to_thread(started.wait, 10)
+        tasks = [
+            asyncio.create_task(store.create(f"/many/{i}", TEXT, initial=[b"%d" % i]))
+            for i in range(150)
+        ]
+        await asyncio.sleep(0)
+        assert store._queue.qsize() == 150
+        gate.set()
+        await held
+        await asyncio.gather(*tasks)
+    finally:
+        await store.close()
+    store = EmbeddedStore(tmp_path)
+    await store.open()
+    try:
+        listed = await store.list_streams("/many/")
+        assert len(listed) == 150
+        for i in (0, 63, 64, 127, 128, 149):
+            assert [e.data for e in (await store.read(f"/many/{i}")).entries] == [b"%d" % i]
+    finally:
+        await store.close()
