@@ -257,12 +257,18 @@ class SubscriptionService:
             handle.cancel()
         self._lease_timers.clear()
         self._retry_timers.clear()
-        tasks = [*self._workers, *self._tasks]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = {*self._workers, *self._tasks}
+        # Bounded: a client library may swallow a cancellation that lands inside
+        # one of its calls (redis-py #2028); such a task sees ``_closed`` at its
+        # next loop turn, and is cancelled again meanwhile.
+        for _ in range(50):
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            _done, tasks = await asyncio.wait(tasks, timeout=0.1)
+        if tasks:
+            log.warning("subscriptions: %d background tasks did not stop", len(tasks))
         self._workers = []
         self._tasks.clear()
         if self._client is not None:
@@ -318,7 +324,7 @@ class SubscriptionService:
 
     async def _process_notices(self) -> None:
         assert self._notice_event is not None
-        while True:
+        while not self._closed:
             await self._notice_event.wait()
             self._notice_event.clear()
             notices, self._notices, self._notice_count = self._notices, {}, 0
@@ -346,7 +352,7 @@ class SubscriptionService:
 
     async def _index_loop(self) -> None:
         """Keep the cache of subscriptions in step with the store (created elsewhere)."""
-        while True:
+        while not self._closed:
             try:
                 await self._refresh_index()
             except StoreError as exc:
@@ -643,7 +649,7 @@ class SubscriptionService:
     # ------------------------------------------------------------------
 
     async def _worker(self) -> None:
-        while True:
+        while not self._closed:
             kind, sub_id, generation, stream = await self._queue.get()
             try:
                 if self.shared:
