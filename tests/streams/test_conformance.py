@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -60,7 +61,8 @@ def _run_suite(server: ServerProcess, report: Path) -> dict[str, object]:
 
 def _failures(result: dict[str, object]) -> list[str]:
     failed: list[str] = []
-    for suite in result.get("testResults", []):  # type: ignore[union-attr]
+    suites = cast(list[dict[str, Any]], result.get("testResults", []))
+    for suite in suites:
         for test in suite.get("assertionResults", []):
             if test.get("status") != "passed":
                 messages = " | ".join(test.get("failureMessages", []))[:300]
