@@ -67,6 +67,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import hashlib
 import multiprocessing as mp
 import os
 import random
@@ -1009,10 +1010,32 @@ async def _fill_store(data_dir: Path, room: str, total: int) -> dict[str, float]
         await r.close()
         if r.failed or r.last_seq != total:
             raise RuntimeError(f"fill failed: last_seq {r.last_seq}, failed {r.failed}")
+        dt = time.perf_counter() - t0
+        # The graph the server must serve once it loads the room (canonical JSON, full view).
+        graph = hashlib.sha256(r.replica.dump(live=False).encode()).hexdigest()
+        epoch = r.epoch
     finally:
         await store.close()
-    dt = time.perf_counter() - t0
-    return {"fill_s": dt, "fill_msgs_per_s": total / dt}
+    return {"fill_s": dt, "fill_msgs_per_s": total / dt, "graph": graph, "epoch": epoch}
+
+
+def check_graph(srv: ServerProc, room: str, want: dict[str, Any]) -> None:
+    """The server's view of ``room`` equals what the fill built (same seq, epoch, graph).
+
+    Raises:
+        RuntimeError: the server did not load the filled room as its own.
+    """
+    import httpx
+
+    r = httpx.get(f"{srv.url}/v1/rooms/{room}", timeout=120)
+    got = (
+        r.status_code,
+        r.headers.get("Room-Server-Seq"),
+        r.headers.get("Room-Epoch"),
+        hashlib.sha256(r.content).hexdigest(),
+    )
+    if got != (200, str(want["messages"]), want["epoch"], want["graph"]):
+        raise RuntimeError(f"server view differs from the fill: {got[:3]}")
 
 
 async def _time_join(base: str, room: str) -> tuple[float, int, int, int]:
@@ -1059,9 +1082,14 @@ def big_room(
             filled = keep / "filled" if keep is not None else data
             if keep is not None and filled.exists():
                 out.update(fill_s=float("nan"), fill_msgs_per_s=float("nan"))
+                out.update(msgspec.json.decode((keep / "filled.json").read_bytes()))
             else:
                 out.update(asyncio.run(_fill_store(filled, room, total)))
                 print(f"  filled in {out['fill_s']:.1f} s", flush=True)
+                if keep is not None:
+                    (keep / "filled.json").write_bytes(
+                        msgspec.json.encode({"graph": out["graph"], "epoch": out["epoch"]})
+                    )
             if filled != data:
                 shutil.copytree(filled, data)
             out["data_mib"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / (
@@ -1072,6 +1100,7 @@ def big_room(
             out["start_s_fresh"] = time.perf_counter() - t1
             try:
                 out["join_s_fresh"] = asyncio.run(_time_join(base_of(srv), room))[0]
+                check_graph(srv, room, out)
             except Exception:
                 srv.stop()
                 print("\n".join(srv.output[-30:]), file=sys.stderr)
@@ -1313,7 +1342,8 @@ def main() -> int:
             print(
                 f"data dir {b['data_mib']:.0f} MiB; server start {b['start_s_fresh']:.2f} s;"
                 f" first join (load of the filled room) {b['join_s_fresh'] * 1000:.0f} ms;"
-                " then 1,000 messages over the WebSocket"
+                " its graph, seq and epoch equal the fill's; then 1,000 messages over the"
+                " WebSocket"
             )
         print(
             f"server RSS {b['rss_mb_loaded']:.0f} MiB before SIGKILL\n"
