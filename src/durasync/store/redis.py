@@ -738,6 +738,9 @@ _KNOWN_MAX = 65536
 #: Most script calls sent in one pipeline.
 _MAX_PIPELINE = 256
 
+#: Longest wait for each step of ``close`` (subscriber, connections).
+_CLOSE_STEP_TIMEOUT = 2.0
+
 #: Attempts of a create whose fork source changed under it (then 503).
 _CREATE_ATTEMPTS = 5
 
@@ -834,15 +837,22 @@ class RedisStore(LogStore):
         task, self._subscriber = self._subscriber, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Bounded: closing must not hang on a connection that is stuck.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
+                    await task
         for waiters in self._waiters.values():
             for w in waiters:
                 w.verdict = False
                 w.event.set()
         self._waiters.clear()
-        await self._redis.aclose()
-        await self._pool.aclose()
+        self._handoffs.clear()
+        for close in (self._redis.aclose, self._pool.aclose):
+            try:
+                async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
+                    await close()
+            except (TimeoutError, RedisError, OSError) as exc:
+                log.warning("closing the redis connections: %r", exc)
 
     # -- live delivery -----------------------------------------------------------
 
