@@ -26,6 +26,7 @@ from durasync.store import (
     OFFSET_NOW,
     Producer,
     ProducerFenced,
+    StoreClientError,
     StoreUnavailable,
     StreamConfig,
     StreamNotFound,
@@ -529,3 +530,25 @@ async def test_announced_tail_never_goes_back(nodes: tuple[RedisStore, RedisStor
     assert b._known["/order"] == (3, True)
     b._learn("/order", 0, "g")  # deleted: forgotten
     assert "/order" not in b._known
+
+
+async def test_text_redis_cannot_store_is_a_client_error(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, _ = nodes
+    bad = "/bad\udc80"
+    await a.create("/fine", TEXT)
+    with pytest.raises(StoreClientError):
+        await a.create(bad, TEXT)
+    # Pipelined with a good call: only the bad one fails.
+    ok, failed = await asyncio.gather(
+        a.append("/fine", [b"x"]),
+        a.append("/fine", [b"y"], producer=Producer("p\udc80", 0, 0)),
+        return_exceptions=True,
+    )
+    assert not isinstance(ok, BaseException) and ok.status == "appended"
+    assert isinstance(failed, StoreClientError)
+    for op in (a.read(bad), a.head(bad), a.delete(bad)):
+        with pytest.raises(StoreClientError):
+            await op
+    assert await a.wait_for(bad, OFFSET_NOW, 0.01) is False

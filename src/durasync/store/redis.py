@@ -121,6 +121,7 @@ from durasync.store.base import (
     ProducerSeqGap,
     ReadResult,
     SeqConflict,
+    StoreClientError,
     StoreUnavailable,
     StreamClosed,
     StreamConfig,
@@ -627,6 +628,25 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(*texts: str) -> None:
+    """Paths, producer ids and Stream-Seq values must be UTF-8 (Redis keys).
+
+    Raises:
+        StoreClientError: a text holds lone surrogates (HTTP 400).
+    """
+    for text in texts:
+        if not _encodable(text):
+            raise StoreClientError(f"not valid UTF-8 text: {text[:64]!r}")
+
+
 def _flat(h: dict[bytes, bytes]) -> list[bytes]:
     return [x for kv in h.items() for x in kv]
 
@@ -1021,7 +1041,7 @@ class RedisStore(LogStore):
         return index
 
     async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
-        if self._closed:
+        if self._closed or not _encodable(path):
             return False
         if offset not in (OFFSET_START, OFFSET_NOW):
             try:
@@ -1184,6 +1204,7 @@ class RedisStore(LogStore):
         closed: bool = False,
         now: float | None = None,
     ) -> CreateResult:
+        _check_text(path, config.forked_from or "")
         when = self._now(now)
         for _ in range(_CREATE_ATTEMPTS):
             existing = await self._fetch_meta(path)
@@ -1307,6 +1328,7 @@ class RedisStore(LogStore):
     ) -> AppendResult:
         if not messages and not close:
             raise ValueError("append of no messages without close")
+        _check_text(path, producer.producer_id if producer else "", stream_seq or "")
         flags = (
             ("1" if producer is not None else "0")
             + ("1" if stream_seq is not None else "0")
@@ -1441,6 +1463,7 @@ class RedisStore(LogStore):
         max_messages: int = 10_000,
         now: float | None = None,
     ) -> ReadResult:
+        _check_text(path)
         if now is not None:
             return await self._read_call(path, offset, max_bytes, max_messages, now, touch=True)
         if self._handoffs:
@@ -1549,10 +1572,12 @@ class RedisStore(LogStore):
     # -- head, delete, list, trim ---------------------------------------------------
 
     async def head(self, path: str, *, now: float | None = None) -> StreamInfo:
+        _check_text(path)
         meta = live_meta(await self._fetch_meta(path), path, {}, self._now(now))
         return stream_info(meta)
 
     async def delete(self, path: str) -> None:
+        _check_text(path)
         res = await self._run(self._delete, [self.prefix, path, _text(self._clock())])
         status = res[0]
         if status == b"not_found":
@@ -1564,6 +1589,7 @@ class RedisStore(LogStore):
         self._wake(path, 0, "g")
 
     async def list_streams(self, prefix: str = "", *, limit: int = 1000) -> list[StreamInfo]:
+        _check_text(prefix)
         now = self._clock()
         out: list[StreamInfo] = []
         low = b"[" + prefix.encode()
@@ -1600,6 +1626,7 @@ class RedisStore(LogStore):
         return out
 
     async def trim(self, path: str, below: str) -> int:
+        _check_text(path)
         now = self._clock()
         index, byte_pos = decode_offset(below)
         meta = live_meta(await self._fetch_meta(path), path, {}, now)
