@@ -58,12 +58,12 @@ run-cluster: $(VENV)/.installed redis-deps
 	$(BIN)/python scripts/run_cluster.py --dir ./durasync-cluster --ports 4437,4438 --host $(HOST)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench scripts
+	$(BIN)/ruff check --fix src tests bench scripts
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
