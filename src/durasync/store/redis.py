@@ -548,6 +548,9 @@ if index > m.ti or (index == m.ti and tonumber(ARGV[5]) ~= m.tb) then return {'b
 -- Message k has id <k+1>-<byte>: MINID <index+1> drops exactly k < index.
 redis.call('XTRIM', P .. 'd:' .. path, 'MINID', fmt(index + 1))
 redis.call('HSET', P .. 'm:' .. path, 'si', fmt(index), 'sb', ARGV[5])
+-- Nodes drop what they hold of the stream's messages (a read below the
+-- new start must fail) and waiters re-check.
+publish(path, 0, 0, m.ti, 'g', '-', '', '')
 return {'ok', fmt(index - m.si)}
 """
 
@@ -719,10 +722,83 @@ class _Delivery:
         )
 
 
+class _Recent:
+    """The newest messages of a watched stream, contiguous, as tail messages told.
+
+    Bounded (``_RECENT_MAX_MESSAGES`` and ``_RECENT_MAX_BYTES``, oldest
+    dropped). Only used to answer live readers (see ``RedisStore._hand_off``).
+    """
+
+    __slots__ = (
+        "closed",
+        "content_type",
+        "first_byte",
+        "first_index",
+        "messages",
+        "size",
+        "watched_at",
+    )
+
+    def __init__(self, delivery: _Delivery, watched_at: float) -> None:
+        self.first_index = delivery.first_index
+        self.first_byte = delivery.first_byte
+        self.messages = list(delivery.messages)
+        self.size = sum(len(m) for m in self.messages)
+        self.content_type = delivery.content_type
+        self.closed = delivery.closed
+        #: Last time a reader waited on the stream (unwatched windows are dropped).
+        self.watched_at = watched_at
+        self._trim()
+
+    @property
+    def end_index(self) -> int:
+        return self.first_index + len(self.messages)
+
+    def extend(self, delivery: _Delivery) -> bool:
+        """Append the next messages; False (unchanged) unless they follow on."""
+        if delivery.first_index != self.end_index or self.closed:
+            return False
+        self.messages.extend(delivery.messages)
+        self.size += sum(len(m) for m in delivery.messages)
+        self.closed = delivery.closed
+        self._trim()
+        return True
+
+    def _trim(self) -> None:
+        drop = 0
+        size = self.size
+        messages = self.messages
+        while len(messages) - drop > 1 and (
+            len(messages) - drop > _RECENT_MAX_MESSAGES or size > _RECENT_MAX_BYTES
+        ):
+            size -= len(messages[drop])
+            self.first_byte += len(messages[drop])
+            drop += 1
+        if drop:
+            del messages[:drop]
+            self.first_index += drop
+            self.size = size
+
+    def delivery_from(self, index: int, at: float) -> _Delivery | None:
+        """The window's messages from ``index`` on, or None when it does not hold it."""
+        k = index - self.first_index
+        if not 0 <= k < len(self.messages):
+            return None
+        byte_pos = self.first_byte + sum(len(m) for m in self.messages[:k])
+        return _Delivery(
+            index,
+            byte_pos,
+            self.messages[k:],
+            closed=self.closed,
+            content_type=self.content_type,
+            at=at,
+        )
+
+
 class _Waiter:
     """One local ``wait_for`` call: its resolved index and how it ended."""
 
-    __slots__ = ("delivery", "event", "index", "recheck", "verdict")
+    __slots__ = ("event", "index", "recheck", "verdict")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
@@ -730,8 +806,6 @@ class _Waiter:
         self.index: int | None = None
         self.verdict: bool | None = None
         self.recheck = False
-        #: The messages that woke it, when the append carried them.
-        self.delivery: _Delivery | None = None
 
 
 #: One pending script call: the script, its ARGV and the caller's future.
@@ -751,6 +825,14 @@ _HANDOFF_MAX = 4096
 #: connection as dead after this long without any message or PONG.
 _PUBSUB_PING_EVERY = 1.0
 _PUBSUB_DEAD_AFTER = 3.5
+
+#: Recent-message windows of watched streams: at most this many streams
+#: (least recently updated dropped), each at most this many messages and
+#: bytes, dropped when no reader waited on the stream for this long (s).
+_RECENT_MAX_PATHS = 256
+_RECENT_MAX_MESSAGES = 128
+_RECENT_MAX_BYTES = 64 * 1024
+_RECENT_UNWATCHED = 10.0
 
 #: Paths whose last announced tail a node remembers (oldest dropped).
 _KNOWN_MAX = 65536
@@ -817,6 +899,8 @@ class RedisStore(LogStore):
         self._inflight: set[asyncio.Task[None]] = set()
         self._read_joins: dict[tuple[str, str, int, int], asyncio.Task[ReadResult]] = {}
         self._handoffs: dict[tuple[asyncio.Task[Any], str], _Delivery] = {}
+        #: path -> newest messages, for streams live readers watch here.
+        self._recent: dict[str, _Recent] = {}
         #: path -> (tail index, closed) as the last tail message announced,
         #: valid while the subscription stays up (cleared on resubscribe).
         self._known: dict[str, tuple[int, bool]] = {}
@@ -867,6 +951,7 @@ class RedisStore(LogStore):
                 w.event.set()
         self._waiters.clear()
         self._handoffs.clear()
+        self._recent.clear()
         for close in (self._redis.aclose, self._pool.aclose):
             try:
                 async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
@@ -937,7 +1022,7 @@ class RedisStore(LogStore):
                 )
             return
         self._learn(path, tail_index, flag)
-        if path not in self._waiters:
+        if path not in self._waiters and path not in self._recent:
             return
         delivery: _Delivery | None = None
         if lens != b"-":
@@ -961,11 +1046,30 @@ class RedisStore(LogStore):
                     )
             except (ValueError, UnicodeDecodeError):
                 delivery = None
-        self._wake(path, tail_index, flag, delivery)
+        self._remember(path, flag, delivery)
+        self._wake(path, tail_index, flag)
 
-    def _wake(
-        self, path: str, tail_index: int, flag: str, delivery: _Delivery | None = None
-    ) -> None:
+    def _remember(self, path: str, flag: str, delivery: _Delivery | None) -> None:
+        """Keep a watched stream's newest messages (for live readers' handoffs)."""
+        recent = self._recent
+        window = recent.pop(path, None)
+        if delivery is None or flag == "g":
+            return  # a change without data (delete, close only, large or TTL): forget
+        now = delivery.at
+        if window is not None:
+            if now - window.watched_at > _RECENT_UNWATCHED:
+                window = None  # nobody waits here any more
+            elif not window.extend(delivery):
+                window = _Recent(delivery, window.watched_at)
+        elif path in self._waiters:
+            window = _Recent(delivery, now)
+        if window is None:
+            return
+        if len(recent) >= _RECENT_MAX_PATHS:
+            del recent[next(iter(recent))]
+        recent[path] = window
+
+    def _wake(self, path: str, tail_index: int, flag: str) -> None:
         waiters = self._waiters.get(path)
         if not waiters:
             return
@@ -979,7 +1083,6 @@ class RedisStore(LogStore):
                 w.recheck = True
             elif tail_index > w.index or flag == "c":
                 w.verdict = True
-                w.delivery = delivery
             else:
                 continue
             w.event.set()
@@ -992,6 +1095,7 @@ class RedisStore(LogStore):
             # A deleted or re-created stream: data handed from before is moot.
             for key in [k for k in self._handoffs if k[1] == path]:
                 del self._handoffs[key]
+            self._recent.pop(path, None)
             return
         if not self._subscribed.is_set():
             return
@@ -1007,6 +1111,7 @@ class RedisStore(LogStore):
     def _wake_all(self) -> None:
         # Messages may have been missed: forget what they said.
         self._known.clear()
+        self._recent.clear()
         for waiters in self._waiters.values():
             for w in waiters:
                 w.recheck = True
@@ -1075,9 +1180,18 @@ class RedisStore(LogStore):
                         state = await self._wait_probe(path, offset, index)
                     except StoreUnavailable:
                         return True  # the caller's read reports the outage
-                if state is True or state is False:
-                    return state
+                if state is True:
+                    if index is None and offset not in (OFFSET_START, OFFSET_NOW):
+                        index = decode_offset(offset)[0]
+                    if index is not None:
+                        self._hand_off(path, index)
+                    return True
+                if state is False:
+                    return False
                 index = w.index = state
+                window = self._recent.get(path)
+                if window is not None:
+                    window.watched_at = loop.time()
                 while w.verdict is None and not w.recheck:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -1089,8 +1203,8 @@ class RedisStore(LogStore):
                         return False
                     w.event.clear()
                 if w.verdict is not None:
-                    if w.verdict and w.delivery is not None:
-                        self._hand_off(path, w.delivery)
+                    if w.verdict:
+                        self._hand_off(path, index)
                     return w.verdict
                 if loop.time() >= deadline:
                     return False
@@ -1101,10 +1215,20 @@ class RedisStore(LogStore):
                 if not waiters:
                     del self._waiters[path]
 
-    def _hand_off(self, path: str, delivery: _Delivery) -> None:
-        """Keep ``delivery`` for this task's next read of ``path`` (bounded)."""
+    def _hand_off(self, path: str, index: int) -> None:
+        """Keep the recent messages from ``index`` for this task's next read of ``path``.
+
+        Only the task whose ``wait_for`` just returned True gets them: a live
+        reader, reading right away. Other reads always ask Redis.
+        """
         task = asyncio.current_task()
-        if task is None:
+        window = self._recent.get(path)
+        if task is None or window is None:
+            return
+        now = asyncio.get_running_loop().time()
+        window.watched_at = now
+        delivery = window.delivery_from(index, now)
+        if delivery is None:
             return
         handoffs = self._handoffs
         if len(handoffs) >= _HANDOFF_MAX:
@@ -1368,7 +1492,7 @@ class RedisStore(LogStore):
             tail_index = int(tail_s)
             closed = flag == "c"
             self._learn(path, tail_index, flag)
-            if path in self._waiters:
+            if path in self._waiters or path in self._recent:
                 delivery = (
                     _Delivery(
                         first_index,
@@ -1381,7 +1505,8 @@ class RedisStore(LogStore):
                     if lens != "-"
                     else None
                 )
-                self._wake(path, tail_index, flag, delivery)
+                self._remember(path, flag, delivery)
+                self._wake(path, tail_index, flag)
             return AppendResult(
                 status="appended" if messages else "closed_only",
                 offsets=offsets,
