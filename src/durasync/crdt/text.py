@@ -468,14 +468,28 @@ class TextDoc:
         anchor counts as document start. Raises :class:`TextOpError` for a malformed id/anchor,
         content, seq or ts (nothing is changed then).
         """
-        agent, n = parse_id(id, "id")
+        # The checks of parse_id/_check_seq/_check_ts inline for well-formed input (every
+        # remote keystroke passes here); anything unusual goes through them for the error.
+        agent, sep, num = id.rpartition(":") if type(id) is str else ("", "", "")
+        if sep and num.isdigit() and num.isascii():
+            n = int(num)
+        else:
+            agent, n = parse_id(id, "id")
         if anchor is not None:
-            aagent, an = parse_id(anchor, "value[0]")
+            aagent, sep, num = anchor.rpartition(":") if type(anchor) is str else ("", "", "")
+            if sep and num.isdigit() and num.isascii():
+                an = int(num)
+            else:
+                aagent, an = parse_id(anchor, "value[0]")
         if not isinstance(content, str):
             raise TextOpError("value[1]", "content must be a string")
-        _check_seq(seq)
-        _check_ts(ts)
-        self._max_seq = max(self._max_seq, seq)
+        if type(seq) is not int or seq < 0:
+            _check_seq(seq)
+        t = type(ts)
+        if not (t is int or (t is float and ts - ts == 0)):
+            _check_ts(ts)
+        if seq > self._max_seq:  # noqa: PLR1730 -- per keystroke; no max() call
+            self._max_seq = seq
         if not content or self._find(agent, n) is not None:
             return False
         asp = None
