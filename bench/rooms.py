@@ -1077,6 +1077,13 @@ def big_room(
     out: dict[str, Any] = {"messages": total, "mode": mode}
     extra = ["--room-rate", "1000000"]
     room = "big"
+    started: list[ServerProc] = []
+
+    def start() -> ServerProc:
+        srv = start_ours(data_dir=data, extra=extra)
+        started.append(srv)
+        return srv
+
     try:
         if mode == "store":
             filled = keep / "filled" if keep is not None else data
@@ -1096,7 +1103,7 @@ def big_room(
                 1 << 20
             )
             t1 = time.perf_counter()
-            srv = start_ours(data_dir=data, extra=extra)
+            srv = start()
             out["start_s_fresh"] = time.perf_counter() - t1
             try:
                 out["join_s_fresh"] = asyncio.run(_time_join(base_of(srv), room))[0]
@@ -1107,14 +1114,14 @@ def big_room(
                 raise
             asyncio.run(_fill(base_of(srv), room, 1000, 4, 64))
         else:
-            srv = start_ours(data_dir=data, extra=extra)
+            srv = start()
             t0 = time.perf_counter()
             out["fill_msgs_per_s"] = asyncio.run(_fill(base_of(srv), room, total, conns, window))
             out["fill_s"] = time.perf_counter() - t0
         out["rss_mb_loaded"] = rss_kb(srv.proc.pid) / 1024
         srv.kill()  # SIGKILL: no graceful snapshot
         t1 = time.perf_counter()
-        srv = start_ours(data_dir=data, extra=extra)
+        srv = start()
         out["restart_s_kill"] = time.perf_counter() - t1
         spy = None
         if profile is not None:
@@ -1143,11 +1150,13 @@ def big_room(
         out["join_s_warm"] = asyncio.run(_time_join(base_of(srv), room))[0]
         srv.stop()  # SIGTERM
         t1 = time.perf_counter()
-        srv = start_ours(data_dir=data, extra=extra)
+        srv = start()
         out["restart_s_term"] = time.perf_counter() - t1
         out["join_s_term"] = asyncio.run(_time_join(base_of(srv), room))[0]
         srv.stop()
     finally:
+        for srv in started:
+            srv.stop()  # no-op for those already stopped or killed
         shutil.rmtree(tmp, ignore_errors=True)
     return out
 
