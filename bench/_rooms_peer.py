@@ -44,6 +44,8 @@ async def main() -> None:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # As ``durasync serve`` (no --ws-compression); the bench clients do not offer it anyway.
+        ws_per_message_deflate=False,
     )  # otherwise uvicorn's defaults, as ``durasync serve`` uses them
     server = uvicorn.Server(config)
     async with websocket_server:
