@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -619,3 +620,25 @@ async def test_trim_drops_what_nodes_hold_for_live_readers(
     go_on.set()
     with pytest.raises(StreamGone):
         await asyncio.wait_for(reader, 5.0)
+
+
+async def test_cancelled_waits_and_reads_end_cancelled(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = nodes
+    created = await a.create("/cancel", TEXT, initial=[b"x"])
+    rng = random.Random(7)
+
+    async def live(i: int) -> None:
+        offset = created.info.start if i % 2 else created.info.tail
+        while True:  # a live reader: wait, read, repeat
+            await b.wait_for("/cancel", offset, 5.0)
+            offset = (await b.read("/cancel", offset)).next_offset
+
+    tasks = [asyncio.create_task(live(i)) for i in range(200)]
+    for task in tasks:
+        asyncio.get_running_loop().call_later(rng.uniform(0, 0.004), task.cancel)
+    done, _ = await asyncio.wait(tasks, timeout=5.0)
+    # Every reader ended by its cancellation (none swallowed), none left waiting.
+    assert len(done) == 200 and all(t.cancelled() for t in tasks)
+    assert not b._waiters

@@ -808,8 +808,9 @@ class _Waiter:
         self.recheck = False
 
 
-#: One pending script call: the script, its ARGV and the caller's future.
-_Call = tuple["AsyncScript", list[Any], "asyncio.Future[Any]"]
+#: One pending call: the script (None: a plain command, args[0] its name),
+#: its arguments and the caller's future.
+_Call = tuple["AsyncScript | None", list[Any], "asyncio.Future[Any]"]
 
 #: Appends of at most this many payload bytes carry their data in the tail
 #: message, so live readers on every node skip the read round trip.
@@ -1119,12 +1120,9 @@ class RedisStore(LogStore):
 
     async def _wait_probe(self, path: str, offset: str, index: int | None) -> bool | int:
         """True (ready), False (gone) or the index to wait past."""
-        try:
-            values = await self._redis.hmget(
-                self.prefix + "m:" + path, ["ti", "si", "cl", "sd", "ttl", "exp", "ta"]
-            )
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        values = await self._command(
+            "HMGET", self.prefix + "m:" + path, "ti", "si", "cl", "sd", "ttl", "exp", "ta"
+        )
         ti_raw, si_raw, cl, sd, ttl, exp, ta = values
         if ti_raw is None or sd is not None:
             return False
@@ -1249,6 +1247,19 @@ class RedisStore(LogStore):
         Raises:
             StoreUnavailable: any Redis error (outcome unknown for writes).
         """
+        return await self._enqueue(script, args)
+
+    async def _command(self, *args: Any) -> Any:
+        """Run one plain command through the same pipelines as the scripts.
+
+        Every Redis call of the store goes through ``_enqueue``: the caller
+        awaits a plain future and redis-py runs in the store's own task, so
+        cancelling a caller (a client that went away) can never be swallowed
+        or half-applied inside redis-py (redis-py #2028).
+        """
+        return await self._enqueue(None, list(args))
+
+    async def _enqueue(self, script: AsyncScript | None, args: list[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((script, args, future))
         if not self._flush_scheduled:
@@ -1276,7 +1287,8 @@ class RedisStore(LogStore):
                 # Redis restarted and lost its script cache: NOSCRIPT means the
                 # call did not run, so load the scripts and run those calls again.
                 for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    await self._redis.script_load(script.script)
+                    if script is not None:
+                        await self._redis.script_load(script.script)
                 again = await self._pipeline([batch[i] for i in missing])
                 for i, r in zip(missing, again, strict=True):
                     results[i] = r
@@ -1302,15 +1314,15 @@ class RedisStore(LogStore):
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
         for script, args, _ in batch:
-            pipe.evalsha(script.sha, 0, *args)
+            if script is None:
+                pipe.execute_command(*args)
+            else:
+                pipe.evalsha(script.sha, 0, *args)
         results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 
     async def _fetch_raw(self, path: str) -> dict[bytes, bytes]:
-        try:
-            raw = cast("dict[bytes, bytes]", await self._redis.hgetall(self.prefix + "m:" + path))
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        raw = cast("dict[bytes, bytes]", await self._command("HGETALL", self.prefix + "m:" + path))
         return raw
 
     async def _fetch_meta(self, path: str) -> StreamMeta | None:
@@ -1722,16 +1734,14 @@ class RedisStore(LogStore):
         batch = max(min(limit, 1000), 16)
         key = self.prefix + "paths"
         while len(out) < limit:
-            try:
-                names = cast("list[bytes]", await self._redis.zrangebylex(key, low, high, 0, batch))
-                if not names:
-                    break
-                pipe = self._redis.pipeline(transaction=False)
-                for name in names:
-                    pipe.hgetall(self.prefix + "m:" + name.decode())
-                hashes: list[dict[bytes, bytes]] = await pipe.execute()
-            except RedisError as exc:
-                raise StoreUnavailable(f"redis: {exc}") from exc
+            names = cast(
+                "list[bytes]",
+                await self._command("ZRANGEBYLEX", key, low, high, "LIMIT", 0, batch),
+            )
+            if not names:
+                break
+            # Issued together: one pipeline.
+            hashes = await asyncio.gather(*(self._fetch_raw(name.decode()) for name in names))
             missing: list[bytes] = []
             for name, h in zip(names, hashes, strict=True):
                 if not h:
