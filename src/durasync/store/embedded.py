@@ -262,12 +262,14 @@ class _SqlitePersistence:
 class _Op:
     """One queued write: ``fn`` runs on the writer thread against the engine."""
 
-    __slots__ = ("fn", "future", "outcome")
+    __slots__ = ("fn", "future", "outcome", "queued")
 
     def __init__(self, fn: Callable[[Engine], Any], future: asyncio.Future[Any]) -> None:
         self.fn = fn
         self.future = future
         self.outcome: tuple[bool, Any] = (False, None)
+        #: When it was queued (``time.monotonic``): the commit window's measure.
+        self.queued = time.monotonic()
 
 
 _STOP = object()
@@ -311,6 +313,10 @@ class EmbeddedStore(LogStore):
     ) -> None:
         self.data_dir = Path(data_dir)
         self._commit_window = commit_window
+        #: Commit-window hand-shake: ops the writer still waits for (0: not
+        #: waiting; written by the writer thread only) and its wake-up.
+        self._wanted = 0
+        self._gathered = threading.Event()
         self.db_path = self.data_dir / "durasync.db"
         self._max_batch = max_batch
         self._clock = clock
@@ -421,14 +427,18 @@ class EmbeddedStore(LogStore):
         max_batch = self._max_batch
         # Group-commit window. Closed-loop writers send their next append
         # soon after their ack, but not all at once: committing as soon as
-        # the first one arrives splits N writers into a batch of 1 and a
-        # batch of N-1 (two fsyncs for N appends). So when the previous batch
-        # was larger than what is queued now, more of those writers are
-        # likely in flight: wait for them, but never longer than the window
-        # nor than one commit took (waiting can then at most double a lone
-        # writer's latency). A single writer (previous batch of 1) never waits.
+        # the first one arrives splits N writers into a batch of 1 and a batch
+        # of N-1 (two commits for N appends). When a commit (fsync) takes
+        # longer than the previous batch's appends took to arrive, waiting for
+        # them is cheaper than a second commit: then, if fewer are queued
+        # than the previous batch held, wait for the rest, but never longer
+        # than the window nor than one commit. When commits are quicker than
+        # the arrivals, committing at once overlaps the commit with the
+        # arrivals instead, so no wait. A lone writer (previous batch of 1)
+        # never waits either way.
         expected = 1
         commit_seconds = 0.0
+        spread = 0.0
         stop = False
         try:
             while not stop:
@@ -436,23 +446,29 @@ class EmbeddedStore(LogStore):
                 if first is _STOP:
                     break
                 batch: list[_Op] = [first]  # type: ignore[list-item]
-                deadline = 0.0
                 want = min(expected, max_batch)
+                gathered = False
                 while len(batch) < max_batch:
                     try:
                         nxt = get_nowait()
                     except queue.Empty:
-                        if len(batch) >= want or self._commit_window <= 0:
+                        if (
+                            gathered
+                            or len(batch) >= want
+                            or self._commit_window <= 0
+                            or spread >= commit_seconds
+                        ):
                             break
-                        if not deadline:
-                            deadline = time.monotonic() + min(self._commit_window, commit_seconds)
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        try:
-                            nxt = get(timeout=remaining)
-                        except queue.Empty:
-                            break
+                        # One wait for the whole window, woken early by the
+                        # loop once enough ops are queued (``_submit``): no
+                        # thread wake-up (and GIL hand-off) per arriving op.
+                        gathered = True
+                        self._gathered.clear()
+                        self._wanted = want - len(batch)
+                        if self._queue.qsize() < self._wanted:
+                            self._gathered.wait(min(self._commit_window, commit_seconds))
+                        self._wanted = 0
+                        continue
                     if nxt is _STOP:
                         stop = True
                         break
@@ -461,6 +477,7 @@ class EmbeddedStore(LogStore):
                 self._run_batch(engine, persistence, conn, batch)
                 commit_seconds = time.monotonic() - started
                 expected = len(batch)
+                spread = batch[-1].queued - batch[0].queued
         finally:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._writer_stopped)
@@ -540,6 +557,9 @@ class EmbeddedStore(LogStore):
         async with self._slots:
             future: asyncio.Future[T] = self._loop.create_future()
             self._queue.put(_Op(fn, future))
+            wanted = self._wanted
+            if wanted and self._queue.qsize() >= wanted:
+                self._gathered.set()  # the writer's commit window: enough are in
             # Shield: a cancelled caller must not leave a half-known outcome;
             # the write still completes (or not) as one unit.
             return await asyncio.shield(future)
