@@ -8,7 +8,10 @@ Write path. One dedicated writer thread owns the write connection and the
 authoritative :class:`~durasync.store.engine.Engine`. It takes the first
 queued operation, then every operation queued meanwhile (while the previous
 commit was being fsync'd), applies them all in one transaction and commits
-once: N concurrent appends share one fsync (group commit). ``PRAGMA
+once: N concurrent appends share one fsync (group commit). When fsyncs are
+slow compared with how fast appends arrive, it also waits a bounded moment
+(``commit_window``) for the writers the previous batch says are in flight,
+so N closed-loop writers share one fsync instead of splitting into two. ``PRAGMA
 synchronous=FULL`` makes the WAL commit durable before ``COMMIT`` returns, and
 only then are the callers' futures resolved: acknowledged means on disk.
 Producer state, ``Stream-Seq``, closure and data of an operation are in the
@@ -295,8 +298,9 @@ class EmbeddedStore(LogStore):
         readers: reader threads (each with its own connection).
         commit_window: longest wait, in seconds, for more appends before a
             commit when the previous batch suggests more writers are in flight
-            (also never longer than the previous commit took); 0 commits as
-            soon as anything is queued. Acknowledgement still follows the fsync.
+            and commits take longer than those arrivals (also never longer
+            than the previous commit took); 0 commits as soon as anything is
+            queued. Acknowledgement still follows the fsync.
     """
 
     name = "embedded"
