@@ -724,11 +724,20 @@ class TextDoc:
         """
         if agent is not None and agent != self._agent:
             self._switch_agent(agent)
-        self._check_position(position)
+        # the checkers are called only when the inline test fails (they raise the error)
+        if type(position) is not int or not 0 <= position <= self._len:
+            self._check_position(position)
         if not isinstance(content, str) or not content:
             raise TextOpError("value", "content must be a non-empty string")
-        _check_ts(ts)
-        asp, off = self._anchor_for(position)
+        t = type(ts)
+        if not (t is float and ts - ts == 0) and t is not int:
+            _check_ts(ts)
+        if position == self._last_pos and self._last_n >= 0:
+            asp, off = self._anchor_for(position)
+        elif position == 0:
+            asp, off = None, 0
+        else:
+            asp, off = self._locate(position - 1)
         return self._insert_local(asp, off, content, ts, position)
 
     def local_delete(self, position: int, length: int) -> DeleteEdit:
