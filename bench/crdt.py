@@ -10,9 +10,11 @@ msgspec ``Message`` objects for us). Workloads (issue 3, "Performance"):
 
 What is timed on each side:
 
-  (a), (b)  ours: ``Replica.receive`` (validation, dedupe, canonical order, checkpoints) and,
-            separately, the bare ``SceneGraph.apply_message``; port: ``applyMessageMut`` (its
-            bare dispatcher: no dedupe, no journal -- its cheapest path).
+  (a), (b)  ours: ``Replica.receive`` (validation, dedupe, canonical order, checkpoints);
+            the room server's path, ``Replica.receive_many`` of sequenced batches of 10 already
+            validated messages; and the bare ``SceneGraph.apply_message``; port:
+            ``applyMessageMut`` (its bare dispatcher: no dedupe, no journal -- its cheapest
+            path) and its replica ``GraphStore.receive`` on a prefix.
   (c)       position-based local edits (``TextDoc.local_insert/local_delete`` vs the port's
             ``insert_with_split``/``remove``), then the generated wire ops applied on a second
             replica (``apply_insert/apply_delete`` vs ``apply``/``apply_delete``). The port's
@@ -226,6 +228,20 @@ def bench_graph_stream(
             recv(m)
         return rep, time.perf_counter() - t0
 
+    def ours_server() -> Any:
+        # The room server's path: every committed batch (here 10 messages) is already
+        # validated (frame decode) and sequenced, and folded with receive_many(validate=False).
+        rep = Replica("server")
+        setup_msgs = ours_msgs(setup)
+        rep.receive_many(setup_msgs, range(len(setup_msgs)))
+        msgs = ours_msgs(stream)
+        base = len(setup_msgs)
+        t0 = time.perf_counter()
+        for i in range(0, len(msgs), 10):
+            batch = msgs[i : i + 10]
+            rep.receive_many(batch, range(base + i, base + i + len(batch)), validate=False)
+        return rep, time.perf_counter() - t0
+
     def ours_bare() -> Any:
         rep = Replica("server")
         rep.receive_many(ours_msgs(setup))
@@ -272,14 +288,17 @@ def bench_graph_stream(
         return statistics.median(rates), out
 
     r_rep, rep = rate(ours_replica)
+    r_srv, srv = rate(ours_server)
     r_bare, g = rate(ours_bare)
     r_port, pg = rate(port)
     r_store, _ = rate(port_store, min(n, n_store))
     # same op stream -> the same graph on all three (canonical JSON, byte for byte)
     assert canonical_json(rep.graph) == canonical_json(g) == port_canonical(pg)
+    assert canonical_json(srv.graph) == canonical_json(g)
     return [
         (f"{name}: Replica.receive vs GraphStore.receive*", r_rep, r_store),
         (f"{name}: Replica.receive vs applyMessageMut", r_rep, r_port),
+        (f"{name}: room server receive_many(10, validate=False) vs applyMessageMut", r_srv, r_port),
         (f"{name}: SceneGraph.apply_message vs applyMessageMut", r_bare, r_port),
     ]
 
