@@ -61,31 +61,51 @@ sliding TTL.
 
 Live delivery. ``wait_for`` holds no Redis connection: each store (node) has
 one Pub/Sub subscription on ``P tail`` and fans messages out to its local
-waiters; a store's own appends wake its local waiters directly. A waiter
-woken by an append that carried its messages hands them to the same task's
-next ``read`` of that stream, which then needs no round trip; its
+waiters; a store's own appends wake its local waiters directly. The
+subscriber PINGs every second and replaces a connection that stops answering
+(a partition without FIN/RST); after every (re)subscription all waiters
+re-check and everything remembered from messages is dropped, so nothing
+published while it was away is missed.
+
+Hints a node keeps (never authoritative state): the last tail announced per
+path while subscribed (a live reader at the tail parks without asking Redis),
+and, for streams that live readers on the node watch, a bounded window of the
+newest messages the tail messages carried. A reader whose ``wait_for`` just
+returned True gets its next ``read`` of that stream answered from the window
+without a round trip (messages at offsets are immutable facts); such a read's
 ``up_to_date`` holds as of the node's last tail message for the stream (at
 most one Pub/Sub delivery behind Redis: a later append wakes the next wait,
-so nothing is missed; catch-up reads always ask Redis). Each node remembers
-the last announced tail per path while subscribed, so a live reader waiting
-at the tail parks without asking Redis. After the subscriber reconnects,
-every waiter re-checks and the remembered tails are dropped (nothing missed
-while it was away). Concurrent identical reads issued in one loop tick share
-one call, and all script calls of one tick go to Redis as one pipeline.
+so nothing is missed or reordered). Every other read asks Redis, so a client
+that appended through node A and reads through node B sees its append. Delete,
+re-create and trim publish a re-check that drops what nodes hold of the path.
+
+Calls. Every Redis call goes through one mechanism: calls issued in one event
+loop tick go to Redis as one pipeline (one write, one connection checkout;
+Redis runs them in one pass and shares one fsync), run by the store's own
+task; callers await a plain future. So one append is one EVALSHA round trip,
+and a caller cancelled mid-call (a client that went away) ends cancelled
+instead of redis-py swallowing the cancellation (redis-py #2028). Concurrent
+identical reads issued in one tick share one call. The pool is bounded
+(``max_connections``); callers beyond it wait up to ``pool_timeout``.
 
 Failures. Any Redis connection error or timeout raises
 :class:`StoreUnavailable` (HTTP 503 + Retry-After); commands are never retried
 by the client library (a retried append could apply twice), and connections
-are re-established on the next call. When an append fails with
+are re-established on the next call; a NOSCRIPT after a Redis restart reloads
+the script and re-sends the call (it did not run). When an append fails with
 StoreUnavailable its outcome is unknown (Redis may have applied it before the
-connection broke): idempotent producers make the client's retry exact.
+connection broke): idempotent producers make the client's retry exact. Texts
+Redis keys cannot hold (paths with lone surrogates) are a StoreClientError.
+``open`` fails with StoreUnavailable when Redis does not answer (a node does
+not start without its store); later outages are survived.
 
 Supported: the full :class:`LogStore` contract (the contract tests and the
-Durable Streams conformance suite), forks, soft delete, TTL, trim, several
-nodes on one Redis. Not supported: Redis Cluster (scripts touch the keys of
-fork sources, which are computed inside the script and not declared); use a
-single Redis primary (with Sentinel/replicas for failover at the cost of
-acknowledged writes not yet replicated when the primary dies).
+Durable Streams conformance suite, 338/338, also across two nodes), forks,
+soft delete, TTL, trim, several nodes on one Redis. Not supported: Redis
+Cluster (scripts touch the keys of fork sources, which are computed inside
+the script and not declared); use a single Redis primary (with
+Sentinel/replicas for failover at the cost of acknowledged writes not yet
+replicated when the primary dies). Needs Redis >= 7.0 (script shebangs).
 """
 
 from __future__ import annotations
