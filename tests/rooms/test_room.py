@@ -42,6 +42,15 @@ class FakeSocket:
         self.closed.append(code)
 
 
+async def sender_done(m: Member) -> None:
+    """Wait (bounded) until the member's sender task, if any, has ended."""
+    task = m._task
+    if task is not None:
+        async with asyncio.timeout(2):
+            await asyncio.wait({task})
+    assert not m.sending
+
+
 def member(sock: FakeSocket, limit: int, close_timeout: float = 5.0) -> Member:
     return Member(
         "c",
@@ -109,3 +118,82 @@ async def test_close_that_cannot_be_written_abandons_the_connection() -> None:
         assert await task == "abandoned"
     await m.stop()
     assert sock.closed == []
+
+
+async def test_idle_member_has_no_sender_task_and_no_queue() -> None:
+    sock = FakeSocket()
+    m = member(sock, limit=1000)
+    m.start()
+    assert not m.sending and m._queue is None  # joined, nothing queued: nothing allocated
+    m.enqueue(b"state")
+    assert m.sending
+    await sock.wait_for(lambda: len(sock.sent) == 1)
+    await sender_done(m)
+    assert m._queue is None and m.queued_bytes == 0
+    await m.stop()
+
+
+async def test_frames_keep_their_order_across_sender_restarts() -> None:
+    sock = FakeSocket()
+    m = member(sock, limit=10_000)
+    m.start()
+    expected: list[bytes] = []
+    for burst in range(20):
+        # Queue while a sender is running (one joins the queue, none starts a second sender),
+        # then let the queue drain completely so the next burst starts a new sender.
+        for i in range(burst % 4 + 1):
+            frame = f"{burst}.{i}".encode()
+            expected.append(frame)
+            m.enqueue(frame)
+            if i == 0:
+                await asyncio.sleep(0)  # the sender takes the first frame, then waits
+        await sock.wait_for(lambda: len(sock.sent) == len(expected))
+        await sender_done(m)
+    assert sock.sent == expected
+    await m.stop()
+
+
+async def test_slow_reader_dropped_after_the_sender_went_idle() -> None:
+    sock = FakeSocket()
+    m = member(sock, limit=300)
+    m.start()
+    m.enqueue(b"j" * 10)
+    await sock.wait_for(lambda: len(sock.sent) == 1)
+    await sender_done(m)
+    sock.writable.clear()  # the reader stops reading while the member is idle
+    m.enqueue(b"b" * 100)  # starts a new sender, which takes it and waits
+    await sock.wait_for(lambda: sock.started == 2)
+    for _ in range(4):  # the head frame plus 3 x 100 bytes behind it fit exactly
+        m.enqueue(b"c" * 100)
+    assert not m.closed
+    m.enqueue(b"d")
+    assert m.closed and m.close_code == CLOSE_RESUME
+    sock.writable.set()
+    await m.stop()
+    assert sock.closed == [CLOSE_RESUME] and not m.sending
+
+
+async def test_send_failure_closes_member_and_ends_sender() -> None:
+    async def broken(data: bytes, fmt: Format) -> None:
+        raise ConnectionResetError
+
+    async def close(code: int, reason: str) -> None:
+        pass
+
+    m = Member(
+        "c",
+        "msgpack",
+        can_write=True,
+        send=broken,
+        close=close,
+        limit=100,
+        limiter=RateLimiter(10.0, 10.0, 0.0),
+    )
+    m.start()
+    m.enqueue(b"x")
+    m.enqueue(b"y")
+    await sender_done(m)
+    assert m.closed and m.queued_bytes == 0
+    m.enqueue(b"z")  # ignored after close: no new sender
+    assert not m.sending
+    await m.stop()

@@ -206,14 +206,20 @@ class Member:
     """One WebSocket connection in a room, with a bounded outgoing queue.
 
     Frames are queued as encoded bytes by :meth:`enqueue`, which never waits (the room's
-    broadcast path must not wait for any one member). One sender task per member drains the
-    queue by awaiting ``send``; the ASGI server's ``websocket.send`` waits while the transport's
+    broadcast path must not wait for any one member). A sender task drains the queue by
+    awaiting ``send``; the ASGI server's ``websocket.send`` waits while the transport's
     write buffer is above its high-water mark (uvicorn's websockets-sansio and wsproto
     implementations await ``writable``, set by ``pause_writing``/``resume_writing``), so a
     reader that stops reading stops the sender, the queue fills, and once the queued bytes
     behind the frame at the head of the queue would exceed ``limit`` the connection is dropped
     with :data:`CLOSE_RESUME` (DESIGN.md invariant 6). The head frame does not count, so one
     frame larger than ``limit`` (the ``state`` of a big room) does not make joining impossible.
+
+    Idle members cost little (issue 4 §7: < 30 KB per idle connection): the sender task and
+    the queue exist only while frames are waiting. :meth:`enqueue` starts the task when there
+    is none; the task sends until the queue is empty, then drops the queue and ends. At most
+    one sender task exists at a time (``_task`` is cleared only by the task itself, after its
+    last ``send`` returned), so frames leave in the order they were queued.
 
     Per-connection memory is therefore bounded by ``limit`` + two frames (the head of the
     queue and the one being written) + the transport's high-water mark (64 KiB) + the kernel
@@ -224,6 +230,26 @@ class Member:
     ``owner`` task (the connection handler) is cancelled so it stops waiting for frames, and
     the ASGI server closes the transport when the handler returns.
     """
+
+    __slots__ = (
+        "_close",
+        "_closing",
+        "_queue",
+        "_send",
+        "_task",
+        "abandoned",
+        "can_write",
+        "client",
+        "close_code",
+        "close_timeout",
+        "closed",
+        "fmt",
+        "limit",
+        "limiter",
+        "on_drop",
+        "owner",
+        "queued_bytes",
+    )
 
     def __init__(
         self,
@@ -244,11 +270,12 @@ class Member:
         self._close = close
         self.limit = limit
         self.limiter = limiter
-        self._queue: collections.deque[bytes] = collections.deque()
+        #: Frames waiting for the sender; None while nothing is queued (idle members).
+        self._queue: collections.deque[bytes] | None = None
         self.queued_bytes = 0
-        self._wake = asyncio.Event()
         self.closed = False
         self.close_code: int | None = None
+        #: The running sender task, if frames are being sent.
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.on_drop: Callable[[Member], None] | None = None
@@ -259,22 +286,30 @@ class Member:
         self.abandoned = False
 
     def start(self) -> None:
-        """Start the sender task; the calling task becomes the connection's ``owner``."""
+        """Make the calling task the connection's ``owner`` (the sender starts on demand)."""
         self.owner = asyncio.current_task()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def sending(self) -> bool:
+        """Whether a sender task exists (frames queued or being written)."""
+        return self._task is not None
 
     def enqueue(self, data: bytes) -> None:
         """Queue one encoded frame without waiting; beyond the byte bound, drop (4008)."""
         if self.closed:
             return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
         # The frame at the head of the queue does not count: one frame larger than the bound
         # (a big ``state``) can always be sent, and the next frames must fit behind it.
-        if self._queue and self.queued_bytes - len(self._queue[0]) + len(data) > self.limit:
+        elif queue and self.queued_bytes - len(queue[0]) + len(data) > self.limit:
             self.drop(CLOSE_RESUME, "send queue overflow: resume with since/epoch")
             return
-        self._queue.append(data)
+        queue.append(data)
         self.queued_bytes += len(data)
-        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(queue))
 
     def drop(self, code: int, reason: str) -> None:
         """Close the connection from the server side without waiting for it."""
@@ -282,7 +317,7 @@ class Member:
             return
         self.closed = True
         self.close_code = code
-        self._queue.clear()
+        self._queue = None
         self.queued_bytes = 0
         if self._task is not None:
             self._task.cancel()
@@ -306,14 +341,10 @@ class Member:
         except Exception:
             pass  # the socket is already gone; the receive loop sees the disconnect
 
-    async def _run(self) -> None:
+    async def _run(self, queue: collections.deque[bytes]) -> None:
         try:
-            while not self.closed:
-                if not self._queue:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                data = self._queue.popleft()
+            while queue and not self.closed:
+                data = queue.popleft()
                 self.queued_bytes -= len(data)
                 await self._send(data, self.fmt)
         except asyncio.CancelledError:
@@ -321,6 +352,14 @@ class Member:
         except Exception:
             # The socket is gone; the receive loop notices and leaves the room.
             self.closed = True
+            self._queue = None
+            self.queued_bytes = 0
+        finally:
+            # Nothing can be queued between the loop's last check and here (no await), so an
+            # empty queue stays empty until the next enqueue, which starts a new sender.
+            self._task = None
+            if self._queue is queue and not queue:
+                self._queue = None
 
     async def stop(self) -> None:
         """Stop the sender; wait (at most ``close_timeout``) for a pending server-side close.
@@ -330,10 +369,11 @@ class Member:
         4008) must be written first.
         """
         self.closed = True
-        if self._task is not None:
-            self._task.cancel()
+        task = self._task
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await task
         if self._closing is not None and not self._closing.done():
             # asyncio.wait: neither raises the close's outcome nor cancels it if we are.
             await asyncio.wait({self._closing})
