@@ -113,6 +113,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -932,6 +933,8 @@ class RedisStore(LogStore):
         self.subscriptions = 0
         #: Tail messages that were not ours (another publisher on the channel).
         self.malformed_messages = 0
+        #: Loop time the subscription last delivered anything (message or PONG).
+        self._sub_seen = 0.0
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -983,35 +986,37 @@ class RedisStore(LogStore):
     # -- live delivery -----------------------------------------------------------
 
     async def _subscribe_loop(self) -> None:
-        """One subscription per node; reconnects with backoff and then wakes everyone."""
+        """One subscription per node; reconnects with backoff and then wakes everyone.
+
+        A reader task reads the subscription's replies straight off its
+        connection (redis-py's per-message PubSub machinery cost as much CPU as
+        the appends themselves); this loop PINGs every ``_PUBSUB_PING_EVERY``
+        seconds and replaces the connection when nothing (message or PONG)
+        came for ``_PUBSUB_DEAD_AFTER`` seconds: a partition without FIN/RST
+        raises nothing by itself.
+        """
         backoff = 0.05
+        loop = asyncio.get_running_loop()
         while not self._closed:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
+            reader: asyncio.Task[None] | None = None
             try:
                 await pubsub.subscribe(self._channel)
-                self.subscriptions += 1
-                self._subscribed.set()
-                backoff = 0.05
-                # Appends may have happened while we were not subscribed.
-                self._wake_all()
-                loop = asyncio.get_running_loop()
-                last_seen = last_ping = loop.time()
+                conn = pubsub.connection
+                if conn is None:
+                    raise RedisConnectionError("the subscription has no connection")
+                self._sub_seen = loop.time()
+                reader = asyncio.create_task(self._read_tail_messages(conn))
                 while True:
-                    msg = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=_PUBSUB_PING_EVERY
-                    )
-                    now = loop.time()
-                    if msg is not None:
-                        last_seen = now
-                        if msg.get("type") == "message":
-                            self._dispatch(msg["data"])
-                    elif now - last_seen > _PUBSUB_DEAD_AFTER:
-                        # A connection that died without a FIN/RST (network
-                        # partition) raises nothing: our PINGs went unanswered.
+                    await asyncio.wait({reader}, timeout=_PUBSUB_PING_EVERY)
+                    if reader.done():
+                        reader.result()  # its error
+                        raise RedisConnectionError("the subscription ended")
+                    if loop.time() - self._sub_seen > _PUBSUB_DEAD_AFTER:
                         raise RedisConnectionError("the subscription stopped answering PING")
-                    if now - last_ping >= _PUBSUB_PING_EVERY:
-                        last_ping = now
-                        await pubsub.ping(b"durasync")
+                    if self._subscribed.is_set():
+                        backoff = 0.05
+                    await conn.send_command("PING", b"durasync", check_health=False)
             except (RedisError, OSError) as exc:
                 log.warning("redis subscription lost (%s); reconnecting", exc)
             except Exception:
@@ -1019,10 +1024,35 @@ class RedisStore(LogStore):
                 log.exception("redis subscriber failed; resubscribing")
             finally:
                 self._subscribed.clear()
+                if reader is not None:
+                    reader.cancel()
+                    with contextlib.suppress(BaseException):
+                        await reader
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _read_tail_messages(self, conn: Any) -> None:
+        """Read the subscription's replies until the connection fails."""
+        loop = asyncio.get_running_loop()
+        while True:
+            reply = await conn.read_response(
+                timeout=math.inf, disconnect_on_error=False, push_request=True
+            )
+            self._sub_seen = loop.time()
+            if not isinstance(reply, list) or not reply:
+                continue
+            kind = reply[0]
+            if kind == b"message":
+                self._dispatch(reply[2])
+            elif kind == b"subscribe":
+                # Confirmed: from now on every tail message reaches us.
+                # Appends may have happened while we were not subscribed.
+                self.subscriptions += 1
+                self._subscribed.set()
+                self._wake_all()
 
     def _dispatch(self, data: bytes) -> None:
         try:
