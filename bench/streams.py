@@ -30,6 +30,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -610,8 +611,12 @@ def main(argv: list[str] | None = None) -> int:
         "ref-memory": lambda: start_reference(long_poll_timeout=20),
     }
     ctx = mp.get_context("spawn")
-    with ctx.Pool(cfg.procs) as pool:
-        results = run_all({n: starters[n] for n in names}, cfg, pool)
+    try:
+        with ctx.Pool(cfg.procs) as pool:
+            results = run_all({n: starters[n] for n in names}, cfg, pool)
+    finally:
+        # The servers are stopped by now: their data (100k-message streams) goes too.
+        shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(
         f"durasync streams bench — {time.strftime('%Y-%m-%d %H:%M')}, "
