@@ -44,6 +44,11 @@ atomically with the write, :class:`~durasync.store.base.SeqConflict` otherwise):
 - Snapshots are conditional too (``stream_seq`` = padded snapshot seq): a stale node's snapshot
   can never replace a newer one; only the node whose snapshot won trims the snapshot and the
   journal streams, behind that snapshot. Loading takes the last (= newest) snapshot record.
+
+Snapshots do not stall the room: the writer only captures the previous record and the tail
+after it; a worker thread folds them into a new replica and encodes the record while the
+writer keeps sequencing; the lock is then held only to catch that replica up with what was
+sequenced meanwhile and swap it in (:meth:`Room._plan_snapshot`).
 """
 
 from __future__ import annotations
@@ -196,6 +201,74 @@ class _TailItem:
         self.seq = seq
         self.msg = msg
         self.offset = offset
+
+
+class _SnapshotPlan:
+    """What one snapshot folds, captured on the write loop (see :meth:`Room._plan_snapshot`)."""
+
+    __slots__ = (
+        "base",
+        "epoch",
+        "journal_offset",
+        "limits",
+        "msgs",
+        "recent",
+        "seq",
+        "since_bytes",
+        "since_msgs",
+        "trim_journal_at",
+    )
+
+    def __init__(
+        self,
+        *,
+        base: SnapshotRecord,
+        seq: int,
+        epoch: str,
+        journal_offset: str,
+        msgs: list[Message],
+        recent: list[tuple[str, int]],
+        limits: Limits,
+        since_msgs: int,
+        since_bytes: int,
+        trim_journal_at: str | None,
+    ) -> None:
+        self.base = base
+        self.seq = seq
+        self.epoch = epoch
+        self.journal_offset = journal_offset
+        self.msgs = msgs
+        self.recent = recent
+        self.limits = limits
+        self.since_msgs = since_msgs
+        self.since_bytes = since_bytes
+        self.trim_journal_at = trim_journal_at
+
+
+def _build_snapshot(plan: _SnapshotPlan) -> tuple[Replica, SnapshotRecord, bytes]:
+    """Fold ``plan`` into a new replica and its encoded snapshot record (thread-safe).
+
+    Touches only the plan's immutable inputs and objects it creates, so it runs in a worker
+    thread while the room's write loop goes on (the GIL switches every few ms, so the loop
+    keeps sequencing; msgspec's encode is one short C call).
+    """
+    replica = Replica("server", limits=plan.limits, snapshot=plan.base.snapshot)
+    replica.receive_many(plan.msgs, [m.serverSeq for m in plan.msgs], validate=False)
+    # ``seen`` stays out of the record: dedupe is the sequencer's window (``recent``).
+    snap = msgspec.structs.replace(replica.snapshot(), seen=[])
+    rec = SnapshotRecord(
+        epoch=plan.epoch,
+        seq=plan.seq,
+        journal_offset=plan.journal_offset,
+        snapshot=snap,
+        recent=plan.recent,
+    )
+    data = _msgpack.encode(rec)
+    # The room continues with this replica (caught up on the loop): it is what a reload from
+    # the previous snapshot plus the journal builds, and it holds only the messages since the
+    # previous snapshot, so the room's memory stays bounded (about two snapshot intervals)
+    # without a second rebuild from ``snap``.
+    return replica, rec, data
 
 
 SendRaw = Callable[[bytes, Format], Awaitable[None]]
@@ -426,6 +499,8 @@ class Room:
         )
         self._writer: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
+        #: The snapshot being built off the write loop (at most one at a time).
+        self._snapshotting: asyncio.Task[None] | None = None
         #: Journal offset just past the last entry in this node's view (a batch boundary).
         self._offset = OFFSET_START
         self._lock = asyncio.Lock()
@@ -928,58 +1003,161 @@ class Room:
             if member is not None:
                 member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
         self._trim_tail_memory()
-        if (
+        if self._snapshot_due() and self._snapshotting is None:
+            planned = self._plan_snapshot()
+            if planned is not None:
+                # Built off the write loop: sequencing goes on meanwhile (issue 4 §5 without
+                # a relay stall per snapshot; see _plan_snapshot).
+                self._snapshotting = asyncio.get_running_loop().create_task(
+                    self._snapshot_in_background(planned)
+                )
+
+    def _snapshot_due(self) -> bool:
+        return (
             self._since_snap_msgs >= self.settings.snapshot_every_messages
             or self._since_snap_bytes >= self.settings.snapshot_every_bytes
-        ):
-            await self.take_snapshot()
+        )
 
     def _trim_tail_memory(self) -> None:
         keep_from = self.snap.seq - self.settings.retention_messages + 1
         while self._tail and self._tail[0].seq < keep_from:
             self._tail.popleft()
 
-    async def take_snapshot(self) -> bool:
-        """Fold everything in this node's view into a snapshot record, conditionally.
+    def _plan_snapshot(self) -> _SnapshotPlan | None:
+        """Capture what the next snapshot folds (lock held or on the write loop; cheap).
 
-        Called with the room's lock held (writer task, or tests). The append carries
-        ``stream_seq`` = padded snapshot seq, so a snapshot older than (or as old as) the
-        newest one in the store is refused by the store; only the winner trims the snapshot
-        stream and the journal (behind its own snapshot). Either way the in-memory replica
-        restarts from this fold (it is correct at ``seq``) to keep memory bounded.
-
-        Returns True if this snapshot was stored (False: nothing new, or a newer one won).
+        A snapshot at ``seq`` is the previous snapshot record plus the journal entries after
+        it up to ``seq``, all of which are in ``_tail`` (it keeps everything after
+        ``snap.seq``). These are immutable by now (a sequenced message is never changed; the
+        previous record is never mutated), so :func:`_build_snapshot` can fold them in a
+        worker thread into a *new* replica while the write loop keeps sequencing on the live
+        one: the room's graph is never shared with the thread. Returns None if nothing is new.
         """
         seq = self.sequencer.last_seq
-        if seq == self.snap.seq:
-            return False
-        snap = self.replica.snapshot()
-        snap = msgspec.structs.replace(snap, seen=[])
-        rec = SnapshotRecord(
-            epoch=self.epoch,
+        base = self.snap
+        if seq <= base.seq:
+            return None
+        msgs = self._tail_after(base.seq)
+        if len(msgs) != seq - base.seq:
+            raise RoomFailed(f"room {self.name}: tail does not reach back to seq {base.seq}")
+        # The journal is trimmed behind the snapshot to ``retention_messages`` entries: the
+        # offset of the first kept entry (entries are contiguous in the tail).
+        keep_from = seq - self.settings.retention_messages + 1
+        trim_at: str | None = None
+        if self._tail and keep_from > 1:
+            i = keep_from - self._tail[0].seq
+            if 0 < i < len(self._tail):
+                item = self._tail[i]
+                if item.seq == keep_from:
+                    trim_at = item.offset
+            elif i <= 0 and self._tail[0].seq > 1:
+                trim_at = self._tail[0].offset
+        return _SnapshotPlan(
+            base=base,
             seq=seq,
+            epoch=self.epoch,
             journal_offset=self._offset,
-            snapshot=snap,
+            msgs=msgs,
             recent=self.sequencer.dedupe.items(),
+            limits=self.settings.limits(),
+            since_msgs=self._since_snap_msgs,
+            since_bytes=self._since_snap_bytes,
+            trim_journal_at=trim_at,
         )
-        spath = snapshot_path(self.name)
-        won = True
+
+    async def _store_snapshot(self, plan: _SnapshotPlan, data: bytes) -> str | None:
+        """Append the record conditionally; its offset if it won, None if a newer one won."""
         try:
-            res = await self.store.append(spath, [_msgpack.encode(rec)], stream_seq=f"{seq:016d}")
+            res = await self.store.append(
+                snapshot_path(self.name), [data], stream_seq=f"{plan.seq:016d}"
+            )
         except SeqConflict:
-            won = False
+            return None
+        return res.offsets[0]
+
+    def _install_snapshot(self, plan: _SnapshotPlan, replica: Replica, rec: SnapshotRecord) -> bool:
+        """Swap in the replica built from ``rec`` (lock held), caught up to the live view.
+
+        Not installed (False) if the room's state moved on another way meanwhile (a resync or
+        another snapshot replaced ``snap``) or catching up failed: the live replica stays.
+        """
+        if self.failed or self.snap is not plan.base or self.sequencer.last_seq < plan.seq:
+            return False
+        # Entries sequenced while the snapshot was built: a short fold on the loop.
+        after = self._tail_after(plan.seq)
+        if after:
+            try:
+                replica.receive_many(after, [m.serverSeq for m in after], validate=False)
+            except Exception:
+                log.exception("room %s: catching up a snapshot replica failed", self.name)
+                return False
         self.snap = rec
-        # Rebuild the replica from the snapshot: bounded memory (the fold's id set and
-        # checkpoints restart from here).
-        self.replica = Replica("server", limits=self.settings.limits(), snapshot=snap)
-        self._since_snap_msgs = 0
-        self._since_snap_bytes = 0
+        # The live replica held every message since the snapshot before ``plan.base`` (its
+        # history, id set and fold checkpoints); the new one only those after ``plan.base``.
+        self.replica = replica
+        self._since_snap_msgs = max(0, self._since_snap_msgs - plan.since_msgs)
+        self._since_snap_bytes = max(0, self._since_snap_bytes - plan.since_bytes)
         self._trim_tail_memory()
-        if won:
-            await self.store.trim(spath, res.offsets[0])
-            if self._tail and self._tail[0].seq > 1:
-                await self.store.trim(journal_path(self.name), self._tail[0].offset)
-        return won
+        return True
+
+    async def _trim_behind(self, plan: _SnapshotPlan, snapshot_offset: str) -> None:
+        """Trim the snapshot stream and the journal behind the snapshot that won."""
+        await self.store.trim(snapshot_path(self.name), snapshot_offset)
+        if plan.trim_journal_at is not None:
+            await self.store.trim(journal_path(self.name), plan.trim_journal_at)
+
+    async def _snapshot_in_background(self, plan: _SnapshotPlan) -> None:
+        """Build (worker thread), store, install and trim snapshots; fails the room if the
+        store fails (as a failed journal append does).
+
+        If enough was written meanwhile for another snapshot, the next one follows at once
+        (otherwise a room that went quiet would wait for its next message).
+        """
+        next_plan: _SnapshotPlan | None = plan
+        try:
+            while next_plan is not None:
+                plan = next_plan
+                replica, rec, data = await asyncio.to_thread(_build_snapshot, plan)
+                won = await self._store_snapshot(plan, data)
+                async with self._lock:
+                    installed = self._install_snapshot(plan, replica, rec)
+                    due = installed and not self.failed and self._snapshot_due()
+                    next_plan = self._plan_snapshot() if due else None
+                if won is not None:
+                    await self._trim_behind(plan, won)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._fail("snapshot")
+        finally:
+            self._snapshotting = None
+
+    async def take_snapshot(self) -> bool:
+        """Fold everything in this node's view into a snapshot record, conditionally, now.
+
+        Called with the room's lock held (tests, tools); the writer snapshots in the
+        background instead (:meth:`_plan_snapshot`). The append carries ``stream_seq`` =
+        padded snapshot seq, so a snapshot older than (or as old as) the newest one in the
+        store is refused by the store; only the winner trims the snapshot stream and the
+        journal (behind its own snapshot). Either way the in-memory replica is replaced by the
+        one the snapshot was folded with (correct at ``seq``), to keep memory bounded. A
+        background snapshot still being built is then abandoned at install (``snap`` moved);
+        its conditional append cannot replace a newer record.
+
+        Returns True if this snapshot was stored (False: nothing new, or a newer one won).
+
+        Raises:
+            StoreError: the store failed.
+        """
+        plan = self._plan_snapshot()
+        if plan is None:
+            return False
+        replica, rec, data = await asyncio.to_thread(_build_snapshot, plan)
+        won = await self._store_snapshot(plan, data)
+        self._install_snapshot(plan, replica, rec)
+        if won is not None:
+            await self._trim_behind(plan, won)
+        return won is not None
 
     @property
     def last_seq(self) -> int:
@@ -1002,6 +1180,13 @@ class Room:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._follower
+        snapshotting = self._snapshotting
+        if snapshotting is not None:
+            # Let a snapshot being built finish (bounded): it is the cheapest restart point.
+            await asyncio.wait({snapshotting}, timeout=10.0)
+            snapshotting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await snapshotting
         for m in list(self.members):
             m.drop(code, reason)
         self.presence.close()
