@@ -114,8 +114,8 @@ async def test_snapshots_during_concurrent_writes_lose_nothing(
     snaps: list[int] = []
     install = Room._install_snapshot
 
-    def counted(self: Room, plan: Any, replica: Any, rec: Any) -> bool:
-        done = install(self, plan, replica, rec)
+    def counted(self: Room, plan: Any, replica: Any, rec: Any, caught: int) -> bool:
+        done = install(self, plan, replica, rec, caught)
         if done:
             snaps.append(rec.seq)
         return done

@@ -108,6 +108,9 @@ CLOSE_REPLACED: Final = 4009
 CLOSE_ROOM_FAILED: Final = 4011
 #: Conditional journal appends lost in a row (other nodes kept winning) before the room fails.
 MAX_CONFLICT_RETRIES: Final = 64
+#: Seconds a snapshot's replica folds entries sequenced meanwhile before yielding the loop.
+CATCH_UP_SLICE: Final = 0.005
+_CATCH_UP_CHUNK: Final = 8
 #: Seconds the follower pauses after a wake-up caused by this node's own append.
 FOLLOW_REARM: Final = 0.002
 
@@ -1075,16 +1078,46 @@ class Room:
             return None
         return res.offsets[0]
 
-    def _install_snapshot(self, plan: _SnapshotPlan, replica: Replica, rec: SnapshotRecord) -> bool:
-        """Swap in the replica built from ``rec`` (lock held), caught up to the live view.
+    async def _catch_up_replica(self, plan: _SnapshotPlan, replica: Replica) -> int | None:
+        """Fold what was sequenced while the snapshot was built into ``replica``, without the
+        lock and yielding every :data:`CATCH_UP_SLICE` seconds (the writer keeps going; each
+        entry costs the same fold it cost the live replica). Returns the seq folded up to,
+        None if the room moved on another way (resync, failure) or a fold failed.
+        """
+        caught = plan.seq
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.failed or self.snap is not plan.base:
+                return None
+            after = self._tail_after(caught)
+            if len(after) <= _CATCH_UP_CHUNK:
+                return caught  # the rest is folded under the lock, with the swap
+            started = loop.time()
+            try:
+                for i in range(0, len(after), _CATCH_UP_CHUNK):
+                    chunk = after[i : i + _CATCH_UP_CHUNK]
+                    replica.receive_many(chunk, [m.serverSeq for m in chunk], validate=False)
+                    caught = chunk[-1].serverSeq or caught
+                    if loop.time() - started >= CATCH_UP_SLICE:
+                        break
+            except Exception:
+                log.exception("room %s: catching up a snapshot replica failed", self.name)
+                return None
+            await asyncio.sleep(0)
+
+    def _install_snapshot(
+        self, plan: _SnapshotPlan, replica: Replica, rec: SnapshotRecord, caught: int
+    ) -> bool:
+        """Swap in the replica built from ``rec`` (lock held), folded up to ``caught``,
+        after folding the rest of the live view into it.
 
         Not installed (False) if the room's state moved on another way meanwhile (a resync or
         another snapshot replaced ``snap``) or catching up failed: the live replica stays.
         """
-        if self.failed or self.snap is not plan.base or self.sequencer.last_seq < plan.seq:
+        if self.failed or self.snap is not plan.base or self.sequencer.last_seq < caught:
             return False
-        # Entries sequenced while the snapshot was built: a short fold on the loop.
-        after = self._tail_after(plan.seq)
+        # Entries sequenced since ``caught``: a short fold on the loop.
+        after = self._tail_after(caught)
         if after:
             try:
                 replica.receive_many(after, [m.serverSeq for m in after], validate=False)
@@ -1101,10 +1134,16 @@ class Room:
         return True
 
     async def _trim_behind(self, plan: _SnapshotPlan, snapshot_offset: str) -> None:
-        """Trim the snapshot stream and the journal behind the snapshot that won."""
-        await self.store.trim(snapshot_path(self.name), snapshot_offset)
+        """Trim the snapshot stream and the journal behind the snapshot that won.
+
+        Another node may have stored a newer snapshot meanwhile and trimmed past these
+        offsets already (:class:`StreamGone`): then there is nothing left to trim here.
+        """
+        with contextlib.suppress(StreamGone):
+            await self.store.trim(snapshot_path(self.name), snapshot_offset)
         if plan.trim_journal_at is not None:
-            await self.store.trim(journal_path(self.name), plan.trim_journal_at)
+            with contextlib.suppress(StreamGone):
+                await self.store.trim(journal_path(self.name), plan.trim_journal_at)
 
     async def _snapshot_in_background(self, plan: _SnapshotPlan) -> None:
         """Build (worker thread), store, install and trim snapshots; fails the room if the
@@ -1119,8 +1158,11 @@ class Room:
                 plan = next_plan
                 replica, rec, data = await asyncio.to_thread(_build_snapshot, plan)
                 won = await self._store_snapshot(plan, data)
+                caught = await self._catch_up_replica(plan, replica)
                 async with self._lock:
-                    installed = self._install_snapshot(plan, replica, rec)
+                    installed = caught is not None and self._install_snapshot(
+                        plan, replica, rec, caught
+                    )
                     due = installed and not self.failed and self._snapshot_due()
                     next_plan = self._plan_snapshot() if due else None
                 if won is not None:
@@ -1154,7 +1196,7 @@ class Room:
             return False
         replica, rec, data = await asyncio.to_thread(_build_snapshot, plan)
         won = await self._store_snapshot(plan, data)
-        self._install_snapshot(plan, replica, rec)
+        self._install_snapshot(plan, replica, rec, plan.seq)
         if won is not None:
             await self._trim_behind(plan, won)
         return won is not None
