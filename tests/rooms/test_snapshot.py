@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -125,8 +125,12 @@ async def test_snapshots_during_concurrent_writes_lose_nothing(
         await _root(room, clients[0], sent)
         await asyncio.gather(*(_write(room, c, r, 80, sent, 0.002) for c in clients))
         ids = {m.id for m in sent}
+
+        def complete(c: Client) -> Callable[[], bool]:
+            return lambda: c.rep.pending_count == 0 and all(c.rep.has(i) for i in ids)
+
         for c in clients:
-            await c.wait(lambda c=c: c.rep.pending_count == 0 and all(c.rep.has(i) for i in ids))
+            await c.wait(complete(c))
         await _until(lambda: room._snapshotting is None)
         assert room.last_seq == len(sent)
         # Snapshots happened while clients wrote, and they caught up with the writes.
