@@ -177,6 +177,31 @@ async def test_resume_after_server_sigkill_loses_nothing_acked(tmp_path: Path) -
         srv.stop()
 
 
+async def test_check_asked_while_the_server_is_down_is_answered_after_it_returns(
+    tmp_path: Path,
+) -> None:
+    # check() used to wait forever when its sync-check went out while offline (dropped).
+    data = tmp_path / "data"
+    srv = ServerProc("durasync", data_dir=data)
+    port = srv.port
+    try:
+        a = RoomClient(ws_url(srv.url), room_name("check"), client_id="a", options=FAST)
+        await a.join()
+        root(a)
+        await a.synced()
+        srv.stop(signal.SIGKILL)
+        await until(lambda: not a.connected)
+        check = asyncio.create_task(a.check())
+        await asyncio.sleep(0.2)  # the request is sent (and dropped) while the server is down
+        assert not check.done()
+        srv = ServerProc("durasync", port=port, data_dir=data)
+        async with asyncio.timeout(20):
+            assert await check
+        await a.close()
+    finally:
+        srv.stop()
+
+
 async def test_new_epoch_reloads_and_keeps_unacked_edits(tmp_path: Path) -> None:
     """A memory server restarted: new epoch -> ``recovered: false`` -> reload; our
     unacknowledged messages are resent into the new room and nothing is reused."""

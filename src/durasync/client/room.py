@@ -262,7 +262,11 @@ class RoomClient:
 
     async def check(self) -> bool:
         """Ask the server for its graph checksum and compare it with ours (call after
-        :meth:`synced`, with no uncommitted edits). True when they are equal."""
+        :meth:`synced`, with no uncommitted edits). True when they are equal.
+
+        Survives reconnects: a request sent while offline or lost with its connection is asked
+        again after the next ``state``. Bound it with ``asyncio.timeout`` if the server may be
+        gone for good."""
         request = uuid.uuid4().hex
         fut: asyncio.Future[tuple[str | None, int]] = asyncio.get_running_loop().create_future()
         self._checks[request] = fut
@@ -451,6 +455,10 @@ class RoomClient:
             await self._send(CrdtFrame(msg))
         if self._my_presence is not None:
             await self._send(PresenceUpdate(self._my_presence))
+        # A sync-check sent while offline, or lost with the connection it went out on, would
+        # wait forever: ask again on the new connection (the answer reflects this state).
+        for request in list(self._checks):
+            await self._send(SyncCheckFrame(requestId=request))
 
     def _reload(self, frame: StateFrame) -> None:
         old = self.replica
