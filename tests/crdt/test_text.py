@@ -594,3 +594,69 @@ def test_concurrent_typing_converges_under_causal_delivery(
         check_invariants(docs[r])
     assert len({tuple(chars(d)) for d in docs}) == 1
     assert len({d.text() for d in docs}) == 1
+
+
+def _fragmented_doc(n: int, deletes: int, rnd: random.Random) -> TextDoc:
+    """``n`` chars typed front to back, reloaded from a snapshot (one span per char, every
+    span anchored on its predecessor), with ``deletes`` single-char tombstones."""
+    d = TextDoc("a")
+    for i in range(n):
+        d.local_insert(i, "x", 1.0)
+    for _ in range(deletes):
+        d.local_delete(rnd.randrange(len(d)), 1)
+    return TextDoc.from_snapshot(d.snapshot(), agent="b")
+
+
+def test_remote_insert_scan_does_not_locate_each_skipped_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A concurrent insert with a stale seq skips every later span of a typed text (§4 rule 1
+    never stops it). Each skipped span used to be located by ``_char_pos`` (a bisect plus an
+    O(block) index: ~50k calls per insert here); chained spans and whole blocks are now decided
+    without it, so only spans anchored elsewhere (the earlier stale inserts) are located."""
+    rnd = random.Random(3)
+    d = _fragmented_doc(100_000, 2000, rnd)
+    calls = 0
+    orig = TextDoc._char_pos
+
+    def counting(self: TextDoc, char_id: str | None) -> tuple[int, ...]:
+        nonlocal calls
+        calls += 1
+        return orig(self, char_id)
+
+    monkeypatch.setattr(TextDoc, "_char_pos", counting)
+    for i in range(20):
+        d.apply_insert(f"w:{i}", f"a:{rnd.randrange(100_000)}", "y", 2, 2.0)
+    assert calls <= 20 * 21  # at most one per earlier stale insert, plus one
+    calls = 0
+    for i in range(20):
+        d.apply_insert(f"v:{i}", f"a:{rnd.randrange(100_000)}", "z", d.max_seq + 1, 3.0)
+    assert calls == 0
+    check_invariants(d)
+
+
+def test_stale_seq_inserts_on_multi_block_doc_match_naive_model() -> None:
+    """The block skip and the chained-anchor shortcut take the same decisions as §4's
+    per-span rule: stale, tied and fresh seqs, anchors everywhere, against the naive model."""
+    rnd = random.Random(11)
+    d = TextDoc("a")
+    model = NaiveModel()
+    for i in range(600):
+        op = d.local_insert(i, "x", 1.0)
+        model.apply(op)
+    for _ in range(60):
+        op2 = d.local_delete(rnd.randrange(len(d)), 1)
+        model.apply(op2)
+    d = TextDoc.from_snapshot(d.snapshot(), agent="b")
+    assert len(d._blocks) > 5
+    for i in range(150):
+        ids = [c[0] for c in model.chars]
+        anchor = rnd.choice([None, *rnd.sample(ids, 3)])
+        seq = rnd.choice([1, 2, rnd.randint(1, d.max_seq + 1), d.max_seq + 1])
+        ts = rnd.choice([1.0, 2.0])
+        agent = rnd.choice(["c", "e", "0"])
+        content = rnd.choice(["q", "rs"])
+        d.apply_insert(f"{agent}:{3 * i}", anchor, content, seq, ts)
+        model.insert(f"{agent}:{3 * i}", anchor, content, seq, ts)
+    assert chars(d) == model.listing()
+    check_invariants(d)
