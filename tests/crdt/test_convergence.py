@@ -11,13 +11,18 @@ from __future__ import annotations
 import random
 
 import msgspec
+import pytest
 from crdt_histories import History, causal_order, deliver_all, generate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durasync.crdt import Message, Replica, Snapshot
 
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _full(h: History, r: random.Random, *, batch: bool) -> Replica:
@@ -204,3 +209,48 @@ def test_sequenced_batches_equal_one_by_one(seed: int, undo: bool) -> None:
     late.receive_many([_clone(m) for m in order[half:]], seqs[half:])
     late.receive_many([_clone(m) for m in order[:half]], seqs[:half])
     assert late.dump(with_meta=True) == expected
+
+
+def _no_refold(n: int) -> None:
+    raise AssertionError("snapshot() re-folded")
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), sessions=st.integers(2, 4))
+def test_snapshot_fast_path_equals_refold(
+    seed: int, sessions: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``snapshot()`` of a replica that folded a server's sequence in place encodes its live
+    graph directly (no re-fold); the result must be exactly what re-folding the base + the
+    journal gives, also after a midway compaction. Replicas that took messages out of order
+    or edited text locally may re-fold instead, but must give the same content either way;
+    and snapshot + tail rebuilds the same graph."""
+    r = random.Random(seed)
+    h = generate(r, sessions=sessions, steps=70)
+    deliver_all(r, h)
+    order = causal_order(r, h, duplicates=0.1)
+    seqs = list(range(1, len(order) + 1))
+    server = Replica("server")
+    cut = r.randint(0, len(order))
+    server.receive_many(order[:cut], seqs[:cut])
+    if r.random() < 0.5:
+        server.compact()
+    for i in range(cut, len(order)):
+        server.receive(order[i], server_seq=seqs[i])
+    reps = [server, _full(h, r, batch=bool(r.getrandbits(1))), *h.sessions.values()]
+    for rep in reps:
+        assert rep.pending_count == 0
+        refold = rep._fold_prefix
+        with monkeypatch.context() as mp:
+            if rep is server and not rep._unresolved:  # the fast path must be taken
+                mp.setattr(rep, "_fold_prefix", _no_refold)
+            fast = rep.snapshot()
+        slow = rep._snapshot_of(refold(len(rep.messages)), len(rep.messages))
+        assert msgspec.json.encode(fast) == msgspec.json.encode(slow)
+        k = r.randint(0, len(rep.messages))
+        part = rep.snapshot(upto=k)  # the slow path
+        rebuilt = Replica.from_snapshot("z", part, rep.messages[k:])
+        assert rebuilt.dump(with_meta=True) == rep.dump(with_meta=True)
+        again = rebuilt.snapshot()
+        assert again.nodes == fast.nodes and again.texts == fast.texts
+        assert sorted(again.seen) == sorted(fast.seen) and again.clock == fast.clock

@@ -252,6 +252,15 @@ class Replica:
         self._base_texts: dict[tuple[str, str], list[Any]] = {}
         self._base_lt = 0
         self._base_clock: dict[str, int] = {}
+        # True while every live text doc integrated its ops in canonical order (in-place folds
+        # of messages that sort last, canonical rebuilds), so it equals a re-fold's doc and
+        # snapshot() may encode it. Integration in arrival order is not always the same: an
+        # op whose anchor sorts after it is placed at the document start by the canonical
+        # fold (reference §4 unknown anchor) but after its anchor when the anchor arrived
+        # first. Cleared by a message with text ops that lands before the end of the journal
+        # and by local text edits (they also cover pending messages moved by an ack); set
+        # again by compact(). Re-folds for undo/redo keep it: they rebuild the docs touched.
+        self._texts_canonical = True
         if snapshot is not None:
             self._load_snapshot(snapshot)
         self._cps: list[tuple[int, Checkpoint]] = [(0, self._g.checkpoint())]
@@ -408,6 +417,9 @@ class Replica:
             if low is None and p == len(self._msgs) - 1 and p == self._folded + len(fast):
                 fast.append(m)
             else:
+                if texts and p < len(self._msgs) - 1:
+                    # its text ops integrate after ops of messages that sort after it
+                    self._texts_canonical = False
                 low = p if low is None else min(low, p)
                 if fast:
                     low = min(low, self._folded)
@@ -648,6 +660,8 @@ class Replica:
         if op.ot in META_OTYPES:
             raise CRDTValidationError("op.ot", "use undo()/redo() for meta ops")
         if op.ot in TEXT_OTYPES:
+            # integrated into the live doc now, ahead of messages that may sort before it
+            self._texts_canonical = False
             op = self._local_text(op, ts)
         self._ensure_tip()
         self._buffer_ts = ts
@@ -750,9 +764,82 @@ class Replica:
     # ------------------------------------------------------------------------------ snapshots
 
     def snapshot(self, upto: int | None = None) -> Snapshot:
-        """Snapshot of the base + the first ``upto`` confirmed messages (default: all)."""
-        n = len(self._msgs) if upto is None else max(0, min(upto, len(self._msgs)))
-        g = self._fold_prefix(n)
+        """Snapshot of the base + the first ``upto`` confirmed messages (default: all).
+
+        When that is the whole journal, nothing local sits on top (no pending message, no
+        buffered edit) and the text docs integrated their ops in canonical order and hold no
+        unresolved char reference (an out-of-order text op, a local text edit, or an op naming
+        a char a doc lacked -- a re-fold re-applies such ops to the live doc -- make it
+        re-fold; the server folds its own sequence in place), the visible graph *is* that
+        fold and is encoded directly, in O(graph + journal); otherwise the prefix is re-folded
+        from the base (O(base + every message)). Both give the same snapshot content. The
+        snapshot copies node tables and text docs and shares only property values, which the
+        graph never mutates in place (every op stores a new value). Raises nothing.
+        """
+        total = len(self._msgs)
+        n = total if upto is None else max(0, min(upto, total))
+        if (
+            n == total
+            and self._texts_canonical
+            and not self._unresolved
+            and self._tip is None
+            and not self._pending
+            and not self._buffer
+        ):
+            headers = self._text_headers()
+            if headers is not None:
+                return self._snapshot_of(self._g, n, headers)
+        return self._snapshot_of(self._fold_prefix(n), n)
+
+    def _text_headers(self) -> dict[tuple[str, str], tuple[str, int]] | None:
+        """The ``(agent, clock)`` each live text doc would have in a re-fold, or None.
+
+        Doc *contents* do not depend on arrival order (canonical fold, idempotent
+        integration), but a doc's local agent is whoever created it: here the first
+        message that *arrived* (or our own local edit), in a re-fold the first included
+        message in canonical order with a creating text op (anything but ``text.delete``,
+        graph ``apply_text_only``), or the base snapshot's doc. The agent's clock is one past
+        its highest id held (``TextDoc.agent_clock``), at least the base doc's clock. None if
+        a live doc has no such origin (the caller then re-folds).
+        """
+        docs = self._g.texts
+        out: dict[tuple[str, str], tuple[str, int]] = {}
+        for k, raw in self._base_texts.items():
+            d = docs.get(k)
+            if d is not None:
+                out[k] = (raw[0], max(raw[1], d.agent_clock(raw[0])))
+        missing = len(docs) - len(out)
+        if missing:
+            excluded = self._excluded
+            text_keys = self._text_keys
+            for m in self._msgs:
+                tk = text_keys.get(m.id)
+                if tk is None or m.id in excluded:
+                    continue
+                for op in m.ops:
+                    k = (op.key, op.path)
+                    if op.ot in TEXT_OTYPES and op.ot != "text.delete" and k not in out:
+                        d = docs.get(k)
+                        if d is None:
+                            return None  # the re-fold has a doc the live graph lacks
+                        out[k] = (m.client, d.agent_clock(m.client))
+                        missing -= 1
+                if not missing:
+                    break
+            if missing:
+                return None
+        return out
+
+    def _snapshot_of(
+        self,
+        g: SceneGraph,
+        n: int,
+        headers: dict[tuple[str, str], tuple[str, int]] | None = None,
+    ) -> Snapshot:
+        """Encode ``g``, which must equal the base + the first ``n`` confirmed messages.
+
+        ``headers`` replaces each text doc's ``(agent, clock)`` (see :meth:`_text_headers`).
+        """
         texts = g.texts
         lt = 0
         clock = dict(self._base_clock)
@@ -769,7 +856,10 @@ class Replica:
         return Snapshot(
             root_key=g.root_key,
             nodes=[_encode_node(x) for x in g.nodes.values()],
-            texts=[(k, p, d.snapshot()) for (k, p), d in sorted(texts.items())],
+            texts=[
+                (k, p, d.snapshot() if headers is None else _with_header(d, headers[(k, p)]))
+                for (k, p), d in sorted(texts.items())
+            ],
             lt=max(lt, self._base_lt),
             clock=clock,
             seen=seen,
@@ -807,6 +897,8 @@ class Replica:
         self._excluded = {t for t in self._metas if self._status(t)}
         self._refold(0)
         self._rebuild_texts(all_texts)
+        # every doc was just rebuilt in canonical order (pending and buffered ops on top)
+        self._texts_canonical = not self._pending and not self._buffer
         return snap
 
     @classmethod
@@ -1108,6 +1200,12 @@ class Replica:
         msg = self._new_message([Op(ot=ot, key="_meta", path="_meta", targetMsgId=target)], ts)
         self._commit_message(msg, rebase=False)
         return msg
+
+
+def _with_header(d: TextDoc, header: tuple[str, int]) -> list[Any]:
+    raw = d.snapshot()
+    raw[0], raw[1] = header
+    return raw
 
 
 def _merge(ot: str, a: Any, b: Any) -> Any:

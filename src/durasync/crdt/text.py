@@ -243,8 +243,6 @@ class TextDoc:
         "_last_span",
         "_len",
         "_max_seq",
-        "_oclock",
-        "_origin",
         "_prefix",
         "_text",
         "_valid",
@@ -255,11 +253,6 @@ class TextDoc:
             raise TextOpError("agent", "must be a string")
         self._agent = agent
         self._clock = 0
-        # The agent the doc was created with and that agent's clock: a local edit by another
-        # agent switches ``_agent`` (``_switch_agent``), but ``snapshot(origin=True)`` still
-        # writes what a doc that only integrated the same ops would hold.
-        self._origin = agent
-        self._oclock = 0
         self._max_seq = 0
         first = _Block(0, [])
         self._blocks: list[_Block] = [first]
@@ -608,8 +601,6 @@ class TextDoc:
             self._index_add(sp)
         if agent == self._agent and n + ln > self._clock:
             self._clock = n + ln
-        if agent == self._origin and n + ln > self._oclock:
-            self._oclock = n + ln
         return True
 
     def _extend(self, sp: _Span, content: str, seq: int, ts: float) -> None:
@@ -767,8 +758,6 @@ class TextDoc:
                 self._index_add(sp)
         self._max_seq = seq
         self._clock = start + ln
-        if agent == self._origin:
-            self._oclock = start + ln
         self._last_pos = position + ln
         self._last_agent = agent
         self._last_n = start + ln - 1
@@ -901,12 +890,16 @@ class TextDoc:
 
     # -- snapshots --------------------------------------------------------------------------
 
-    def snapshot(self, *, origin: bool = False) -> list[Any]:
-        """Lossless raw form ``[agent, clock, maxSeq, [[id, content, anchor, seq, ts, deleted]]]``.
+    def agent_clock(self, agent: str) -> int:
+        """The clock a doc whose local agent is ``agent`` would have after integrating the same
+        ops: one past the highest id number of ``agent`` held, 0 if none (O(spans of agent))."""
+        ent = self._idx.get(agent)
+        if ent is None:
+            return 0
+        return max(sp.start + len(sp.content) for sp in ent[1])
 
-        ``origin=True`` writes the agent the doc was created with (and its clock) instead of
-        the current local agent: what a doc that integrated the same ops without local edits
-        by another agent holds (a replica's snapshot of its live graph uses it).
+    def snapshot(self) -> list[Any]:
+        """Lossless raw form ``[agent, clock, maxSeq, [[id, content, anchor, seq, ts, deleted]]]``.
 
         Items are in document order, tombstones included (the reference's 5-field items plus a
         ``deleted`` flag). JSON/msgpack-serialisable. ``from_snapshot(snapshot())`` behaves
@@ -935,8 +928,6 @@ class TextDoc:
                     anchor = sp.anchor if i == 0 else f"{agent}:{sp.start + i - 1}"
                     append([f"{agent}:{sp.start + i}", content[i:j], anchor, seq, ts, sp.deleted])
                     i = j
-        if origin:
-            return [self._origin, self._oclock, self._max_seq, items]
         return [self._agent, self._clock, self._max_seq, items]
 
     @classmethod
@@ -959,7 +950,6 @@ class TextDoc:
             raise TextOpError("snapshot[3]", "items must be a list")
         doc = cls(ragent)
         doc._clock = clock
-        doc._oclock = clock
         doc._max_seq = max_seq
         spans: list[_Span] = []
         placeholder = doc._blocks[0]
@@ -1037,8 +1027,6 @@ class TextDoc:
         """An independent deep copy (O(number of spans))."""
         doc = TextDoc(self._agent)
         doc._clock = self._clock
-        doc._origin = self._origin
-        doc._oclock = self._oclock
         doc._max_seq = self._max_seq
         placeholder = doc._blocks[0]
         spans = [sp.clone(placeholder) for b in self._blocks for sp in b.spans]
