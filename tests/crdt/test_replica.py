@@ -272,3 +272,28 @@ def test_checksum_and_clock() -> None:
     assert r1.clock == {"a": 1, "b": 4} and r1.lt == 2
     r1.edit(op("number.add", "n", "x", 1), ts=5)
     assert r1.checksum() != r2.checksum()
+
+
+def test_text_ids_of_an_undone_insert_are_never_reused() -> None:
+    # An undo re-folds the doc without our newest chars; the next insert must not take their ids
+    # again (two different chars with one id: replicas that saw both would diverge).
+    a = Replica("c")
+    a.edit({"ot": "node.insert", "key": "", "path": "children", "value": {"key": "n1"}}, 1.0)
+    a.edit({"ot": "text.init", "key": "n1", "path": "t", "value": ""}, 1.0)
+    sent = [a.commit(1.0)]
+    first = a.edit(
+        {"ot": "text.insert", "key": "n1", "path": "t", "position": 0, "value": "ab"}, 2.0
+    )
+    sent.append(a.commit(2.0))
+    sent.append(a.undo(3.0))
+    again = a.edit(
+        {"ot": "text.insert", "key": "n1", "path": "t", "position": 0, "value": "xy"}, 4.0
+    )
+    sent.append(a.commit(4.0))
+    assert first.id != again.id
+    b = Replica("d")
+    for m in sent:
+        assert m is not None
+        b.receive(m)
+    assert b.dump() == a.dump()
+    assert a.graph.texts[("n1", "t")].text() == "xy"

@@ -243,6 +243,8 @@ class Replica:
         self._pending: list[Message] = []
         self._pending_ids: dict[str, Message] = {}
         self._buffer: dict[str, Op] = {}
+        #: Highest own text-id clock used per doc: ids of undone inserts stay burnt.
+        self._text_hwm: dict[tuple[str, str], int] = {}
         self._buffer_ts: float = 0
         self._text_slot = 0
         # target id -> {meta message id: (order, is_undo)}
@@ -694,10 +696,15 @@ class Replica:
         v = op.value
         content = v[1] if isinstance(v, list) else v
         assert isinstance(op.position, int)
+        hwm = self._text_hwm.get(k)
+        if hwm is not None:
+            # An undo re-fold may have dropped our newest chars and with them the doc's clock.
+            d.reserve(self.session_id, hwm)
         try:
             if op.ot == "text.insert":
                 assert isinstance(content, str)
                 ins = d.local_insert(op.position, content, ts, agent=self.session_id)
+                self._text_hwm[k] = d.clock
                 return Op(
                     ot=op.ot,
                     key=op.key,
@@ -713,6 +720,7 @@ class Replica:
                 return Op(ot=op.ot, key=op.key, path=op.path, rm=[list(r) for r in de.rm])
             assert isinstance(content, str)
             rep = d.local_replace(op.position, length, content, ts, agent=self.session_id)
+            self._text_hwm[k] = d.clock
             out = Op(ot=op.ot, key=op.key, path=op.path, rm=[list(r) for r in rep.rm])
             if rep.insert is not None:
                 out.id = rep.insert.id

@@ -479,6 +479,18 @@ class TextDoc:
         else:
             self._clock = max(sp.start + len(sp.content) for sp in ent[1])
 
+    def reserve(self, agent: str, clock: int) -> None:
+        """Make ``agent`` the local agent and never allocate its ids below ``clock``.
+
+        A replica calls this before a local edit with the highest clock it ever used on this
+        doc: ids of an undone insert are absent from a re-folded doc, and reusing one would give
+        two different chars one id on other replicas. Raises :class:`TextOpError` if ``agent``
+        is not a string.
+        """
+        if agent != self._agent:
+            self._switch_agent(agent)
+        self._clock = max(self._clock, clock)
+
     def _check_position(self, position: object, field: str = "position") -> int:
         if type(position) is not int or not 0 <= position <= self._len:
             raise TextOpError(field, f"must be an integer in 0..{self._len}, got {position!r}")
