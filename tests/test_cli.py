@@ -85,6 +85,35 @@ def test_listening_line_embedded(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize("second", ["redis", "locked"])
+def test_store_that_cannot_open_is_one_clear_line(tmp_path: Path, second: str) -> None:
+    first = None
+    if second == "redis":
+        # Nothing listens on a port we just bound and released: Redis is "down".
+        from redisproc import free_port
+
+        store_args = ["--redis", f"redis://127.0.0.1:{free_port()}/0"]
+    else:
+        data = tmp_path / "store"
+        first = start_server("--port", "0", "--data", str(data))
+        store_args = ["--data", str(data)]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "durasync", "serve", "--port", "0", *store_args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert proc.returncode != 0
+        assert "cannot open the store" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "listening" not in proc.stderr
+    finally:
+        if first is not None:
+            assert first.stop() == 0
+
+
 def test_port_in_use_fails_without_listening_line() -> None:
     first = start_server("--port", "0", "--memory")
     try:

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
-from durasync.store.base import LogStore
+from durasync.store.base import LogStore, StoreError
 from durasync.streams.app import (
     SECURITY_HEADERS,
     StreamsApp,
@@ -159,7 +159,22 @@ class _StreamsFirstApp(Starlette):
             scope["app"] = self
             await self._streams_app(scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._startup_reporter(send))
+            return
         await super().__call__(scope, receive, send)
+
+    def _startup_reporter(self, send: Send) -> Send:
+        """A store that cannot open (Redis down, data dir locked) is the operator's problem to
+        fix, not a bug: report it as one line instead of Starlette's traceback."""
+
+        async def reporting_send(message: Message) -> None:
+            exc = getattr(self.state, "store_open_error", None)
+            if message["type"] == "lifespan.startup.failed" and exc is not None:
+                message = {**message, "message": f"durasync: cannot open the store: {exc}"}
+            await send(message)
+
+        return reporting_send
 
 
 def create_app(
@@ -201,7 +216,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
+        try:
+            await store.open()
+        except StoreError as exc:
+            app.state.store_open_error = exc
+            raise
         if subscriptions is not None:
             await subscriptions.start()
         await rooms.start()
