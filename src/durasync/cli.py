@@ -342,6 +342,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code."""
     from durasync.server import ServerSettings, create_app
     from durasync.store import open_store
+    from durasync.store.redis import redact_url
     from durasync.streams.app import StreamSettings
 
     logging.basicConfig(
@@ -349,7 +350,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     if args.redis is not None:
         store = open_store(redis_url=args.redis)
-        label = f"redis {args.redis}"
+        label = f"redis {redact_url(args.redis)}"
     elif args.memory:
         store = open_store(memory=True)
         label = "memory"

@@ -642,3 +642,11 @@ async def test_cancelled_waits_and_reads_end_cancelled(
     # Every reader ended by its cancellation (none swallowed), none left waiting.
     assert len(done) == 200 and all(t.cancelled() for t in tasks)
     assert not b._waiters
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    from durasync.store.redis import redact_url
+
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+    assert redact_url("rediss://user:p@ss@h/2") == "rediss://user:***@h/2"

@@ -115,6 +115,7 @@ import contextlib
 import logging
 import math
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -869,6 +870,15 @@ _CLOSE_STEP_TIMEOUT = 2.0
 _CREATE_ATTEMPTS = 5
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs and messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 class RedisStore(LogStore):
     """The ``redis`` backend; see the module docstring for layout and guarantees.
 
@@ -950,7 +960,9 @@ class RedisStore(LogStore):
         try:
             await self._redis.ping()
         except RedisError as exc:
-            raise StoreUnavailable(f"redis at {self.url} is unavailable: {exc}") from exc
+            raise StoreUnavailable(
+                f"redis at {redact_url(self.url)} is unavailable: {exc}"
+            ) from exc
         self._subscriber = asyncio.create_task(self._subscribe_loop(), name="redis-store-pubsub")
         # Live delivery relies on the subscription: wait (bounded) until it is up.
         with contextlib.suppress(TimeoutError):
