@@ -72,6 +72,7 @@ from durasync.rooms.frames import (
     BroadcastFrame,
     Format,
     PresenceFrame,
+    ServerFrame,
     StateFrame,
     encode_frame,
 )
@@ -766,13 +767,18 @@ class Room:
         self.leave(member)
 
     def _presence_broadcast(self, frame: PresenceFrame, skip: Member | None) -> None:
-        cache: dict[str, bytes] = {}
-        for m in list(self.members):
+        self._send_others(frame, skip)
+
+    def _send_others(self, frame: ServerFrame, skip: Member | None) -> None:
+        """Queue ``frame`` for every member but ``skip``, encoded once per format."""
+        encoded: dict[str, bytes] = {}
+        # A copy: enqueue may drop a slow member, which leaves the set.
+        for m in tuple(self.members):
             if m is skip:
                 continue
-            data = cache.get(m.fmt)
+            data = encoded.get(m.fmt)
             if data is None:
-                data = cache[m.fmt] = encode_frame(frame, m.fmt)
+                data = encoded[m.fmt] = encode_frame(frame, m.fmt)
             m.enqueue(data)
 
     def _on_remote_presence(self, frame: PresenceFrame) -> None:
@@ -938,15 +944,7 @@ class Room:
             m.enqueue(self.state_frame(m, since=None, epoch=None))
 
     def _broadcast(self, msg: Message, seq: int, skip: Member | None) -> None:
-        encoded: dict[str, bytes] = {}
-        # A copy: enqueue may drop a slow member, which leaves the set.
-        for m in tuple(self.members):
-            if m is skip:
-                continue
-            data = encoded.get(m.fmt)
-            if data is None:
-                data = encoded[m.fmt] = encode_frame(BroadcastFrame(msg, seq), m.fmt)
-            m.enqueue(data)
+        self._send_others(BroadcastFrame(msg, seq), skip)
 
     async def _commit(self, batch: list[tuple[Member | None, Message]]) -> None:
         path = journal_path(self.name)
