@@ -111,8 +111,10 @@ async def test_close_that_cannot_be_written_abandons_the_connection() -> None:
 
     task = asyncio.create_task(handler())
     await asyncio.sleep(0)
-    m.enqueue(b"x" * 10)
-    m.enqueue(b"y" * 11)  # over the bound behind the head frame
+    m.enqueue(b"x" * 10)  # being written: the transport is paused
+    m.enqueue(b"y" * 10)  # the head of the queue
+    assert not m.closed
+    m.enqueue(b"z" * 11)  # over the bound behind the head frame
     assert m.closed
     async with asyncio.timeout(2):
         assert await task == "abandoned"
@@ -126,10 +128,9 @@ async def test_idle_member_has_no_sender_task_and_no_queue() -> None:
     m.start()
     assert not m.sending and m._queue is None  # joined, nothing queued: nothing allocated
     m.enqueue(b"state")
-    assert m.sending
-    await sock.wait_for(lambda: len(sock.sent) == 1)
-    await sender_done(m)
-    assert m._queue is None and m.queued_bytes == 0
+    # A writable transport takes the frame at once, in the caller's step: no task, no queue.
+    assert sock.sent == [b"state"]
+    assert not m.sending and m._queue is None and m.queued_bytes == 0
     await m.stop()
 
 
@@ -196,4 +197,48 @@ async def test_send_failure_closes_member_and_ends_sender() -> None:
     assert m.closed and m.queued_bytes == 0
     m.enqueue(b"z")  # ignored after close: no new sender
     assert not m.sending
+    await m.stop()
+
+
+async def test_frame_that_must_wait_is_finished_by_a_task_and_keeps_its_place() -> None:
+    sock = FakeSocket()
+    m = member(sock, limit=1000)
+    m.start()
+    sock.writable.clear()  # the transport is paused when the frame arrives
+    m.enqueue(b"1")  # begun in our step, suspended: a sender task takes it over
+    assert sock.started == 1 and sock.sent == [] and m.sending
+    m.enqueue(b"2")
+    m.enqueue(b"3")
+    sock.writable.set()
+    await sock.wait_for(lambda: len(sock.sent) == 3)
+    await sender_done(m)
+    assert sock.sent == [b"1", b"2", b"3"] and m._queue is None
+    m.enqueue(b"4")  # idle again: straight out
+    assert sock.sent[-1] == b"4" and not m.sending
+    await m.stop()
+
+
+async def test_send_failing_after_it_waited_closes_the_member() -> None:
+    writable = asyncio.Event()
+
+    async def fails_later(data: bytes, fmt: Format) -> None:
+        await writable.wait()
+        raise ConnectionResetError
+
+    m = Member(
+        "c",
+        "msgpack",
+        can_write=True,
+        send=fails_later,
+        close=FakeSocket().close,
+        limit=100,
+        limiter=RateLimiter(10.0, 10.0, 0.0),
+    )
+    m.start()
+    m.enqueue(b"x")
+    m.enqueue(b"y")
+    assert m.sending and not m.closed
+    writable.set()
+    await sender_done(m)
+    assert m.closed and m.queued_bytes == 0 and m._queue is None
     await m.stop()

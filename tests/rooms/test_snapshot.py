@@ -80,7 +80,8 @@ async def test_writer_acks_while_a_snapshot_is_being_built(
         await c.wait(lambda: len(c.acks) == len(sent))
         # The snapshot planned at 20 messages is still being built (its thread is held), yet
         # every later message was sequenced and acknowledged.
-        assert started.is_set() and room._snapshotting is not None
+        await _until(started.is_set)
+        assert room._snapshotting is not None
         assert room.snap.seq == 0 and room.last_seq == len(sent)
         assert sorted(c.acks.values()) == list(range(1, len(sent) + 1))
         gate.set()
