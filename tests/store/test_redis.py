@@ -650,3 +650,70 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert redact_url("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
     assert redact_url("rediss://user:p@ss@h/2") == "rediss://user:***@h/2"
+
+
+async def test_script_calls_run_back_to_back_on_one_connection(
+    nodes: tuple[RedisStore, RedisStore],
+) -> None:
+    a, _ = nodes
+    paths = [f"/one-conn-{i}" for i in range(20)]
+    for path in paths:
+        await a.create(path, TEXT)
+
+    rng = random.Random(3)
+
+    async def writer(path: str) -> list[str]:
+        offsets = []
+        for i in range(15):
+            offsets += (await a.append(path, [b"%d" % i])).offsets
+            await asyncio.sleep(rng.uniform(0, 0.002))  # out of step with the others
+        return offsets
+
+    # 300 appends from 20 concurrent writers out of step: many loop ticks'
+    # batches in flight at once, replies matched to calls in order on one
+    # connection.
+    results = await asyncio.gather(*(writer(p) for p in paths))
+    for path, offsets in zip(paths, results, strict=True):
+        read = await a.read(path)
+        assert [e.data for e in read.entries] == [b"%d" % i for i in range(15)]
+        assert [e.offset for e in read.entries] == offsets
+    client = aioredis.Redis.from_url(a.url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    # Every script call ran on the node's one call connection, not on one
+    # connection per batch in flight.
+    assert sum(1 for c in clients if c["cmd"] == "evalsha") == 1
+
+
+async def test_stalled_call_connection_gives_unavailable_then_recovers(
+    redis_url: str,
+) -> None:
+    port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
+    # Every byte to and from Redis held (a partition without FIN/RST).
+    async with FaultProxy("127.0.0.1", port) as proxy:
+        store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
+        await store.open()
+        try:
+            await store.create("/stalled", TEXT)
+            proxy.plan.stall, proxy.plan.stall_rate = 3.0, 1.0
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.append("/stalled", [b"held"])
+            assert time.monotonic() - start < 2.0
+            proxy.plan.stall_rate = 0.0
+            # The next calls go on a new connection by themselves.
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    appended = await store.append("/stalled", [b"after"])
+                    break
+                except StoreUnavailable:
+                    assert time.monotonic() < deadline, "store did not recover"
+                    await asyncio.sleep(0.05)
+            read = await store.read("/stalled")
+            assert read.entries[-1].data == b"after"
+            assert read.entries[-1].offset == appended.offsets[0]
+        finally:
+            await store.close()

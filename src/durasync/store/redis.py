@@ -79,19 +79,25 @@ so nothing is missed or reordered). Every other read asks Redis, so a client
 that appended through node A and reads through node B sees its append. Delete,
 re-create and trim publish a re-check that drops what nodes hold of the path.
 
-Calls. Every Redis call goes through one mechanism: calls issued in one event
-loop tick go to Redis as one pipeline (one write, one connection checkout;
-Redis runs them in one pass and shares one fsync), run by the store's own
-task; callers await a plain future. So one append is one EVALSHA round trip,
-and a caller cancelled mid-call (a client that went away) ends cancelled
-instead of redis-py swallowing the cancellation (redis-py #2028). Concurrent
-identical reads issued in one tick share one call. The pool is bounded
-(``max_connections``); callers beyond it wait up to ``pool_timeout``.
+Calls. Every Redis call goes through one mechanism: the store's own tasks
+send the calls issued in one event loop tick as one write on the store's one
+call connection, without waiting for earlier replies (RESP answers in order;
+Redis runs them in one pass and shares one fsync), and match replies to calls
+in order; callers await a plain future. So one append is one EVALSHA round
+trip with no task, pool checkout or pipeline object of its own, and a caller
+cancelled mid-call (a client that went away) ends cancelled instead of
+redis-py swallowing the cancellation (redis-py #2028). Concurrent identical
+reads issued in one tick share one call. At most ``_MAX_IN_FLIGHT`` calls are
+outstanding; more wait in the queue (bounded by their waiting callers). The
+pool (``max_connections``; callers beyond it wait up to ``pool_timeout``)
+serves the subscription and the start-up check.
 
 Failures. Any Redis connection error or timeout raises
 :class:`StoreUnavailable` (HTTP 503 + Retry-After); commands are never retried
-by the client library (a retried append could apply twice), and connections
-are re-established on the next call; a NOSCRIPT after a Redis restart reloads
+(a retried append could apply twice), and connections are re-established on
+the next call; a call connection that answers nothing for ``socket_timeout``
+seconds while calls wait (a hung Redis, a partition without FIN/RST) is
+dropped and its calls fail; a NOSCRIPT after a Redis restart reloads
 the script and re-sends the call (it did not run). When an append fails with
 StoreUnavailable its outcome is unknown (Redis may have applied it before the
 connection broke): idempotent producers make the client's retry exact. Texts
@@ -111,6 +117,7 @@ replicated when the primary dies). Needs Redis >= 7.0 (script shebangs).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -126,7 +133,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from durasync.store.base import (
     OFFSET_NOW,
@@ -830,9 +838,21 @@ class _Waiter:
         self.recheck = False
 
 
-#: One pending call: the script (None: a plain command, args[0] its name),
-#: its arguments and the caller's future.
-_Call = tuple["AsyncScript | None", list[Any], "asyncio.Future[Any]"]
+class _Call:
+    """One call: the script (None: a plain command, ``args[0]`` its name), its
+    arguments and the caller's future (None: the store's own SCRIPT LOAD)."""
+
+    __slots__ = ("args", "future", "redone", "script")
+
+    def __init__(
+        self, script: AsyncScript | None, args: Sequence[Any], future: asyncio.Future[Any] | None
+    ) -> None:
+        self.script = script
+        self.args = args
+        self.future = future
+        #: Re-sent once after NOSCRIPT (a second NOSCRIPT is an error).
+        self.redone = False
+
 
 #: Appends of at most this many payload bytes carry their data in the tail
 #: message, so live readers on every node skip the read round trip.
@@ -860,8 +880,9 @@ _RECENT_UNWATCHED = 10.0
 #: Paths whose last announced tail a node remembers (oldest dropped).
 _KNOWN_MAX = 65536
 
-#: Most script calls sent in one pipeline.
-_MAX_PIPELINE = 256
+#: Most calls sent and not yet answered on the call connection (callers
+#: beyond it wait in the queue, which the waiting callers bound).
+_MAX_IN_FLIGHT = 1024
 
 #: Longest wait for each step of ``close`` (subscriber, connections).
 _CLOSE_STEP_TIMEOUT = 2.0
@@ -883,8 +904,8 @@ class RedisStore(LogStore):
     """The ``redis`` backend; see the module docstring for layout and guarantees.
 
     ``url`` is a ``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``) URL.
-    ``max_connections`` bounds the connection pool (callers beyond it wait up
-    to ``pool_timeout`` seconds, then get StoreUnavailable); ``socket_timeout``
+    ``max_connections`` bounds the connection pool (the subscription and the
+    start-up check; calls share one connection of their own); ``socket_timeout``
     bounds every command, so a hung Redis gives StoreUnavailable, not a hang.
     ``clock`` supplies ``now`` when a call passes none.
     """
@@ -926,9 +947,20 @@ class RedisStore(LogStore):
         self._trim = self._redis.register_script(_lua(_LUA_TRIM, allow_oom=True))
         self._prune = self._redis.register_script(_lua(_LUA_PRUNE, allow_oom=True))
         self._waiters: dict[str, set[_Waiter]] = {}
+        #: Calls queued, sent (awaiting replies, in order) and to re-send
+        #: after NOSCRIPT; see ``_call_loop``.
         self._pending: list[_Call] = []
-        self._flush_scheduled = False
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._sent: collections.deque[_Call] = collections.deque()
+        self._redo: list[_Call] = []
+        self._pending_ready = asyncio.Event()
+        self._caller: asyncio.Task[None] | None = None
+        self._call_timeout = socket_timeout
+        # The call connection has no socket timeout of its own (redis-py would
+        # start a task per write to apply it): ``_call_loop`` bounds waits.
+        self._call_kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
+        #: Loop time of the call connection's last progress (a reply, or a
+        #: write when nothing was outstanding).
+        self._progress_at = 0.0
         self._read_joins: dict[tuple[str, str, int, int], asyncio.Task[ReadResult]] = {}
         self._handoffs: dict[tuple[asyncio.Task[Any], str], _Delivery] = {}
         #: path -> newest messages, for streams live readers watch here.
@@ -971,9 +1003,20 @@ class RedisStore(LogStore):
 
     async def close(self) -> None:
         self._closed = True
-        if self._inflight:
-            # Let calls already sent finish (their callers are waiting).
-            await asyncio.wait(list(self._inflight), timeout=5.0)
+        caller, self._caller = self._caller, None
+        if caller is not None:
+            # Let calls already queued or sent finish (their callers are
+            # waiting): the call loop ends once they are answered.
+            self._pending_ready.set()
+            done, _ = await asyncio.wait({caller}, timeout=5.0)
+            if not done:
+                caller.cancel()
+            with contextlib.suppress(BaseException):
+                async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
+                    await caller
+            closed = StoreUnavailable("the store is closed")
+            self._fail_sent(closed)
+            self._fail_queued(closed)
         task, self._subscriber = self._subscriber, None
         if task is not None:
             task.cancel()
@@ -1298,13 +1341,11 @@ class RedisStore(LogStore):
     # -- calls -------------------------------------------------------------------
 
     async def _run(self, script: AsyncScript, args: list[Any]) -> Any:
-        """Run one script call, pipelined with the calls made in the same loop tick.
+        """Run one script call on the store's call connection (see ``_call_loop``).
 
-        Auto-pipelining: every script call issued during one event-loop
-        iteration goes to Redis as one pipeline (one write, one connection
-        checkout; Redis runs them in one pass and one fsync). Each call is
-        still its own atomic script. Pending calls are bounded by the callers
-        waiting on them; a pipeline holds at most ``_MAX_PIPELINE`` calls.
+        Every call issued during one event-loop iteration goes to Redis in one
+        write (Redis runs them in one pass and one fsync); each call is still
+        its own atomic script.
 
         Raises:
             StoreUnavailable: any Redis error (outcome unknown for writes).
@@ -1312,76 +1353,185 @@ class RedisStore(LogStore):
         return await self._enqueue(script, args)
 
     async def _command(self, *args: Any) -> Any:
-        """Run one plain command through the same pipelines as the scripts.
+        """Run one plain command on the same connection as the scripts.
 
         Every Redis call of the store goes through ``_enqueue``: the caller
-        awaits a plain future and redis-py runs in the store's own task, so
+        awaits a plain future and redis-py runs in the store's own tasks, so
         cancelling a caller (a client that went away) can never be swallowed
         or half-applied inside redis-py (redis-py #2028).
         """
         return await self._enqueue(None, list(args))
 
     async def _enqueue(self, script: AsyncScript | None, args: list[Any]) -> Any:
+        if self._caller is None:
+            if self._closed:
+                raise StoreUnavailable("the store is closed")
+            self._caller = asyncio.get_running_loop().create_task(
+                self._call_loop(), name="redis-store-calls"
+            )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((script, args, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(_Call(script, args, future))
+        self._pending_ready.set()
         return await future
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        # Reads pending now are sent now: later readers must not join them.
-        self._read_joins.clear()
-        pending, self._pending = self._pending, []
-        for i in range(0, len(pending), _MAX_PIPELINE):
-            task = asyncio.get_running_loop().create_task(
-                self._execute(pending[i : i + _MAX_PIPELINE])
-            )
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+    async def _call_loop(self) -> None:
+        """The store's one connection for calls: written back to back, replies read in order.
 
-    async def _execute(self, batch: list[_Call]) -> None:
-        try:
-            results = await self._pipeline(batch)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:
-                # Redis restarted and lost its script cache: NOSCRIPT means the
-                # call did not run, so load the scripts and run those calls again.
-                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    if script is not None:
-                        await self._redis.script_load(script.script)
-                again = await self._pipeline([batch[i] for i in missing])
-                for i, r in zip(missing, again, strict=True):
-                    results[i] = r
-        except RedisError as exc:
-            failure = StoreUnavailable(f"redis: {exc}")
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            return
-        except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(StoreUnavailable(f"redis call failed: {exc!r}"))
-            raise
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue  # the caller went away (cancelled); the call ran anyway
-            if isinstance(result, RedisError):
-                future.set_exception(StoreUnavailable(f"redis: {result}"))
-            else:
-                future.set_result(result)
+        RESP answers the calls on one connection in the order they were sent, so
+        a writer task sends what callers queued as soon as it can (one write per
+        loop iteration, without waiting for earlier replies) and a reader task
+        matches each reply to the oldest call sent. There is no task, pool
+        checkout or pipeline object per call or per batch: on this path they
+        cost as much CPU as the appends themselves.
 
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._redis.pipeline(transaction=False)
-        for script, args, _ in batch:
-            if script is None:
-                pipe.execute_command(*args)
-            else:
-                pipe.evalsha(script.sha, 0, *args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        return results
+        Failures: a call that was written is never sent again (an append whose
+        reply was lost may have been applied), except after a NOSCRIPT reply
+        (Redis lost its script cache, the call did not run): the script is
+        loaded and the call re-sent once, ahead of everything not yet written.
+        A connection that fails, or that answers nothing for ``socket_timeout``
+        seconds while calls wait (a hung Redis, a partition without FIN/RST),
+        is dropped: its calls fail with StoreUnavailable (outcome unknown) and
+        the next calls connect anew. Calls still queued when a connection
+        cannot be made fail with StoreUnavailable (they were never sent).
+        """
+        loop = asyncio.get_running_loop()
+        while not self._closed or self._pending or self._redo:
+            if not (self._pending or self._redo):
+                self._pending_ready.clear()
+                await self._pending_ready.wait()
+                continue
+            conn = self._pool.connection_class(**self._call_kwargs)
+            writer: asyncio.Task[None] | None = None
+            reader: asyncio.Task[None] | None = None
+            try:
+                try:
+                    # Bounded: a Redis that accepts connections but does not answer.
+                    async with asyncio.timeout(self._call_timeout):
+                        await conn.connect()  # type: ignore[no-untyped-call]
+                except (RedisError, OSError, TimeoutError) as exc:
+                    self._fail_queued(StoreUnavailable(f"redis: cannot connect: {exc}"))
+                    continue
+                self._progress_at = loop.time()
+                writer = loop.create_task(self._write_calls(conn))
+                reader = loop.create_task(self._read_replies(conn))
+                check_every = max(min(self._call_timeout / 4, 0.5), 0.01)
+                while True:
+                    done, _ = await asyncio.wait(
+                        {writer, reader}, timeout=check_every, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if done:
+                        for task in done:
+                            task.result()  # its error
+                        if writer in done and self._closed:
+                            return  # closing, and every call was answered
+                        raise RedisConnectionError("the call connection ended")
+                    if self._sent and loop.time() - self._progress_at > self._call_timeout:
+                        raise RedisTimeoutError(f"no reply from redis for {self._call_timeout:g} s")
+            except (RedisError, OSError) as exc:
+                failure = StoreUnavailable(f"redis: {exc}")
+                self._fail_sent(failure)
+            except BaseException as exc:
+                self._fail_sent(StoreUnavailable(f"redis call failed: {exc!r}"))
+                self._fail_queued(StoreUnavailable(f"redis call failed: {exc!r}"))
+                raise
+            finally:
+                for half in (writer, reader):
+                    if half is not None:
+                        half.cancel()
+                        with contextlib.suppress(BaseException):
+                            await half
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
+                        await conn.disconnect()
+
+    async def _write_calls(self, conn: Any) -> None:
+        """Send queued calls as they come (the writer half of ``_call_loop``)."""
+        loop = asyncio.get_running_loop()
+        ready = self._pending_ready
+        while True:
+            if self._closed and not (self._pending or self._redo or self._sent):
+                return
+            if not (self._pending or self._redo) or len(self._sent) >= _MAX_IN_FLIGHT:
+                ready.clear()
+                await ready.wait()
+                continue
+            # Reads pending now are sent now: later readers must not join them.
+            self._read_joins.clear()
+            batch: list[_Call] = []
+            if self._redo:
+                # NOSCRIPT: load each script once, then its calls, ahead of the rest.
+                loaded: set[int] = set()
+                for call in self._redo:
+                    script = call.script
+                    if script is not None and id(script) not in loaded:
+                        loaded.add(id(script))
+                        batch.append(_Call(None, ["SCRIPT", "LOAD", script.script], None))
+                    batch.append(call)
+                self._redo = []
+            room = _MAX_IN_FLIGHT - len(self._sent)
+            batch += self._pending[:room]
+            del self._pending[:room]
+            commands = [
+                call.args if call.script is None else ("EVALSHA", call.script.sha, 0, *call.args)
+                for call in batch
+            ]
+            if not self._sent:
+                self._progress_at = loop.time()
+            # Sent from here on: on any failure their outcome is unknown.
+            self._sent.extend(batch)
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+
+    async def _read_replies(self, conn: Any) -> None:
+        """Match replies to sent calls in order (the reader half of ``_call_loop``)."""
+        loop = asyncio.get_running_loop()
+        sent = self._sent
+        callbacks = self._redis.response_callbacks
+        while True:
+            try:
+                reply = await conn.read_response(timeout=math.inf, disconnect_on_error=False)
+            except ResponseError as exc:
+                reply = exc
+            if not sent:
+                raise RedisConnectionError("a reply that no call asked for")
+            call = sent.popleft()
+            self._progress_at = loop.time()
+            if (len(sent) < _MAX_IN_FLIGHT and self._pending) or (self._closed and not sent):
+                self._pending_ready.set()
+            future = call.future
+            if isinstance(reply, NoScriptError) and call.script is not None and not call.redone:
+                call.redone = True
+                self._redo.append(call)
+                self._pending_ready.set()
+                continue
+            if future is None or future.done():
+                continue  # internal (SCRIPT LOAD), or the caller went away; it ran anyway
+            if isinstance(reply, RedisError):
+                future.set_exception(StoreUnavailable(f"redis: {reply}"))
+                continue
+            if call.script is None:
+                # As redis-py's parse_response: the command's reply callback.
+                name = call.args[0]
+                callback = callbacks.get(name) if isinstance(name, str) else None
+                if callback is not None:
+                    try:
+                        reply = callback(reply)
+                    except Exception as exc:  # a reply redis-py cannot shape
+                        future.set_exception(StoreUnavailable(f"redis: {exc!r}"))
+                        continue
+            future.set_result(reply)
+
+    def _fail_sent(self, failure: StoreUnavailable) -> None:
+        sent = list(self._sent)
+        self._sent.clear()
+        for call in sent:
+            if call.future is not None and not call.future.done():
+                call.future.set_exception(failure)
+
+    def _fail_queued(self, failure: StoreUnavailable) -> None:
+        queued, self._pending, self._redo = [*self._redo, *self._pending], [], []
+        for call in queued:
+            if call.future is not None and not call.future.done():
+                call.future.set_exception(failure)
 
     async def _fetch_raw(self, path: str) -> dict[bytes, bytes]:
         raw = cast("dict[bytes, bytes]", await self._command("HGETALL", self.prefix + "m:" + path))
