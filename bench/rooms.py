@@ -594,16 +594,24 @@ class PhaseResult:
     frame_bytes: int
     server_cpu: float = float("nan")  # cores used by the server in the window (1.0 = one core)
     loadgen_cpu: float = float("nan")  # cores used by all load processes in the window
+    #: Share of the server's CPU spent in the kernel (stime / (utime + stime)): mostly the
+    #: send(2) of each frame on loopback, which runs the receiver's TCP path too.
+    server_sys: float = float("nan")
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (Linux /proc), threads included."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` in seconds (Linux /proc), threads included."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (Linux /proc), threads included."""
+    return sum(cpu_times(pid))
 
 
 def run_phase(
@@ -660,6 +668,7 @@ def run_phase(
     time.sleep(max(0.0, start_at + warmup - time.time()))
     pids = [w.pid for w in ws if w.pid is not None]
     c0 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
+    s0 = cpu_times(pid)[1]
     spy = None
     if profile is not None:
         # py-spy (not a project dependency: pip install py-spy) samples the server in the
@@ -684,6 +693,7 @@ def run_phase(
         )
     time.sleep(max(0.0, start_at + warmup + duration - time.time()))
     c1 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
+    s1 = cpu_times(pid)[1]
     if spy is not None:
         spy.wait(timeout=60)
     results: list[WorkerResult] = []
@@ -712,6 +722,7 @@ def run_phase(
         frame_bytes=max(r.frame_bytes for r in results),
         server_cpu=(c1[0] - c0[0]) / duration,
         loadgen_cpu=(c1[1] - c0[1]) / duration,
+        server_sys=(s1 - s0) / max(1e-9, c1[0] - c0[0]),
     )
 
 
@@ -1282,7 +1293,8 @@ def main() -> int:
                     f" in {r.ops_in:,.0f}/s out {r.deliveries:,.0f}/s p50 {r.p50:.1f} p99"
                     f" {r.p99:.1f} ms idle {r.idle_kb_per_conn:.1f} KiB/conn err {r.errors}"
                     f" closed {r.closed} frame {r.frame_bytes} B; cpu server"
-                    f" {r.server_cpu:.2f} loadgen {r.loadgen_cpu:.2f} cores; load avg"
+                    f" {r.server_cpu:.2f} (kernel {r.server_sys:.0%}) loadgen"
+                    f" {r.loadgen_cpu:.2f} cores; load avg"
                     f" {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
@@ -1309,6 +1321,7 @@ def main() -> int:
             (f"@{args.rate}/s: relay p50 ms", "rate", "p50", "{:,.1f}"),
             (f"@{args.rate}/s: relay p99 ms", "rate", "p99", "{:,.1f}"),
             (f"@{args.rate}/s: server CPU (cores)", "rate", "server_cpu", "{:,.2f}"),
+            (f"@{args.rate}/s: server CPU in kernel", "rate", "server_sys", "{:.0%}"),
             (f"@{args.rate}/s: load-gen CPU (cores)", "rate", "loadgen_cpu", "{:,.2f}"),
             (f"@{args.sat_rate}/s: offered msgs/s", "sat", "offered", "{:,.0f}"),
             (f"@{args.sat_rate}/s: ops/s in", "sat", "ops_in", "{:,.0f}"),
@@ -1316,6 +1329,7 @@ def main() -> int:
             (f"@{args.sat_rate}/s: relay p50 ms", "sat", "p50", "{:,.1f}"),
             (f"@{args.sat_rate}/s: relay p99 ms", "sat", "p99", "{:,.1f}"),
             (f"@{args.sat_rate}/s: server CPU (cores)", "sat", "server_cpu", "{:,.2f}"),
+            (f"@{args.sat_rate}/s: server CPU in kernel", "sat", "server_sys", "{:.0%}"),
             (f"@{args.sat_rate}/s: load-gen CPU (cores)", "sat", "loadgen_cpu", "{:,.2f}"),
         ]
         for title, label, attr, fmt in rows:
