@@ -342,13 +342,14 @@ def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code."""
     from durasync.server import ServerSettings, create_app
     from durasync.store import open_store
-    from durasync.store.redis import redact_url
     from durasync.streams.app import StreamSettings
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.redis is not None:
+        from durasync.store.redis import redact_url
+
         store = open_store(redis_url=args.redis)
         label = f"redis {redact_url(args.redis)}"
     elif args.memory:

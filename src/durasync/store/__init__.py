@@ -8,6 +8,7 @@ backends are ``memory`` (tests, ``--memory``), the embedded durable store
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from durasync.store.base import (
     OFFSET_NOW,
@@ -36,7 +37,9 @@ from durasync.store.base import (
 )
 from durasync.store.embedded import EmbeddedStore
 from durasync.store.memory import MemoryStore
-from durasync.store.redis import RedisStore
+
+if TYPE_CHECKING:
+    from durasync.store.redis import RedisStore
 
 __all__ = [
     "OFFSET_NOW",
@@ -82,7 +85,19 @@ def open_store(
     if redis_url is not None:
         if memory or data_dir is not None:
             raise ValueError("redis_url excludes memory and data_dir")
+        from durasync.store.redis import RedisStore
+
         return RedisStore(redis_url)
     if memory:
         return MemoryStore()
     return EmbeddedStore(data_dir if data_dir is not None else Path("durasync-data"))
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore on first use (PEP 562): a node on the embedded store never imports redis-py
+    # (~100 ms of start-up; a restart is part of "a room ready in under 2 s", issue 4).
+    if name == "RedisStore":
+        from durasync.store.redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
