@@ -302,8 +302,16 @@ _LUA_APPEND = """
 local path = ARGV[2]
 local now_s, ep_s, seq_s, flags, ct_arg = string.match(ARGV[3], '^(%S+) (%S+) (%S+) (%S+) ?(.*)$')
 local now = tonumber(now_s)
-local m = meta(path)
-if not m or expired(m, now) then return {'not_found'} end
+local mkey = P .. 'm:' .. path
+-- Only the fields an append uses, in one table constructor (meta() reads all
+-- 18 in a loop: a third of this script's time).
+local v = redis.call('HMGET', mkey, 'ti', 'tb', 'ct', 'mt', 'cl', 'sd', 'ttl', 'exp', 'ta', 'ss',
+                     'cb', 'from', 'refs')
+if not v[1] then return {'not_found'} end
+local m = {path = path, ti = tonumber(v[1]), tb = tonumber(v[2]), ct = v[3], mt = v[4], cl = v[5],
+           sd = v[6], ttl = v[7], exp = v[8], ta = v[9], ss = v[10], cb = v[11], from = v[12],
+           refs = tonumber(v[13]) or 0}
+if expired(m, now) then return {'not_found'} end
 if m.sd then return {'gone'} end
 local has_p = string.sub(flags, 1, 1) == '1'
 local pid, epoch, seq = ARGV[4], tonumber(ep_s), tonumber(seq_s)
@@ -311,7 +319,6 @@ local has_ss, ss = string.sub(flags, 2, 2) == '1', ARGV[5]
 local close = string.sub(flags, 3, 3) == '1'
 local first = 6
 local n = #ARGV - first + 1
-local mkey = P .. 'm:' .. path
 -- DS §2 POST: closed comes first. DS §3: the exact producer request that
 -- closed the stream is a retry.
 if m.cl then
