@@ -730,3 +730,36 @@ async def test_bytes_like_messages_are_packed_as_bytes(
     read = await b.read("/bytes-like")
     assert [e.data for e in read.entries] == [b"ba", b"b"]
     assert [e.offset for e in read.entries] == appended.offsets
+
+
+async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store_module, "_MAX_IN_FLIGHT", 3)
+    sent_sizes: list[int] = []
+    real_write_calls = RedisStore._write_calls
+
+    async def observed(self: RedisStore, conn: Any) -> None:
+        send = conn.send_packed_command
+
+        async def counting(packed: bytes, check_health: bool = True) -> None:
+            sent_sizes.append(len(self._sent))
+            await send(packed, check_health=check_health)
+
+        conn.send_packed_command = counting
+        await real_write_calls(self, conn)
+
+    monkeypatch.setattr(RedisStore, "_write_calls", observed)
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        await store.create("/bounded", TEXT)
+        await store.append("/bounded", [b"warm"])  # the script is cached (no NOSCRIPT reload)
+        sent_sizes.clear()
+        results = await asyncio.gather(*(store.append("/bounded", [b"%d" % i]) for i in range(40)))
+        assert all(r.status == "appended" for r in results)
+        assert max(sent_sizes) <= 3  # never more outstanding than the bound
+        assert len(sent_sizes) >= 40 // 3
+        assert len((await store.read("/bounded")).entries) == 41
+    finally:
+        await store.close()

@@ -1450,8 +1450,9 @@ class RedisStore(LogStore):
                     if self._sent and loop.time() - self._progress_at > self._call_timeout:
                         raise RedisTimeoutError(f"no reply from redis for {self._call_timeout:g} s")
             except (RedisError, OSError) as exc:
-                failure = StoreUnavailable(f"redis: {exc}")
-                self._fail_sent(failure)
+                if self._sent:
+                    log.warning("redis call connection lost with calls in flight (%s)", exc)
+                self._fail_sent(StoreUnavailable(f"redis: {exc}"))
             except BaseException as exc:
                 self._fail_sent(StoreUnavailable(f"redis call failed: {exc!r}"))
                 self._fail_queued(StoreUnavailable(f"redis call failed: {exc!r}"))
@@ -1473,7 +1474,7 @@ class RedisStore(LogStore):
         while True:
             if self._closed and not (self._pending or self._redo or self._sent):
                 return
-            if not (self._pending or self._redo) or len(self._sent) >= _MAX_IN_FLIGHT:
+            if not self._redo and (not self._pending or len(self._sent) >= _MAX_IN_FLIGHT):
                 ready.clear()
                 await ready.wait()
                 continue
@@ -1491,7 +1492,7 @@ class RedisStore(LogStore):
                         batch.append(_Call(None, "SCRIPT", load, None))
                     batch.append(call)
                 self._redo = []
-            room = _MAX_IN_FLIGHT - len(self._sent)
+            room = max(_MAX_IN_FLIGHT - len(self._sent) - len(batch), 0)
             batch += self._pending[:room]
             del self._pending[:room]
             packed = b"".join([call.packed for call in batch])
