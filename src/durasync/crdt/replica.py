@@ -19,8 +19,12 @@ Checkpoints are taken every ``checkpoint_every`` (8) folded messages while messa
 arrived out of order, else every ``max(8, 8 * nodes)`` (each checkpoint makes the next write of
 every node clone it, so this bounds clones to one per eight messages; the price is a re-fold of
 up to ``8 * nodes`` messages for a late arrival or an undo of an old message), and are thinned
-to a bounded count. A batch of in-order messages (a join) is folded by one loop and checkpointed
-at most once, at its end.
+to a bounded count. A batch of in-order sequenced messages (a join, catch-up, a room server's
+committed batch) is folded in one pass over the messages -- for each: the order and dedupe
+checks, the handler lookups (a meta op stops the run before any op of its message is applied),
+the dedupe index, clocks and ops -- and checkpointed at most once, at its end; the first message
+that is not new, in order, sequenced and meta-free hands the rest of the batch to the general
+path, so the result is always the one of taking the messages one at a time.
 Pending local edits sit on top of a "tip" checkpoint and are re-applied after every change of
 the fold (rebase).
 
@@ -34,6 +38,16 @@ are folded (idempotent on re-fold). When a doc sees an op naming a char it does 
 excluded/re-included, that doc is rebuilt from the snapshot's doc by integrating every included
 text op in canonical order (a linear extension of causality), so the text too depends only on
 the message set.
+
+Text ids: a session never allocates one char id twice, even across undo and reload. The ids of
+an undone insert are absent from the folded text but stay burnt (a redo brings the chars back;
+a second char with the same id would be dropped as a duplicate by every replica that holds the
+first, losing text or diverging). The replica keeps, per text doc, the high-water mark of its
+own session's ids, raised by its local edits and by every message it takes that allocates ids
+(``text.insert``/``text.replace`` ids, ``text.init`` with a value), excluded ones included; a
+snapshot lists in ``Snapshot.burnt`` the ids of undone inserts it folded (their chars are not
+in its docs), so a client that reloads from the server's snapshot + journal with its old
+session id recovers the mark from both and types past it.
 
 Deviations from the reference client store (vuer-rtc-semantics.md §5), all deliberate:
 
@@ -54,7 +68,6 @@ unknown format.
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,8 +115,9 @@ def sort_key(msg: Message) -> SortKey:
 
 
 _NO_TEXTS: Final[frozenset[tuple[str, str]]] = frozenset()
-#: Otypes folded by a graph handler (all but the meta ops, which the replica interprets).
-_FOLD_OTYPES: Final[frozenset[str]] = frozenset(_HANDLERS)
+#: The one handler of every text otype (a fold records text keys when it meets it).
+_TEXT_HANDLER: Final = _HANDLERS["text.insert"]
+_SERVER_SEQ: Final = operator.attrgetter("serverSeq")
 _NO_METAS: Final[tuple[tuple[str, bool], ...]] = ()
 
 
@@ -121,6 +135,25 @@ def _metas_of(msg: Message) -> tuple[tuple[str, bool], ...]:
 def _texts_of(msg: Message) -> frozenset[tuple[str, str]]:
     """The ``(key, path)`` of every text doc ``msg`` touches (usually none)."""
     return frozenset((op.key, op.path) for op in msg.ops if op.ot in TEXT_OTYPES)
+
+
+def _text_ids_used(op: Op, client: str) -> tuple[str, int] | None:
+    """``(agent, next id number)`` of the chars a text op creates, or None if it creates none.
+
+    ``text.insert``/``text.replace`` create ``agent:n .. agent:n+len-1`` (their ``id`` and
+    content); ``text.init`` with a value creates ``client:0 ..`` (graph ``apply_text_only``).
+    """
+    if op.ot == "text.init":
+        v = op.value
+        return (client, len(v)) if type(v) is str and v else None
+    if op.ot == "text.delete" or type(op.id) is not str:
+        return None
+    agent, sep, num = op.id.rpartition(":")
+    v = op.value
+    if not sep or not num.isdigit() or type(v) is not list or len(v) != 2:
+        return None
+    content = v[1]
+    return (agent, int(num) + len(content)) if type(content) is str else None
 
 
 class NodeState(msgspec.Struct, array_like=True):
@@ -143,8 +176,14 @@ class Snapshot(msgspec.Struct, omit_defaults=True):
     """A folded prefix of the journal: the graph, its text docs (lossless), clocks and ids.
 
     ``seen`` holds the ids of every folded message so that resends stay deduplicated;
-    ``seq`` is the highest ``serverSeq`` folded (-1 if none). Serialisable with msgspec to JSON
-    or msgpack; :meth:`Replica.from_snapshot` + the journal tail rebuilds the same graph.
+    ``seq`` is the highest ``serverSeq`` folded (-1 if none). ``burnt`` lists, per text doc
+    and agent, ``(key, path, agent, next id number)`` for the char ids allocated by folded
+    messages that were excluded (undone) when folded, whose chars are therefore absent from
+    ``texts``: a session reloading from this snapshot never allocates those ids again (module
+    docstring, "Text ids"). Empty (and then omitted, so the encoding is the one of snapshots
+    written before the field existed) when no folded text insert was undone; snapshots
+    without it decode with it empty. Serialisable with msgspec to JSON or msgpack;
+    :meth:`Replica.from_snapshot` + the journal tail rebuilds the same graph.
     """
 
     version: int = SNAPSHOT_VERSION
@@ -155,6 +194,7 @@ class Snapshot(msgspec.Struct, omit_defaults=True):
     clock: dict[str, int] = msgspec.field(default_factory=dict)
     seen: list[str] = msgspec.field(default_factory=list)
     seq: int = -1
+    burnt: list[tuple[str, str, str, int]] = msgspec.field(default_factory=list)
 
 
 def _encode_node(n: Node) -> NodeState:
@@ -252,6 +292,8 @@ class Replica:
         self._excluded: set[str] = set()
         self._unresolved: set[tuple[str, str]] = set()
         self._base_texts: dict[tuple[str, str], list[Any]] = {}
+        #: Snapshot.burnt of the base: ids of undone inserts folded into it, per doc and agent
+        self._base_burnt: dict[tuple[str, str, str], int] = {}
         self._base_lt = 0
         self._base_clock: dict[str, int] = {}
         # True while every live text doc integrated its ops in canonical order (in-place folds
@@ -413,6 +455,7 @@ class Replica:
             texts = _texts_of(m)
             if texts:
                 self._text_keys[mid] = texts
+                self._note_text_ids(m)
             for target, undo in _metas_of(m):
                 self._metas.setdefault(target, {})[mid] = (key, undo)
                 flipped.add(target)
@@ -441,34 +484,31 @@ class Replica:
         through the general path of :meth:`receive_many`. The resulting state is exactly what
         the general path would produce (same journal order, same fold).
 
-        Checkpoints: while disorder is recent, every ``checkpoint_every`` messages as in
-        :meth:`_fold_one`; otherwise at most one per batch, at its end (a checkpoint in the
+        Sequenced messages go through :meth:`_fold_sequenced_run` (one pass, checks fused
+        with the apply); unsequenced ones, and every message while disorder is recent (dense
+        checkpoints, as in :meth:`_fold_one`), through :meth:`_take_in_order`. A run of
+        sequenced messages is checkpointed at most once, at its end (a checkpoint in the
         middle of a long join would make every node written after it clone itself; the price
-        is a longer re-fold if a message later lands inside that batch).
+        is a longer re-fold if a message later lands inside that run).
         """
         if self._folded != len(self._msgs) or self._unresolved:
             return 0
         n = len(batch)
         i = 0
-        msgs = self._msgs
         if n > 3 and self._ooo_recent == 0:
-            last_seq = msgs[-1].serverSeq if msgs else -math.inf
-            if last_seq is not None:
-                lt_max = self._fold_sequenced_batch(batch, seqs, last_seq)
-                if lt_max is not None:
-                    i = n
-                    self.lt = max(self.lt, lt_max)
-                    self._folded = len(msgs)
-                    self._maybe_checkpoint()
-        if i == 0:
-            take = self._take_in_order
-            while i < n:
-                s = None if seqs is None else seqs[i]
-                if not take(batch[i], s):
-                    break
-                i += 1
+            i = self._fold_sequenced_run(batch, seqs)
+            if i:
+                self._maybe_checkpoint()
+        take = self._take_in_order
+        while i < n:
+            s = None if seqs is None else seqs[i]
+            if not take(batch[i], s):
+                break
+            i += 1
         if i:
             self._after_in_order()
+        elif self._tip is None and (self._pending or self._buffer):
+            self._apply_overlay()  # _fold_sequenced_run took the overlay off but took nothing
         return i
 
     def _take_in_order(self, m: Message, s: int | None) -> bool:
@@ -513,6 +553,7 @@ class Replica:
         self._by_id[mid] = m
         if texts is not None:
             self._text_keys[mid] = frozenset(texts)
+            self._note_text_ids(m)
         lt = m.lt
         if lt > self.lt:  # noqa: PLR1730 -- no max() call on the per-message path
             self.lt = lt
@@ -545,75 +586,90 @@ class Replica:
             g.missing_refs = set()
             self._rebuild_texts(missing)
 
-    def _fold_sequenced_batch(
-        self, batch: Sequence[Message], seqs: Sequence[int | None] | None, last_seq: float
-    ) -> int | None:
-        """Fold all of ``batch`` at once if the per-message checks of :meth:`_fold_in_order`
-        all pass for it; returns the highest Lamport time seen, or None (nothing changed).
+    def _fold_sequenced_run(
+        self, batch: Sequence[Message], seqs: Sequence[int | None] | None
+    ) -> int:
+        """Append and apply the longest prefix of ``batch`` that a join can take in one pass.
 
-        The checks run over the whole batch at C speed (set and dict membership, ``map``):
-        every message is sequenced, in strictly increasing serverSeq after ``last_seq``, new
-        (not confirmed, not in the snapshot, not pending, not twice in the batch), not
-        excluded by an early undo, and without meta op. What is left per message is the
-        clock update and the ops themselves.
+        A message is taken while it is sequenced with a serverSeq above the last one folded,
+        new (not confirmed, not earlier in the batch, not in the snapshot, not pending), not
+        excluded by an early undo, and without meta op; the first message that is not stops
+        the run, *before* any of its ops is applied (its handlers are looked up first), so
+        what was taken is exactly a prefix that the per-message path would have taken too.
+        Everything a message needs is done in the same pass over it (dedupe index, serverSeq,
+        Lamport time, clock, text keys, ops): a journal of thousands of cold message objects
+        is walked once. Returns the number taken; the caller checkpoints and re-applies the
+        overlay. The overlay (pending + buffer) is taken off before the first op is applied.
         """
-        n = len(batch)
-        sq = [m.serverSeq for m in batch] if seqs is None else seqs
-        if None in sq or not sq[0] > last_seq:  # type: ignore[operator]
-            return None
-        if not all(map(operator.lt, sq, itertools.islice(sq, 1, None))):  # type: ignore[arg-type]
-            return None
-        ids = [m.id for m in batch]
-        by_id = self._by_id
-        if (
-            (self._seen and not self._seen.isdisjoint(ids))
-            or (self._pending_ids and not self._pending_ids.keys().isdisjoint(ids))
-            or (self._excluded and not self._excluded.isdisjoint(ids))
-            or (by_id and not by_id.keys().isdisjoint(ids))
-        ):
-            return None
-        ots = [op.ot for m in batch for op in m.ops]
-        if not _FOLD_OTYPES.issuperset(ots):  # a meta op (or an unknown otype: unvalidated)
-            return None
-        before = len(by_id)
-        by_id.update(zip(ids, batch, strict=True))
-        if len(by_id) != before + n:  # the same id twice in the batch
-            for x in ids:
-                by_id.pop(x, None)
-            return None
-        # -- committed: nothing below can fail for validated messages
+        msgs = self._msgs
+        last: float = -math.inf
+        if msgs:
+            ls = msgs[-1].serverSeq
+            if ls is None:
+                return 0  # unsequenced messages sort after every sequenced one
+            last = ls
         g = self._g
         if self._tip is not None:
             g.restore(self._tip)
             self._tip = None
-        self._msgs.extend(batch)
-        if not TEXT_OTYPES.isdisjoint(ots):
-            text_keys = self._text_keys
-            for m in batch:
-                tk = _texts_of(m)
-                if tk:
-                    text_keys[m.id] = tk
+        by_id = self._by_id
+        seen = self._seen
+        pend = self._pending_ids
+        excl = self._excluded
+        others = bool(seen or pend or excl)
+        hget = _HANDLERS.get
+        text_fn = _TEXT_HANDLER
+        text_keys = self._text_keys
         clock = self.clock
-        handlers = _HANDLERS
-        lt_max = -1
-        for m, s in zip(batch, sq, strict=True):
-            if seqs is not None:
-                m.serverSeq = s
+        lt_max = self.lt
+        taken = 0
+        for m, s in zip(batch, map(_SERVER_SEQ, batch) if seqs is None else seqs, strict=False):
+            if s is None or s <= last:
+                break
+            mid = m.id
+            if mid in by_id or (others and (mid in seen or mid in pend or mid in excl)):
+                break
+            ops = m.ops
             lt = m.lt
+            client = m.client
+            ts = m.ts
+            if ts is None:
+                ts = 0
+            # look every handler up before applying any op: a meta op stops the run here
+            if len(ops) == 1:
+                op = ops[0]
+                fn = hget(op.ot)
+                if fn is None:
+                    break
+                if fn is text_fn:
+                    text_keys[mid] = frozenset(((op.key, op.path),))
+                    self._note_text_ids(m)
+                fn(g, op, lt, client, ts)
+            else:
+                fns = [hget(op.ot) for op in ops]
+                if None in fns:
+                    break
+                if text_fn in fns:
+                    text_keys[mid] = _texts_of(m)
+                    self._note_text_ids(m)
+                for op, f in zip(ops, fns, strict=True):
+                    f(g, op, lt, client, ts)  # type: ignore[misc]
+            by_id[mid] = m
+            m.serverSeq = s
+            last = s
             if lt > lt_max:  # noqa: PLR1730 -- no max() call in the per-message loop
                 lt_max = lt
-            client = m.client
             ck = m.clock
             if ck:
                 cc = ck.get(client)
                 if cc is not None and cc > clock.get(client, 0):
                     clock[client] = cc
-            ts = m.ts
-            if ts is None:
-                ts = 0
-            for op in m.ops:
-                handlers[op.ot](g, op, lt, client, ts)
-        return lt_max
+            taken += 1
+        if taken:
+            msgs.extend(batch if taken == len(batch) else batch[:taken])
+            self._folded = len(msgs)
+            self.lt = lt_max
+        return taken
 
     def ack(self, msg_id: str, server_seq: int | None = None) -> bool:
         """The server persisted our message ``msg_id`` at ``server_seq``: confirm it.
@@ -853,7 +909,16 @@ class Replica:
         clock = dict(self._base_clock)
         seen = list(self._seen)
         seq = self._seq
+        burnt = dict(self._base_burnt)
+        excluded = self._excluded
         for m in self._msgs[:n]:
+            if excluded and m.id in excluded and m.id in self._text_keys:
+                for op in m.ops:
+                    used = _text_ids_used(op, m.client) if op.ot in TEXT_OTYPES else None
+                    if used is not None:
+                        bk = (op.key, op.path, used[0])
+                        if used[1] > burnt.get(bk, 0):
+                            burnt[bk] = used[1]
             lt = max(lt, m.lt)
             c = m.clock.get(m.client, 0)
             if c > clock.get(m.client, 0):
@@ -872,6 +937,7 @@ class Replica:
             clock=clock,
             seen=seen,
             seq=seq,
+            burnt=[(k, p, a, c) for (k, p, a), c in sorted(burnt.items())],
         )
 
     def compact(self, upto: int | None = None) -> Snapshot:
@@ -938,6 +1004,11 @@ class Replica:
         except TextOpError as exc:
             raise CRDTValidationError(f"texts.{exc.field}", str(exc)) from None
         self._base_texts = {(k, p): raw for k, p, raw in snap.texts}
+        self._base_burnt = {(k, p, a): c for k, p, a, c in snap.burnt}
+        me = self.session_id
+        for key, path, agent, nxt in snap.burnt:
+            if agent == me and nxt > self._text_hwm.get((key, path), 0):
+                self._text_hwm[(key, path)] = nxt
         self._seen = set(snap.seen)
         self._seq = snap.seq
         self._base_lt = snap.lt
@@ -968,6 +1039,23 @@ class Replica:
         c = m.clock.get(m.client, 0)
         if c > self.clock.get(m.client, 0):
             self.clock[m.client] = c
+
+    def _note_text_ids(self, m: Message) -> None:
+        """Raise our text-id high-water marks to cover every id of ours that ``m`` allocates.
+
+        Called for every message with text ops the replica takes (confirmed, pending, or
+        re-added by compact), whether or not it is excluded: an undone insert's chars are not
+        in the folded doc, yet its ids are burnt (module docstring, "Text ids").
+        """
+        hwm = self._text_hwm
+        me = self.session_id
+        for op in m.ops:
+            if op.ot in TEXT_OTYPES:
+                used = _text_ids_used(op, m.client)
+                if used is not None and used[0] == me:
+                    k = (op.key, op.path)
+                    if used[1] > hwm.get(k, 0):
+                        hwm[k] = used[1]
 
     def _key_list(self) -> list[SortKey]:
         """``_keys`` completed to cover every confirmed message (for a bisect)."""
@@ -1176,6 +1264,7 @@ class Replica:
         )
 
     def _commit_message(self, msg: Message, *, rebase: bool) -> None:
+        self._note_text_ids(msg)  # a local text.init allocates ids too
         if not self.sequenced:
             self._buffer.clear()
             self._pending_ids[msg.id] = msg
