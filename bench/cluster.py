@@ -9,12 +9,17 @@ and one ``durasync serve --data`` node (embedded store), then measures:
     - the embedded store on one node,
     - Redis through one node,
     - Redis through two nodes (writers split between them);
-    and prints the ratio Redis (1 node) / embedded (target >= 0.7x).
+    and prints the ratio Redis (1 node) / embedded (target >= 0.7x), and the CPU time per
+    append of the durasync nodes (both Redis nodes in both Redis setups: the idle one still
+    receives every Pub/Sub message) and of Redis: a figure that a busy machine moves much
+    less than appends/s.
 (b) cross-node live delivery latency: writers append through node A at a paced rate
     (default 5,000 and 1,000 appends/s in total, to one stream), while an SSE reader and a long-poll
     reader on node B tail that stream. Latency = time the reader parsed the message - time
     the writer created it (both ``time.time()`` on this machine), so it includes the append's
-    own round trip to Redis. Target p99 < 10 ms.
+    own round trip to Redis. Target p99 < 10 ms. At every rate the same measurement also
+    runs with the reader on node A itself and on the embedded store (one node): what this
+    machine gives without the cross-node hop and without Redis.
 
 Load comes from bench/streams.py's raw asyncio HTTP/1.1 client, in worker processes
 (``--procs``), so neither httpx nor one Python process is the bottleneck. Everything runs on
@@ -23,7 +28,7 @@ what separate machines give. Never part of the test suite's pass/fail.
 
 Usage::
 
-    .venv/bin/python bench/cluster.py            # ~1 minute
+    .venv/bin/python bench/cluster.py            # ~1.5 minutes (--reps 3: ~3.5)
     .venv/bin/python bench/cluster.py --quick    # smoke run, a few seconds per phase
 """
 
@@ -32,7 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
+import os
 import platform
 import sys
 import tempfile
@@ -75,10 +82,35 @@ async def _create_all(base: str, paths: list[str]) -> None:
     await conn.close()
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (Linux /proc; NaN elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
 def appends(
-    pool: Any, bases: list[str], writers: int, duration: float, procs: int
+    pool: Any,
+    bases: list[str],
+    writers: int,
+    duration: float,
+    procs: int,
+    cpu_of: dict[str, list[int]] | None = None,
 ) -> dict[str, float]:
-    """N closed-loop writers on their own streams, spread round-robin over ``bases``."""
+    """N closed-loop writers on their own streams, spread round-robin over ``bases``.
+
+    ``cpu_of`` names process groups (e.g. ``{"node": [pid], "redis": [pid]}``) whose CPU
+    time per append is reported as ``<name>_cpu_us``: a figure that a busy machine moves
+    much less than appends/s (time spent waiting for a core does not count).
+    """
     tag = uuid.uuid4().hex[:8]
     paths = [f"/v1/stream/bench-cluster-{tag}-{i}" for i in range(writers)]
     by_base: dict[str, list[str]] = {b: paths[i :: len(bases)] for i, b in enumerate(bases)}
@@ -91,15 +123,22 @@ def appends(
     for base, mine in by_base.items():
         for chunk in _split(mine, per_base_procs):
             jobs.append((base, chunk, start_at, end_at))
+    groups = cpu_of or {}
+    before = {name: _cpu_seconds(pids) for name, pids in groups.items()}
     parts = pool.map(_proc_appends, jobs)
+    used = {name: _cpu_seconds(pids) - before[name] for name, pids in groups.items()}
     n = sum(p["n"] for p in parts)
     lat = [x for p in parts for x in p["lat"]]
-    return {
+    out = {
         "appends_per_s": n / duration,
         "errors": sum(p["errors"] for p in parts),
         "p50_ms": _pct(lat, 0.5) * 1000,
         "p99_ms": _pct(lat, 0.99) * 1000,
     }
+    for name, seconds in used.items():
+        # Includes the phase's stream creation and idle time: a small overestimate.
+        out[f"{name}_cpu_us"] = seconds / n * 1e6 if n else math.nan
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -211,6 +250,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             nodes.append(_start_redis_node(redis.url))
             nodes.append(_start_redis_node(redis.url))
             embedded, a, b = (n.url for n in nodes)
+            assert redis.proc is not None
+            emb_pid, a_pid, b_pid = (n.proc.pid for n in nodes)
             with mp.get_context("fork").Pool(max(args.procs, args.writer_procs + 1)) as pool:
                 rows: dict[str, list[dict[str, float]]] = {
                     "embedded, 1 node": [],
@@ -219,12 +260,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for rep in range(args.reps):
                     # Interleaved per repetition so drift in machine load hits all alike.
-                    for name, bases in (
-                        ("embedded, 1 node", [embedded]),
-                        ("redis, 1 node", [a]),
-                        ("redis, 2 nodes", [a, b]),
+                    for name, bases, cpu_of in (
+                        ("embedded, 1 node", [embedded], {"node": [emb_pid]}),
+                        ("redis, 1 node", [a], {"node": [a_pid, b_pid], "redis": [redis.proc.pid]}),
+                        (
+                            "redis, 2 nodes",
+                            [a, b],
+                            {"node": [a_pid, b_pid], "redis": [redis.proc.pid]},
+                        ),
                     ):
-                        r = appends(pool, bases, args.writers, args.duration, args.procs)
+                        r = appends(pool, bases, args.writers, args.duration, args.procs, cpu_of)
                         rows[name].append(r)
                         print(
                             f"  rep {rep + 1} {name:17} {r['appends_per_s']:9,.0f} appends/s",
@@ -246,17 +291,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             file=sys.stderr,
                         )
                     results["cross_node"].append({"route": "A -> B", **_median(lat_runs)})
-                # Baselines at the last (sustainable) rate: the same measurement with the
-                # reader on the writer's own node, Redis and embedded.
-                rate = args.rate[-1]
-                for route, (w, r_) in (("A -> A", (a, a)), ("embedded", (embedded, embedded))):
-                    runs = [
-                        cross_node_latency(
-                            pool, w, r_, rate, args.latency_duration, args.writer_procs, args.tasks
-                        )
-                        for _ in range(args.reps)
-                    ]
-                    results["cross_node"].append({"route": route, **_median(runs)})
+                    # Baselines at the same rate: the reader on the writer's own node (Redis),
+                    # and the embedded store on one node (what one machine gives at all).
+                    for route, (w, r_) in (
+                        ("A -> A", (a, a)),
+                        ("embedded", (embedded, embedded)),
+                    ):
+                        runs = [
+                            cross_node_latency(
+                                pool,
+                                w,
+                                r_,
+                                rate,
+                                args.latency_duration,
+                                args.writer_procs,
+                                args.tasks,
+                            )
+                            for _ in range(args.reps)
+                        ]
+                        results["cross_node"].append({"route": route, **_median(runs)})
         finally:
             for node in nodes:
                 node.stop()
@@ -276,12 +329,16 @@ def print_table(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"(a) appends/s: {args.writers} writers, own streams, 200-byte JSON, closed loop, "
         f"{args.duration:g} s"
     )
-    print(f"  {'store':20} {'appends/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"  {'store':20} {'appends/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'node CPU':>9} {'Redis CPU':>9}   (CPU: us per append)"
+    )
     rows = results["appends"]
     for name, r in rows.items():
+        redis_cpu = f"{r['redis_cpu_us']:9.0f}" if "redis_cpu_us" in r else f"{'-':>9}"
         print(
             f"  {name:20} {r['appends_per_s']:10,.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-            f"{r['errors']:7.0f}"
+            f"{r['errors']:7.0f} {r['node_cpu_us']:9.0f} {redis_cpu}"
         )
     emb = rows["embedded, 1 node"]["appends_per_s"]
     for name in ("redis, 1 node", "redis, 2 nodes"):
