@@ -763,3 +763,30 @@ async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
         assert len((await store.read("/bounded")).entries) == 41
     finally:
         await store.close()
+
+
+async def test_a_bug_in_the_call_loop_fails_its_calls_not_the_store(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write_calls = RedisStore._write_calls
+    failures = [RuntimeError("a bug")]
+
+    async def buggy(self: RedisStore, conn: Any) -> None:
+        if failures:
+            await asyncio.sleep(0)  # once something is queued
+            self._sent.extend(self._pending)  # as if sent
+            self._pending.clear()
+            raise failures.pop()
+        await real_write_calls(self, conn)
+
+    monkeypatch.setattr(RedisStore, "_write_calls", buggy)
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.create("/bug", TEXT)
+        # The call loop logged it, dropped the connection and serves the next calls.
+        assert (await store.create("/bug", TEXT)).created
+        assert (await store.append("/bug", [b"x"])).status == "appended"
+    finally:
+        await store.close()

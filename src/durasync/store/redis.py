@@ -1379,7 +1379,7 @@ class RedisStore(LogStore):
         return await self._enqueue(None, list(args))
 
     async def _enqueue(self, script: AsyncScript | None, args: list[Any]) -> Any:
-        if self._caller is None:
+        if self._caller is None or self._caller.done():
             if self._closed:
                 raise StoreUnavailable("the store is closed")
             self._caller = asyncio.get_running_loop().create_task(
@@ -1453,6 +1453,10 @@ class RedisStore(LogStore):
                 if self._sent:
                     log.warning("redis call connection lost with calls in flight (%s)", exc)
                 self._fail_sent(StoreUnavailable(f"redis: {exc}"))
+            except Exception as exc:
+                # Never let the calls die with a bug: log, fail what was sent, go on.
+                log.exception("redis call connection failed; reconnecting")
+                self._fail_sent(StoreUnavailable(f"redis call failed: {exc!r}"))
             except BaseException as exc:
                 self._fail_sent(StoreUnavailable(f"redis call failed: {exc!r}"))
                 self._fail_queued(StoreUnavailable(f"redis call failed: {exc!r}"))
