@@ -21,10 +21,19 @@ What is timed on each side:
             rope is a flat list (O(n) per edit), so it runs only the first ``--port-text`` edits
             of the same trace; its rate on that shorter (smaller-document) prefix is an upper
             bound of its full-trace rate, so the printed ratio is a lower bound.
-  (d)       ours: a fresh ``Replica.receive_many(journal, serverSeqs, validate=False)`` (the
-            messages were validated when decoded, before timing, like the port's message
-            objects are built before timing), and the same with validation in the timed
-            part; port: ``initFromServer``.
+  (d)       ours: ``Replica("joiner", sequenced=True)`` then ``receive_many(journal, serverSeqs,
+            validate=False)`` (the messages were validated when decoded, before timing, like
+            the port's message objects are built before timing), and the same with validation
+            in the timed part; port: ``Snapshot(graph=createEmptyGraph(), vectorClock={})``
+            then ``initFromServer("joiner", snapshot, journal)``. Exactly these two calls are
+            timed on each side; building the message objects is not.
+
+Process state: each workload builds its streams itself and drops them, with everything both
+sides built, before the next workload starts, and the collector runs in between; within (d)
+each side runs after dropping its previous result. So a full run measures every workload in
+the state it has when run alone (``--only``). (Before this, (d) ran next to the 100k-message
+stream of (b) still alive, ~570k tracked objects, which made the port's ``initFromServer``
+~1.5x faster than alone; see bench/README.md "## CRDT".)
 
 The final states are checked to agree between the two sides: canonical JSON of the graphs
 (byte for byte) for (a), (b), (d), the text for (c).

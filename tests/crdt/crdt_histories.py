@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from durasync.crdt import Message, Op, Replica
+from durasync.crdt import Message, Op, Replica, Snapshot
 
 ORDERS = ["XYZ", "YXZ", "ZXY", "ZYX", "YZX", "XZY"]
 SCALARS: list[Any] = [0, 1, 2, "a", "b", True, None, 1.5]
@@ -187,9 +187,21 @@ def deliverable(h: History, have: set[str]) -> list[Message]:
 
 
 def generate(
-    r: random.Random, *, sessions: int = 3, steps: int = 30, text: bool = True, undo: bool = True
+    r: random.Random,
+    *,
+    sessions: int = 3,
+    steps: int = 30,
+    text: bool = True,
+    undo: bool = True,
+    reload: bool = False,
 ) -> History:
-    """A causally consistent history produced by ``sessions`` peers with stale views."""
+    """A causally consistent history produced by ``sessions`` peers with stale views.
+
+    ``reload``: now and then a session is replaced by a new replica with the same session id
+    built from its own snapshot of a random prefix plus the rest of its journal (a client
+    reload). Such a snapshot is not a prefix every replica agrees on, so only properties that
+    do not need one hold for these histories (id uniqueness, not convergence).
+    """
     h = History()
     sids = [chr(ord("a") + i) for i in range(sessions)]
     counter = [0]
@@ -214,6 +226,11 @@ def generate(
         ts += r.randint(0, 2)
         sid = r.choice(sids)
         rep = h.sessions[sid]
+        if reload and r.random() < 0.1:
+            upto = r.randint(0, len(rep.messages))
+            tail = [_copy(m) for m in rep.messages[upto:]]
+            h.sessions[sid] = Replica.from_snapshot(sid, _copy_snapshot(rep.snapshot(upto)), tail)
+            continue
         k = r.random()
         if k < 0.45:
             ready = deliverable(h, h.have[sid])
@@ -246,6 +263,12 @@ def _copy(m: Message) -> Message:
     import msgspec
 
     return msgspec.json.decode(msgspec.json.encode(m), type=Message)
+
+
+def _copy_snapshot(s: Snapshot) -> Snapshot:
+    import msgspec
+
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(s), type=Snapshot)
 
 
 def causal_order(r: random.Random, h: History, *, duplicates: float = 0.0) -> list[Message]:

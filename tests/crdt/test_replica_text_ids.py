@@ -9,12 +9,18 @@ message was folded into it.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import msgspec
 from crdt_helpers import op
+from crdt_histories import generate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from durasync.crdt import Message, Replica, Snapshot
+from durasync.crdt.messages import TEXT_OTYPES
+from durasync.crdt.text import parse_id
 
 
 class Room:
@@ -151,3 +157,35 @@ def test_own_text_init_ids_are_burnt_too() -> None:
     room.send(c2, c2.redo(6.0))
     assert sorted(room.server.graph.get("n1", "t")) == sorted("helloxy")
     assert c2.dump() == room.server.dump() == _fresh(room).dump()
+
+
+def _allocated(m: Message) -> list[tuple[str, str, str, int, int]]:
+    """``(key, path, agent, first, end)`` of every char id range a message's text ops create."""
+    out = []
+    for o in m.ops:
+        if o.ot not in TEXT_OTYPES or o.ot == "text.delete":
+            continue
+        if o.ot == "text.init":
+            if isinstance(o.value, str) and o.value:
+                out.append((o.key, o.path, m.client, 0, len(o.value)))
+            continue
+        if isinstance(o.id, str):
+            agent, n = parse_id(o.id)
+            assert isinstance(o.value, list)
+            out.append((o.key, o.path, agent, n, n + len(o.value[1])))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_no_char_id_is_allocated_twice_across_undo_and_reload(seed: int) -> None:
+    """Random sessions type, undo, redo and reload (own snapshot of a random prefix + the rest
+    of their journal): no two text ops of the history ever create the same char id."""
+    r = random.Random(seed)
+    h = generate(r, sessions=3, steps=80, reload=True)
+    seen: dict[tuple[str, str, str], list[tuple[int, int, str]]] = {}
+    for m in h.messages:
+        for key, path, agent, first, end in _allocated(m):
+            for a, b, other in seen.get((key, path, agent), []):
+                assert end <= a or b <= first, f"{m.id} reuses ids of {other}"
+            seen.setdefault((key, path, agent), []).append((first, end, m.id))
