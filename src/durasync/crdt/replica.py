@@ -1043,9 +1043,10 @@ class Replica:
     def _note_text_ids(self, m: Message) -> None:
         """Raise our text-id high-water marks to cover every id of ours that ``m`` allocates.
 
-        Called for every message with text ops the replica takes (confirmed, pending, or
-        re-added by compact), whether or not it is excluded: an undone insert's chars are not
-        in the folded doc, yet its ids are burnt (module docstring, "Text ids").
+        Called for every message with text ops the replica takes (confirmed by any path, or
+        committed by us), whether or not it is excluded: an undone insert's chars are not in
+        the folded doc, yet its ids are burnt (module docstring, "Text ids"). The marks are
+        never lowered (compact keeps them; a snapshot carries the burnt ids it folds).
         """
         hwm = self._text_hwm
         me = self.session_id
