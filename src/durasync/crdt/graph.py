@@ -625,26 +625,30 @@ def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     if nk in nodes:
         return  # idempotent, even over a tombstone (no resurrection)
     pk = op.key
-    parent = g.writable(pk) if pk else None
+    own = g._own
+    # The parent made writable (SceneGraph.writable, inlined: joins replay many inserts).
+    parent = nodes.get(pk) if pk else None
+    if parent is not None and own is not None and pk not in own:
+        parent = parent.clone()
+        nodes[pk] = parent
+        own.add(pk)
     # Built slot by slot (as in Node.clone): the keyword-argument __init__ is the largest
-    # single cost of an insert, and joins replay many of them.
+    # single cost of an insert. The node fields leave the property bag by one pop each
+    # (which also reads them); "key" is always present (validated, read above).
+    props = v.copy()
+    pop = props.pop
+    del props["key"]
     n = Node.__new__(Node)
     n.key = nk
-    n.tag = v.get("tag", "")
-    n.name = v.get("name", "")
-    ch = v.get("children")
+    n.tag = pop("tag", "")
+    n.name = pop("name", "")
+    ch = pop("children", None)
     if type(ch) is list and ch:
         n.children = list(ch)
         n.csorted = False
     else:
         n.children = []
         n.csorted = True
-    props = v.copy()  # minus the node fields: four pops beat a filtering comprehension
-    pop = props.pop
-    pop("key", None)
-    pop("tag", None)
-    pop("name", None)
-    pop("children", None)
     n.props = props
     n.lww = {}
     n.created_at = ts
@@ -652,12 +656,26 @@ def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     n.parent = pk if parent is not None else None
     n.pstamp = (lt, client)
     nodes[nk] = n
-    own = g._own
     if own is not None:
         own.add(nk)
     if not g.root_key:
         g.root_key = nk
-    if parent is not None and nk not in parent.children:
+    if parent is not None:
+        siblings = parent.children
+        if nk in siblings:
+            return
+        # _attach's append path, inlined: children sorted by (createdAt, key) and the new
+        # node sorts last (the common case: inserts arrive in time order)
+        if parent.csorted:
+            if not siblings:
+                siblings.append(nk)
+                return
+            last = nodes.get(siblings[-1])
+            if last is not None and (
+                last.created_at < ts or (last.created_at == ts and last.key <= nk)
+            ):
+                siblings.append(nk)
+                return
         _attach(g, parent, nk)
 
 
