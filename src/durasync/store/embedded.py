@@ -53,7 +53,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +84,7 @@ from durasync.store.engine import (
     wait_state,
 )
 from durasync.store.notify import Notifier
+from durasync.store.notify import answer as _answer
 from durasync.store.rules import ProducerState, is_expired
 
 T = TypeVar("T")
@@ -685,12 +686,15 @@ class EmbeddedStore(LogStore):
         """``read_own`` on the calling reader thread's own connection."""
         return _read_own(self._reader_conn(), path, lo, hi, max_bytes, max_messages)
 
-    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
+    def wait_for(self, path: str, offset: str, timeout: float) -> Coroutine[Any, Any, bool]:
+        # A plain function returning the notifier's coroutine (same contract
+        # as ``async def``): one coroutine frame less that every suspend and
+        # resume of a live wait would pass through.
         index = wait_index(self._visible.get(path), offset)
         if index is None:
-            return True  # malformed: let the caller's read report it
+            return _answer(True)  # malformed: let the caller's read report it
         start = index
-        return await self._notifier.wait(
+        return self._notifier.wait(
             path, lambda: wait_state(self._visible.get(path), start), timeout
         )
 

@@ -10,7 +10,8 @@ producer states are bounded as in every backend.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from durasync.store.base import (
     OFFSET_START,
@@ -32,6 +33,7 @@ from durasync.store.engine import (
     wait_state,
 )
 from durasync.store.notify import Notifier
+from durasync.store.notify import answer as _answer
 from durasync.store.rules import ProducerState
 
 
@@ -188,12 +190,15 @@ class MemoryStore(LogStore):
             reads.put(meta, offset, max_bytes, max_messages, result)
         return result
 
-    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
+    def wait_for(self, path: str, offset: str, timeout: float) -> Coroutine[Any, Any, bool]:
+        # A plain function returning the notifier's coroutine (same contract
+        # as ``async def``): one coroutine frame less that every suspend and
+        # resume of a live wait would pass through.
         index = wait_index(self._engine.metas.get(path), offset)
         if index is None:
-            return True  # malformed: let the caller's read report it
+            return _answer(True)  # malformed: let the caller's read report it
         start = index
-        return await self._notifier.wait(
+        return self._notifier.wait(
             path, lambda: wait_state(self._engine.metas.get(path), start), timeout
         )
 

@@ -26,6 +26,12 @@ from typing import Literal
 WaitState = Literal["ready", "wait", "gone"]
 
 
+async def answer(value: bool) -> bool:
+    """An already-known answer as a coroutine, for ``wait_for`` implementations
+    that return :meth:`Notifier.wait`'s coroutine instead of awaiting it."""
+    return value
+
+
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)

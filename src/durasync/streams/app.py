@@ -124,6 +124,10 @@ H_IF_NONE_MATCH: Final = b"if-none-match"
 H_CACHE_CONTROL: Final = b"cache-control"
 
 TRUE: Final = b"true"
+#: Optional request headers of a POST (DS §2 close and Stream-Seq, DS §3 producer).
+_POST_OPTIONAL: Final = frozenset(
+    (H_CLOSED, H_SEQ, H_PRODUCER_ID, H_PRODUCER_EPOCH, H_PRODUCER_SEQ)
+)
 NO_STORE: Final = (H_CACHE_CONTROL, b"no-store")
 JSON_CT: Final = (H_CONTENT_TYPE, b"application/json")
 
@@ -156,6 +160,13 @@ PREFLIGHT_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
     (b"access-control-allow-methods", METHODS.encode()),
     (b"access-control-allow-headers", REQUEST_HEADERS.encode()),
     (b"access-control-max-age", b"86400"),
+    (b"content-length", b"0"),
+)
+
+
+#: Headers after ``Stream-Next-Offset`` of a plain append's 204 (DS §2, §8).
+_POST_204_TAIL: Final[tuple[tuple[bytes, bytes], ...]] = (
+    *SECURITY_HEADERS,
     (b"content-length", b"0"),
 )
 
@@ -230,6 +241,14 @@ class _Live:
             self.task.cancel()
 
 
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
+
+
 def _first(query: dict[str, list[str]], key: str) -> str | None:
     values = query.get(key)
     return values[0] if values else None
@@ -261,6 +280,12 @@ class StreamsApp:
         self.subscriptions = subscriptions
         self._notify: Callable[[str, str], Awaitable[None]] | None = (
             getattr(subscriptions, "notify_append", None) if subscriptions else None
+        )
+        #: Whether an append must be reported at all: checked before
+        #: ``_notify_append`` so an append with no subscription to match
+        #: costs no coroutine (services without ``wants_appends`` get every one).
+        self._wants_appends: Callable[[], bool] = (
+            getattr(subscriptions, "wants_appends", _always) if self._notify is not None else _never
         )
         self._prefix = self.settings.prefix.rstrip("/") + "/"
         self._ds_prefix = "__ds"
@@ -608,13 +633,19 @@ class StreamsApp:
         headers: dict[bytes, bytes],
         principal: Any,
     ) -> None:
-        close = p.parse_bool_true(_hget(headers, H_CLOSED))
-        producer_h = p.parse_producer(
-            _hget(headers, H_PRODUCER_ID),
-            _hget(headers, H_PRODUCER_EPOCH),
-            _hget(headers, H_PRODUCER_SEQ),
-        )
-        stream_seq = p.parse_stream_seq(_hget(headers, H_SEQ))
+        close = False
+        producer_h: p.ProducerHeaders | None = None
+        stream_seq: str | None = None
+        # Most appends carry none of the optional DS §2/§3 headers: one set
+        # test instead of five lookups-and-parses (same results when absent).
+        if not _POST_OPTIONAL.isdisjoint(headers):
+            close = p.parse_bool_true(_hget(headers, H_CLOSED))
+            producer_h = p.parse_producer(
+                _hget(headers, H_PRODUCER_ID),
+                _hget(headers, H_PRODUCER_EPOCH),
+                _hget(headers, H_PRODUCER_SEQ),
+            )
+            stream_seq = p.parse_stream_seq(_hget(headers, H_SEQ))
         body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
         content_type: str | None = None
         messages: list[bytes]
@@ -649,17 +680,29 @@ class StreamsApp:
             stream_seq=stream_seq,
             close=close,
         )
-        out: Headers = [(H_NEXT_OFFSET, result.tail.encode())]
-        if result.closed:
-            out.append((H_CLOSED, TRUE))
-        status = 204
-        if producer is not None:
-            out.extend(_producer_headers(result))
-            # DS §3: 200 when a batch with data was accepted; 204 for a
-            # duplicate and for a close-only request (no data written).
-            status = 200 if result.status == "appended" else 204
-        await _respond(send, status, out)
-        if result.status != "duplicate":
+        if producer is None and not result.closed:
+            # The common answer (DS §2: 204 + Stream-Next-Offset), its fixed
+            # headers pre-built once (no body: Content-Length 0).
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [(H_NEXT_OFFSET, result.tail.encode()), *_POST_204_TAIL],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            out: Headers = [(H_NEXT_OFFSET, result.tail.encode())]
+            if result.closed:
+                out.append((H_CLOSED, TRUE))
+            status = 204
+            if producer is not None:
+                out.extend(_producer_headers(result))
+                # DS §3: 200 when a batch with data was accepted; 204 for a
+                # duplicate and for a close-only request (no data written).
+                status = 200 if result.status == "appended" else 204
+            await _respond(send, status, out)
+        if result.status != "duplicate" and self._wants_appends():
             await self._notify_append(path, result.tail)
 
     # ------------------------------------------------------------------

@@ -279,6 +279,11 @@ class SubscriptionService:
     # Hooks called by the streams layer.
     # ------------------------------------------------------------------
 
+    def wants_appends(self) -> bool:
+        """Whether :meth:`notify_append` can do anything now (a cheap pre-check
+        the streams layer makes on every append: no subscriptions, no call)."""
+        return bool(self._subs) and not self._closed
+
     async def notify_append(self, path: str, tail: str) -> None:
         """Record that ``path`` (without the stream prefix) now ends at ``tail``.
 
