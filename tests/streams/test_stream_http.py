@@ -632,3 +632,50 @@ async def test_streams_at_the_root_keep_healthz() -> None:
         assert (await client.get("/healthz")).json()["status"] == "ok"
         assert (await client.put("/a", headers=TEXT)).status_code == 201
         assert (await client.post("/a", headers=TEXT, content=b"x")).status_code == 204
+
+
+# -- the plain-append fast path answers exactly like the general one --
+
+
+async def test_plain_append_answer_has_every_header(app_client: httpx.AsyncClient) -> None:
+    await app_client.put(f"{S}/fast", headers=JSON)
+    r = await app_client.post(f"{S}/fast", headers=JSON, content=b'{"a":1}')
+    assert r.status_code == 204
+    names = [name.lower() for name in r.headers]
+    assert sorted(names) == sorted(
+        [
+            "stream-next-offset",
+            "x-content-type-options",
+            "cross-origin-resource-policy",
+            "access-control-allow-origin",
+            "access-control-expose-headers",
+            "content-length",
+        ]
+    )
+    assert r.headers["content-length"] == "0"
+    head = await app_client.head(f"{S}/fast")
+    assert r.headers["stream-next-offset"] == head.headers["stream-next-offset"]
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "status"),
+    [
+        ("producer-id", "p", 400),
+        ("producer-epoch", "0", 400),
+        ("producer-seq", "0", 400),
+        ("stream-seq", "", 400),
+        ("stream-closed", "true", 204),
+    ],
+)
+async def test_each_optional_post_header_alone_is_honoured(
+    app_client: httpx.AsyncClient, header: str, value: str, status: int
+) -> None:
+    # Each optional header, sent alone, must leave the fast path: a lone
+    # producer header is a 400 (DS §3), an empty Stream-Seq too, and
+    # Stream-Closed closes the stream (DS §2).
+    await app_client.put(f"{S}/opt", headers=TEXT)
+    r = await app_client.post(f"{S}/opt", headers={**TEXT, header: value}, content=b"x")
+    assert r.status_code == status, r.text
+    if status == 204:
+        assert r.headers["stream-closed"] == "true"
+        assert (await app_client.head(f"{S}/opt")).headers["stream-closed"] == "true"

@@ -750,3 +750,17 @@ async def test_delivery_queue_is_bounded() -> None:
         await svc.notify_append("e/a", "0000000000000001")  # six wakes, queue of two
     assert svc._queue.qsize() <= 2
     await svc.aclose()
+
+
+async def test_wants_appends_follows_the_subscriptions(env: Any) -> None:
+    # The streams layer skips notify_append while this is False, so it must
+    # turn True as soon as a subscription exists and False once closed.
+    svc, _store, _rx, client = env
+    assert svc.wants_appends() is False
+    r = await client.put(
+        _url("s"), json={"type": "webhook", "pattern": "events/*", "webhook": {"url": HOOK}}
+    )
+    assert r.status_code == 201
+    assert svc.wants_appends() is True
+    await svc.aclose()
+    assert svc.wants_appends() is False
