@@ -162,6 +162,7 @@ from durasync.store.base import (
     StreamNotFound,
 )
 from durasync.store.engine import StreamMeta, live_meta, stream_info
+from durasync.store.notify import Deadlines
 from durasync.store.offsets import decode_offset, encode_offset
 from durasync.store.rules import (
     DEFAULT_CONTENT_TYPE,
@@ -836,14 +837,23 @@ class _Recent:
 class _Waiter:
     """One local ``wait_for`` call: its resolved index and how it ended."""
 
-    __slots__ = ("event", "index", "recheck", "verdict")
+    __slots__ = ("future", "index", "recheck", "verdict")
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
+        #: Set while the waiter sleeps: a bare future (not an ``Event`` under
+        #: ``asyncio.timeout``: less work per wait), its timeout shared with
+        #: other waits (``notify.Deadlines``).
+        self.future: asyncio.Future[None] | None = None
         #: The index the caller waits past; None while its check is in flight.
         self.index: int | None = None
         self.verdict: bool | None = None
         self.recheck = False
+
+    def wake(self) -> None:
+        """Wake the sleeping waiter (its flags say why); a no-op while awake."""
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
 
 
 _pack = cast("Callable[[tuple[Any, ...]], bytes]", hiredis.pack_command)
@@ -963,6 +973,7 @@ class RedisStore(LogStore):
         self._trim = self._redis.register_script(_lua(_LUA_TRIM, allow_oom=True))
         self._prune = self._redis.register_script(_lua(_LUA_PRUNE, allow_oom=True))
         self._waiters: dict[str, set[_Waiter]] = {}
+        self._deadlines = Deadlines()
         #: Calls queued, sent (awaiting replies, in order) and to re-send
         #: after NOSCRIPT; see ``_call_loop``.
         self._pending: list[_Call] = []
@@ -1043,7 +1054,7 @@ class RedisStore(LogStore):
         for waiters in self._waiters.values():
             for w in waiters:
                 w.verdict = False
-                w.event.set()
+                w.wake()
         self._waiters.clear()
         self._handoffs.clear()
         self._recent.clear()
@@ -1207,7 +1218,7 @@ class RedisStore(LogStore):
                 w.verdict = True
             else:
                 continue
-            w.event.set()
+            w.wake()
 
     def _learn(self, path: str, tail_index: int, flag: str) -> None:
         """Remember the newest tail a message announced (bounded, oldest dropped)."""
@@ -1237,7 +1248,7 @@ class RedisStore(LogStore):
         for waiters in self._waiters.values():
             for w in waiters:
                 w.recheck = True
-                w.event.set()
+                w.wake()
 
     async def _wait_probe(self, path: str, offset: str, index: int | None) -> bool | int:
         """True (ready), False (gone) or the index to wait past."""
@@ -1282,7 +1293,6 @@ class RedisStore(LogStore):
             while True:
                 w.recheck = False
                 w.index = None
-                w.event.clear()
                 known = self._known.get(path) if index is None else None
                 if (
                     known is not None
@@ -1312,15 +1322,17 @@ class RedisStore(LogStore):
                 if window is not None:
                     window.watched_at = loop.time()
                 while w.verdict is None and not w.recheck:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if deadline - loop.time() <= 0:
                         return False
+                    # Woken by ``wake`` (the flags say why) or by the deadline
+                    # (the next pass sees it passed).
+                    future = w.future = loop.create_future()
+                    key = self._deadlines.add(loop, future, deadline)
                     try:
-                        async with asyncio.timeout(remaining):
-                            await w.event.wait()
-                    except TimeoutError:
-                        return False
-                    w.event.clear()
+                        await future
+                    finally:
+                        w.future = None
+                        self._deadlines.discard(key, future)
                 if w.verdict is not None:
                     if w.verdict:
                         self._hand_off(path, index)
