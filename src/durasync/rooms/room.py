@@ -468,12 +468,10 @@ class Member:
         self._queue = None
         self.queued_bytes = 0
 
-    async def _run(
-        self, queue: collections.deque[bytes], first: Awaitable[None] | None = None
-    ) -> None:
+    async def _run(self, queue: collections.deque[bytes], first: Awaitable[None]) -> None:
+        """Finish ``first`` (the send that had to wait), then drain ``queue``."""
         try:
-            if first is not None:
-                await first
+            await first
             while queue and not self.closed:
                 data = queue.popleft()
                 self.queued_bytes -= len(data)
