@@ -164,13 +164,6 @@ PREFLIGHT_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
 )
 
 
-#: Headers after ``Stream-Next-Offset`` of a plain append's 204 (DS §2, §8).
-_POST_204_TAIL: Final[tuple[tuple[bytes, bytes], ...]] = (
-    *SECURITY_HEADERS,
-    (b"content-length", b"0"),
-)
-
-
 async def answer_preflight(scope: Scope, send: Send) -> bool:
     """Answer a CORS preflight (DS §8) before auth; True if ``scope`` was one.
 
@@ -680,28 +673,16 @@ class StreamsApp:
             stream_seq=stream_seq,
             close=close,
         )
-        if producer is None and not result.closed:
-            # The common answer (DS §2: 204 + Stream-Next-Offset), its fixed
-            # headers pre-built once (no body: Content-Length 0).
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 204,
-                    "headers": [(H_NEXT_OFFSET, result.tail.encode()), *_POST_204_TAIL],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-        else:
-            out: Headers = [(H_NEXT_OFFSET, result.tail.encode())]
-            if result.closed:
-                out.append((H_CLOSED, TRUE))
-            status = 204
-            if producer is not None:
-                out.extend(_producer_headers(result))
-                # DS §3: 200 when a batch with data was accepted; 204 for a
-                # duplicate and for a close-only request (no data written).
-                status = 200 if result.status == "appended" else 204
-            await _respond(send, status, out)
+        out: Headers = [(H_NEXT_OFFSET, result.tail.encode())]
+        if result.closed:
+            out.append((H_CLOSED, TRUE))
+        status = 204
+        if producer is not None:
+            out.extend(_producer_headers(result))
+            # DS §3: 200 when a batch with data was accepted; 204 for a
+            # duplicate and for a close-only request (no data written).
+            status = 200 if result.status == "appended" else 204
+        await _respond(send, status, out)
         if result.status != "duplicate" and self._wants_appends():
             await self._notify_append(path, result.tail)
 
@@ -1179,10 +1160,14 @@ def _with_security_headers(send: Send) -> Send:
     return wrapped
 
 
+#: ``Content-Length: 0`` of every bodiless answer (most of them: 204 appends), built once.
+_NO_BODY: Final = (H_CONTENT_LENGTH, b"0")
+
+
 async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
     """The one response path: adds the DS §8 headers and Content-Length."""
     headers.extend(SECURITY_HEADERS)
-    headers.append((H_CONTENT_LENGTH, str(len(body)).encode()))
+    headers.append(_NO_BODY if not body else (H_CONTENT_LENGTH, str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
