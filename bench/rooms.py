@@ -667,8 +667,8 @@ def run_phase(
     # CPU used in the measurement window, by the server and by the load generator.
     time.sleep(max(0.0, start_at + warmup - time.time()))
     pids = [w.pid for w in ws if w.pid is not None]
-    c0 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
-    s0 = cpu_times(pid)[1]
+    t0 = cpu_times(pid)
+    c0 = (sum(t0), sum(cpu_seconds(p) for p in pids))
     spy = None
     if profile is not None:
         # py-spy (not a project dependency: pip install py-spy) samples the server in the
@@ -692,8 +692,8 @@ def run_phase(
             stderr=subprocess.DEVNULL,
         )
     time.sleep(max(0.0, start_at + warmup + duration - time.time()))
-    c1 = (cpu_seconds(pid), sum(cpu_seconds(p) for p in pids))
-    s1 = cpu_times(pid)[1]
+    t1 = cpu_times(pid)
+    c1 = (sum(t1), sum(cpu_seconds(p) for p in pids))
     if spy is not None:
         spy.wait(timeout=60)
     results: list[WorkerResult] = []
@@ -722,7 +722,7 @@ def run_phase(
         frame_bytes=max(r.frame_bytes for r in results),
         server_cpu=(c1[0] - c0[0]) / duration,
         loadgen_cpu=(c1[1] - c0[1]) / duration,
-        server_sys=(s1 - s0) / max(1e-9, c1[0] - c0[0]),
+        server_sys=(t1[1] - t0[1]) / max(1e-9, c1[0] - c0[0]),
     )
 
 
