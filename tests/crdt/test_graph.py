@@ -343,3 +343,44 @@ def test_text_delete_without_doc_is_ignored() -> None:
     g = graph()
     run(g, op("text.delete", "n", "t", rm=[["q:0", 1]]))
     assert "t" not in g.nodes["n"].props
+
+
+# -- copy-on-write ----------
+
+
+def test_writes_after_checkpoint_never_touch_the_checkpoint() -> None:
+    g = SceneGraph(cow=True)
+    g.apply_message(root_msg("a", 1, "n", "m"))
+    run(g, op("vector3.set", "n", "p", [1, 2, 3]), lt=2)
+    before = canonical_json(g)
+    cp = g.checkpoint()
+    frozen = dict(cp.nodes)
+    run(
+        g,
+        op("vector3.add", "n", "p", [1, 1, 1]),
+        op("number.set", "n", "q", 5),
+        op("node.insert", "root", "children", {"key": "x", "tag": "Mesh"}),
+        op("node.move", "root", "children", {"nodeKey": "m", "newParent": "x"}),
+        op("node.remove", "root", "children", "n"),
+        lt=3,
+    )
+    assert canonical_json(g) != before
+    # the checkpoint still holds the very same, unmodified node objects
+    assert all(cp.nodes[k] is frozen[k] for k in frozen)
+    g.restore(cp)
+    assert canonical_json(g) == before
+    run(g, op("number.add", "n", "q", 1), lt=4)  # a write after restore clones again
+    g.restore(cp)
+    assert canonical_json(g) == before
+
+
+def test_a_node_from_another_graph_is_cloned_before_the_first_write() -> None:
+    a = graph()
+    b = SceneGraph()  # not copy-on-write: still never mutates a node it does not own
+    b.nodes = dict(a.nodes)
+    b.root_key = a.root_key
+    run(b, op("number.set", "n", "p", 1), op("node.insert", "n", "children", {"key": "c"}))
+    assert a.get("n", "p") is None and a.nodes["n"].children == []
+    assert b.get("n", "p") == 1 and b.nodes["n"].children == ["c"]
+    run(b, op("number.add", "n", "p", 1), lt=6)  # b's own clone is written in place now
+    assert b.get("n", "p") == 2

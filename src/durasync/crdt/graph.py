@@ -32,11 +32,16 @@ docs/crdt.md):
 
 Performance: nodes are ``__slots__`` objects with plain dicts; values are never mutated in place
 (every op builds a new list/dict), which lets checkpoints share nodes copy-on-write
-(:meth:`SceneGraph.checkpoint`).
+(:meth:`SceneGraph.checkpoint`). A node records the write epoch of the graph that created or
+cloned it; a graph may mutate a node in place only when the node's epoch is the graph's
+current one. Epochs come from one process-wide counter and a checkpoint (or restore) moves the
+graph to a fresh epoch, so a node shared with a checkpoint, or with any other graph, is cloned
+before its first write -- one integer comparison on an object the op touches anyway.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -63,6 +68,10 @@ TEXT: Final = _TextMarker()
 
 Stamp = tuple[int, str]
 
+#: Write epochs (see the module docstring). 0 is never a graph's epoch: a node built outside a
+#: graph (``Node(...)``, a decoded snapshot) is cloned before the first write of any graph.
+_next_epoch = itertools.count(1).__next__
+
 
 class Node:
     """One scene node. Treat values as immutable; mutate only through ops."""
@@ -72,6 +81,7 @@ class Node:
         "created_at",
         "csorted",
         "deleted_at",
+        "epoch",
         "key",
         "lww",
         "name",
@@ -105,14 +115,16 @@ class Node:
         self.pstamp = pstamp
         # children known to be sorted by (created_at, key) with every child present
         self.csorted = not self.children
+        self.epoch = 0
 
     @property
     def deleted(self) -> bool:
         """Whether the node is tombstoned."""
         return self.deleted_at is not None
 
-    def clone(self) -> Node:
-        """A copy whose containers can be mutated without affecting ``self``."""
+    def clone(self, epoch: int = 0) -> Node:
+        """A copy (of write epoch ``epoch``) whose containers can be mutated without affecting
+        ``self``."""
         n = Node.__new__(Node)
         n.key = self.key
         n.tag = self.tag
@@ -125,6 +137,7 @@ class Node:
         n.parent = self.parent
         n.pstamp = self.pstamp
         n.csorted = self.csorted
+        n.epoch = epoch
         return n
 
     def __repr__(self) -> str:
@@ -144,18 +157,21 @@ class Checkpoint:
 class SceneGraph:
     """Flat nodes + text docs. Apply messages with :meth:`apply_message`.
 
-    ``cow=True`` enables copy-on-write so that :meth:`checkpoint` / :meth:`restore` are cheap
-    (O(number of nodes) pointer copies); a node is cloned the first time it is written after a
-    checkpoint. Text docs live outside checkpoints (see module docstring, deviation 5).
+    ``cow=True`` enables :meth:`checkpoint` / :meth:`restore`, which are cheap (O(number of
+    nodes) pointer copies); a node is cloned the first time it is written after a checkpoint.
+    Every graph clones a node it did not create or clone itself before writing it (module
+    docstring, write epochs). Text docs live outside checkpoints (deviation 5).
     """
 
-    __slots__ = ("_own", "missing_refs", "nodes", "root_key", "texts")
+    __slots__ = ("_cow", "epoch", "missing_refs", "nodes", "root_key", "texts")
 
     def __init__(self, *, cow: bool = False) -> None:
         self.nodes: dict[str, Node] = {}
         self.root_key = ""
         self.texts: dict[tuple[str, str], TextDoc] = {}
-        self._own: set[str] | None = set() if cow else None
+        self._cow = cow
+        #: the write epoch: nodes of this epoch are this graph's own, mutable in place
+        self.epoch = _next_epoch()
         #: (key, path) of text docs that saw an op naming a char id they do not hold
         self.missing_refs: set[tuple[str, str]] = set()
 
@@ -163,27 +179,29 @@ class SceneGraph:
 
     def checkpoint(self) -> Checkpoint:
         """Freeze the current node table; later writes clone nodes before touching them."""
-        if self._own is None:
+        if not self._cow:
             raise RuntimeError("checkpoint() needs a SceneGraph(cow=True)")
-        self._own = set()
+        self.epoch = _next_epoch()
         return Checkpoint(self.nodes.copy(), self.root_key)
 
     def restore(self, cp: Checkpoint) -> None:
         """Return the node table to ``cp`` (text docs are not touched)."""
         self.nodes = cp.nodes.copy()
         self.root_key = cp.root_key
-        self._own = set()
+        self.epoch = _next_epoch()
+
+    def share_nodes(self) -> None:
+        """Treat every current node as shared (cloned before its next write), e.g. after
+        adopting nodes that other objects still reference."""
+        self.epoch = _next_epoch()
 
     def writable(self, key: str) -> Node | None:
         """The node ``key`` made safe to mutate (cloned if shared with a checkpoint)."""
         n = self.nodes.get(key)
         if n is None:
             return None
-        own = self._own
-        if own is not None and key not in own:
-            n = n.clone()
-            self.nodes[key] = n
-            own.add(key)
+        if n.epoch != self.epoch:
+            n = self.nodes[key] = n.clone(self.epoch)
         return n
 
     def _live(self, key: str) -> Node | None:
@@ -191,17 +209,13 @@ class SceneGraph:
         n = self.nodes.get(key)
         if n is None or n.deleted_at is not None:
             return None
-        own = self._own
-        if own is not None and key not in own:
-            n = n.clone()
-            self.nodes[key] = n
-            own.add(key)
+        if n.epoch != self.epoch:
+            n = self.nodes[key] = n.clone(self.epoch)
         return n
 
     def _add(self, n: Node) -> None:
+        n.epoch = self.epoch
         self.nodes[n.key] = n
-        if self._own is not None:
-            self._own.add(n.key)
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -310,11 +324,8 @@ def _set(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     # reference §3 "LWW rule": no stamp, or higher lt, or equal lt and higher client
     st = n.lww.get(path)
     if st is None or lt > st[0] or (lt == st[0] and client > st[1]):
-        own = g._own
-        if own is not None and key not in own:
-            n = n.clone()
-            g.nodes[key] = n
-            own.add(key)
+        if n.epoch != g.epoch:
+            n = g.nodes[key] = n.clone(g.epoch)
         v = op.value
         t = type(v)
         if t is list:
@@ -330,11 +341,8 @@ def _number_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     n = g.nodes.get(key)
     if n is None or n.deleted_at is not None:
         return
-    own = g._own
-    if own is not None and key not in own:
-        n = n.clone()
-        g.nodes[key] = n
-        own.add(key)
+    if n.epoch != g.epoch:
+        n = g.nodes[key] = n.clone(g.epoch)
     props = n.props
     path = op.path
     c = props.get(path)
@@ -365,11 +373,8 @@ def _vector3_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     n = g.nodes.get(key)
     if n is None or n.deleted_at is not None:
         return
-    own = g._own
-    if own is not None and key not in own:
-        n = n.clone()
-        g.nodes[key] = n
-        own.add(key)
+    if n.epoch != g.epoch:
+        n = g.nodes[key] = n.clone(g.epoch)
     props = n.props
     path = op.path
     v = op.value
@@ -625,13 +630,11 @@ def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     if nk in nodes:
         return  # idempotent, even over a tombstone (no resurrection)
     pk = op.key
-    own = g._own
+    epoch = g.epoch
     # The parent made writable (SceneGraph.writable, inlined: joins replay many inserts).
     parent = nodes.get(pk) if pk else None
-    if parent is not None and own is not None and pk not in own:
-        parent = parent.clone()
-        nodes[pk] = parent
-        own.add(pk)
+    if parent is not None and parent.epoch != epoch:
+        parent = nodes[pk] = parent.clone(epoch)
     # Built slot by slot (as in Node.clone): the keyword-argument __init__ is the largest
     # single cost of an insert. The node fields leave the property bag by one pop each
     # (which also reads them); "key" is always present (validated, read above).
@@ -655,9 +658,8 @@ def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     n.deleted_at = None
     n.parent = pk if parent is not None else None
     n.pstamp = (lt, client)
+    n.epoch = epoch
     nodes[nk] = n
-    if own is not None:
-        own.add(nk)
     if not g.root_key:
         g.root_key = nk
     if parent is not None:

@@ -998,7 +998,7 @@ class Replica:
         g = self._g
         g.nodes = {s.key: _decode_node(s) for s in snap.nodes}
         g.root_key = snap.root_key
-        g._own = set()
+        g.share_nodes()
         try:
             g.texts = {(k, p): TextDoc.from_snapshot(raw) for k, p, raw in snap.texts}
         except TextOpError as exc:
