@@ -48,16 +48,17 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogStore]:
-    backend: LogStore
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> LogStore:
+    """A backend of each kind, not opened yet."""
     if request.param == "memory":
-        backend = MemoryStore()
-    elif request.param == "embedded":
-        backend = EmbeddedStore(tmp_path / "data")
-    else:
-        backend = RedisStore(request.getfixturevalue("redis_url"))
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
+        return MemoryStore()
+    if request.param == "embedded":
+        return EmbeddedStore(tmp_path / "data")
+    return RedisStore(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+async def store(new_store: LogStore) -> AsyncIterator[LogStore]:
+    """An opened backend of each kind, closed after the test."""
+    async with new_store as opened:
+        yield opened

@@ -287,6 +287,20 @@ async def test_read_missing_stream(store: LogStore) -> None:
 # -- wait_for --------------------------------------------------------------------------
 
 
+async def test_async_with_opens_and_closes_even_on_error(new_store: LogStore) -> None:
+    waiter: asyncio.Task[bool] | None = None
+    with pytest.raises(RuntimeError, match="inside"):
+        async with new_store as store:
+            assert store is new_store
+            tail = (await store.create("/w", TEXT)).info.tail
+            waiter = asyncio.create_task(store.wait_for("/w", tail, 30.0))
+            await asyncio.sleep(0)
+            raise RuntimeError("inside")
+    # close() ran on the way out: the parked waiter returned as on a timeout
+    assert waiter is not None
+    assert await asyncio.wait_for(waiter, 5.0) is False
+
+
 async def test_wait_for_is_woken_by_append(store: LogStore) -> None:
     created = await store.create("/w", TEXT)
     tail = created.info.tail

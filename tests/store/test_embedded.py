@@ -37,9 +37,7 @@ async def test_everything_survives_reopen(tmp_path: Path) -> None:
     tail = (await store.head("/a")).tail
     await store.close()
 
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         result = await store.read("/a")
         assert [e.data for e in result.entries] == [b"x", b"y", b"z"]
         assert result.closed and result.next_offset == tail
@@ -52,23 +50,15 @@ async def test_everything_survives_reopen(tmp_path: Path) -> None:
         # Producer state was persisted with the data: seq 1 is next, 5 is a gap.
         await store.create("/p", TEXT)
         await store.append("/p", [b"0"], producer=Producer("w", 0, 0))
-    finally:
-        await store.close()
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         with pytest.raises(ProducerSeqGap):
             await store.append("/p", [b"5"], producer=Producer("w", 0, 5))
         dup = await store.append("/p", [b"0"], producer=Producer("w", 0, 0))
         assert dup.status == "duplicate"
-    finally:
-        await store.close()
 
 
 async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         await store.create("/g", TEXT)
         before = store.commits
         results = await asyncio.gather(*(store.append("/g", [b"%d" % i]) for i in range(64)))
@@ -76,19 +66,13 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         assert len({r.offsets[0] for r in results}) == 64
         # 64 appends queued at once cannot need 64 fsyncs.
         assert commits < 32, commits
-    finally:
-        await store.close()
 
 
 async def test_backpressure_bounds_pending_writes(tmp_path: Path) -> None:
-    store = EmbeddedStore(tmp_path, max_pending=2, max_batch=3)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path, max_pending=2, max_batch=3) as store:
         await store.create("/bp", TEXT)
         await asyncio.gather(*(store.append("/bp", [b"x"]) for _ in range(50)))
         assert (await store.head("/bp")).message_count == 50
-    finally:
-        await store.close()
 
 
 async def test_second_process_cannot_open_the_same_directory(tmp_path: Path) -> None:
@@ -102,9 +86,7 @@ async def test_second_process_cannot_open_the_same_directory(tmp_path: Path) -> 
 
 
 async def test_failed_batch_rolls_back_and_fails_every_op(tmp_path: Path) -> None:
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         await store.create("/f", TEXT)
 
         gate = threading.Event()
@@ -136,8 +118,6 @@ async def test_failed_batch_rolls_back_and_fails_every_op(tmp_path: Path) -> Non
         ok = await store.append("/f", [b"kept"])
         assert ok.status == "appended"
         assert [e.data for e in (await store.read("/f")).entries] == [b"kept"]
-    finally:
-        await store.close()
 
 
 async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
@@ -155,9 +135,7 @@ async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
 
 async def test_one_batch_of_mixed_writes_applies_in_order(tmp_path: Path) -> None:
     """Buffered rows are written in order around reads, deletes and trims of the same batch."""
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         await store.create("/d", TEXT)
         gate = threading.Event()
         started = threading.Event()
@@ -193,12 +171,8 @@ async def test_one_batch_of_mixed_writes_applies_in_order(tmp_path: Path) -> Non
         fork_created = results[5]
         assert isinstance(fork_created, CreateResult) and fork_created.created
         assert results[8] == 100
-    finally:
-        await store.close()
 
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         assert [e.data for e in (await store.read("/d")).entries] == [b"new", b"again"]
         # The producer state written before the delete did not survive it.
         dup = await store.append("/d", [b"again"], producer=Producer("p", 0, 0))
@@ -209,16 +183,12 @@ async def test_one_batch_of_mixed_writes_applies_in_order(tmp_path: Path) -> Non
         assert [e.data for e in fork.entries] == many
         t = await store.read("/t", max_messages=1000)
         assert [e.data for e in t.entries] == many[100:]
-    finally:
-        await store.close()
 
 
 async def test_a_lone_writer_never_waits_for_the_commit_window(tmp_path: Path) -> None:
     # A window far longer than any fsync: if a lone writer waited for it,
     # 20 sequential appends would take at least 4 s.
-    store = EmbeddedStore(tmp_path, commit_window=0.2)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path, commit_window=0.2) as store:
         await store.create("/w", TEXT)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -226,17 +196,13 @@ async def test_a_lone_writer_never_waits_for_the_commit_window(tmp_path: Path) -
             await store.append("/w", [b"%d" % i])
         assert loop.time() - started < 2.0
         assert store.commits >= 21  # one commit per sequential append
-    finally:
-        await store.close()
 
 
 async def test_the_commit_window_gathers_writers_in_flight(tmp_path: Path) -> None:
     # After a batch of 9 that took ~0.3 s to commit, the next first arrival
     # waits (up to min(window, 0.3 s)) for the others in flight, even when
     # they arrive one by one: 8 staggered appends share one commit.
-    store = EmbeddedStore(tmp_path, commit_window=0.5)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path, commit_window=0.5) as store:
         await store.create("/g", TEXT)
         gate = threading.Event()
         started = threading.Event()
@@ -266,15 +232,11 @@ async def test_the_commit_window_gathers_writers_in_flight(tmp_path: Path) -> No
         await asyncio.gather(*tasks)
         assert store.commits - commits == 1, store.commits - commits
         assert (await store.head("/g")).message_count == 16
-    finally:
-        await store.close()
 
 
 async def test_one_batch_touching_many_streams_persists_every_stream(tmp_path: Path) -> None:
     # More streams than one multi-row metadata statement holds.
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         gate = threading.Event()
         started = threading.Event()
 
@@ -293,14 +255,8 @@ async def test_one_batch_touching_many_streams_persists_every_stream(tmp_path: P
         gate.set()
         await held
         await asyncio.gather(*tasks)
-    finally:
-        await store.close()
-    store = EmbeddedStore(tmp_path)
-    await store.open()
-    try:
+    async with EmbeddedStore(tmp_path) as store:
         listed = await store.list_streams("/many/")
         assert len(listed) == 150
         for i in (0, 63, 64, 127, 128, 149):
             assert [e.data for e in (await store.read(f"/many/{i}")).entries] == [b"%d" % i]
-    finally:
-        await store.close()

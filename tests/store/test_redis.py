@@ -265,9 +265,7 @@ async def test_redis_outage_unavailable_then_recovers_without_loss(tmp_path: Pat
 
 async def test_hung_redis_gives_unavailable_not_a_hang(tmp_path: Path) -> None:
     with RedisServer(tmp_path) as server:
-        store = RedisStore(server.url, socket_timeout=0.5, connect_timeout=0.5)
-        await store.open()
-        try:
+        async with RedisStore(server.url, socket_timeout=0.5, connect_timeout=0.5) as store:
             await store.create("/hang", TEXT)
             assert server.proc is not None
             pid = server.proc.pid
@@ -290,8 +288,6 @@ async def test_hung_redis_gives_unavailable_not_a_hang(tmp_path: Path) -> None:
                     assert time.monotonic() < deadline
                     await asyncio.sleep(0.05)
             assert (await store.read("/hang")).entries[-1].data == b"y"
-        finally:
-            await store.close()
 
 
 async def test_script_cache_flush_is_survived(nodes: tuple[RedisStore, RedisStore]) -> None:
@@ -692,31 +688,29 @@ async def test_stalled_call_connection_gives_unavailable_then_recovers(
 ) -> None:
     port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
     # Every byte to and from Redis held (a partition without FIN/RST).
-    async with FaultProxy("127.0.0.1", port) as proxy:
-        store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
-        await store.open()
-        try:
-            await store.create("/stalled", TEXT)
-            proxy.plan.stall, proxy.plan.stall_rate = 3.0, 1.0
-            start = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                await store.append("/stalled", [b"held"])
-            assert time.monotonic() - start < 2.0
-            proxy.plan.stall_rate = 0.0
-            # The next calls go on a new connection by themselves.
-            deadline = time.monotonic() + 5
-            while True:
-                try:
-                    appended = await store.append("/stalled", [b"after"])
-                    break
-                except StoreUnavailable:
-                    assert time.monotonic() < deadline, "store did not recover"
-                    await asyncio.sleep(0.05)
-            read = await store.read("/stalled")
-            assert read.entries[-1].data == b"after"
-            assert read.entries[-1].offset == appended.offsets[0]
-        finally:
-            await store.close()
+    async with (
+        FaultProxy("127.0.0.1", port) as proxy,
+        RedisStore(f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5) as store,
+    ):
+        await store.create("/stalled", TEXT)
+        proxy.plan.stall, proxy.plan.stall_rate = 3.0, 1.0
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.append("/stalled", [b"held"])
+        assert time.monotonic() - start < 2.0
+        proxy.plan.stall_rate = 0.0
+        # The next calls go on a new connection by themselves.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                appended = await store.append("/stalled", [b"after"])
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "store did not recover"
+                await asyncio.sleep(0.05)
+        read = await store.read("/stalled")
+        assert read.entries[-1].data == b"after"
+        assert read.entries[-1].offset == appended.offsets[0]
 
 
 async def test_bytes_like_messages_are_packed_as_bytes(
@@ -750,9 +744,7 @@ async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
         await real_write_calls(self, conn)
 
     monkeypatch.setattr(RedisStore, "_write_calls", observed)
-    store = RedisStore(redis_url)
-    await store.open()
-    try:
+    async with RedisStore(redis_url) as store:
         await store.create("/bounded", TEXT)
         await store.append("/bounded", [b"warm"])  # the script is cached (no NOSCRIPT reload)
         sent_sizes.clear()
@@ -761,8 +753,6 @@ async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
         assert max(sent_sizes) <= 3  # never more outstanding than the bound
         assert len(sent_sizes) >= 40 // 3
         assert len((await store.read("/bounded")).entries) == 41
-    finally:
-        await store.close()
 
 
 async def test_a_bug_in_the_call_loop_fails_its_calls_not_the_store(
@@ -780,13 +770,9 @@ async def test_a_bug_in_the_call_loop_fails_its_calls_not_the_store(
         await real_write_calls(self, conn)
 
     monkeypatch.setattr(RedisStore, "_write_calls", buggy)
-    store = RedisStore(redis_url)
-    await store.open()
-    try:
+    async with RedisStore(redis_url) as store:
         with pytest.raises(StoreUnavailable):
             await store.create("/bug", TEXT)
         # The call loop logged it, dropped the connection and serves the next calls.
         assert (await store.create("/bug", TEXT)).created
         assert (await store.append("/bug", [b"x"])).status == "appended"
-    finally:
-        await store.close()

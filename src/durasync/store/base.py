@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, Self
 
 import msgspec
 
@@ -225,10 +225,11 @@ class StoreUnavailable(StoreError):
 class LogStore(abc.ABC):
     """One async interface over every backend (memory, embedded, redis).
 
-    All methods are coroutine-safe: any number of tasks may call them
-    concurrently. Paths are opaque non-empty strings validated by the caller.
-    ``now`` arguments are Unix times in seconds, passed in so that TTL logic
-    is testable; ``None`` means the backend's clock.
+    Use ``async with store:`` (or :meth:`open` ... :meth:`close`). All methods
+    are coroutine-safe: any number of tasks may call them concurrently. Paths
+    are opaque non-empty strings validated by the caller. ``now`` arguments are
+    Unix times in seconds, passed in so that TTL logic is testable; ``None``
+    means the backend's clock.
     """
 
     name: str = "abstract"
@@ -240,6 +241,15 @@ class LogStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush, wake every waiter (they return as on timeout) and release resources."""
+
+    async def __aenter__(self) -> Self:
+        """``async with store:`` opens the store and closes it on the way out, whatever
+        happens inside. Errors of :meth:`open` propagate (nothing to close then)."""
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     @abc.abstractmethod
     async def create(

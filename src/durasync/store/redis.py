@@ -1308,7 +1308,9 @@ class RedisStore(LogStore):
                     try:
                         state = await self._wait_probe(path, offset, index)
                     except StoreUnavailable:
-                        return True  # the caller's read reports the outage
+                        # closed meanwhile: as on timeout (the LogStore contract);
+                        # else the caller's read reports the outage
+                        return not self._closed
                 if state is True:
                     if index is None and offset not in (OFFSET_START, OFFSET_NOW):
                         index = decode_offset(offset)[0]
