@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
 WaitState = Literal["ready", "wait", "gone"]
@@ -30,6 +30,13 @@ WaitState = Literal["ready", "wait", "gone"]
 #: Width (seconds) of a :class:`Deadlines` bucket: how late a wait's timeout
 #: may fire (never early).
 DEADLINE_GRANULE: Final = 0.01
+
+
+def _wake_all(futures: Iterable[asyncio.Future[None]]) -> None:
+    """Resolve every future of ``futures`` that is still pending (its waiter re-checks)."""
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 async def answer(value: bool) -> bool:
@@ -94,9 +101,7 @@ class Deadlines:
     def _fire(self, key: int) -> None:
         bucket = self._buckets.pop(key, None)
         if bucket:
-            for future in bucket:
-                if not future.done():
-                    future.set_result(None)
+            _wake_all(bucket)
 
 
 class Notifier:
@@ -113,18 +118,14 @@ class Notifier:
         """Wake every waiter on ``path`` (they re-check their condition)."""
         waiters = self._waiters.pop(path, None)
         if waiters:
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+            _wake_all(waiters)
 
     def close(self) -> None:
         """Wake every waiter for good; later waits return False at once."""
         self._closed = True
         everything, self._waiters = self._waiters, {}
         for waiters in everything.values():
-            for future in waiters:
-                if not future.done():
-                    future.set_result(None)
+            _wake_all(waiters)
 
     @property
     def waiting_paths(self) -> int:

@@ -880,6 +880,13 @@ class _Call:
         self.redone = False
 
 
+def _fail_calls(calls: list[_Call], failure: StoreUnavailable) -> None:
+    """Fail the waiting callers of ``calls`` (internal calls and gone callers: nothing)."""
+    for call in calls:
+        if call.future is not None and not call.future.done():
+            call.future.set_exception(failure)
+
+
 #: Appends of at most this many payload bytes carry their data in the tail
 #: message, so live readers on every node skip the read round trip.
 _DATA_IN_MESSAGE_MAX = 64 * 1024
@@ -1561,15 +1568,11 @@ class RedisStore(LogStore):
     def _fail_sent(self, failure: StoreUnavailable) -> None:
         sent = list(self._sent)
         self._sent.clear()
-        for call in sent:
-            if call.future is not None and not call.future.done():
-                call.future.set_exception(failure)
+        _fail_calls(sent, failure)
 
     def _fail_queued(self, failure: StoreUnavailable) -> None:
         queued, self._pending, self._redo = [*self._redo, *self._pending], [], []
-        for call in queued:
-            if call.future is not None and not call.future.done():
-                call.future.set_exception(failure)
+        _fail_calls(queued, failure)
 
     async def _fetch_raw(self, path: str) -> dict[bytes, bytes]:
         raw = cast("dict[bytes, bytes]", await self._command("HGETALL", self.prefix + "m:" + path))
