@@ -70,7 +70,7 @@ from __future__ import annotations
 import bisect
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -154,6 +154,15 @@ def _text_ids_used(op: Op, client: str) -> tuple[str, int] | None:
         return None
     content = v[1]
     return (agent, int(num) + len(content)) if type(content) is str else None
+
+
+def _text_ids_of(msg: Message) -> Iterator[tuple[str, str, str, int]]:
+    """``(key, path, agent, next id number)`` for every text op of ``msg`` that creates chars."""
+    for op in msg.ops:
+        if op.ot in TEXT_OTYPES:
+            used = _text_ids_used(op, msg.client)
+            if used is not None:
+                yield op.key, op.path, used[0], used[1]
 
 
 class NodeState(msgspec.Struct, array_like=True):
@@ -913,12 +922,9 @@ class Replica:
         excluded = self._excluded
         for m in self._msgs[:n]:
             if excluded and m.id in excluded and m.id in self._text_keys:
-                for op in m.ops:
-                    used = _text_ids_used(op, m.client) if op.ot in TEXT_OTYPES else None
-                    if used is not None:
-                        bk = (op.key, op.path, used[0])
-                        if used[1] > burnt.get(bk, 0):
-                            burnt[bk] = used[1]
+                for key, path, agent, nxt in _text_ids_of(m):
+                    if nxt > burnt.get((key, path, agent), 0):
+                        burnt[(key, path, agent)] = nxt
             lt = max(lt, m.lt)
             c = m.clock.get(m.client, 0)
             if c > clock.get(m.client, 0):
@@ -1050,13 +1056,9 @@ class Replica:
         """
         hwm = self._text_hwm
         me = self.session_id
-        for op in m.ops:
-            if op.ot in TEXT_OTYPES:
-                used = _text_ids_used(op, m.client)
-                if used is not None and used[0] == me:
-                    k = (op.key, op.path)
-                    if used[1] > hwm.get(k, 0):
-                        hwm[k] = used[1]
+        for key, path, agent, nxt in _text_ids_of(m):
+            if agent == me and nxt > hwm.get((key, path), 0):
+                hwm[(key, path)] = nxt
 
     def _key_list(self) -> list[SortKey]:
         """``_keys`` completed to cover every confirmed message (for a bisect)."""

@@ -783,20 +783,18 @@ class Room:
     def touch(self, member: Member, now: float) -> None:
         """Activity of ``member``: keeps presence alive, announces a (re)join."""
         if self.presence.touch(member.client, now):
-            self._presence_broadcast(PresenceFrame(event="join", client=member.client), member)
+            self._send_others(PresenceFrame(event="join", client=member.client), member)
 
     def set_presence(self, member: Member, state: Any, now: float) -> None:
         joined = self.presence.update(member.client, state, now)
-        self._presence_broadcast(
+        self._send_others(
             PresenceFrame(event="join" if joined else "update", client=member.client, state=state),
             member,
         )
 
     def expire_presence(self, now: float) -> None:
         for client in self.presence.expire(now):
-            self._presence_broadcast(
-                PresenceFrame(event="leave", client=client, reason="expired"), None
-            )
+            self._send_others(PresenceFrame(event="leave", client=client, reason="expired"), None)
 
     def leave(self, member: Member) -> None:
         """Remove ``member`` (idempotent); its presence leaves with its last connection."""
@@ -808,15 +806,12 @@ class Room:
         if self._clients[member.client] <= 0:
             del self._clients[member.client]
             if self.presence.leave(member.client):
-                self._presence_broadcast(
+                self._send_others(
                     PresenceFrame(event="leave", client=member.client, reason="left"), member
                 )
 
     def _on_drop(self, member: Member) -> None:
         self.leave(member)
-
-    def _presence_broadcast(self, frame: PresenceFrame, skip: Member | None) -> None:
-        self._send_others(frame, skip)
 
     def _send_others(self, frame: ServerFrame, skip: Member | None) -> None:
         """Queue ``frame`` for every member but ``skip``, encoded once per format."""
@@ -832,7 +827,7 @@ class Room:
 
     def _on_remote_presence(self, frame: PresenceFrame) -> None:
         """A presence change on another node (from the presence bus): tell every local member."""
-        self._presence_broadcast(frame, None)
+        self._send_others(frame, None)
 
     def send_all(self, frames: dict[str, bytes]) -> None:
         for m in list(self.members):
