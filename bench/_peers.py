@@ -27,6 +27,24 @@ REF_SERVER_SCRIPT = JS_DIR / "ref-server.mjs"
 _URL_RE = re.compile(r"listening on (http://[0-9A-Za-z.\-\[\]:]+)")
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` in seconds (Linux /proc), threads included.
+
+    Raises OSError when the process (or /proc) is not there.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds (Linux /proc), threads included."""
+    return sum(cpu_times(pid))
+
+
 class PeerStartError(RuntimeError):
     """A server did not print its listening line in time (output attached)."""
 

@@ -39,7 +39,6 @@ import asyncio
 import json
 import math
 import multiprocessing as mp
-import os
 import platform
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(ROOT / "tests")]
 
-from _peers import ServerProc, _spawn, durasync_command, start_ours  # noqa: E402
+from _peers import ServerProc, _spawn, cpu_seconds, durasync_command, start_ours  # noqa: E402
 from redisproc import RedisServer  # noqa: E402
 from streams import (  # noqa: E402  (bench/streams.py: the shared load generator)
     JSON_HEADERS,
@@ -82,19 +81,12 @@ async def _create_all(base: str, paths: list[str]) -> None:
     await conn.close()
 
 
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds the processes used so far (Linux /proc; NaN elsewhere)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return math.nan
-        total += (int(fields[11]) + int(fields[12])) / _TICKS
-    return total
+    try:
+        return sum(cpu_seconds(pid) for pid in pids)
+    except OSError:
+        return math.nan
 
 
 def appends(

@@ -88,7 +88,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _peers import ROOT, ServerProc, _spawn, start_ours
+from _peers import ROOT, ServerProc, _spawn, cpu_seconds, cpu_times, start_ours
 
 PEER_SCRIPT = Path(__file__).resolve().parent / "_rooms_peer.py"
 
@@ -597,21 +597,6 @@ class PhaseResult:
     #: Share of the server's CPU spent in the kernel (stime / (utime + stime)): mostly the
     #: send(2) of each frame on loopback, which runs the receiver's TCP path too.
     server_sys: float = float("nan")
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """(utime, stime) of ``pid`` in seconds (Linux /proc), threads included."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (Linux /proc), threads included."""
-    return sum(cpu_times(pid))
 
 
 def run_phase(
