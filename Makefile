@@ -12,28 +12,46 @@ PYTEST_ARGS ?=
 
 NPM_DIRS := tests/js
 
-.PHONY: run run-cluster test lint format typecheck pytest npm-deps redis-deps bench clean
+.PHONY: run run-cluster test lint format typecheck pytest npm-deps redis-deps lock clean
+
+# Exact Python versions installed here (pyproject.toml keeps ranges for people
+# who install durasync as a library). `make lock` refreshes it on purpose.
+CONSTRAINTS := constraints.txt
+PIP := $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(PIP) --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-# npm packages the tests drive (conformance suite, reference client/server).
-# `npm install` (not `npm ci`): npm 11's ci rejects this lock over optional
-# platform packages of msgpackr it never installs here; install still honours
-# the lock's pinned versions and leaves the lock untouched.
+# Re-resolve the newest versions pyproject.toml allows into constraints.txt, in
+# a throw-away venv. Run `make test` afterwards and commit both files together.
+LOCK_EXTRAS ?= dev
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[$(LOCK_EXTRAS)]'
+	{ sed -n '1,3p' $(CONSTRAINTS); \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v '^#' \
+	    | grep -v -e '^setuptools==' -e '^wheel==' | sort -f; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-lock
+
+# npm packages the tests drive (conformance suite, reference client/server),
+# installed with `npm ci`: exactly the lock's versions, and the lock is never
+# rewritten (refresh it on purpose with `npm install` in that directory).
 npm-deps:
 	@for d in $(NPM_DIRS); do \
-	  if [ -f $$d/package-lock.json ] && [ ! -f $$d/node_modules/.durasync-installed ] || [ $$d/package-lock.json -nt $$d/node_modules/.durasync-installed ]; then \
-	    echo "npm install in $$d"; (cd $$d && npm install --no-audit --no-fund --loglevel=error) && touch $$d/node_modules/.durasync-installed || exit 1; \
+	  if [ ! -f $$d/node_modules/.durasync-installed ] || [ $$d/package-lock.json -nt $$d/node_modules/.durasync-installed ]; then \
+	    echo "npm ci in $$d"; (cd $$d && npm ci --no-audit --no-fund --loglevel=error) && touch $$d/node_modules/.durasync-installed || exit 1; \
 	  fi; \
 	done
 

@@ -494,7 +494,7 @@ class RedisPresenceBus(PresenceBus):
                 delay = min(delay * 2, 2.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     def _dispatch(self, data: bytes) -> None:
         try:

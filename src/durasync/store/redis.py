@@ -1119,7 +1119,7 @@ class RedisStore(LogStore):
                         await reader
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(_CLOSE_STEP_TIMEOUT):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
