@@ -247,14 +247,17 @@ def test_fast_op_checks_agree_with_the_full_check(
 
 
 def _naive_json_ok(v: Any, limits: Limits) -> bool:
-    """Reference rule for JSON values: finite numbers, str keys, depth and size bounds."""
+    """Reference rule for JSON values: finite numbers, integers within +-(2**53 - 1), str keys,
+    depth and size bounds."""
     count = 0
 
     def walk(x: Any, depth: int) -> bool:
         nonlocal count
         count += 1
-        if isinstance(x, bool) or x is None or type(x) is int:
+        if isinstance(x, bool) or x is None:
             return True
+        if type(x) is int:
+            return abs(x) <= 2**53 - 1
         if type(x) is float:
             return math.isfinite(x)
         if type(x) is str:

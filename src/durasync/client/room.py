@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -265,8 +266,9 @@ class RoomClient:
         :meth:`synced`, with no uncommitted edits). True when they are equal.
 
         Survives reconnects: a request sent while offline or lost with its connection is asked
-        again after the next ``state``. Bound it with ``asyncio.timeout`` if the server may be
-        gone for good."""
+        again after the next ``state``; one the server did not answer now (``status: null``, or
+        ``RATE_LIMITED``: its per-connection budgets) is asked again after a pause. Bound it
+        with ``asyncio.timeout`` if the server may be gone for good."""
         request = uuid.uuid4().hex
         fut: asyncio.Future[tuple[str | None, int]] = asyncio.get_running_loop().create_future()
         self._checks[request] = fut
@@ -429,8 +431,14 @@ class RoomClient:
         elif isinstance(frame, ErrorFrame):
             self._apply_error(frame)
         elif isinstance(frame, SyncStatusFrame):
-            fut = self._checks.get(str(frame.requestId))
-            if fut is not None and not fut.done():
+            request = str(frame.requestId)
+            fut = self._checks.get(request)
+            if fut is None or fut.done():
+                pass
+            elif frame.status is None:
+                # Not computed now (the server's per-connection answer budget): ask again.
+                self._later(functools.partial(self._recheck, request))
+            else:
                 fut.set_result((frame.status, frame.serverSeq))
 
     def _advance(self, seq: int) -> None:
@@ -499,11 +507,14 @@ class RoomClient:
     def _apply_error(self, frame: ErrorFrame) -> None:
         err = RoomError(frame.code, frame.error, frame.msgId)
         mid = frame.msgId
+        if mid is None and frame.code == "RATE_LIMITED" and self._checks:
+            # Any frame may be refused over the server's frame budget; a refused sync-check
+            # would leave check() waiting: ask the pending ones again after the pause.
+            for request in list(self._checks):
+                self._later(functools.partial(self._recheck, request))
         if mid is not None and mid in self._outbox:
             if frame.code == "RATE_LIMITED":
-                loop = asyncio.get_running_loop()
-                handle = loop.call_later(RATE_LIMIT_RETRY_S, self._resend, mid)
-                self._timers.add(handle)
+                self._later(functools.partial(self._resend, mid))
             else:
                 msg = self._outbox.pop(mid)
                 self.replica.reject(mid)
@@ -512,11 +523,21 @@ class RoomClient:
         for cb in list(self._error_cbs):
             _call(cb, err)
 
-    def _resend(self, mid: str) -> None:
+    def _later(self, action: Callable[[], None]) -> None:
+        """Run ``action`` after :data:`RATE_LIMIT_RETRY_S` (cancelled by :meth:`close`)."""
         self._timers = {t for t in self._timers if not t.cancelled()}
+        handle = asyncio.get_running_loop().call_later(RATE_LIMIT_RETRY_S, action)
+        self._timers.add(handle)
+
+    def _resend(self, mid: str) -> None:
         msg = self._outbox.get(mid)
         if msg is not None and self._live:
             self._send_soon(CrdtFrame(msg))
+
+    def _recheck(self, request: str) -> None:
+        fut = self._checks.get(request)
+        if fut is not None and not fut.done() and self._live:
+            self._send_soon(SyncCheckFrame(requestId=request))
 
     def _keys(self, msgs: list[CrdtMessage]) -> frozenset[str]:
         keys: set[str] = set()

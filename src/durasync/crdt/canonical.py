@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from durasync.crdt.graph import TEXT, SceneGraph
 
-__all__ = ["canonical_json", "checksum", "format_number", "graph_to_obj"]
+__all__ = ["canonical_json", "checksum", "digest", "format_number", "graph_to_obj"]
 
 _encode_str: Final = json.encoder.encode_basestring
 
@@ -175,6 +175,9 @@ def graph_to_obj(g: SceneGraph, *, live: bool = False, with_meta: bool = False) 
 
 def checksum(g: SceneGraph, *, live: bool = True) -> str:
     """blake2b-128 hex digest of the canonical JSON (live view by default)."""
-    return hashlib.blake2b(
-        canonical_json(g, live=live).encode("utf-8", "surrogatepass"), digest_size=16
-    ).hexdigest()
+    return digest(canonical_json(g, live=live))
+
+
+def digest(text: str) -> str:
+    """The checksum of a canonical JSON text already built (:func:`checksum` without the build)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

@@ -29,6 +29,10 @@ docs/crdt.md):
    idempotent (the port uses its wall clock and re-inserts on every init).
 6. ``array.move`` (TS docs, absent from the port) moves the element at index ``from`` to
    index ``to`` (clamped); an out-of-range ``from`` is a no-op.
+7. Arithmetic results are numbers as JavaScript holds them: an integer result beyond
+   +-(2**53 - 1) (``number.add``/``multiply``, the vector, Euler and quaternion ops) is stored
+   as the nearest float, which is what JS computes; Python's exact big integers would differ
+   from JS replicas and would not fit msgpack. So every number in the graph stays encodable.
 
 Performance: nodes are ``__slots__`` objects with plain dicts; values are never mutated in place
 (every op builds a new list/dict), which lets checkpoints share nodes copy-on-write
@@ -293,6 +297,24 @@ def _num(v: Any, default: float) -> float:
     return v if (t is int or t is float) else default
 
 
+def _fit(x: float) -> float:
+    """An arithmetic result as JavaScript holds it: an integer beyond +-(2**53 - 1) becomes the
+    nearest float (exactly what JS computes from the same safe operands, IEEE rounding once).
+
+    Keeps every number in the graph encodable in msgpack and exact in JS: validated values are
+    within that range, and sums and products of them stay far below ``float`` overflow.
+    """
+    if type(x) is int and not -9007199254740991 <= x <= 9007199254740991:
+        return float(x)
+    return x
+
+
+def _fit3(r: list[float]) -> list[float]:
+    if type(r[0]) is int or type(r[1]) is int or type(r[2]) is int:
+        return [_fit(x) for x in r]
+    return r
+
+
 def _vec(v: Any, n: int) -> list[float] | None:
     if type(v) is list and len(v) == n:
         for x in v:
@@ -347,13 +369,14 @@ def _number_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     path = op.path
     c = props.get(path)
     t = type(c)
-    props[path] = (c if (t is int or t is float) else 0) + op.value
+    r = (c if (t is int or t is float) else 0) + op.value
+    props[path] = _fit(r) if type(r) is int else r
 
 
 def _number_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     n = g._live(op.key)
     if n is not None:
-        n.props[op.path] = _num(n.props.get(op.path), 1) * op.value
+        n.props[op.path] = _fit(_num(n.props.get(op.path), 1) * op.value)
 
 
 def _number_min(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
@@ -384,7 +407,7 @@ def _vector3_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
         c0, c1, c2 = c
         t0, t1, t2 = type(c0), type(c1), type(c2)
         if (t0 is float or t0 is int) and (t1 is float or t1 is int) and (t2 is float or t2 is int):
-            props[path] = [c0 + v[0], c1 + v[1], c2 + v[2]]
+            props[path] = _fit3([c0 + v[0], c1 + v[1], c2 + v[2]])
             return
     props[path] = [v[0], v[1], v[2]]
 
@@ -395,7 +418,7 @@ def _vector3_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float) ->
         c = _vec(n.props.get(op.path), 3)
         v = op.value
         n.props[op.path] = (
-            [v[0], v[1], v[2]] if c is None else [c[0] * v[0], c[1] * v[1], c[2] * v[2]]
+            [v[0], v[1], v[2]] if c is None else _fit3([c[0] * v[0], c[1] * v[1], c[2] * v[2]])
         )
 
 
@@ -445,7 +468,7 @@ def _vector3_apply_quaternion(g: SceneGraph, op: Op, lt: int, client: str, ts: f
     n = g._live(op.key)
     if n is not None:
         c = _vec(n.props.get(op.path), 3) or [0, 0, 0]
-        n.props[op.path] = _rotate(c, op.value)
+        n.props[op.path] = _fit3(_rotate(c, op.value))
 
 
 def _vector3_apply_euler(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
@@ -464,7 +487,7 @@ def _quaternion_multiply(g: SceneGraph, op: Op, lt: int, client: str, ts: float)
     n = g._live(op.key)
     if n is not None:
         a = _vec(n.props.get(op.path), 4) or [0, 0, 0, 1]
-        n.props[op.path] = quat_mul(a, op.value)
+        n.props[op.path] = [_fit(x) for x in quat_mul(a, op.value)]
 
 
 def quat_mul(a: list[float], b: list[float]) -> list[float]:

@@ -9,20 +9,34 @@ and returns a :class:`Message` whose compact fields are filled and whose long fi
 
 Validation (:func:`validate_message`) runs before anything is applied and raises a single
 :class:`~durasync.crdt.errors.CRDTValidationError` naming the field, for: an unknown otype, a
-value of the wrong shape, NaN or infinity, a vector of the wrong length, an oversized value
-(:class:`Limits`), a malformed text op. A message that passed validation can always be applied
-without raising.
+value of the wrong shape, NaN or infinity, a number out of range, a vector of the wrong length,
+an oversized or too deeply nested value (:class:`Limits`), a malformed text op. A message that
+passed validation can always be applied without raising.
+
+Numeric bounds (docs/crdt.md "Numbers"): every integer a message carries, anywhere (``lt``,
+``ts``, ``clock`` counters, ``serverSeq``, the ops' ``seq``/``ts``/``position``/``length``/
+``from``/``to``, ``rm`` lengths, the number in a char id, and every integer nested in an op
+value) lies within +-:data:`MAX_SAFE_INTEGER` (JavaScript's ``Number.MAX_SAFE_INTEGER``), and
+every float is finite. Such a message encodes exactly in JSON and msgpack and reads back exactly
+in JavaScript, so nothing accepted can fail to encode later. The typed fields are checked by the
+decoders (msgspec constraints, an error naming the field); :func:`validate_message` checks the
+message-level fields again (for messages built in Python) and every number inside op values.
+
+Wire fields vuer-rtc requires are always written: an op's ``ot``, ``key`` and ``path`` (also
+when empty, e.g. ``key: ""`` for a ``node.insert`` under the root) and a message's ``clock``
+and ``ops`` (also when empty).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
 from durasync.crdt.errors import CRDTValidationError
 
@@ -30,12 +44,14 @@ __all__ = [
     "ADDITIVE_OTYPES",
     "DEFAULT_LIMITS",
     "LWW_OTYPES",
+    "MAX_SAFE_INTEGER",
     "META_OTYPES",
     "OTYPES",
     "TEXT_OTYPES",
     "Limits",
     "Message",
     "Op",
+    "check_value",
     "decode_message",
     "decode_message_obj",
     "encode_message_json",
@@ -104,6 +120,32 @@ TEXT_OTYPES: Final[frozenset[str]] = frozenset(
 )
 META_OTYPES: Final[frozenset[str]] = frozenset({"meta.undo", "meta.redo"})
 
+#: Largest magnitude of any integer in a message: JavaScript's ``Number.MAX_SAFE_INTEGER``.
+#: Such integers are exact in a JS number, in msgpack (int64) and in JSON.
+MAX_SAFE_INTEGER: Final = (1 << 53) - 1
+_MAX_FLOAT: Final = sys.float_info.max
+#: Decimal digits of the number in a char id ``agent:n`` (``n <= MAX_SAFE_INTEGER``).
+_MAX_ID_DIGITS: Final = len(str(MAX_SAFE_INTEGER))
+
+# Constrained wire types: the decoders refuse anything outside them, naming the field.
+SafeInt = Annotated[int, Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+#: Counters may be negative on the wire only as far as validation reports it by name.
+Counter = Annotated[int, Meta(le=MAX_SAFE_INTEGER)]
+FiniteFloat = Annotated[float, Meta(ge=-_MAX_FLOAT, le=_MAX_FLOAT)]
+
+
+def _empty_str() -> str:
+    return ""
+
+
+def _empty_list() -> list[Any]:
+    return []
+
+
+def _empty_dict() -> dict[str, Any]:
+    return {}
+
+
 EULER_ORDERS: Final[frozenset[str]] = frozenset({"XYZ", "YXZ", "ZXY", "ZYX", "YZX", "XZY"})
 _COLOR_RE: Final = re.compile(r"#?[0-9a-fA-F]{6}\Z")
 
@@ -112,14 +154,16 @@ class Op(msgspec.Struct, omit_defaults=True, gc=False):
     """One operation. ``ot`` is the otype; the other fields are the reference's flat extras.
 
     ``otype`` exists only so that the long spelling decodes; :func:`decode_message` moves it
-    into ``ot``. Unset fields are omitted when encoding. Values are plain JSON values and are
-    treated as immutable once the op is applied (the graph may share them). Instances are not
-    tracked by the cyclic GC (``gc=False``): an op never references itself.
+    into ``ot``. Unset extras are omitted when encoding; ``ot``, ``key`` and ``path`` are always
+    written, also when empty (their defaults are factories, which ``omit_defaults`` keeps: the
+    vuer-rtc wire type requires them). Values are plain JSON values and are treated as
+    immutable once the op is applied (the graph may share them). Instances are not tracked by
+    the cyclic GC (``gc=False``): an op never references itself.
     """
 
-    ot: str = ""
-    key: str = ""
-    path: str = ""
+    ot: str = msgspec.field(default_factory=_empty_str)
+    key: str = msgspec.field(default_factory=_empty_str)
+    path: str = msgspec.field(default_factory=_empty_str)
     value: Any = UNSET
     otype: str | UnsetType = UNSET
     # extras (vuer-rtc-semantics.md §2 "Op shape")
@@ -128,13 +172,13 @@ class Op(msgspec.Struct, omit_defaults=True, gc=False):
     intrinsic: bool | UnsetType = UNSET
     targetMsgId: str | UnsetType = UNSET
     id: str | UnsetType = UNSET
-    seq: int | UnsetType = UNSET
-    ts: int | float | UnsetType = UNSET
-    rm: list[Any] | UnsetType = UNSET
-    position: int | UnsetType = UNSET
-    length: int | UnsetType = UNSET
-    from_: int | UnsetType = msgspec.field(default=UNSET, name="from")
-    to: int | UnsetType = UNSET
+    seq: SafeInt | UnsetType = UNSET
+    ts: SafeInt | FiniteFloat | UnsetType = UNSET
+    rm: list[tuple[str, SafeInt]] | UnsetType = UNSET
+    position: SafeInt | UnsetType = UNSET
+    length: SafeInt | UnsetType = UNSET
+    from_: SafeInt | UnsetType = msgspec.field(default=UNSET, name="from")
+    to: SafeInt | UnsetType = UNSET
 
 
 class Message(msgspec.Struct, omit_defaults=True, gc=False):
@@ -143,18 +187,19 @@ class Message(msgspec.Struct, omit_defaults=True, gc=False):
     After :func:`decode_message` (or :func:`validate_message`) ``client``, ``lt`` and ``ts`` are
     set and the long-name fields are unset. ``serverSeq`` is the room's total-order position
     when a server sequenced the message (it rides on ``broadcast`` frames and ``ack``).
+    ``clock`` and ``ops`` are always written, also when empty.
     """
 
     id: str = ""
     client: str = ""
-    lt: int = -1
-    ts: int | float | None = None
-    ops: list[Op] = msgspec.field(default_factory=list)
-    clock: dict[str, int] = msgspec.field(default_factory=dict)
+    lt: Counter = -1
+    ts: SafeInt | FiniteFloat | None = None
+    ops: list[Op] = msgspec.field(default_factory=_empty_list)
+    clock: dict[str, Counter] = msgspec.field(default_factory=_empty_dict)
     sessionId: str | UnsetType = UNSET
-    lamportTime: int | UnsetType = UNSET
-    timestamp: int | float | UnsetType = UNSET
-    serverSeq: int | None = None
+    lamportTime: Counter | UnsetType = UNSET
+    timestamp: SafeInt | FiniteFloat | UnsetType = UNSET
+    serverSeq: SafeInt | None = None
 
 
 class _Wrapper(msgspec.Struct):
@@ -220,6 +265,8 @@ def decode_message(
                 msg = _json_decoder.decode(raw)
     except msgspec.MsgspecError as exc:
         raise _msgspec_error(exc) from None
+    except RecursionError:
+        raise CRDTValidationError("message", "nested too deeply") from None
     validate_message(msg, limits=limits)
     return msg
 
@@ -234,6 +281,8 @@ def decode_message_obj(obj: Any, *, limits: Limits = DEFAULT_LIMITS) -> Message:
         msg = msgspec.convert(obj, Message)
     except msgspec.MsgspecError as exc:
         raise _msgspec_error(exc) from None
+    except RecursionError:
+        raise CRDTValidationError("message", "nested too deeply") from None
     validate_message(msg, limits=limits)
     return msg
 
@@ -264,21 +313,39 @@ def encode_message_msgpack(msg: Message) -> bytes:
 
 def _is_num(v: object) -> bool:
     t = type(v)
-    return (t is int) or (t is float and math.isfinite(v))  # type: ignore[arg-type]
+    if t is int:
+        return -MAX_SAFE_INTEGER <= v <= MAX_SAFE_INTEGER  # type: ignore[operator]
+    return t is float and math.isfinite(v)  # type: ignore[arg-type]
+
+
+def _out_of_range(field: str) -> CRDTValidationError:
+    return CRDTValidationError(
+        field, f"integer out of range (allowed: -{MAX_SAFE_INTEGER}..{MAX_SAFE_INTEGER})"
+    )
 
 
 def _check_num(v: object, field: str) -> None:
     if not _is_num(v):
         if type(v) is float:
             raise CRDTValidationError(field, "NaN or infinity is not allowed")
+        if type(v) is int:
+            raise _out_of_range(field)
         raise CRDTValidationError(field, f"expected a number, got {type(v).__name__}")
+
+
+def _check_count(v: object, field: str) -> int:
+    """A non-negative integer within the safe range."""
+    if type(v) is not int or v < 0:
+        raise CRDTValidationError(field, "expected a non-negative integer")
+    if v > MAX_SAFE_INTEGER:
+        raise _out_of_range(field)
+    return v
 
 
 def _check_vec(v: object, n: int, field: str) -> None:
     if type(v) is list and len(v) == n:
         for x in v:
-            t = type(x)
-            if t is not int and not (t is float and math.isfinite(x)):
+            if not _is_num(x):
                 break
         else:
             return
@@ -297,8 +364,21 @@ def _check_str(v: object, field: str, limits: Limits) -> None:
         raise CRDTValidationError(field, f"string longer than {limits.max_string}")
 
 
+def check_value(v: object, field: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Check that ``v`` is a plain JSON value every supported format carries exactly.
+
+    Strings, booleans, None, finite floats, integers within +-:data:`MAX_SAFE_INTEGER`, and
+    lists and string-keyed dicts of these, at most ``limits.max_depth`` containers deep, with
+    at most ``limits.max_value_items`` items and strings of at most ``limits.max_string``.
+
+    Raises:
+        CRDTValidationError: naming ``field``.
+    """
+    _check_json(v, field, limits)
+
+
 def _check_json(v: object, field: str, limits: Limits) -> None:
-    """A JSON value within the size limits, with finite numbers only.
+    """A JSON value within the size limits, with finite numbers in range only.
 
     Every scalar and container counts one item against ``max_value_items``. Scalars inside a
     container are checked in place (no stack entry), which keeps the common flat values
@@ -332,7 +412,11 @@ def _check_json(v: object, field: str, limits: Limits) -> None:
                     budget -= 1
                     if y - y != 0:  # inf or NaN
                         raise CRDTValidationError(field, "NaN or infinity is not allowed")
-                elif ty is int or ty is bool or y is None:
+                elif ty is int:
+                    budget -= 1
+                    if not -MAX_SAFE_INTEGER <= y <= MAX_SAFE_INTEGER:
+                        raise _out_of_range(field)
+                elif ty is bool or y is None:
                     budget -= 1
                 else:
                     stack.append((y, depth + 1))
@@ -342,7 +426,10 @@ def _check_json(v: object, field: str, limits: Limits) -> None:
         elif t is float:
             if not math.isfinite(x):  # type: ignore[arg-type]
                 raise CRDTValidationError(field, "NaN or infinity is not allowed")
-        elif not (t is int or t is bool or x is None):
+        elif t is int:
+            if not -MAX_SAFE_INTEGER <= x <= MAX_SAFE_INTEGER:  # type: ignore[operator]
+                raise _out_of_range(field)
+        elif not (t is bool or x is None):
             raise CRDTValidationError(field, f"not a JSON value: {t.__name__}")
         if budget < 0:
             raise CRDTValidationError(field, f"value larger than {limits.max_value_items} items")
@@ -360,27 +447,32 @@ def _check_rm(rm: object, field: str) -> None:
             or r[1] <= 0
         ):
             raise CRDTValidationError(f"{field}[{i}]", "expected [charId, positive length]")
-        _check_char_id(r[0], f"{field}[{i}][0]")
+        n = _check_char_id(r[0], f"{field}[{i}][0]")
+        if n + r[1] > MAX_SAFE_INTEGER:
+            raise CRDTValidationError(f"{field}[{i}]", "char ids beyond the safe integer range")
 
 
-def _check_char_id(v: object, field: str) -> None:
+def _check_char_id(v: object, field: str) -> int:
+    """The number ``n`` of a char id ``agent:n`` (at most :data:`MAX_SAFE_INTEGER`)."""
     if type(v) is not str:
         raise CRDTValidationError(field, "expected a char id 'agent:n'")
     _, sep, n = v.rpartition(":")
     if not sep or not n.isdigit() or not n.isascii():
         raise CRDTValidationError(field, "expected a char id 'agent:n'")
+    if len(n) > _MAX_ID_DIGITS or int(n) > MAX_SAFE_INTEGER:
+        raise CRDTValidationError(field, "char id number out of the safe integer range")
+    return int(n)
 
 
 def _check_text_insert(op: Op, p: str, limits: Limits, local: bool) -> None:
     """Wire form ``{id, value: [anchor, content], seq, ts}``; local form ``{position, value}``."""
     if local and op.position is not UNSET and op.id is UNSET:
-        if type(op.position) is not int or op.position < 0:
-            raise CRDTValidationError(f"{p}.position", "expected a non-negative integer")
+        _check_count(op.position, f"{p}.position")
         v = op.value
         content = v[1] if type(v) is list and len(v) == 2 and v[0] is None else v
         _check_str(content, f"{p}.value", limits)
         return
-    _check_char_id(op.id, f"{p}.id")
+    n = _check_char_id(op.id, f"{p}.id")
     v = op.value
     if type(v) is not list or len(v) != 2:
         raise CRDTValidationError(f"{p}.value", "expected [anchor, content]")
@@ -389,8 +481,9 @@ def _check_text_insert(op: Op, p: str, limits: Limits, local: bool) -> None:
     _check_str(v[1], f"{p}.value[1]", limits)
     if not v[1]:
         raise CRDTValidationError(f"{p}.value[1]", "empty insert")
-    if type(op.seq) is not int or op.seq < 0:
-        raise CRDTValidationError(f"{p}.seq", "expected a non-negative integer")
+    if n + len(v[1]) > MAX_SAFE_INTEGER:
+        raise CRDTValidationError(f"{p}.id", "char ids beyond the safe integer range")
+    _check_count(op.seq, f"{p}.seq")
     if op.ts is UNSET:
         raise CRDTValidationError(f"{p}.ts", "missing")
     _check_num(op.ts, f"{p}.ts")
@@ -399,9 +492,7 @@ def _check_text_insert(op: Op, p: str, limits: Limits, local: bool) -> None:
 def _check_text_delete(op: Op, p: str, local: bool) -> None:
     if local and op.rm is UNSET and op.position is not UNSET:
         for name in ("position", "length"):
-            x = getattr(op, name)
-            if type(x) is not int or x < 0:
-                raise CRDTValidationError(f"{p}.{name}", "expected a non-negative integer")
+            _check_count(getattr(op, name), f"{p}.{name}")
         return
     if op.rm is UNSET:
         raise CRDTValidationError(f"{p}.rm", "missing")
@@ -414,11 +505,16 @@ def _check_text_delete(op: Op, p: str, local: bool) -> None:
 # this path (they cost more than the checks themselves).
 
 
+# x - x is 0 for a finite float and NaN for inf/NaN; the literal bounds are +-MAX_SAFE_INTEGER
+# (a constant, not a global lookup, on this path).
+
+
 def _ok_num(op: Op, limits: Limits) -> bool:
     v = op.value
     t = type(v)
-    # x - x is 0 for a finite float, NaN for inf/NaN
-    return t is int or (t is float and v - v == 0)
+    if t is float:
+        return v - v == 0  # type: ignore[no-any-return]
+    return t is int and -9007199254740991 <= v <= 9007199254740991
 
 
 def _ok_vec3(op: Op, limits: Limits) -> bool:
@@ -428,9 +524,13 @@ def _ok_vec3(op: Op, limits: Limits) -> bool:
     a, b, c = v
     ta, tb, tc = type(a), type(b), type(c)
     return (
-        (ta is int or (ta is float and a - a == 0))
-        and (tb is int or (tb is float and b - b == 0))
-        and (tc is int or (tc is float and c - c == 0))
+        (a - a == 0 if ta is float else ta is int and -9007199254740991 <= a <= 9007199254740991)
+        and (
+            b - b == 0 if tb is float else tb is int and -9007199254740991 <= b <= 9007199254740991
+        )
+        and (
+            c - c == 0 if tc is float else tc is int and -9007199254740991 <= c <= 9007199254740991
+        )
     )
 
 
@@ -440,7 +540,10 @@ def _ok_vec4(op: Op, limits: Limits) -> bool:
         return False
     for x in v:
         t = type(x)
-        if not (t is int or (t is float and x - x == 0)):
+        if t is float:
+            if x - x != 0:
+                return False
+        elif t is not int or not -9007199254740991 <= x <= 9007199254740991:
             return False
     return True
 
@@ -512,8 +615,7 @@ def _validate_op_full(op: Op, p: str, limits: Limits, local: bool) -> None:
     family, _, verb = ot.partition(".")
     v = op.value
     if family == "number":
-        t = type(v)
-        if t is int or (t is float and math.isfinite(v)):
+        if _is_num(v):
             return
     elif family == "vector3" and verb in ("set", "add", "multiply"):
         _check_vec(v, 3, p + ".value")
@@ -552,6 +654,9 @@ def _validate_op_full(op: Op, p: str, limits: Limits, local: bool) -> None:
                 x = getattr(op, name)
                 if type(x) is not int:
                     raise CRDTValidationError(f"{p}.{name.rstrip('_')}", "expected an integer")
+                _check_num(x, f"{p}.{name.rstrip('_')}")
+            if v is not UNSET:
+                _check_json(v, fv, limits)
         else:
             if v is UNSET:
                 raise CRDTValidationError(fv, "missing")
@@ -583,6 +688,8 @@ def _validate_op_full(op: Op, p: str, limits: Limits, local: bool) -> None:
             or type(v.get("newParent")) is not str
         ):  # move
             raise CRDTValidationError(fv, "expected {nodeKey, newParent}")
+        else:
+            _check_json(v, fv, limits)
     elif family == "text":
         if verb == "init":
             if v is not UNSET and v is not None:
@@ -591,6 +698,8 @@ def _validate_op_full(op: Op, p: str, limits: Limits, local: bool) -> None:
             _check_text_insert(op, p, limits, local)
         elif verb == "delete":
             _check_text_delete(op, p, local)
+            if v is not UNSET:
+                _check_json(v, fv, limits)
         elif local and op.rm is UNSET and op.position is not UNSET:  # local replace
             _check_text_delete(op, p, local)
             vv = op.value
@@ -599,8 +708,11 @@ def _validate_op_full(op: Op, p: str, limits: Limits, local: bool) -> None:
         else:  # wire replace
             _check_text_delete(op, p, False)
             _check_text_insert(op, p, limits, False)
-    elif type(op.targetMsgId) is not str or not op.targetMsgId:  # meta
-        raise CRDTValidationError(f"{p}.targetMsgId", "expected the target message id")
+    else:  # meta
+        if type(op.targetMsgId) is not str or not op.targetMsgId:
+            raise CRDTValidationError(f"{p}.targetMsgId", "expected the target message id")
+        if v is not UNSET:
+            _check_json(v, fv, limits)
 
 
 def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bool = False) -> None:
@@ -627,17 +739,26 @@ def validate_message(msg: Message, *, limits: Limits = DEFAULT_LIMITS, local: bo
         raise CRDTValidationError("id", f"longer than {limits.max_key}")
     if not msg.client:
         raise CRDTValidationError("client", "missing sender (client / sessionId)")
+    if len(msg.client) > limits.max_key:
+        raise CRDTValidationError("client", f"longer than {limits.max_key}")
     if msg.lt < 0:
         raise CRDTValidationError("lt", "missing or negative Lamport time (lt / lamportTime)")
+    if msg.lt > MAX_SAFE_INTEGER:
+        raise _out_of_range("lt")
     ts = msg.ts
     if ts is None:
         raise CRDTValidationError("ts", "missing timestamp (ts / timestamp)")
     t = type(ts)
-    if not (t is int or (t is float and ts - ts == 0)):
+    if not (
+        (t is float and ts - ts == 0) or (t is int and -MAX_SAFE_INTEGER <= ts <= MAX_SAFE_INTEGER)
+    ):
         _check_num(ts, "ts")
-    if msg.clock and min(msg.clock.values()) < 0:
-        k = next(k for k, c in msg.clock.items() if c < 0)
-        raise CRDTValidationError(f"clock.{k}", "negative counter")
+    clock = msg.clock
+    if clock and (min(clock.values()) < 0 or max(clock.values()) > MAX_SAFE_INTEGER):
+        k = next(k for k, c in clock.items() if not 0 <= c <= MAX_SAFE_INTEGER)
+        if clock[k] < 0:
+            raise CRDTValidationError(f"clock.{k}", "negative counter")
+        raise _out_of_range(f"clock.{k}")
     ops = msg.ops
     if len(ops) > limits.max_ops:
         raise CRDTValidationError("ops", f"more than {limits.max_ops} ops")

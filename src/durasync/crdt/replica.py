@@ -782,11 +782,11 @@ class Replica:
             length = op.length if isinstance(op.length, int) else 0
             if op.ot == "text.delete":
                 de = d.local_delete(op.position, length)
-                return Op(ot=op.ot, key=op.key, path=op.path, rm=[list(r) for r in de.rm])
+                return Op(ot=op.ot, key=op.key, path=op.path, rm=list(de.rm))
             assert isinstance(content, str)
             rep = d.local_replace(op.position, length, content, ts, agent=self.session_id)
             self._text_hwm[k] = d.clock
-            out = Op(ot=op.ot, key=op.key, path=op.path, rm=[list(r) for r in rep.rm])
+            out = Op(ot=op.ot, key=op.key, path=op.path, rm=list(rep.rm))
             if rep.insert is not None:
                 out.id = rep.insert.id
                 out.value = rep.insert.value

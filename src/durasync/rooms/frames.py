@@ -5,17 +5,31 @@ Every frame is one WebSocket message: msgpack (binary) by default, JSON (text) w
 are decoded with :func:`decode_client_frame`, which never raises anything but
 :class:`FrameError` (naming the field at fault), so a malformed frame costs the sender an
 ``error`` frame and nothing else (DESIGN.md invariant 5).
+
+Every number a client frame may carry is range-checked while decoding (integers within
++-``MAX_SAFE_INTEGER``, finite floats; docs/crdt.md "Numbers"), and the one free-form value, a
+presence ``state``, is checked like a CRDT value (depth, size, numbers). So a decoded frame can
+be re-encoded in both formats, for any member, without error. A frame nested deeper than the
+decoder's recursion limit is refused like any malformed frame.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from msgspec import Meta
 
 from durasync.crdt.errors import CRDTValidationError
-from durasync.crdt.messages import DEFAULT_LIMITS, Limits, Message, validate_message
+from durasync.crdt.messages import (
+    DEFAULT_LIMITS,
+    Limits,
+    Message,
+    SafeInt,
+    check_value,
+    validate_message,
+)
 from durasync.crdt.replica import Snapshot
 
 __all__ = [
@@ -40,6 +54,11 @@ __all__ = [
 
 Format = Literal["msgpack", "json"]
 
+#: A request id echoed in ``sync-status`` (short: the echo must not amplify).
+RequestId = Annotated[str, Meta(max_length=256)] | SafeInt
+#: Longest id that an ``error`` frame echoes back as ``msgId``.
+MAX_ECHOED_ID: Final = 1024
+
 
 # ----------------------------------------------------------------------------- client -> server
 
@@ -57,24 +76,24 @@ class SyncFrame(msgspec.Struct, tag_field="mtype", tag="sync", kw_only=True):
     ``vectorClock``, ``filter`` and ``count`` are accepted for vuer-rtc compatibility.
     """
 
-    vectorClock: dict[str, int] | None = None
-    since: int | None = None
+    vectorClock: dict[str, SafeInt] | None = None
+    since: SafeInt | None = None
     epoch: str | None = None
     filter: bytes | None = None
-    count: int | None = None
+    count: SafeInt | None = None
 
 
 class SyncCheckFrame(msgspec.Struct, tag_field="mtype", tag="sync-check"):
     """Ask for the checksum of the room's graph."""
 
-    requestId: str | int
+    requestId: RequestId
 
 
 class HeartbeatFrame(msgspec.Struct, tag_field="mtype", tag="heartbeat", kw_only=True):
     """Liveness (keeps presence alive); fields are informational."""
 
     client: str | None = None
-    vectorClock: dict[str, int] | None = None
+    vectorClock: dict[str, SafeInt] | None = None
 
 
 class PresenceUpdate(msgspec.Struct, tag_field="mtype", tag="presence"):
@@ -123,7 +142,9 @@ class ErrorFrame(msgspec.Struct, tag_field="mtype", tag="error", kw_only=True):
 
 
 class SyncStatusFrame(msgspec.Struct, tag_field="mtype", tag="sync-status", kw_only=True):
-    """Answer to ``sync-check``: SHA-256 of the live canonical JSON at ``serverSeq``."""
+    """Answer to ``sync-check``: the checksum of the live canonical JSON at ``serverSeq``;
+    ``status`` is None when the server did not compute it now (the connection's answer budget
+    is spent): ask again later."""
 
     requestId: str | int
     status: str | None
@@ -188,11 +209,14 @@ _AT_RE: Final = re.compile(r" - at `\$\.?(.*)`")
 
 
 def _probe_id(data: bytes, fmt: Format) -> str | None:
+    """``msg.id`` of an undecodable frame, if it can be found (and is short enough to echo)."""
     try:
         probe = (_probe_json if fmt == "json" else _probe_msgpack).decode(data)
-    except (msgspec.MsgspecError, ValueError, TypeError):
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError):
         return None
-    return probe.msg.id if probe.msg is not None else None
+    if probe.msg is None or probe.msg.id is None or len(probe.msg.id) > MAX_ECHOED_ID:
+        return None
+    return probe.msg.id
 
 
 def decode_client_frame(
@@ -205,12 +229,15 @@ def decode_client_frame(
     """Decode and validate one client frame.
 
     ``crdt`` messages are validated and normalised (long names -> compact) with
-    :func:`durasync.crdt.validate_message` under ``limits`` (ops per message, value size).
+    :func:`durasync.crdt.validate_message` under ``limits`` (ops per message, value size);
+    a presence ``state`` is checked with :func:`durasync.crdt.messages.check_value` under the
+    same limits.
 
     Raises:
         FrameError: ``FRAME_TOO_LARGE``, ``MALFORMED_FRAME`` (undecodable, unknown ``mtype``,
-            wrong field type; the message names the field) or ``INVALID_MESSAGE`` (a ``crdt``
-            message that fails CRDT validation).
+            wrong field type, a number out of range, nested too deeply, a presence state that
+            is not a plain JSON value; the message names the field) or ``INVALID_MESSAGE`` (a
+            ``crdt`` message that fails CRDT validation).
     """
     raw = data.encode() if isinstance(data, str) else data
     if len(raw) > max_frame_bytes:
@@ -227,12 +254,22 @@ def decode_client_frame(
         if m:
             text = f"{text[: m.start()]} (at {m.group(1) or 'frame'})"
         raise FrameError("MALFORMED_FRAME", text, msg_id=_probe_id(raw, fmt)) from None
-    if isinstance(frame, CrdtFrame):
+    except RecursionError:
+        raise FrameError("MALFORMED_FRAME", "frame nested too deeply") from None
+    if isinstance(frame, PresenceUpdate):
+        try:
+            check_value(frame.state, "state", limits)
+        except CRDTValidationError as exc:
+            raise FrameError("MALFORMED_FRAME", f"{exc.field}: {exc.message}") from None
+    elif isinstance(frame, CrdtFrame):
         try:
             validate_message(frame.msg, limits=limits)
         except CRDTValidationError as exc:
+            msg_id = frame.msg.id
             raise FrameError(
-                "INVALID_MESSAGE", f"msg.{exc.field}: {exc.message}", msg_id=frame.msg.id or None
+                "INVALID_MESSAGE",
+                f"msg.{exc.field}: {exc.message}",
+                msg_id=msg_id if msg_id and len(msg_id) <= MAX_ECHOED_ID else None,
             ) from None
         if frame.msg.serverSeq is not None:
             # The server assigns positions; a client-provided one is ignored, not trusted.

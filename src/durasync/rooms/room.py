@@ -45,6 +45,14 @@ atomically with the write, :class:`~durasync.store.base.SeqConflict` otherwise):
   can never replace a newer one; only the node whose snapshot won trims the snapshot and the
   journal streams, behind that snapshot. Loading takes the last (= newest) snapshot record.
 
+Loading never fails on a bad record (defence in depth: only this module writes these streams,
+but a record written by an older version or by anyone who reached the store could be bad): a
+journal record that does not decode, does not validate as a message (e.g. a number out of
+range) or does not continue the order is skipped with a logged error; a snapshot record that
+does not decode or build is skipped for the newest one that does; a meta record without a valid
+epoch is skipped, and a meta stream without any gets a fresh epoch appended (the first valid
+record wins on every node). The room stays usable (view, join, edit) with what remains.
+
 Snapshots do not stall the room: the writer only captures the previous record and the tail
 after it; a worker thread folds them into a new replica and encodes the record while the
 writer keeps sequencing; the lock is then held only to catch that replica up with what was
@@ -57,17 +65,29 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import secrets
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
-from durasync.crdt.messages import Limits, Message
+from durasync.crdt.canonical import digest
+from durasync.crdt.errors import CRDTValidationError
+from durasync.crdt.messages import Limits, Message, validate_message
 from durasync.crdt.replica import Replica, Snapshot
-from durasync.rooms.core import DedupeWindow, PresenceTable, RateLimiter, Sequencer, plan_resume
+from durasync.rooms.core import (
+    ByteBudget,
+    CounterCeiling,
+    DedupeWindow,
+    PresenceTable,
+    RateLimiter,
+    Sequencer,
+    id_owner,
+    plan_resume,
+)
 from durasync.rooms.frames import (
     AckFrame,
     BroadcastFrame,
@@ -132,9 +152,16 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_value_bytes: int = 256 << 10
     #: Bytes queued for one connection before it is dropped with 4008.
     send_queue_bytes: int = 4 << 20
-    #: Per-connection frames per second (crdt + presence) and burst.
+    #: Per-connection client frames per second (every frame type counts one) and burst.
     rate_per_second: float = 1_000.0
     rate_burst: float = 2_000.0
+    #: Per-connection bytes per second of work done on request: ``state`` frames answering
+    #: ``sync`` and canonical JSON built for ``sync-check``; and its burst.
+    sync_bytes_per_second: float = float(1 << 20)
+    sync_bytes_burst: float = float(8 << 20)
+    #: How far a message's Lamport-like counters (lt, clock entries, text seq) may exceed the
+    #: room's highest so far (:class:`~durasync.rooms.core.CounterCeiling`).
+    max_counter_step: int = 1 << 24
     #: Seconds of silence after which a client's presence expires; with several nodes also
     #: the time within which a dead node's members disappear from everyone's view.
     presence_timeout: float = 30.0
@@ -154,9 +181,9 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     def limits(self) -> Limits:
         return Limits(max_ops=self.max_ops, max_string=self.max_value_bytes)
 
-
-def room_prefix(room: str) -> str:
-    return f"__rooms/{room}/"
+    def answer_budget(self, now: float) -> ByteBudget:
+        """A fresh per-connection budget for work done on request (``sync``, ``sync-check``)."""
+        return ByteBudget(self.sync_bytes_per_second, self.sync_bytes_burst, now)
 
 
 def journal_path(room: str) -> str:
@@ -196,7 +223,45 @@ class SnapshotRecord(msgspec.Struct, kw_only=True):
 _journal_decoder: Final = msgspec.json.Decoder(JournalRecord)
 _journal_encoder: Final = msgspec.json.Encoder()
 _snapshot_decoder: Final = msgspec.msgpack.Decoder(SnapshotRecord)
+_meta_decoder: Final = msgspec.json.Decoder(MetaRecord)
 _msgpack: Final = msgspec.msgpack.Encoder()
+_EPOCH_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: Validation of journal records read back: shape and numeric ranges only. The size limits
+#: applied when a message was accepted are not applied again (settings may have changed).
+_LOAD_LIMITS: Final = Limits(
+    max_ops=1 << 40, max_string=1 << 40, max_value_items=1 << 40, max_key=1 << 40
+)
+
+
+def decode_journal_record(data: bytes) -> JournalRecord:
+    """Decode and validate one journal record as read from the store.
+
+    Raises:
+        ValueError: the record does not decode, its ``serverSeq`` is not positive, or its
+            message fails validation (e.g. a number out of range); the text says why.
+    """
+    try:
+        rec = _journal_decoder.decode(data)
+        if rec.serverSeq < 1:
+            raise ValueError(f"serverSeq {rec.serverSeq} is not positive")
+        validate_message(rec.msg, limits=_LOAD_LIMITS)
+    except (msgspec.MsgspecError, RecursionError) as exc:
+        raise ValueError(f"does not decode: {exc}") from None
+    except CRDTValidationError as exc:
+        raise ValueError(f"invalid message: {exc}") from None
+    rec.msg.serverSeq = rec.serverSeq
+    return rec
+
+
+def _counters_of(replica: Replica) -> int:
+    """The highest Lamport-like counter a loaded replica holds: its Lamport time, its merged
+    vector clock's entries and its text docs' highest ``seq``."""
+    high = replica.lt
+    if replica.clock:
+        high = max(high, *replica.clock.values())
+    for doc in replica.graph.texts.values():
+        high = max(high, doc.max_seq)
+    return high
 
 
 class _TailItem:
@@ -345,6 +410,7 @@ class Member:
         "_send",
         "_task",
         "abandoned",
+        "answers",
         "can_write",
         "client",
         "close_code",
@@ -368,6 +434,7 @@ class Member:
         close: CloseRaw,
         limit: int,
         limiter: RateLimiter,
+        answers: ByteBudget | None = None,
         close_timeout: float = 10.0,
     ) -> None:
         self.client = client
@@ -376,7 +443,10 @@ class Member:
         self._send = send
         self._close = close
         self.limit = limit
+        #: One token per client frame of any type (docs/protocol.md "Rate budget").
         self.limiter = limiter
+        #: Bytes of work done on request (``sync`` states, ``sync-check`` checksums).
+        self.answers = answers if answers is not None else RoomSettings().answer_budget(0.0)
         #: Frames waiting for the sender; None while nothing is queued (idle members).
         self._queue: collections.deque[bytes] | None = None
         self.queued_bytes = 0
@@ -542,6 +612,14 @@ class Room:
             epoch="", seq=0, journal_offset=OFFSET_START, snapshot=Snapshot(), recent=[]
         )
         self._tail: collections.deque[_TailItem] = collections.deque()
+        #: The highest Lamport-like counter sequenced, and how far a new message may climb.
+        self.counters = CounterCeiling(settings.max_counter_step)
+        #: (serverSeq, checksum) of the live graph, computed at most once per serverSeq.
+        self._checksum: tuple[int, str] | None = None
+        #: Canonical JSON texts built for ``sync-check`` (for tests and metrics).
+        self.checksums_built = 0
+        #: Journal, snapshot and meta records skipped because they did not decode or fit.
+        self.skipped_records = 0
         self.members: set[Member] = set()
         self.presence: RoomPresence = (
             presence if presence is not None else PresenceTable(settings.presence_timeout)
@@ -604,13 +682,49 @@ class Room:
         return room
 
     async def _read_epoch(self) -> str | None:
-        try:
-            res = await self.store.read(meta_path(self.name), OFFSET_START, max_messages=1)
-        except StreamNotFound:
-            return None
-        if not res.entries:
-            return None
-        return msgspec.json.decode(res.entries[0].data, type=MetaRecord).epoch
+        """The room's epoch: that of the first meta record with a valid one.
+
+        None if the room does not exist (no meta stream). A meta stream without any valid
+        record (a crash cannot leave one: the record is written with the stream) gets a fresh
+        epoch appended; the first valid record wins on every node, so concurrent repairs agree.
+        """
+        epoch = await self._first_epoch()
+        if epoch is not False:
+            return epoch
+        log.error("room %s: no valid meta record; appending a new epoch", self.name)
+        record = msgspec.json.encode(MetaRecord(epoch=secrets.token_hex(8), created_at=time.time()))
+        await self.store.append(meta_path(self.name), [record])
+        epoch = await self._first_epoch()
+        if not isinstance(epoch, str):  # our own append cannot have vanished but by a wipe
+            raise StreamNotFound(f"room {self.name}: meta stream disappeared")
+        return epoch
+
+    async def _first_epoch(self) -> str | Literal[False] | None:
+        """The first valid epoch in the meta stream; None if there is no stream, False if
+        there is one without a valid record (each invalid record is logged)."""
+        offset = OFFSET_START
+        while True:
+            try:
+                res = await self.store.read(meta_path(self.name), offset, max_messages=16)
+            except StreamNotFound:
+                return None
+            for e in res.entries:
+                try:
+                    epoch = _meta_decoder.decode(e.data).epoch
+                except (msgspec.MsgspecError, RecursionError) as exc:
+                    self._skip("meta", e.offset, f"does not decode: {exc}")
+                    continue
+                if _EPOCH_RE.fullmatch(epoch):
+                    return epoch
+                self._skip("meta", e.offset, "not a valid epoch")
+            offset = res.next_offset
+            if res.up_to_date or not res.entries:
+                return False
+
+    def _skip(self, stream: str, offset: str, why: str) -> None:
+        """Log and count a record that loading leaves out."""
+        self.skipped_records += 1
+        log.error("room %s: skipping %s record at offset %s: %s", self.name, stream, offset, why)
 
     async def _create(self) -> str:
         # Journal first, meta last: a crash in between leaves a journal without meta, which the
@@ -643,12 +757,13 @@ class Room:
 
         Another node may snapshot and trim the journal between reading the snapshot and
         reading the journal; then the journal no longer continues the snapshot read, and the
-        load starts over (bounded; each retry sees a newer snapshot).
-
-        Raises:
-            RoomFailed: the journal kept moving past the snapshot (8 attempts).
+        load starts over (bounded; each retry sees a newer snapshot). If the journal still
+        does not continue the snapshot on the last attempt, the records are missing for
+        another reason (a bad newest snapshot was skipped for an older one): the load logs the
+        gap and goes on from the journal's first record.
         """
-        for _ in range(8):
+        attempts = 8
+        for attempt in range(attempts):
             self.replica = Replica("server", limits=self.settings.limits())
             self.sequencer = Sequencer(0, DedupeWindow(self.settings.dedupe_window))
             self.snap = SnapshotRecord(
@@ -661,53 +776,87 @@ class Room:
             self._tail.clear()
             self._since_snap_msgs = self._since_snap_bytes = 0
             await self._load_snapshot()
-            if await self._replay_journal():
-                return
-        raise RoomFailed(f"room {self.name}: journal trimmed past every snapshot read")
+            if await self._replay_journal(accept_gap=attempt == attempts - 1):
+                break
+        self.counters.high = _counters_of(self.replica)
 
     async def _load_snapshot(self) -> None:
         # Several records may be present for a moment (a node appended a newer snapshot and
         # has not trimmed the older yet); conditional appends make the last one the newest.
-        last: bytes | None = None
+        # Normally at most a few; all are kept so that a bad newest one falls back to the next.
+        records: list[tuple[str, bytes]] = []
         offset = OFFSET_START
         try:
             while True:
                 res = await self.store.read(snapshot_path(self.name), offset, max_messages=16)
-                if res.entries:
-                    last = res.entries[-1].data
+                records.extend((e.offset, e.data) for e in res.entries)
                 offset = res.next_offset
                 if res.up_to_date or not res.entries:
                     break
         except StreamNotFound:
             return
-        if last is None:
+        for offset, data in reversed(records):
+            try:
+                rec = _snapshot_decoder.decode(data)
+                replica = Replica("server", limits=self.settings.limits(), snapshot=rec.snapshot)
+            except Exception as exc:  # any failure to decode or rebuild: the record is bad
+                self._skip("snapshot", offset, f"does not load: {exc!r}")
+                continue
+            self.snap = rec
+            self.replica = replica
+            for msg_id, seq in rec.recent:
+                self.sequencer.dedupe.add(msg_id, seq)
+            self.sequencer.last_seq = rec.seq
             return
-        rec = _snapshot_decoder.decode(last)
-        self.snap = rec
-        self.replica = Replica("server", limits=self.settings.limits(), snapshot=rec.snapshot)
-        for msg_id, seq in rec.recent:
-            self.sequencer.dedupe.add(msg_id, seq)
-        self.sequencer.last_seq = rec.seq
 
-    async def _replay_journal(self) -> bool:
-        """Fold the journal after the snapshot; False if it does not continue the snapshot."""
+    async def _replay_journal(self, *, accept_gap: bool = False) -> bool:
+        """Fold the journal after the snapshot; False if it does not continue the snapshot.
+
+        The records kept form one run of consecutive serverSeqs (the tail is contiguous):
+        a record that does not decode or validate, or whose serverSeq does not follow the
+        previous record kept, is skipped (logged). If the first record after the snapshot
+        leaves a gap, the journal was trimmed behind a newer snapshot meanwhile (False), unless
+        there is no snapshot (nothing is trimmed without one: the record is skipped) or
+        ``accept_gap`` (the load goes on from that record, and logs the gap).
+        """
         path = journal_path(self.name)
         offset = OFFSET_START
         msgs: list[Message] = []
         seqs: list[int | None] = []
+        prev: int | None = None  # serverSeq of the last record kept
         while True:
             res = await self.store.read(path, offset, max_bytes=8 << 20, max_messages=50_000)
             for e in res.entries:
-                rec = _journal_decoder.decode(e.data)
-                rec.msg.serverSeq = rec.serverSeq
-                self._tail.append(_TailItem(rec.serverSeq, rec.msg, e.offset))
-                if rec.serverSeq > self.snap.seq:
-                    if rec.serverSeq > self.sequencer.last_seq + 1:
-                        return False  # a gap: trimmed behind a newer snapshot meanwhile
+                try:
+                    rec = decode_journal_record(e.data)
+                except ValueError as exc:
+                    self._skip("journal", e.offset, str(exc))
+                    continue
+                seq = rec.serverSeq
+                if prev is not None and seq != prev + 1:
+                    self._skip("journal", e.offset, f"serverSeq {seq} does not follow {prev}")
+                    continue
+                if prev is None and seq > self.snap.seq + 1:
+                    if self.snap.seq > 0 and not accept_gap:
+                        return False  # trimmed behind a newer snapshot meanwhile
+                    if self.snap.seq == 0:
+                        self._skip("journal", e.offset, f"serverSeq {seq} does not follow 0")
+                        continue
+                    log.error(
+                        "room %s: journal starts at serverSeq %d, after the snapshot at %d: "
+                        "messages in between are lost",
+                        self.name,
+                        seq,
+                        self.snap.seq,
+                    )
+                    self.sequencer.last_seq = seq - 1
+                prev = seq
+                self._tail.append(_TailItem(seq, rec.msg, e.offset))
+                if seq > self.snap.seq:
                     msgs.append(rec.msg)
-                    seqs.append(rec.serverSeq)
-                    self.sequencer.dedupe.add(rec.msg.id, rec.serverSeq)
-                    self.sequencer.last_seq = rec.serverSeq
+                    seqs.append(seq)
+                    self._remember(rec.msg, seq)
+                    self.sequencer.last_seq = seq
                     self._since_snap_msgs += 1
                     self._since_snap_bytes += len(e.data)
             offset = res.next_offset
@@ -718,6 +867,13 @@ class Room:
         if msgs:
             self.replica.receive_many(msgs, seqs, validate=False)
         return True
+
+    def _remember(self, msg: Message, seq: int) -> None:
+        """Add a journaled message's id to the dedupe window, unless its id is not its
+        sender's (journaled before ids were checked): a resend of it is then never taken for
+        a duplicate of another sender's message."""
+        if id_owner(msg.id) == msg.client:
+            self.sequencer.dedupe.add(msg.id, seq)
 
     # ------------------------------------------------------------------ members
 
@@ -927,17 +1083,27 @@ class Room:
             msgs: list[Message] = []
             seqs: list[int | None] = []
             for e in res.entries:
-                rec = _journal_decoder.decode(e.data)
-                if rec.serverSeq <= self.sequencer.last_seq:
+                try:
+                    rec = decode_journal_record(e.data)
+                except ValueError as exc:
+                    self._skip("journal", e.offset, str(exc))
+                    continue
+                seq = rec.serverSeq
+                if seq <= self.sequencer.last_seq:
                     continue  # defensive: never apply a position twice
+                if seq != self.sequencer.last_seq + 1:
+                    self._skip(
+                        "journal", e.offset, f"serverSeq {seq} does not follow {self.last_seq}"
+                    )
+                    continue
                 msg = rec.msg
-                msg.serverSeq = rec.serverSeq
-                self._tail.append(_TailItem(rec.serverSeq, msg, e.offset))
-                self.sequencer.dedupe.add(msg.id, rec.serverSeq)
-                self.sequencer.last_seq = rec.serverSeq
+                self._tail.append(_TailItem(seq, msg, e.offset))
+                self._remember(msg, seq)
+                self.counters.note(msg)
+                self.sequencer.last_seq = seq
                 self._since_snap_bytes += len(e.data)
                 msgs.append(msg)
-                seqs.append(rec.serverSeq)
+                seqs.append(seq)
             self._offset = res.next_offset
             if msgs:
                 self.followed += len(msgs)
@@ -946,9 +1112,9 @@ class Room:
                     self.replica.receive_many(msgs, seqs, validate=False)
                 except Exception:
                     log.exception("room %s: applying a followed batch failed", self.name)
-                for msg, seq in zip(msgs, seqs, strict=True):
-                    assert seq is not None
-                    self._broadcast(msg, seq, None)
+                for m, s in zip(msgs, seqs, strict=True):
+                    assert s is not None
+                    self._broadcast(m, s, None)
             if res.up_to_date or not res.entries:
                 break
         self._trim_tail_memory()
@@ -1023,6 +1189,7 @@ class Room:
             seqs: list[int | None] = []
             for (msg, seq), offset, rec in zip(plan.accepted, res.offsets, records, strict=True):
                 msg.serverSeq = seq
+                self.counters.note(msg)
                 self._tail.append(_TailItem(seq, msg, offset))
                 msgs.append(msg)
                 seqs.append(seq)
@@ -1246,6 +1413,25 @@ class Room:
     @property
     def last_seq(self) -> int:
         return self.sequencer.last_seq
+
+    def sync_status(self, *, compute: bool) -> tuple[str | None, int, int]:
+        """``(checksum, serverSeq, cost)`` of the live graph for a ``sync-check``.
+
+        The checksum is computed at most once per serverSeq (the graph at a serverSeq is the
+        same whoever asks); ``cost`` is the length of the canonical JSON built now (0 when the
+        cached value answers). Without ``compute`` an uncached checksum is None.
+        """
+        seq = self.sequencer.last_seq
+        cached = self._checksum
+        if cached is not None and cached[0] == seq:
+            return cached[1], seq, 0
+        if not compute:
+            return None, seq, 0
+        text = self.replica.dump(live=True)
+        status = digest(text)
+        self.checksums_built += 1
+        self._checksum = (seq, status)
+        return status, seq, len(text)
 
     def first_available(self) -> int:
         return self._tail[0].seq if self._tail else self.sequencer.last_seq + 1

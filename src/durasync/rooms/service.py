@@ -28,13 +28,13 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
-from durasync.rooms.core import RateLimiter
+from durasync.rooms.core import RateLimiter, namespace_problem, room_name_problem
 from durasync.rooms.frames import (
+    ClientFrame,
     CrdtFrame,
     ErrorFrame,
     Format,
     FrameError,
-    HeartbeatFrame,
     PingFrame,
     PresenceUpdate,
     SyncCheckFrame,
@@ -60,10 +60,11 @@ __all__ = ["RoomService"]
 
 log = logging.getLogger("durasync.rooms")
 
-_ROOM_RE: Final = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 _CLIENT_RE: Final = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
 #: Close codes before/after accept for bad requests (docs/protocol.md "Close codes").
 CLOSE_BAD_REQUEST: Final = 4400
+#: Joining a room that does not exist creates it, which needs write access.
+CLOSE_FORBIDDEN: Final = 4403
 #: The room has ``max_members`` connections on this node: try again later.
 CLOSE_ROOM_FULL: Final = 4429
 CLOSE_GOING_AWAY: Final = 1001
@@ -211,8 +212,9 @@ class RoomService:
                 raise AuthError(403, "FORBIDDEN", f"not allowed to read room/{name}")
         except AuthError as exc:
             return _json_error(exc.status, exc.code, exc.message)
-        if not _ROOM_RE.fullmatch(name):
-            return _json_error(400, "BAD_ROOM", "room names are 1-128 of [A-Za-z0-9._~-]")
+        problem = room_name_problem(name)
+        if problem is not None:
+            return _json_error(400, "BAD_ROOM", problem)
         view = request.query_params.get("view", "full")
         if view not in ("full", "live"):
             return _json_error(400, "BAD_VIEW", "view must be 'full' or 'live'")
@@ -286,8 +288,9 @@ class RoomService:
 
         assert isinstance(request, Request)
         name = request.path_params["room"]
-        if not _ROOM_RE.fullmatch(name):
-            return _json_error(400, "BAD_ROOM", "room names are 1-128 of [A-Za-z0-9._~-]")
+        problem = room_name_problem(name)
+        if problem is not None:
+            return _json_error(400, "BAD_ROOM", problem)
         return _Delegate(self.journal_app, journal_path(name))
 
 
@@ -369,13 +372,12 @@ class _WsEndpoint:
                 {"type": "websocket.close", "code": CLOSE_RESUME, "reason": "server shutting down"}
             )
             return
-        if not _ROOM_RE.fullmatch(name):
-            problem = "room names are 1-128 of [A-Za-z0-9._~-]"
-        elif not _CLIENT_RE.fullmatch(client):
+        problem = room_name_problem(name)
+        if problem is None and not _CLIENT_RE.fullmatch(client):
             problem = "client= is required: 1-128 of [A-Za-z0-9._~:@-]"
-        elif fmt_text not in ("msgpack", "json"):
+        elif problem is None and fmt_text not in ("msgpack", "json"):
             problem = "format must be msgpack or json"
-        else:
+        elif problem is None:
             since_text = q("since")
             if since_text is not None:
                 try:
@@ -388,7 +390,17 @@ class _WsEndpoint:
             return
         fmt: Format = "json" if fmt_text == "json" else "msgpack"
         try:
-            room = await service.get_room(name, create=True)
+            room = await service.get_room(name, create=can_write)
+        except StreamNotFound:
+            # Joining creates a missing room; a read-only member may only join existing ones.
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CLOSE_FORBIDDEN,
+                    "reason": f"room {name} does not exist (creating it needs write access)",
+                }
+            )
+            return
         except (StoreError, RoomFailed) as exc:
             log.warning("room %s: load failed: %s", name, exc)
             await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
@@ -428,6 +440,7 @@ class _WsEndpoint:
             close=raw_close,
             limit=settings.send_queue_bytes,
             limiter=RateLimiter(settings.rate_per_second, settings.rate_burst, loop.time()),
+            answers=settings.answer_budget(loop.time()),
         )
         # One connection per client id: a new one replaces the old (a reconnect that raced
         # the old socket's timeout).
@@ -454,6 +467,13 @@ class _WsEndpoint:
     async def _receive_loop(
         self, room: Room, member: Member, receive: Receive, fmt: Format
     ) -> None:
+        """Read, meter and dispatch the member's frames until it leaves or is dropped.
+
+        Every frame, whatever its type and whether it decodes, takes one token from the
+        member's frame budget first; a frame over the budget is answered with ``error``
+        ``RATE_LIMITED`` and otherwise ignored. Work a frame asks for beyond that (a ``state``
+        for ``sync``, a checksum for ``sync-check``) is charged to the member's answer budget.
+        """
         settings = self.service.settings
         limits = settings.limits()
         loop = asyncio.get_running_loop()
@@ -474,81 +494,90 @@ class _WsEndpoint:
                     data, fmt, max_frame_bytes=settings.max_frame_bytes, limits=limits
                 )
             except FrameError as exc:
-                member.enqueue(
-                    encode_frame(
-                        ErrorFrame(msgId=exc.msg_id, error=exc.message, code=exc.code), fmt
-                    )
-                )
+                if not member.limiter.allow(now):
+                    _refuse(member, exc.msg_id, "RATE_LIMITED", "too many frames: slow down")
+                else:
+                    _refuse(member, exc.msg_id, exc.code, exc.message)
                 continue
             if room.failed:
                 member.drop(4011, "room failed: reconnect")
                 return
+            if not member.limiter.allow(now):
+                msg_id = frame.msg.id if isinstance(frame, CrdtFrame) else None
+                _refuse(member, msg_id, "RATE_LIMITED", "too many frames: slow down and resend")
+                continue
             room.touch(member, now)
-            if isinstance(frame, CrdtFrame):
-                msg = frame.msg
-                code = ""
-                if not member.can_write:
-                    code, err = "FORBIDDEN", f"read-only access to room/{room.name}"
-                elif msg.client != member.client:
-                    code, err = "WRONG_CLIENT", "msg.client must equal the connection's client"
-                elif not member.limiter.allow(now):
-                    code, err = "RATE_LIMITED", "too many messages: slow down and resend"
-                if code:
-                    member.enqueue(
-                        encode_frame(ErrorFrame(msgId=msg.id, error=err, code=code), fmt)
-                    )
-                    continue
-                try:
-                    await room.submit(member, msg)
-                except RoomFailed:
-                    member.drop(4011, "room failed: reconnect")
+            try:
+                if not await self._dispatch(room, member, frame, now):
                     return
-            elif isinstance(frame, PresenceUpdate):
-                if not member.limiter.allow(now):
-                    member.enqueue(
-                        encode_frame(
-                            ErrorFrame(
-                                msgId=None, error="too many presence updates", code="RATE_LIMITED"
-                            ),
-                            fmt,
-                        )
-                    )
-                    continue
-                if len(_msgpack.encode(frame.state)) > settings.max_presence_bytes:
-                    member.enqueue(
-                        encode_frame(
-                            ErrorFrame(
-                                msgId=None,
-                                error=f"presence state over {settings.max_presence_bytes} bytes",
-                                code="PRESENCE_TOO_LARGE",
-                            ),
-                            fmt,
-                        )
-                    )
-                    continue
-                room.set_presence(member, frame.state, now)
-            elif isinstance(frame, SyncFrame):
-                if (
-                    frame.since is not None
-                    and frame.since > room.last_seq
-                    and frame.epoch == room.epoch
-                ):
-                    try:
-                        await room.catch_up()
-                    except StoreError:
-                        member.drop(4011, "room failed: reconnect")
-                        return
-                member.enqueue(room.state_frame(member, since=frame.since, epoch=frame.epoch))
-            elif isinstance(frame, SyncCheckFrame):
-                member.enqueue(
-                    encode_frame(
-                        SyncStatusFrame(
-                            requestId=frame.requestId,
-                            status=room.replica.checksum(live=True),
-                            serverSeq=room.last_seq,
-                        ),
-                        fmt,
-                    )
+            except Exception:
+                # A bug, not the member's fault: log it, answer, keep the connection.
+                log.exception("room %s: handling a %s frame failed", room.name, type(frame))
+                _refuse(member, None, "INTERNAL_ERROR", "the server failed to handle this frame")
+
+    async def _dispatch(self, room: Room, member: Member, frame: ClientFrame, now: float) -> bool:
+        """Act on one decoded, metered frame; False if the member was dropped."""
+        settings = self.service.settings
+        fmt = member.fmt
+        if isinstance(frame, CrdtFrame):
+            msg = frame.msg
+            refused: tuple[str, str] | None = None
+            if not member.can_write:
+                refused = "FORBIDDEN", f"read-only access to room/{room.name}"
+            else:
+                refused = namespace_problem(msg, member.client)
+                if refused is None:
+                    climb = room.counters.problem(msg)
+                    if climb is not None:
+                        refused = "INVALID_MESSAGE", climb
+            if refused is not None:
+                _refuse(member, msg.id, *refused)
+                return True
+            try:
+                await room.submit(member, msg)
+            except RoomFailed:
+                member.drop(4011, "room failed: reconnect")
+                return False
+        elif isinstance(frame, PresenceUpdate):
+            if len(_msgpack.encode(frame.state)) > settings.max_presence_bytes:
+                _refuse(
+                    member,
+                    None,
+                    "PRESENCE_TOO_LARGE",
+                    f"presence state over {settings.max_presence_bytes} bytes",
                 )
-            elif isinstance(frame, HeartbeatFrame):
-                pass  # room.touch above is all a heartbeat does
+                return True
+            room.set_presence(member, frame.state, now)
+        elif isinstance(frame, SyncFrame):
+            if not member.answers.available(now):
+                _refuse(member, None, "RATE_LIMITED", "state answers over budget: retry later")
+                return True
+            if (
+                frame.since is not None
+                and frame.since > room.last_seq
+                and frame.epoch == room.epoch
+            ):
+                try:
+                    await room.catch_up()
+                except StoreError:
+                    member.drop(4011, "room failed: reconnect")
+                    return False
+            state = room.state_frame(member, since=frame.since, epoch=frame.epoch)
+            member.answers.charge(len(state), now)
+            member.enqueue(state)
+        elif isinstance(frame, SyncCheckFrame):
+            status, seq, cost = room.sync_status(compute=member.answers.available(now))
+            if cost:
+                member.answers.charge(cost, now)
+            member.enqueue(
+                encode_frame(
+                    SyncStatusFrame(requestId=frame.requestId, status=status, serverSeq=seq), fmt
+                )
+            )
+        # HeartbeatFrame: room.touch (in the caller) is all a heartbeat does
+        return True
+
+
+def _refuse(member: Member, msg_id: str | None, code: str, error: str) -> None:
+    """Answer a refused frame with an ``error`` frame (the connection stays usable)."""
+    member.enqueue(encode_frame(ErrorFrame(msgId=msg_id, error=error, code=code), member.fmt))
