@@ -230,3 +230,43 @@ async def test_new_epoch_reloads_and_keeps_unacked_edits(tmp_path: Path) -> None
         await a.close()
     finally:
         srv.stop()
+
+
+async def test_ids_stay_in_the_clients_namespace_and_a_refused_check_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server accepts only ids ``<client>:<n>`` (also for a client id with ``:``), and
+    answers a sync-check it does not compute now (answer budget spent) with ``status: null``:
+    ``check()`` asks again after a pause instead of waiting forever."""
+    from durasync.rooms.room import RoomSettings
+    from durasync.server import ServerSettings, create_app
+    from durasync.store.memory import MemoryStore
+    from rooms.inprocess import serving
+
+    rechecks = 0
+    original = RoomClient._recheck
+
+    def counting(self: RoomClient, request: str) -> None:
+        nonlocal rechecks
+        rechecks += 1
+        original(self, request)
+
+    monkeypatch.setattr(RoomClient, "_recheck", counting)
+    # One canonical JSON of this small room costs ~100 bytes: after one check the budget is
+    # in debt for ~0.2 s, less than the client's pause.
+    budget = RoomSettings(sync_bytes_per_second=500.0, sync_bytes_burst=1.0)
+    app = create_app(MemoryStore(), ServerSettings(rooms=budget))
+    async with serving(app) as url:
+        errors: list[Any] = []
+        async with RoomClient(ws_url(url), "ids", client_id="team:alice", options=FAST) as a:
+            a.on_error(errors.append)
+            root(a)
+            set_x(a, "root", 1)
+            await a.synced()
+            assert a.unacked() == [] and errors == []
+            assert await a.check()
+            set_x(a, "root", 2)
+            await a.synced()
+            assert await a.check()  # refused once (status null), asked again, answered
+            assert rechecks >= 1
+            assert await journal_ids(url, "ids") == ["team:alice:1", "team:alice:2", "team:alice:3"]

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from durasync.rooms.room import RoomSettings
 from durasync.server import ServerSettings, create_app
@@ -66,6 +66,30 @@ async def test_read_only_token_receives_but_cannot_write(auth_server: ServerProc
             headers={"Authorization": f"Bearer {token(read=[f'room/{room}'])}"},
         )
         assert r.status_code == 200 and r.headers["room-server-seq"] == "2"
+    for c in (writer, reader):
+        await c.close()
+
+
+async def test_a_read_only_member_cannot_create_a_room_by_joining(
+    auth_server: ServerProcess,
+) -> None:
+    room = unique_room("rocreate")
+    read_only = token(read=[f"room/{room}"])
+    with pytest.raises(ConnectionClosed) as exc:
+        async with connect(ws_url(auth_server, room, "r", token=read_only)) as ws:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert exc.value.rcvd is not None and exc.value.rcvd.code == 4403
+    assert "write" in exc.value.rcvd.reason
+    async with httpx.AsyncClient() as http:
+        r = await http.get(
+            f"{auth_server.url}/v1/rooms/{room}", headers={"Authorization": f"Bearer {read_only}"}
+        )
+    assert r.status_code == 404  # nothing was created
+    # Once a writer created it, the read-only member joins and reads.
+    writer = await RoomConn.open(auth_server, room, "w", token=token(write=["room/"]))
+    await writer.recv_kind("state")
+    reader = await RoomConn.open(auth_server, room, "r", token=read_only)
+    assert (await reader.recv_kind("state"))["serverSeq"] == 0
     for c in (writer, reader):
         await c.close()
 
