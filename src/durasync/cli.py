@@ -220,7 +220,27 @@ def add_room_options(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         default=1000.0,
         metavar="PER_S",
-        help="per-connection crdt/presence frames per second (burst: 2x)",
+        help="per-connection client frames per second, every frame type (burst: 2x)",
+    )
+    group.add_argument(
+        "--room-sync-bytes",
+        type=_positive_float,
+        default=float(1 << 20),
+        metavar="PER_S",
+        help=(
+            "per-connection bytes per second of work done on request: state frames answering"
+            " sync, canonical JSON built for sync-check (burst: 8x)"
+        ),
+    )
+    group.add_argument(
+        "--room-max-counter-step",
+        type=_positive_int,
+        default=1 << 24,
+        metavar="N",
+        help=(
+            "refuse a message whose Lamport time, clock entries or text seq exceed the room's"
+            " highest so far by more than N"
+        ),
     )
     add_websocket_options(parser)
 
@@ -265,6 +285,9 @@ def room_settings(args: argparse.Namespace) -> Any:
         send_queue_bytes=args.room_send_queue_bytes,
         rate_per_second=args.room_rate,
         rate_burst=2 * args.room_rate,
+        sync_bytes_per_second=args.room_sync_bytes,
+        sync_bytes_burst=8 * args.room_sync_bytes,
+        max_counter_step=args.room_max_counter_step,
     )
 
 

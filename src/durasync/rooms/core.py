@@ -1,8 +1,11 @@
-"""Sans-I/O room core: sequencing, durable dedupe window, resume planning, presence, rate limits.
+"""Sans-I/O room core: sequencing, durable dedupe window, resume planning, presence, and the
+rules that bound what one member can do (room names, id namespaces, the counter ceiling, the
+frame and answer budgets).
 
-Nothing here touches sockets, the store or a clock: times are arguments. The I/O shell
-(:mod:`durasync.rooms.room`) drives these pieces in the order of the pipeline
-(issue 4 §3): validate -> dedupe -> assign serverSeq -> journal -> apply -> ack -> broadcast.
+Nothing here touches sockets, the store or a clock: times are arguments. The I/O shells
+(:mod:`durasync.rooms.room`, :mod:`durasync.rooms.service`) drive these pieces in the order of
+the pipeline: validate -> namespace and counters -> dedupe -> assign serverSeq -> journal ->
+apply -> ack -> broadcast.
 """
 
 from __future__ import annotations
