@@ -16,6 +16,7 @@ from durasync.rooms.core import (
     RateLimiter,
     Sequencer,
     id_owner,
+    journal_run,
     namespace_problem,
     plan_resume,
     room_name_problem,
@@ -240,3 +241,54 @@ def test_byte_budget_total_is_bounded(steps: list[tuple[float, int]]) -> None:
             total += cost
             largest = max(largest, cost)
     assert total <= burst + rate * now + largest
+
+
+# -- which journal records form the journal -----------------------------------------------------
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    first=st.integers(1, 50),
+    n=st.integers(0, 40),
+    snap_back=st.integers(0, 45),
+    garbage=st.lists(st.tuples(st.integers(0, 100), st.sampled_from(["dup", "far"])), max_size=12),
+    data=st.data(),
+)
+def test_journal_run_keeps_exactly_the_rooms_records(
+    first: int, n: int, snap_back: int, garbage: list[tuple[int, str]], data: st.DataObject
+) -> None:
+    """Legit records ``first..first+n-1`` (``first > 1``: trimmed behind a snapshot they
+    continue) with garbage interleaved: records repeating a serverSeq already written, or
+    serverSeqs far from the journal's: the run kept is exactly the legit records."""
+    legit = list(range(first, first + n))
+    snapshot_seq = max(first - 1, first + n - 1 - snap_back) if n else first - 1
+    stream: list[tuple[int, bool]] = [(s, True) for s in legit]
+    for pos, kind in garbage:
+        at = pos % (len(stream) + 1)
+        if kind == "dup":
+            before = [s for s, ok in stream[:at] if ok]
+            if not before:
+                continue
+            seq = data.draw(st.sampled_from(before))
+        elif kind == "far":
+            seq = first + n + 1000 + data.draw(st.integers(0, 3))
+        else:
+            seq = data.draw(st.integers(-5, 0))
+        stream.insert(at, (seq, False))
+    kept = journal_run([s for s, _ in stream], snapshot_seq)
+    assert (
+        [i for i, (_, ok) in enumerate(stream) if ok] == kept
+        or (not legit and not kept)
+        or (not legit and all(not ok for _, ok in stream))
+    )
+    kept_seqs = [stream[i][0] for i in kept]
+    assert kept_seqs == list(range(kept_seqs[0], kept_seqs[0] + len(kept))) if kept else True
+
+
+def test_journal_run_prefers_the_run_that_continues_the_snapshot() -> None:
+    assert journal_run([99, 1, 2, 3], 0) == [1, 2, 3]  # a stray record first
+    assert journal_run([1, 99], 0) == [0]  # ... or last
+    assert journal_run([1, 2, 3, 2, 4], 0) == [0, 1, 2, 4]  # a repeated position
+    assert journal_run([7, 8, 9], 8) == [0, 1, 2]  # retained behind a snapshot at 8
+    assert journal_run([12, 13], 8) == [0, 1]  # starts after the snapshot: the caller decides
+    assert journal_run([], 5) == []

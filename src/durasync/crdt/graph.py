@@ -406,6 +406,9 @@ def _vector3_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     if type(c) is list and len(c) == 3:
         c0, c1, c2 = c
         t0, t1, t2 = type(c0), type(c1), type(c2)
+        if t0 is float and t1 is float and t2 is float:  # float sums: nothing to fit
+            props[path] = [c0 + v[0], c1 + v[1], c2 + v[2]]
+            return
         if (t0 is float or t0 is int) and (t1 is float or t1 is int) and (t2 is float or t2 is int):
             props[path] = _fit3([c0 + v[0], c1 + v[1], c2 + v[2]])
             return

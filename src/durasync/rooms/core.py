@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Sequence
 from typing import Any, Final, Literal
 
 import msgspec
@@ -29,6 +30,7 @@ __all__ = [
     "ResumePlan",
     "Sequencer",
     "id_owner",
+    "journal_run",
     "namespace_problem",
     "plan_resume",
     "room_name_problem",
@@ -124,6 +126,45 @@ class DedupeWindow:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def journal_run(seqs: Sequence[int], snapshot_seq: int) -> list[int]:
+    """Indices (ascending) of the journal records to keep, given their serverSeqs in stream order.
+
+    A journal written only by rooms is one run of consecutive serverSeqs. Records that do not
+    belong to it (written by anything else) are left out: the run kept is the longest chain of
+    consecutive serverSeqs in stream order (skipping records in between), where for each
+    serverSeq the first record carrying it counts. A run that continues the snapshot (starts at
+    or before ``snapshot_seq + 1`` and reaches it) is preferred to any other; among equals the
+    longest, then the one ending first (a later record repeating a position is not the room's).
+    Empty for no records.
+    """
+    n = len(seqs)
+    if n == 0:
+        return []
+    link = [-1] * n
+    length = [1] * n
+    start = list(seqs)
+    first: dict[int, int] = {}
+    for i, s in enumerate(seqs):
+        j = first.get(s - 1)
+        if j is not None:
+            link[i] = j
+            length[i] = length[j] + 1
+            start[i] = start[j]
+        first.setdefault(s, i)
+
+    def rank(i: int) -> tuple[bool, int, int]:
+        continues = start[i] <= snapshot_seq + 1 <= seqs[i] + 1
+        return continues, length[i], -i
+
+    end = max(range(n), key=rank)
+    kept: list[int] = []
+    while end >= 0:
+        kept.append(end)
+        end = link[end]
+    kept.reverse()
+    return kept
 
 
 class BatchPlan(msgspec.Struct):

@@ -86,6 +86,7 @@ from durasync.rooms.core import (
     RateLimiter,
     Sequencer,
     id_owner,
+    journal_run,
     plan_resume,
 )
 from durasync.rooms.frames import (
@@ -812,57 +813,58 @@ class Room:
     async def _replay_journal(self, *, accept_gap: bool = False) -> bool:
         """Fold the journal after the snapshot; False if it does not continue the snapshot.
 
-        The records kept form one run of consecutive serverSeqs (the tail is contiguous):
-        a record that does not decode or validate, or whose serverSeq does not follow the
-        previous record kept, is skipped (logged). If the first record after the snapshot
-        leaves a gap, the journal was trimmed behind a newer snapshot meanwhile (False), unless
-        there is no snapshot (nothing is trimmed without one: the record is skipped) or
-        ``accept_gap`` (the load goes on from that record, and logs the gap).
+        Records that do not decode or validate are skipped (logged), and so are those outside
+        the run of consecutive serverSeqs that forms the journal
+        (:func:`~durasync.rooms.core.journal_run`), so the tail stays contiguous. If that run
+        starts after the snapshot, the journal was trimmed behind a newer snapshot meanwhile
+        (False), unless there is no snapshot (then nothing was trimmed by a snapshot this node
+        can read) or ``accept_gap``: the load then goes on from the run's first record and
+        logs the gap.
         """
         path = journal_path(self.name)
         offset = OFFSET_START
-        msgs: list[Message] = []
-        seqs: list[int | None] = []
-        prev: int | None = None  # serverSeq of the last record kept
+        records: list[tuple[str, JournalRecord, int]] = []
         while True:
             res = await self.store.read(path, offset, max_bytes=8 << 20, max_messages=50_000)
             for e in res.entries:
                 try:
-                    rec = decode_journal_record(e.data)
+                    records.append((e.offset, decode_journal_record(e.data), len(e.data)))
                 except ValueError as exc:
                     self._skip("journal", e.offset, str(exc))
-                    continue
-                seq = rec.serverSeq
-                if prev is not None and seq != prev + 1:
-                    self._skip("journal", e.offset, f"serverSeq {seq} does not follow {prev}")
-                    continue
-                if prev is None and seq > self.snap.seq + 1:
-                    if self.snap.seq > 0 and not accept_gap:
-                        return False  # trimmed behind a newer snapshot meanwhile
-                    if self.snap.seq == 0:
-                        self._skip("journal", e.offset, f"serverSeq {seq} does not follow 0")
-                        continue
-                    log.error(
-                        "room %s: journal starts at serverSeq %d, after the snapshot at %d: "
-                        "messages in between are lost",
-                        self.name,
-                        seq,
-                        self.snap.seq,
-                    )
-                    self.sequencer.last_seq = seq - 1
-                prev = seq
-                self._tail.append(_TailItem(seq, rec.msg, e.offset))
-                if seq > self.snap.seq:
-                    msgs.append(rec.msg)
-                    seqs.append(seq)
-                    self._remember(rec.msg, seq)
-                    self.sequencer.last_seq = seq
-                    self._since_snap_msgs += 1
-                    self._since_snap_bytes += len(e.data)
             offset = res.next_offset
             # Read to the tail: the view must end at a batch boundary (module docstring).
             if res.up_to_date or not res.entries:
                 break
+        snap_seq = self.snap.seq
+        kept = journal_run([rec.serverSeq for _, rec, _ in records], snap_seq)
+        if kept and records[kept[0]][1].serverSeq > snap_seq + 1:
+            first = records[kept[0]][1].serverSeq
+            if snap_seq > 0 and not accept_gap:
+                return False
+            log.error(
+                "room %s: journal starts at serverSeq %d, after the snapshot at %d: "
+                "messages in between are lost",
+                self.name,
+                first,
+                snap_seq,
+            )
+            self.sequencer.last_seq = first - 1
+        keep = set(kept)
+        msgs: list[Message] = []
+        seqs: list[int | None] = []
+        for i, (at, rec, size) in enumerate(records):
+            seq = rec.serverSeq
+            if i not in keep:
+                self._skip("journal", at, f"serverSeq {seq} is not in the journal's run")
+                continue
+            self._tail.append(_TailItem(seq, rec.msg, at))
+            if seq > snap_seq:
+                msgs.append(rec.msg)
+                seqs.append(seq)
+                self._remember(rec.msg, seq)
+                self.sequencer.last_seq = seq
+                self._since_snap_msgs += 1
+                self._since_snap_bytes += size
         self._offset = offset
         if msgs:
             self.replica.receive_many(msgs, seqs, validate=False)
