@@ -11,6 +11,7 @@ apply -> ack -> broadcast.
 from __future__ import annotations
 
 import collections
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any, Final, Literal
@@ -142,6 +143,8 @@ def journal_run(seqs: Sequence[int], snapshot_seq: int) -> list[int]:
     n = len(seqs)
     if n == 0:
         return []
+    if seqs[-1] - seqs[0] == n - 1 and all(b == a + 1 for a, b in itertools.pairwise(seqs)):
+        return list(range(n))  # the common case: one run, nothing else
     link = [-1] * n
     length = [1] * n
     start = list(seqs)
