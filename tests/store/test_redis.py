@@ -33,9 +33,11 @@ from durasync.store import (
     StreamGone,
     StreamNotFound,
 )
-from durasync.store import redis as redis_store_module
 from durasync.store.base import ReadResult
 from durasync.store.redis import RedisStore
+from durasync.store.redis import calls as redis_calls
+from durasync.store.redis import subscription as redis_subscription
+from durasync.store.redis.calls import CallConnection
 from faultproxy import FaultProxy
 from redisproc import RedisServer
 
@@ -189,12 +191,13 @@ async def test_subscriber_reconnect_wakes_waiters(nodes: tuple[RedisStore, Redis
     await asyncio.sleep(0.05)
     # Lose B's next tail message, as if it was published while B's
     # subscription was down.
-    dispatch = b._dispatch
-    b._dispatch = lambda data: None  # type: ignore[method-assign]
+    subscription = b._tail.subscription
+    dispatch = subscription._on_message
+    subscription._on_message = lambda data: None
     await a.append("/resub", [b"missed"])
     await asyncio.sleep(0.1)
     assert not waiter.done()
-    b._dispatch = dispatch  # type: ignore[method-assign]
+    subscription._on_message = dispatch
     before = b.subscriptions
     client = aioredis.Redis.from_url(a.url)
     try:
@@ -406,7 +409,7 @@ async def test_handed_read_is_not_up_to_date_once_a_later_append_was_announced(
     await a.append("/later", [b"1"])
     await asyncio.wait_for(woken.wait(), 5.0)
     await a.append("/later", [b"2"])
-    await eventually(lambda: b._known.get("/later") == (2, False))
+    await eventually(lambda: b._tail._known.get("/later") == (2, False))
     go_on.set()
     # The reader was woken by "1"; "2" is already announced: not up to date.
     handed = await asyncio.wait_for(reader, 5.0)
@@ -441,7 +444,7 @@ async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
     a, b = nodes
     await a.create("/park", TEXT)
     first = await a.append("/park", [b"1"])
-    await eventually(lambda: b._known.get("/park") == (1, False))
+    await eventually(lambda: b._tail._known.get("/park") == (1, False))
     counter = _CallCounter(b, monkeypatch)
     # Data past the offset is known: True at once; at the tail: parks.
     assert await b.wait_for("/park", first.offsets[0], 5.0)
@@ -454,7 +457,7 @@ async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
     # Delete and re-create through A: B forgets the old tail and re-checks.
     await a.delete("/park")
     await a.create("/park", TEXT)
-    await eventually(lambda: "/park" not in b._known)
+    await eventually(lambda: "/park" not in b._tail._known)
     # The new stream's tail is 0: the old tail offset is beyond it, so the
     # waiter asks Redis (a probe; another if the create's message arrives
     # meanwhile) and parks until the timeout.
@@ -465,8 +468,8 @@ async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
 async def test_silently_dead_subscription_is_detected_and_replaced(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store_module, "_PUBSUB_PING_EVERY", 0.1)
-    monkeypatch.setattr(redis_store_module, "_PUBSUB_DEAD_AFTER", 0.5)
+    monkeypatch.setattr(redis_subscription, "_PING_EVERY", 0.1)
+    monkeypatch.setattr(redis_subscription, "_DEAD_AFTER", 0.5)
     port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
     # Node B reaches Redis through a proxy that can hold every byte (a
     # partition without FIN/RST: nothing fails, nothing arrives).
@@ -482,7 +485,7 @@ async def test_silently_dead_subscription_is_detected_and_replaced(
             before = b.subscriptions
             proxy.plan.stall, proxy.plan.stall_rate = 2.5, 1.0
             await a.append("/partition", [b"held"])  # B's copy of the message is held
-            await eventually(lambda: not b._subscribed.is_set(), within=3.0)
+            await eventually(lambda: not b._tail.subscribed, within=3.0)
             assert not waiter.done()
             proxy.plan.stall_rate = 0.0  # new connections flow again
             # B resubscribes by itself and its waiter re-checks, long before
@@ -521,14 +524,14 @@ async def test_out_of_memory_refuses_writes_whole_and_reads_go_on(
 async def test_announced_tail_never_goes_back(nodes: tuple[RedisStore, RedisStore]) -> None:
     _, b = nodes
     # An own append's reply and an older tail message can arrive in any order.
-    b._learn("/order", 3, "-")
-    b._learn("/order", 2, "-")
-    assert b._known["/order"] == (3, False)
-    b._learn("/order", 3, "c")
-    b._learn("/order", 3, "-")
-    assert b._known["/order"] == (3, True)
-    b._learn("/order", 0, "g")  # deleted: forgotten
-    assert "/order" not in b._known
+    b._tail._learn("/order", 3, "-")
+    b._tail._learn("/order", 2, "-")
+    assert b._tail._known["/order"] == (3, False)
+    b._tail._learn("/order", 3, "c")
+    b._tail._learn("/order", 3, "-")
+    assert b._tail._known["/order"] == (3, True)
+    b._tail._learn("/order", 0, "g")  # deleted: forgotten
+    assert "/order" not in b._tail._known
 
 
 async def test_text_redis_cannot_store_is_a_client_error(
@@ -560,7 +563,7 @@ async def test_live_reader_catching_up_is_served_from_the_recent_window(
     await a.create("/window", TEXT)
     start = await a.append("/window", [b"0"])
     # Once B knows this append, it has seen every earlier message (the create's).
-    await eventually(lambda: b._known.get("/window") == (1, False))
+    await eventually(lambda: b._tail._known.get("/window") == (1, False))
     counter = _CallCounter(b, monkeypatch)
     got_first = asyncio.Event()
     go_on = asyncio.Event()
@@ -583,7 +586,7 @@ async def test_live_reader_catching_up_is_served_from_the_recent_window(
     await asyncio.wait_for(got_first.wait(), 5.0)
     # The next append lands while the reader is away (as between two long-polls).
     second = await a.append("/window", [b"2", b"3"])
-    await eventually(lambda: b._known.get("/window") == (4, False))
+    await eventually(lambda: b._tail._known.get("/window") == (4, False))
     go_on.set()
     one, two = await asyncio.wait_for(reader, 5.0)
     assert counter.calls == 0 and counter.probes == 0  # announced tails decided
@@ -612,7 +615,7 @@ async def test_trim_drops_what_nodes_hold_for_live_readers(
     appended = await a.append("/trimmed", [b"old", b"new"])
     await asyncio.wait_for(woken.wait(), 5.0)
     await a.trim("/trimmed", appended.offsets[1])
-    await eventually(lambda: "/trimmed" not in b._recent)
+    await eventually(lambda: "/trimmed" not in b._tail._recent)
     go_on.set()
     with pytest.raises(StreamGone):
         await asyncio.wait_for(reader, 5.0)
@@ -637,7 +640,7 @@ async def test_cancelled_waits_and_reads_end_cancelled(
     done, _ = await asyncio.wait(tasks, timeout=5.0)
     # Every reader ended by its cancellation (none swallowed), none left waiting.
     assert len(done) == 200 and all(t.cancelled() for t in tasks)
-    assert not b._waiters
+    assert not b._tail._waiters
 
 
 def test_redact_url_hides_only_the_password() -> None:
@@ -729,11 +732,11 @@ async def test_bytes_like_messages_are_packed_as_bytes(
 async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store_module, "_MAX_IN_FLIGHT", 3)
+    monkeypatch.setattr(redis_calls, "_MAX_IN_FLIGHT", 3)
     sent_sizes: list[int] = []
-    real_write_calls = RedisStore._write_calls
+    real_write_calls = CallConnection._write_calls
 
-    async def observed(self: RedisStore, conn: Any) -> None:
+    async def observed(self: CallConnection, conn: Any) -> None:
         send = conn.send_packed_command
 
         async def counting(packed: bytes, check_health: bool = True) -> None:
@@ -743,7 +746,7 @@ async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
         conn.send_packed_command = counting
         await real_write_calls(self, conn)
 
-    monkeypatch.setattr(RedisStore, "_write_calls", observed)
+    monkeypatch.setattr(CallConnection, "_write_calls", observed)
     async with RedisStore(redis_url) as store:
         await store.create("/bounded", TEXT)
         await store.append("/bounded", [b"warm"])  # the script is cached (no NOSCRIPT reload)
@@ -758,10 +761,10 @@ async def test_calls_beyond_the_in_flight_bound_wait_their_turn(
 async def test_a_bug_in_the_call_loop_fails_its_calls_not_the_store(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_write_calls = RedisStore._write_calls
+    real_write_calls = CallConnection._write_calls
     failures = [RuntimeError("a bug")]
 
-    async def buggy(self: RedisStore, conn: Any) -> None:
+    async def buggy(self: CallConnection, conn: Any) -> None:
         if failures:
             await asyncio.sleep(0)  # once something is queued
             self._sent.extend(self._pending)  # as if sent
@@ -769,7 +772,7 @@ async def test_a_bug_in_the_call_loop_fails_its_calls_not_the_store(
             raise failures.pop()
         await real_write_calls(self, conn)
 
-    monkeypatch.setattr(RedisStore, "_write_calls", buggy)
+    monkeypatch.setattr(CallConnection, "_write_calls", buggy)
     async with RedisStore(redis_url) as store:
         with pytest.raises(StoreUnavailable):
             await store.create("/bug", TEXT)

@@ -94,8 +94,8 @@ def open_store(
 
 
 def __getattr__(name: str) -> Any:
-    # RedisStore on first use (PEP 562): a node on the embedded store never imports redis-py
-    # (~100 ms of start-up; a restart is part of "a room ready in under 2 s", issue 4).
+    # RedisStore on first use (PEP 562): a node on the embedded store never imports redis-py,
+    # which would lengthen every start-up (and a restart is part of a room's recovery time).
     if name == "RedisStore":
         from durasync.store.redis import RedisStore
 

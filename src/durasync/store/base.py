@@ -232,7 +232,14 @@ class LogStore(abc.ABC):
     means the backend's clock.
     """
 
+    #: The backend's name (``memory``, ``embedded``, ``redis``), for logs and metrics.
     name: str = "abstract"
+    #: True when several server processes share the store (Redis): any other
+    #: process may create, append to or delete streams at any time, so a layer
+    #: that keeps state about streams must keep it in the store, not in its
+    #: own memory (e.g. the DS §9 subscriptions). False for stores that one
+    #: process owns (memory, embedded).
+    shared: bool = False
 
     @abc.abstractmethod
     async def open(self) -> None:

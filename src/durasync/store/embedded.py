@@ -305,6 +305,7 @@ class EmbeddedStore(LogStore):
     """
 
     name = "embedded"
+    shared = False
 
     def __init__(
         self,

@@ -125,7 +125,7 @@ _OFFSET_FMT = "%016d_%016d"
 
 #: :func:`decode_offset` for the live paths: every reader woken by an append
 #: presents the same offset (its read and its next wait both decode it), so
-#: a small cache turns ~1 us of regex and int parsing into a dict hit.
+#: a small cache turns its regex and int parsing into a dict hit.
 #: Bounded; malformed offsets raise and are never cached.
 _decode_live_offset = functools.lru_cache(maxsize=4096)(decode_offset)
 
@@ -147,6 +147,24 @@ def stream_info(meta: StreamMeta) -> StreamInfo:
         created_at=meta.created_at,
         touched_at=meta.touched_at,
     )
+
+
+def confirm_create(
+    path: str, existing: StreamMeta, config: StreamConfig, closed: bool
+) -> CreateResult:
+    """A create of ``path`` where ``existing`` lives (shared by backends).
+
+    DS §2 PUT: an identical re-create succeeds (``created=False``).
+
+    Raises:
+        StreamExists: the config or closure differs, or ``existing`` is
+            soft-deleted (DS §6: its path cannot be reused while forks live).
+    """
+    if existing.soft_deleted:
+        raise StreamExists(f"{path!r} is held by a deleted stream that forks still read")
+    if same_create(existing.requested, existing.config, existing.closed, config, closed):
+        return CreateResult(created=False, info=stream_info(existing))
+    raise StreamExists(f"stream {path!r} exists with a different configuration")
 
 
 def live_meta(
@@ -415,12 +433,7 @@ class Engine:
         self._reap_expired(path, now)
         existing = self.metas.get(path)
         if existing is not None:
-            if existing.soft_deleted:
-                # DS §6: a soft-deleted path cannot be reused while forks live.
-                raise StreamExists(f"{path!r} is held by a deleted stream that forks still read")
-            if same_create(existing.requested, existing.config, existing.closed, config, closed):
-                return CreateResult(created=False, info=stream_info(existing))
-            raise StreamExists(f"stream {path!r} exists with a different configuration")
+            return confirm_create(path, existing, config, closed)
         if config.fork_sub_offset and config.forked_from is None:
             raise BadOffset("a fork sub-offset needs a fork source")
         base_index = base_byte = 0

@@ -106,6 +106,7 @@ class MemoryStore(LogStore):
     """The ``memory`` backend. ``clock`` supplies ``now`` when a call passes none."""
 
     name = "memory"
+    shared = False
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock

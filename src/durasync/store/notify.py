@@ -50,8 +50,8 @@ class Deadlines:
     per ``granule``-wide bucket of deadlines, instead of one timer per wait.
 
     Why: a live reader sleeps once per delivery (SSE) or per request
-    (long-poll), and on uvloop a ``call_at`` plus its ``cancel`` costs about
-    2.7 us (a libuv timer handle each), more than the rest of the wait. Waits
+    (long-poll), and on uvloop a ``call_at`` plus its ``cancel`` (a libuv
+    timer handle each) costs more than the rest of the wait. Waits
     whose deadlines fall in the same bucket share its timer, so thousands of
     waits per second make at most ~1/granule timers per second.
 

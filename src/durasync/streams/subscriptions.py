@@ -165,8 +165,8 @@ class SubscriptionService:
     ``shared`` says whether the store is shared with other nodes (Redis):
     then every subscription's state and the signing/token keys live in the
     store (reserved ``__ds/`` streams) and every request reads them fresh, so
-    any node answers for any subscription. ``None`` (default) means "iff the
-    store is the Redis store". Otherwise state lives in this process only.
+    any node answers for any subscription. ``None`` (default) takes the
+    store's own ``shared``. Otherwise state lives in this process only.
     """
 
     def __init__(
@@ -201,7 +201,7 @@ class SubscriptionService:
         self._clock = clock
         self._rand = rand
         self._transport = transport
-        self.shared = store.name == "redis" if shared is None else shared
+        self.shared = store.shared if shared is None else shared
         self._index_interval = index_interval
         #: Memory mode: the state. Shared mode: a cache of the last version
         #: seen, used only to match appends to subscriptions (never to answer).
