@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from durasync.rooms.frames import PresenceFrame
 from durasync.rooms.presence import LocalPresenceBus, RedisPresenceBus, RoomPresence
@@ -163,3 +164,39 @@ async def test_local_bus_is_the_one_process_table() -> None:
     assert p.touch("x", 0.0) is True
     assert p.expire(2.0) == ["x"]
     assert await bus.counts(["room"]) == {}
+
+
+async def test_events_missed_while_unsubscribed_are_reloaded(redis_url: str) -> None:
+    """A node whose subscription dropped reloads its rooms' presence from Redis when it
+    resubscribes: what it missed meanwhile still reaches its members."""
+    loop = asyncio.get_running_loop()
+    a = RedisPresenceBus(redis_url, TIMEOUT, prefix="t4:")
+    b = RedisPresenceBus(redis_url, TIMEOUT, prefix="t4:")
+    await a.start()
+    await b.start()
+    try:
+        rec_b = Recorder()
+        pa = await a.attach("room", Recorder())
+        await b.attach("room", rec_b)
+        # b loses the next event, as if it was published while b's subscription was down.
+        subscription = b._subscription
+        dispatch = subscription._on_message
+        subscription._on_message = lambda data: None
+        pa.update("erin", {"x": 1}, loop.time())
+        async with asyncio.timeout(5):
+            while (await a.counts(["room"])).get("room") != 1:  # noqa: ASYNC110 - in Redis
+                await asyncio.sleep(0.02)
+        subscription._on_message = dispatch
+        assert rec_b.frames == []
+        before = subscription.subscriptions
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await client.client_kill_filter(_type="pubsub")
+        finally:
+            await client.aclose()
+        f = await rec_b.next()
+        assert (f.event, f.client, f.state) == ("join", "erin", {"x": 1})
+        assert subscription.subscriptions > before
+    finally:
+        await b.aclose()
+        await a.aclose()

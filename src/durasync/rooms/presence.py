@@ -8,7 +8,7 @@ joins, changes or leaves, which it broadcasts to its local members.
 
 - :class:`LocalPresenceBus`: one process (today's behaviour): a
   :class:`~durasync.rooms.core.PresenceTable` per room.
-- :class:`RedisPresenceBus` (issue 6 §3, "presence is shared through Redis with expiry"):
+- :class:`RedisPresenceBus` (presence is shared through Redis, with expiry):
   per room a hash ``<prefix>presence:<room>`` (client -> msgpack ``[state, node]``) and a
   sorted set ``<prefix>presence-exp:<room>`` (client -> expiry, Unix seconds); changes are
   published on ONE channel ``<prefix>presence`` that every node subscribes to once (not per
@@ -26,7 +26,9 @@ per room (more are ignored until some leave); pending Redis writes are coalesced
 soft state, Redis expires what was not deleted).
 
 Redis being unreachable never fails a room: writes are retried with backoff, the
-subscription reconnects by itself, and local presence keeps working meanwhile.
+subscription reconnects by itself, and local presence keeps working meanwhile. The Redis
+connections are the store's machinery (:mod:`durasync.store.redis.calls` and
+``.subscription``; see :class:`RedisPresenceBus`).
 """
 
 from __future__ import annotations
@@ -38,12 +40,16 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import msgspec
 
 from durasync.rooms.core import PresenceTable
 from durasync.rooms.frames import PresenceFrame
+
+if TYPE_CHECKING:
+    from durasync.store.redis.calls import CallConnection, Script
+    from durasync.store.redis.subscription import Subscription
 
 __all__ = [
     "LocalPresenceBus",
@@ -260,6 +266,22 @@ class _RedisRoomPresence:
 class RedisPresenceBus(PresenceBus):
     """Presence shared by every node through one Redis (module docstring).
 
+    Its Redis connections are handled by the Redis store's machinery, not by a client of
+    its own: writes, reads and sweeps go through a
+    :class:`~durasync.store.redis.calls.CallConnection` (the calls of one loop tick in one
+    write, every wait bounded by ``socket_timeout``: a dead or hung Redis fails the calls,
+    never hangs them), and the presence channel through a
+    :class:`~durasync.store.redis.subscription.Subscription` (PINGs, replaces a silent
+    connection, resubscribes with backoff, and reloads every mirror after each
+    resubscription before it applies further events). The bus has instances of its own
+    rather than the store's: it is built from a URL, before and independently of the
+    store (which may not even be a Redis store), and a connection pair per node is cheap.
+
+    What the bus adds is its write policy: presence is soft state, so a failed write is
+    kept (coalesced per member, bounded by ``max_pending``) and retried with backoff
+    until Redis takes it, where the store never retries a call (an append could apply
+    twice). Sets and deletes of a member's entry are idempotent, so a retry is exact.
+
     Args:
         url: ``redis://HOST:PORT/DB``.
         timeout: seconds after which an unrefreshed member expires everywhere (the rooms'
@@ -268,6 +290,7 @@ class RedisPresenceBus(PresenceBus):
         max_clients: remote members mirrored per room.
         max_pending: coalesced Redis writes kept while Redis is slow or unreachable.
         clock: wall clock (Unix seconds) for the shared expiry times.
+        socket_timeout: longest wait for a Redis reply (seconds).
     """
 
     def __init__(
@@ -279,8 +302,13 @@ class RedisPresenceBus(PresenceBus):
         max_clients: int = 10_000,
         max_pending: int = 100_000,
         clock: Callable[[], float] = time.time,
+        socket_timeout: float = 2.0,
     ) -> None:
+        # Imported here: a node without Redis never imports redis-py.
         import redis.asyncio as aioredis
+
+        from durasync.store.redis.calls import CallConnection, Script, connection_pool
+        from durasync.store.redis.subscription import Subscription
 
         self.url = url
         self.timeout = timeout
@@ -291,13 +319,31 @@ class RedisPresenceBus(PresenceBus):
         #: This process's id in the published events (its own events are ignored).
         self.node = secrets.token_hex(8)
         self.channel = f"{prefix}presence"
-        self._redis: aioredis.Redis = aioredis.from_url(url)
-        self._sweep = self._redis.register_script(_SWEEP)
+        # The pool serves the subscription only; calls have their own connection.
+        self._pool = connection_pool(
+            url,
+            max_connections=4,
+            socket_timeout=socket_timeout,
+            connect_timeout=min(socket_timeout, 1.0),
+            pool_timeout=socket_timeout,
+            health_check_interval=5.0,
+        )
+        self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._calls: CallConnection = CallConnection(
+            self._pool, timeout=socket_timeout, response_callbacks=self._redis.response_callbacks
+        )
+        self._sweep: Script = Script(_SWEEP)
+        self._subscription: Subscription = Subscription(
+            self._redis,
+            self.channel.encode(),
+            on_message=self._dispatch,
+            on_subscribed=self._reload,
+        )
         self._rooms: dict[str, _RedisRoomPresence] = {}
         self._pending: dict[tuple[str, str], _Op] = {}
         self._wake = asyncio.Event()
+        #: The write and refresh loops (the subscription runs on its own).
         self._tasks: list[asyncio.Task[None]] = []
-        self._subscribed = asyncio.Event()
         self._closed = False
 
     def _hash(self, room: str) -> str:
@@ -308,15 +354,15 @@ class RedisPresenceBus(PresenceBus):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._subscription.start()
         self._tasks = [
-            loop.create_task(self._subscribe_loop()),
             loop.create_task(self._flush_loop()),
             loop.create_task(self._refresh_loop()),
         ]
         # Best effort: an unreachable Redis must not stop the server from starting.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
-                await self._subscribed.wait()
+                await self._subscription.subscribed.wait()
 
     async def aclose(self) -> None:
         for room in list(self._rooms.values()):
@@ -330,8 +376,12 @@ class RedisPresenceBus(PresenceBus):
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        with contextlib.suppress(Exception):
-            await self._redis.aclose()
+        await self._subscription.aclose()
+        await self._calls.aclose()
+        for close in (self._redis.aclose, self._pool.aclose):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await close()
 
     async def attach(self, room: str, on_remote: OnRemote) -> RoomPresence:
         rp = _RedisRoomPresence(self, room, on_remote)
@@ -353,25 +403,26 @@ class RedisPresenceBus(PresenceBus):
     async def counts(self, rooms: Sequence[str]) -> dict[str, int]:
         if not rooms:
             return {}
-        now = self.clock()
+        now = repr(self.clock())
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for room in rooms:
-                    pipe.zcount(self._zset(room), now, "+inf")
-                replies = await pipe.execute()
+            replies = await _all(
+                [self._calls.call("ZCOUNT", self._zset(room), now, "+inf") for room in rooms]
+            )
         except Exception as exc:
             log.warning("presence counts from redis failed: %s", exc)
             return {}
         return {room: int(n) for room, n in zip(rooms, replies, strict=True)}
 
     async def _fetch(self, room: str) -> dict[str, tuple[Any, float]]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self._hash(room))
-            pipe.zrange(self._zset(room), 0, -1, withscores=True)
-            raw, scores = await pipe.execute()
-        expiry = {_text(c): float(x) for c, x in scores}
+        raw, scores = await _all(
+            [
+                self._calls.call("HGETALL", self._hash(room)),
+                self._calls.call("ZRANGE", self._zset(room), 0, -1, "WITHSCORES"),
+            ]
+        )
+        expiry = {_text(c): float(x) for c, x in _score_pairs(scores)}
         out: dict[str, tuple[Any, float]] = {}
-        for c, blob in raw.items():
+        for c, blob in _hash_items(raw):
             client = _text(c)
             if client not in expiry:
                 continue
@@ -412,22 +463,25 @@ class RedisPresenceBus(PresenceBus):
         batch, self._pending = self._pending, {}
         expiry = self.clock() + self.timeout
         ttl = max(1, int(self.timeout * 2) + 1)
+        call = self._calls.call
+        calls: list[asyncio.Future[Any]] = []
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for (room, client), op in batch.items():
-                    h, z = self._hash(room), self._zset(room)
-                    if op.kind == "set":
-                        pipe.hset(h, client, _event_encoder.encode((op.state, self.node)))
-                        pipe.zadd(z, {client: expiry})
-                        pipe.expire(h, ttl)
-                        pipe.expire(z, ttl)
-                        ev = _Event(r=room, n=self.node, k="set", c=client, s=op.state, x=expiry)
-                    else:
-                        pipe.hdel(h, client)
-                        pipe.zrem(z, client)
-                        ev = _Event(r=room, n=self.node, k="del", c=client)
-                    pipe.publish(self.channel, _event_encoder.encode(ev))
-                await pipe.execute()
+            # Issued in one loop tick: one write to Redis.
+            for (room, client), op in batch.items():
+                h, z = self._hash(room), self._zset(room)
+                if op.kind == "set":
+                    calls += [
+                        call("HSET", h, client, _event_encoder.encode((op.state, self.node))),
+                        call("ZADD", z, repr(expiry), client),
+                        call("EXPIRE", h, ttl),
+                        call("EXPIRE", z, ttl),
+                    ]
+                    ev = _Event(r=room, n=self.node, k="set", c=client, s=op.state, x=expiry)
+                else:
+                    calls += [call("HDEL", h, client), call("ZREM", z, client)]
+                    ev = _Event(r=room, n=self.node, k="del", c=client)
+                calls.append(call("PUBLISH", self.channel, _event_encoder.encode(ev)))
+            await _all(calls)
         except BaseException:
             # Keep what was not superseded meanwhile, newest last, within the bound.
             for key, op in batch.items():
@@ -447,54 +501,38 @@ class RedisPresenceBus(PresenceBus):
 
     async def _refresh_once(self) -> None:
         now = self.clock()
-        expiry = now + self.timeout
+        expiry = repr(now + self.timeout)
         ttl = max(1, int(self.timeout * 2) + 1)
         rooms = list(self._rooms.values())
         if not rooms:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for rp in rooms:
-                h, z = self._hash(rp.room), self._zset(rp.room)
-                clients = rp.local_clients()
-                if clients:
-                    pipe.zadd(z, dict.fromkeys(clients, expiry))
-                    pipe.expire(h, ttl)
-                    pipe.expire(z, ttl)
-                    ev = _Event(r=rp.room, n=self.node, k="refresh", cs=clients, x=expiry)
-                    pipe.publish(self.channel, _event_encoder.encode(ev))
-                # Any node may sweep; removal is atomic per room and idempotent.
-                await self._sweep(
-                    keys=[self._zset(rp.room), self._hash(rp.room)], args=[now], client=pipe
-                )
-            await pipe.execute()
+        call = self._calls.call
+        calls: list[asyncio.Future[Any]] = []
+        for rp in rooms:
+            h, z = self._hash(rp.room), self._zset(rp.room)
+            clients = rp.local_clients()
+            if clients:
+                members = [x for c in clients for x in (expiry, c)]
+                ev = _Event(r=rp.room, n=self.node, k="refresh", cs=clients, x=now + self.timeout)
+                calls += [
+                    call("ZADD", z, *members),
+                    call("EXPIRE", h, ttl),
+                    call("EXPIRE", z, ttl),
+                    call("PUBLISH", self.channel, _event_encoder.encode(ev)),
+                ]
+            # Any node may sweep; removal is atomic per room and idempotent.
+            calls.append(self._calls.run(self._sweep, [repr(now)], keys=[z, h]))
+        await _all(calls)
 
     # -- the one subscription of this node
 
-    async def _subscribe_loop(self) -> None:
-        delay = 0.1
-        while not self._closed:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                self._subscribed.set()
-                delay = 0.1
-                # Events may have been missed while unsubscribed: reload the mirrors.
-                for rp in list(self._rooms.values()):
-                    rp.seed(await self._fetch(rp.room))
-                while not self._closed:
-                    msg = await pubsub.get_message(timeout=5.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    self._dispatch(msg["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("presence subscription to redis lost (reconnecting): %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+    async def _reload(self) -> None:
+        """After each (re)subscription: events may have been missed, reload the mirrors."""
+        rooms = list(self._rooms.values())
+        entries = await _all([asyncio.ensure_future(self._fetch(rp.room)) for rp in rooms])
+        for rp, seen in zip(rooms, entries, strict=True):
+            if self._rooms.get(rp.room) is rp:
+                rp.seed(seen)
 
     def _dispatch(self, data: bytes) -> None:
         try:
@@ -507,6 +545,31 @@ class RedisPresenceBus(PresenceBus):
         rp = self._rooms.get(ev.r)
         if rp is not None:
             rp.apply(ev)
+
+
+async def _all(calls: Sequence[asyncio.Future[Any]]) -> list[Any]:
+    """The results of ``calls`` (issued together); raises the first failure once all ended."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
+def _score_pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """``ZRANGE ... WITHSCORES`` as (member, score) pairs (RESP3 pairs or a RESP2 flat list)."""
+    if not reply:
+        return []
+    if isinstance(reply[0], list | tuple):
+        return [(member, score) for member, score in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _hash_items(reply: Any) -> list[tuple[Any, Any]]:
+    """``HGETALL`` as (field, value) pairs (a RESP3 map or a RESP2 flat list)."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
 def _text(value: bytes | str) -> str:
