@@ -274,8 +274,9 @@ class RedisPresenceBus(PresenceBus):
     :class:`~durasync.store.redis.subscription.Subscription` (PINGs, replaces a silent
     connection, resubscribes with backoff, and reloads every mirror after each
     resubscription before it applies further events). The bus has instances of its own
-    rather than the store's: it is built from a URL, before and independently of the
-    store (which may not even be a Redis store), and a connection pair per node is cheap.
+    rather than the store's: it is built from a URL and has a lifecycle of its own (the
+    rooms service starts and closes it, the server the store), and one more connection
+    pair per node is cheap.
 
     What the bus adds is its write policy: presence is soft state, so a failed write is
     kept (coalesced per member, bounded by ``max_pending``) and retried with backoff

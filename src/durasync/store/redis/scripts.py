@@ -76,8 +76,9 @@ OFFSET_FMT = "%016d_%016d"
 DATA_IN_MESSAGE_MAX = 64 * 1024
 
 # --------------------------------------------------------------------------
-# Lua. Shared definitions first (every script starts with them), then one
-# body per script with its ARGV and reply.
+# Lua. Shared definitions first (every script starts with them, after the
+# constants ``_lua`` puts in front: PRODUCER_TTL, DATA_IN_MESSAGE_MAX), then
+# one body per script with its ARGV and reply.
 # --------------------------------------------------------------------------
 
 _LUA_PRELUDE = """
