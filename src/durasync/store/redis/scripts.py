@@ -4,7 +4,7 @@ Every check-and-write of the store is one of these scripts (see the package
 docstring for why). Next to each script are the Python functions that build
 its ARGV and read its reply, so the format both sides agree on lives in one
 place; the tail message the scripts publish is read here too
-(:class:`TailMessage`), and the metadata HASH the scripts write is read by
+(:func:`parse_tail_message`), and the metadata HASH the scripts write is read by
 :func:`parse_meta`.
 
 Every script gets the key prefix as ARGV[1]. Numbers are formatted with %d
@@ -55,14 +55,16 @@ __all__ = [
     "READ",
     "TRIM",
     "ForkPoint",
-    "TailMessage",
+    "TailHeader",
     "Written",
     "append_args",
     "append_error",
     "append_reply",
+    "carried_messages",
     "create_args",
     "flat",
     "parse_meta",
+    "parse_tail_message",
     "read_args",
     "read_reply",
     "time_text",
@@ -566,19 +568,11 @@ def append_args(
     ]
 
 
-class Written(NamedTuple):
-    """What an accepted append wrote (the script's ``ok``), for the node's tail bookkeeping."""
-
-    #: Index and byte position of the first message written.
-    first_index: int
-    first_byte: int
-    #: The stream's tail index afterwards.
-    tail_index: int
-    #: ``c`` if the append closed the stream, else ``-`` (as in the tail message).
-    flag: str
-    #: The tail message carried the messages (see ``DATA_IN_MESSAGE_MAX``).
-    carried: bool
-    content_type: str
+#: What an accepted append wrote (the script's ``ok``), for the node's tail
+#: bookkeeping: (first index, first byte, tail index afterwards, flag ``c`` if it
+#: closed the stream else ``-``, whether the tail message carried the messages,
+#: the stream's content type). A plain tuple: one is made per append.
+Written = tuple[int, int, int, str, bool, str]
 
 
 def append_reply(
@@ -596,7 +590,8 @@ def append_reply(
             res.decode().split(" ", 9)
         )
         index, byte_pos = int(index_s), int(byte_s)
-        written = Written(index, byte_pos, int(tail_s), flag, lens != "-", ct)
+        tail_index = int(tail_s)
+        written = (index, byte_pos, tail_index, flag, lens != "-", ct)
         offsets: list[str] = []
         for data in messages:
             offsets.append(OFFSET_FMT % (index, byte_pos))
@@ -605,7 +600,7 @@ def append_reply(
         result = AppendResult(
             status="appended" if messages else "closed_only",
             offsets=offsets,
-            tail=OFFSET_FMT % (written.tail_index, int(tail_byte_s)),
+            tail=OFFSET_FMT % (tail_index, int(tail_byte_s)),
             closed=flag == "c",
             producer_epoch=int(epoch_s) if epoch_s != "-" else None,
             producer_seq=int(seq_s) if seq_s != "-" else None,
@@ -856,46 +851,43 @@ def flat(h: dict[bytes, bytes]) -> list[bytes]:
 # --------------------------------------------------------------------------
 
 
-class TailMessage:
-    """One message of the tail channel, its header parsed, its data left in place.
+#: A tail message's header, as :func:`parse_tail_message` reads it: (path, tail
+#: index, flag, lengths, first index, first byte, where the content type starts,
+#: its length). The flag is ``-`` (append), ``c`` (close) or ``g`` (re-check:
+#: delete, create, trim); lengths are the carried messages' sizes, or ``-``.
+#: A plain tuple: one is read per append on every node.
+TailHeader = tuple[str, int, str, bytes, bytes, bytes, int, int]
 
-    Raises (constructor):
+
+def parse_tail_message(data: bytes) -> TailHeader:
+    """The header of one message of the tail channel (its data is left in place).
+
+    Raises:
         ValueError, UnicodeDecodeError: not a tail message (someone else
         publishes on the channel).
     """
+    nl = data.index(b"\n")
+    first_index, first_byte, tail_index, flag, lens, path_len, ct_len = data[:nl].split(b" ")
+    start = nl + 1 + int(path_len)
+    path = data[nl + 1 : start].decode()
+    return path, int(tail_index), flag.decode(), lens, first_index, first_byte, start, int(ct_len)
 
-    __slots__ = ("_clen", "_data", "_fb", "_fi", "_start", "flag", "lens", "path", "tail_index")
 
-    def __init__(self, data: bytes) -> None:
-        nl = data.index(b"\n")
-        self._fi, self._fb, ti, flag_b, lens, plen_b, clen_b = data[:nl].split(b" ")
-        plen = int(plen_b)
-        self._clen = int(clen_b)
-        self.path = data[nl + 1 : nl + 1 + plen].decode()
-        self.tail_index = int(ti)
-        #: ``-`` append, ``c`` close, ``g`` re-check (delete, create, trim).
-        self.flag = flag_b.decode()
-        #: Comma-separated sizes of the carried messages, or ``-``.
-        self.lens = lens
-        self._data = data
-        self._start = nl + 1 + plen
-
-    def carried(self) -> tuple[int, int, str, list[bytes]] | None:
-        """(first index, first byte, content type, messages) the message carried, or None."""
-        if self.lens == b"-":
+def carried_messages(data: bytes, header: TailHeader) -> tuple[int, int, str, list[bytes]] | None:
+    """(first index, first byte, content type, messages) a tail message carried, or None."""
+    _, _, _, lens, first_index, first_byte, start, ct_len = header
+    if lens == b"-":
+        return None
+    try:
+        content_type = data[start : start + ct_len].decode()
+        pos = start + ct_len
+        messages: list[bytes] = []
+        for length in lens.split(b","):
+            end = pos + int(length)
+            messages.append(data[pos:end])
+            pos = end
+        if pos != len(data):
             return None
-        data = self._data
-        try:
-            start = self._start
-            content_type = data[start : start + self._clen].decode()
-            pos = start + self._clen
-            messages: list[bytes] = []
-            for length in self.lens.split(b","):
-                end = pos + int(length)
-                messages.append(data[pos:end])
-                pos = end
-            if pos != len(data):
-                return None
-            return int(self._fi), int(self._fb), content_type, messages
-        except (ValueError, UnicodeDecodeError):
-            return None
+        return int(first_index), int(first_byte), content_type, messages
+    except (ValueError, UnicodeDecodeError):
+        return None

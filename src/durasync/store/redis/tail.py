@@ -39,7 +39,12 @@ from durasync.store.base import (
 )
 from durasync.store.notify import Deadlines
 from durasync.store.offsets import decode_offset
-from durasync.store.redis.scripts import OFFSET_FMT, TailMessage, Written
+from durasync.store.redis.scripts import (
+    OFFSET_FMT,
+    Written,
+    carried_messages,
+    parse_tail_message,
+)
 from durasync.store.redis.subscription import Subscription
 
 __all__ = ["Delivery", "Probe", "Tail"]
@@ -244,6 +249,8 @@ class Tail:
         self.subscription = Subscription(
             redis, channel, on_message=self.dispatch, on_subscribed=self._resubscribed
         )
+        #: Set while subscribed (read on every message: no property in between).
+        self._up = self.subscription.subscribed
         self._waiters: dict[str, set[Waiter]] = {}
         self._deadlines = Deadlines()
         #: (task, path) -> what that task's next read of the path is answered with.
@@ -260,7 +267,7 @@ class Tail:
     @property
     def subscribed(self) -> bool:
         """The subscription is up: every tail message from now on reaches this node."""
-        return self.subscription.subscribed.is_set()
+        return self._up.is_set()
 
     def start(self) -> None:
         self.subscription.start()
@@ -282,7 +289,7 @@ class Tail:
     def dispatch(self, data: bytes) -> None:
         """One tail message (from any node, this one included)."""
         try:
-            message = TailMessage(data)
+            header = parse_tail_message(data)
         except (ValueError, UnicodeDecodeError):
             # Someone else publishes on our channel: say so, but do not flood.
             self.malformed_messages += 1
@@ -293,12 +300,12 @@ class Tail:
                     data[:100],
                 )
             return
-        path, tail_index, flag = message.path, message.tail_index, message.flag
+        path, tail_index, flag = header[0], header[1], header[2]
         self._learn(path, tail_index, flag)
         if path not in self._waiters and path not in self._recent:
             return
         delivery: Delivery | None = None
-        carried = message.carried()
+        carried = carried_messages(data, header)
         if carried is not None:
             first_index, first_byte, content_type, messages = carried
             delivery = Delivery(
@@ -315,23 +322,23 @@ class Tail:
     def appended(self, path: str, written: Written, messages: Sequence[bytes]) -> None:
         """This store's own append wrote ``messages``: wake local waiters without
         waiting for the tail message (which comes too, and changes nothing then)."""
-        flag = written.flag
-        self._learn(path, written.tail_index, flag)
+        first_index, first_byte, tail_index, flag, carried, content_type = written
+        self._learn(path, tail_index, flag)
         if path in self._waiters or path in self._recent:
             delivery = (
                 Delivery(
-                    written.first_index,
-                    written.first_byte,
+                    first_index,
+                    first_byte,
                     [bytes(m) for m in messages],
                     closed=flag == "c",
-                    content_type=written.content_type,
+                    content_type=content_type,
                     at=asyncio.get_running_loop().time(),
                 )
-                if written.carried
+                if carried
                 else None
             )
             self._remember(path, flag, delivery)
-            self._wake(path, written.tail_index, flag)
+            self._wake(path, tail_index, flag)
 
     def deleted(self, path: str) -> None:
         """This store deleted ``path`` (the script published it): local waiters re-check."""
@@ -348,7 +355,7 @@ class Tail:
                 del self.handoffs[key]
             self._recent.pop(path, None)
             return
-        if not self.subscribed:
+        if not self._up.is_set():
             return
         if len(known) >= _KNOWN_MAX:
             del known[next(iter(known))]
