@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -37,6 +37,7 @@ from durasync.store.base import (
     StreamNotFound,
 )
 from durasync.store.engine import StreamMeta, confirm_create, live_meta, stream_info
+from durasync.store.notify import answer
 from durasync.store.offsets import decode_offset
 from durasync.store.redis import scripts
 from durasync.store.redis.calls import (
@@ -401,10 +402,13 @@ class RedisStore(LogStore):
 
     # -- wait --------------------------------------------------------------------
 
-    async def wait_for(self, path: str, offset: str, timeout: float) -> bool:  # noqa: ASYNC109
+    def wait_for(self, path: str, offset: str, timeout: float) -> Coroutine[Any, Any, bool]:
+        # A plain function returning the tail's coroutine (same contract as
+        # ``async def``): no coroutine frame of its own that every suspend and
+        # resume of a live wait would pass through.
         if self._closed or not _encodable(path):
-            return False
-        return await self._tail.wait(path, offset, timeout, self._wait_probe)
+            return answer(False)
+        return self._tail.wait(path, offset, timeout, self._wait_probe)
 
     async def _wait_probe(self, path: str, offset: str, index: int | None) -> bool | int:
         """True (ready), False (gone) or the index to wait past (see ``tail.Probe``)."""
