@@ -136,14 +136,6 @@ def _fail_calls(calls: list[_Call], failure: StoreUnavailable) -> None:
             call.future.set_exception(failure)
 
 
-def _packed(command: tuple[Any, ...]) -> bytes:
-    try:
-        # hiredis packs in C (redis-py's pure-Python packing is several times slower).
-        return _pack(command)
-    except TypeError:  # bytearray and the like: as bytes
-        return _pack(tuple(bytes(a) if isinstance(a, bytearray) else a for a in command))
-
-
 class CallConnection:
     """One connection for calls, written back to back, replies read in order.
 
@@ -223,7 +215,12 @@ class CallConnection:
                 future.set_exception(StoreUnavailable("the store is closed"))
                 return future
             self._caller = loop.create_task(self._call_loop(), name="redis-calls")
-        self._pending.append(_Call(script, name, _packed(command), future))
+        try:
+            # hiredis packs in C (redis-py's pure-Python packing is several times slower).
+            packed = _pack(command)
+        except TypeError:  # bytearray and the like: as bytes
+            packed = _pack(tuple(bytes(a) if isinstance(a, bytearray) else a for a in command))
+        self._pending.append(_Call(script, name, packed, future))
         self._pending_ready.set()
         return future
 

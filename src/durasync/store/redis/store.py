@@ -182,8 +182,8 @@ class RedisStore(LogStore):
 
     # -- calls -------------------------------------------------------------------
 
-    async def _run(self, script: Script, args: list[Any]) -> Any:
-        """Run one script call on the store's call connection.
+    def _run(self, script: Script, args: list[Any]) -> asyncio.Future[Any]:
+        """Run one script call on the store's call connection (await the result).
 
         Every call issued during one event-loop iteration goes to Redis in one
         write (Redis runs them in one pass and one fsync); each call is still
@@ -191,14 +191,17 @@ class RedisStore(LogStore):
         runs in the connection's own tasks, so cancelling a caller (a client
         that went away) can never be swallowed or half-applied inside redis-py.
 
+        A plain function returning the call's future: no coroutine of its own
+        on every call.
+
         Raises:
             StoreUnavailable: any Redis error (outcome unknown for writes).
         """
-        return await self._calls.run(script, args)
+        return self._calls.run(script, args)
 
-    async def _command(self, *args: Any) -> Any:
-        """Run one plain command on the same connection as the scripts."""
-        return await self._calls.call(*args)
+    def _command(self, *args: Any) -> asyncio.Future[Any]:
+        """Run one plain command on the same connection as the scripts (await the result)."""
+        return self._calls.call(*args)
 
     async def _fetch_raw(self, path: str) -> dict[bytes, bytes]:
         raw = cast("dict[bytes, bytes]", await self._command("HGETALL", self.prefix + "m:" + path))
