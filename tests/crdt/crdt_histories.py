@@ -162,6 +162,10 @@ def random_op(r: random.Random, rep: Replica, sid: str, counter: list[int], text
         )
     # text, position based; the replica translates it into the wire form
     key = r.choice(["n0", "n1"])
+    node = g.nodes.get(key)
+    if node is None or node.deleted:
+        # a position-based edit needs a live node (the session saw it removed)
+        return Op(ot="number.add", key=key, path=path, value=1)
     doc = g.texts.get((key, "t"))
     n = len(doc) if doc is not None else 0
     verb = r.choice(["init", "insert", "insert", "insert", "insert", "delete", "replace"])

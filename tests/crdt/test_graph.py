@@ -339,6 +339,26 @@ def test_string_set_on_text_path_until_next_text_op() -> None:
     assert g.get("n", "t") == "abc"
 
 
+def test_text_ops_on_tombstoned_or_missing_nodes_are_ignored() -> None:
+    """Like every property op (docs/crdt.md "Otypes"): the full view keeps the text as it was
+    when the node was removed, and a missing node gets no doc."""
+    g = graph()
+    run(g, op("text.insert", "n", "t", [None, "ab"], id="b:0", seq=1, ts=1), lt=2)
+    run(g, op("node.remove", "scene", "children", "n"), lt=3)
+    run(g, op("text.insert", "n", "t", ["b:1", "c"], id="b:2", seq=2, ts=2), lt=4)
+    run(g, op("text.delete", "n", "t", rm=[["b:0", 1]]), lt=5)
+    run(g, op("text.replace", "n", "t", ["b:1", "X"], rm=[["b:1", 1]], id="c:0", seq=3, ts=3), lt=6)
+    run(g, op("text.init", "n", "u", "zz"), lt=7)
+    assert g.get("n", "t") == "ab"
+    assert "u" not in g.nodes["n"].props and ("n", "u") not in g.texts
+    assert '"props":{"t":"ab"}' in canonical_json(g)
+    run(g, op("text.init", "ghost", "t", "x"), lt=8)
+    run(g, op("text.insert", "ghost", "t", [None, "y"], id="d:0", seq=1, ts=1), lt=9)
+    assert ("ghost", "t") not in g.texts
+    run(g, op("node.insert", "scene", "children", {"key": "ghost"}), lt=10)
+    assert g.get("ghost", "t") is None
+
+
 def test_text_delete_without_doc_is_ignored() -> None:
     g = graph()
     run(g, op("text.delete", "n", "t", rm=[["q:0", 1]]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import msgspec
@@ -297,3 +298,82 @@ def test_text_ids_of_an_undone_insert_are_never_reused() -> None:
         b.receive(m)
     assert b.dump() == a.dump()
     assert a.graph.texts[("n1", "t")].text() == "xy"
+
+
+def _text_history() -> tuple[list[Message], Message]:
+    """``n`` gets "ab" from b; a removes n while b (concurrently) and c keep editing its text."""
+    base = root_msg("a", 1, "n")
+    t1 = msg("b", 2, op("text.insert", "n", "t", [None, "ab"], id="b:0", seq=1, ts=1))
+    rm = msg("a", 3, op("node.remove", "scene", "children", "n"))
+    t2 = msg("b", 4, op("text.insert", "n", "t", ["b:1", "c"], id="b:2", seq=2, ts=2))
+    t3 = msg("c", 5, op("text.delete", "n", "t", rm=[["b:0", 1]]))
+    undo = msg("a", 6, op("meta.undo", "_meta", "_meta", targetMsgId="a:3"))
+    return [base, t1, rm, t2, t3], undo
+
+
+def _clone(m: Message) -> Message:
+    return msgspec.json.decode(msgspec.json.encode(m), type=Message)
+
+
+@pytest.mark.parametrize("with_undo", [False, True])
+def test_text_edits_on_a_removed_node_are_ignored_in_every_order(with_undo: bool) -> None:
+    """Text ops after the remove (canonical order) change nothing, whatever the arrival order,
+    in batches or one by one; undoing the remove brings them back everywhere."""
+    msgs, undo = _text_history()
+    if with_undo:
+        msgs.append(undo)
+    expected_text = "bc" if with_undo else "ab"
+    ref = Replica("ref")
+    ref.receive_many([_clone(m) for m in msgs])
+    assert ref.graph.get("n", "t") == expected_text
+    expected = ref.dump(with_meta=True)
+    for k, perm in enumerate(itertools.permutations(msgs)):
+        r = Replica("x", checkpoint_every=1 + k % 3)
+        if k % 2:
+            r.receive_many([_clone(m) for m in perm])
+        else:
+            for m in perm:
+                r.receive(_clone(m))
+        assert r.dump(with_meta=True) == expected, [m.id for m in perm]
+        assert r.snapshot().texts == ref.snapshot().texts
+
+
+def test_pending_text_edit_under_a_remote_remove() -> None:
+    """A sequenced client typed into a node that a remote message (sequenced before its edit)
+    removed: the edit has no effect, before and after the ack, as on the server."""
+    msgs, _ = _text_history()
+    base, t1, rm = msgs[0], msgs[1], msgs[2]
+    server = Replica("server")
+    client = Replica("c", sequenced=True)
+    for i, m in enumerate((base, t1)):
+        server.receive(_clone(m), server_seq=i)
+        client.receive(_clone(m), server_seq=i)
+    client.edit({"ot": "text.insert", "key": "n", "path": "t", "position": 2, "value": "Z"}, 10)
+    mine = client.commit()
+    assert mine is not None and client.graph.get("n", "t") == "abZ"
+    server.receive(_clone(rm), server_seq=2)
+    client.receive(_clone(rm), server_seq=2)
+    assert client.graph.get("n", "t") == "ab"
+    server.receive(_clone(mine), server_seq=3)
+    client.ack(mine.id, 3)
+    assert client.dump(with_meta=True) == server.dump(with_meta=True)
+    assert server.graph.get("n", "t") == "ab"
+    # a position-based edit needs a live node to find its position in
+    with pytest.raises(CRDTValidationError) as exc:
+        client.edit({"ot": "text.insert", "key": "n", "path": "t", "position": 0, "value": "q"}, 11)
+    assert exc.value.field == "op.key"
+    assert client.dump(with_meta=True) == server.dump(with_meta=True)
+
+
+def test_rejected_insert_takes_its_text_with_it() -> None:
+    """A rejected pending node.insert leaves the node missing: its pending text is gone too."""
+    r = Replica("c", sequenced=True)
+    r.receive(root_msg("a", 1), server_seq=0)
+    r.edit({"ot": "node.insert", "key": "scene", "path": "children", "value": {"key": "m"}}, 5)
+    r.edit({"ot": "text.insert", "key": "m", "path": "t", "position": 0, "value": "hi"}, 5)
+    first = r.commit()
+    r.edit({"ot": "text.insert", "key": "m", "path": "t", "position": 2, "value": "!"}, 6)
+    r.commit()
+    assert first is not None and r.graph.get("m", "t") == "hi!"
+    r.reject(first.id)
+    assert "m" not in r.graph.nodes and ("m", "t") not in r.graph.texts

@@ -22,11 +22,12 @@ docs/crdt.md):
    the wrong type (for example ``number.add`` on a string) uses the otype's default instead of
    crashing like the port.
 5. Text: each ``(node key, path)`` has one :class:`~durasync.crdt.text.TextDoc` kept in
-   ``SceneGraph.texts``; text ops integrate into it whatever the node's state (the rope is a
-   CRDT, so its content depends only on the set of ops), and the visible property is the rope's
-   text (stored as the :data:`TEXT` marker, rendered on read). ``text.init`` with a value
-   inserts it as ``client:0`` with seq 1 and the message timestamp, so it is deterministic and
-   idempotent (the port uses its wall clock and re-inserts on every init).
+   ``SceneGraph.texts``; a text op on a live node integrates into it and the visible property
+   is the rope's text (stored as the :data:`TEXT` marker, rendered on read). Like every
+   property op, a text op on a missing or tombstoned node does nothing (no doc is created, the
+   doc of a removed node keeps the text it had). ``text.init`` with a value inserts it as
+   ``client:0`` with seq 1 and the message timestamp, so it is deterministic and idempotent
+   (the port uses its wall clock and re-inserts on every init).
 6. ``array.move`` (TS docs, absent from the port) moves the element at index ``from`` to
    index ``to`` (clamped); an out-of-range ``from`` is a no-op.
 7. Arithmetic results are numbers as JavaScript holds them: an integer result beyond
@@ -839,9 +840,13 @@ def apply_text_only(g: SceneGraph, op: Op, client: str, ts: float) -> None:
 def _text_op(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     """Every text otype: integrate into the doc, then mark the property as text.
 
-    Only a delete can find no doc (it then records a missing reference and
-    marks nothing); every other text op creates the doc it needs.
+    A no-op on a missing or tombstoned node, like every property op. Only a delete can find
+    no doc (it then records a missing reference and marks nothing); every other text op
+    creates the doc it needs.
     """
+    n = g.nodes.get(op.key)
+    if n is None or n.deleted_at is not None:
+        return
     apply_text_only(g, op, client, ts)
     if (op.key, op.path) in g.texts:
         _mark(g, op)

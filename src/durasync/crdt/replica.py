@@ -33,11 +33,15 @@ the last ``meta.undo``/``meta.redo`` naming it (in canonical order; pending meta
 newest) is an undo. Unlike the reference, an undo that arrives before its target still applies.
 
 Text: text ops integrate into the per-(key, path) :class:`~durasync.crdt.text.TextDoc` as they
-are folded (idempotent on re-fold). When a doc sees an op naming a char it does not hold
-(non-causal arrival, or an anchor inside an undone message), or when a message with text ops is
-excluded/re-included, that doc is rebuilt from the snapshot's doc by integrating every included
-text op in canonical order (a linear extension of causality), so the text too depends only on
-the message set.
+are folded (idempotent on re-fold), and only while their node is live at their place in the
+fold (a text op on a missing or tombstoned node is a no-op, like every property op). When a doc
+sees an op naming a char it does not hold (non-causal arrival, or an anchor inside an undone
+message), when a message with text ops is excluded/re-included, or when the life of its node
+changes under ops it already integrated (a ``node.insert``/``node.remove`` of that node landing
+before the end of the fold, excluded/re-included or moved by its ``serverSeq``, or a confirmed
+removal folded under own pending text edits), that doc is rebuilt from the snapshot's doc by
+integrating every included text op in canonical order (a linear extension of causality) while
+its node is live, so the text too depends only on the message set.
 
 Text ids: a session never allocates one char id twice, even across undo and reload. The ids of
 an undone insert are absent from the folded text but stay burnt (a redo brings the chars back;
@@ -119,6 +123,8 @@ _NO_TEXTS: Final[frozenset[tuple[str, str]]] = frozenset()
 _TEXT_HANDLER: Final = _HANDLERS["text.insert"]
 _SERVER_SEQ: Final = operator.attrgetter("serverSeq")
 _NO_METAS: Final[tuple[tuple[str, bool], ...]] = ()
+#: The ops that start or end a node's life (text ops apply only in between).
+_LIFECYCLE_OTYPES: Final = frozenset({"node.insert", "node.remove"})
 
 
 def _metas_of(msg: Message) -> tuple[tuple[str, bool], ...]:
@@ -163,6 +169,51 @@ def _text_ids_of(msg: Message) -> Iterator[tuple[str, str, str, int]]:
             used = _text_ids_used(op, msg.client)
             if used is not None:
                 yield op.key, op.path, used[0], used[1]
+
+
+def _lifecycle_keys(msg: Message) -> set[str]:
+    """Keys of the nodes ``msg`` inserts or removes (whose life a text op depends on)."""
+    out: set[str] = set()
+    for op in msg.ops:
+        ot = op.ot
+        if ot == "node.remove":
+            out.add(op.value)
+        elif ot == "node.insert":
+            out.add(op.value["key"])
+    return out
+
+
+class _NodeLife:
+    """Whether watched nodes are live while ops are replayed in fold order.
+
+    Mirrors the ``node.insert``/``node.remove`` handlers of :mod:`~durasync.crdt.graph` for
+    the node keys in ``watch``, starting from ``base`` (the snapshot's nodes): an insert makes
+    a missing node live (never a removed one), a remove kills an existing one for good.
+    """
+
+    __slots__ = ("_state", "_watch")
+
+    def __init__(self, base: Mapping[str, Node], watch: Iterable[str]) -> None:
+        self._watch = set(watch)
+        self._state: dict[str, bool] = {}
+        for k in self._watch:
+            n = base.get(k)
+            if n is not None:
+                self._state[k] = n.deleted_at is None
+
+    def step(self, op: Op) -> None:
+        """Follow one ``node.insert``/``node.remove`` (other ops are ignored)."""
+        ot = op.ot
+        if ot == "node.insert":
+            k = op.value["key"]
+            if k in self._watch and k not in self._state:
+                self._state[k] = True
+        elif ot == "node.remove" and op.value in self._state:
+            self._state[op.value] = False
+
+    def live(self, key: str) -> bool:
+        """Whether ``key`` (watched) is live at this point of the replay."""
+        return self._state.get(key, False)
 
 
 class NodeState(msgspec.Struct, array_like=True):
@@ -377,7 +428,7 @@ class Replica:
             and not self._unresolved
             and self._take_in_order(msg, server_seq)
         ):
-            self._after_in_order()
+            self._after_in_order((msg,))
             return True
         seqs = None if server_seq is None else (server_seq,)
         return self.receive_many((msg,), seqs, validate=False) == 1
@@ -428,6 +479,8 @@ class Replica:
         fast: list[Message] = []
         new: list[Message] = []
         flipped: set[str] = set()
+        # nodes whose life changes before the end of the fold (text docs to rebuild)
+        lifecycle: set[str] = set()
         by_id = self._by_id
         for i in range(start, n):
             m = batch[i]
@@ -439,6 +492,7 @@ class Replica:
                 if s is not None and stored.serverSeq is None:
                     pos = self._reposition(stored, s)
                     low = pos if low is None else min(low, pos)
+                    lifecycle |= _lifecycle_keys(stored)
                 continue
             if mid in self._seen:
                 continue
@@ -474,13 +528,15 @@ class Replica:
                 if texts and p < len(self._msgs) - 1:
                     # its text ops integrate after ops of messages that sort after it
                     self._texts_canonical = False
+                if p < len(self._msgs) - 1:
+                    lifecycle |= _lifecycle_keys(m)
                 low = p if low is None else min(low, p)
                 if fast:
                     low = min(low, self._folded)
                     fast.clear()
         if added == start and low is None and not flipped:
             return added
-        self._after_change(low, fast, flipped, new=new)
+        self._after_change(low, fast, flipped, new=new, lifecycle=lifecycle)
         return added
 
     def _fold_in_order(self, batch: Sequence[Message], seqs: Sequence[int | None] | None) -> int:
@@ -515,7 +571,7 @@ class Replica:
                 break
             i += 1
         if i:
-            self._after_in_order()
+            self._after_in_order(batch[:i] if i < n else batch)
         elif self._tip is None and (self._pending or self._buffer):
             self._apply_overlay()  # _fold_sequenced_run took the overlay off but took nothing
         return i
@@ -585,15 +641,20 @@ class Replica:
         self._maybe_checkpoint()
         return True
 
-    def _after_in_order(self) -> None:
-        """Re-apply the overlay and rebuild text docs that saw unknown ids, after in-place folds."""
+    def _after_in_order(self, taken: Sequence[Message]) -> None:
+        """Re-apply the overlay and rebuild text docs that saw unknown ids, or whose node one
+        of the ``taken`` messages (folded in place) removed under own pending text edits."""
+        rebuild = None
         if self._pending or self._buffer:
             self._apply_overlay()
+            rebuild = self._removed_under_overlay(taken)
         g = self._g
         if g.missing_refs:
             missing = g.missing_refs
             g.missing_refs = set()
-            self._rebuild_texts(missing)
+            rebuild = missing if not rebuild else rebuild | missing
+        if rebuild:
+            self._rebuild_texts(rebuild)
 
     def _fold_sequenced_run(
         self, batch: Sequence[Message], seqs: Sequence[int | None] | None
@@ -690,7 +751,7 @@ class Replica:
             stored = self._by_id.get(msg_id)
             if stored is not None and server_seq is not None and stored.serverSeq is None:
                 pos = self._reposition(stored, server_seq)
-                self._after_change(pos, [], set())
+                self._after_change(pos, [], set(), lifecycle=_lifecycle_keys(stored))
             return False
         self.receive_many([m], [server_seq], validate=False)
         return True
@@ -705,7 +766,9 @@ class Replica:
         for target, _ in _metas_of(m):
             self._metas.get(target, {}).pop(m.id, None)
             flipped.add(target)
-        self._after_change(None, [], flipped, extra_texts=_texts_of(m))
+        self._after_change(
+            None, [], flipped, extra_texts=_texts_of(m), lifecycle=_lifecycle_keys(m)
+        )
         return True
 
     # ------------------------------------------------------------------------------ local edits
@@ -716,7 +779,9 @@ class Replica:
         Additive ops of the same otype on the same ``key:path`` merge (sum / product /
         quaternion product); other ops replace the slot; text ops always get their own slot.
         Position-based text edits (``position``/``length``) are translated into the wire form
-        here. Raises :class:`CRDTValidationError` for a malformed op (nothing changes).
+        here. Raises :class:`CRDTValidationError` for a malformed op, or a position-based text
+        edit of a node that is missing or removed in the visible graph (field ``op.key``; a
+        text op there would have no effect anyway). Nothing changes then.
         """
         if not isinstance(op, Op):
             try:
@@ -753,6 +818,9 @@ class Replica:
         """Translate a position-based text edit into its wire form (applies it to the doc)."""
         if op.ot == "text.init" or (op.position is UNSET):
             return op
+        n = self._g.nodes.get(op.key)
+        if n is None or n.deleted_at is not None:
+            raise CRDTValidationError("op.key", f"node {op.key!r} is missing or removed")
         k = (op.key, op.path)
         d = self._g.texts.get(k)
         if d is None:
@@ -871,9 +939,9 @@ class Replica:
         integration), but a doc's local agent is whoever created it: here the first
         message that *arrived* (or our own local edit), in a re-fold the first included
         message in canonical order with a creating text op (anything but ``text.delete``,
-        graph ``apply_text_only``), or the base snapshot's doc. The agent's clock is one past
-        its highest id held (``TextDoc.agent_clock``), at least the base doc's clock. None if
-        a live doc has no such origin (the caller then re-folds).
+        graph ``apply_text_only``) on a live node, or the base snapshot's doc. The agent's
+        clock is one past its highest id held (``TextDoc.agent_clock``), at least the base
+        doc's clock. None if a live doc has no such origin (the caller then re-folds).
         """
         docs = self._g.texts
         out: dict[tuple[str, str], tuple[str, int]] = {}
@@ -884,14 +952,23 @@ class Replica:
         missing = len(docs) - len(out)
         if missing:
             excluded = self._excluded
-            text_keys = self._text_keys
+            # a creating op counts only where its node is live (else it is a no-op)
+            life = _NodeLife(self._cps[0][1].nodes, {k for k, _ in docs.keys() - out.keys()})
             for m in self._msgs:
-                tk = text_keys.get(m.id)
-                if tk is None or m.id in excluded:
+                if m.id in excluded:
                     continue
                 for op in m.ops:
+                    ot = op.ot
+                    if ot in _LIFECYCLE_OTYPES:
+                        life.step(op)
+                        continue
                     k = (op.key, op.path)
-                    if op.ot in TEXT_OTYPES and op.ot != "text.delete" and k not in out:
+                    if (
+                        ot in TEXT_OTYPES
+                        and ot != "text.delete"
+                        and k not in out
+                        and life.live(op.key)
+                    ):
                         d = docs.get(k)
                         if d is None:
                             return None  # the re-fold has a doc the live graph lacks
@@ -1100,11 +1177,17 @@ class Replica:
         fast: list[Message],
         flipped: set[str],
         *,
-        new: Iterable[Message] = (),
+        new: Sequence[Message] = (),
         extra_texts: Iterable[tuple[str, str]] = (),
+        lifecycle: Iterable[str] = (),
     ) -> None:
-        """Bring the visible graph up to date after the journal/pending/buffer changed."""
+        """Bring the visible graph up to date after the journal/pending/buffer changed.
+
+        ``lifecycle``: nodes inserted or removed at a new place of the fold (their text docs
+        may hold ops that are no-ops now, or lack ops that apply now: rebuilt).
+        """
         rebuild: set[tuple[str, str]] = set(extra_texts)
+        life: set[str] = set(lifecycle)
         for target in flipped:
             now = self._status(target)
             if now == (target in self._excluded):
@@ -1116,6 +1199,7 @@ class Replica:
             stored = self._by_id.get(target)
             if stored is not None:
                 rebuild |= self._text_keys.get(target, _NO_TEXTS)
+                life |= _lifecycle_keys(stored)
                 pos = self._position(stored)
                 if pos < self._folded:
                     low = pos if low is None else min(low, pos)
@@ -1124,6 +1208,7 @@ class Replica:
                 pm = self._pending_ids.get(target)
                 if pm is not None:
                     rebuild |= _texts_of(pm)
+                    life |= _lifecycle_keys(pm)
         if low is not None:
             self._refold(low)
         else:
@@ -1137,6 +1222,10 @@ class Replica:
             # a doc that once saw an unknown char id is rebuilt until all ids are known
             for m in new:
                 rebuild |= self._text_keys.get(m.id, _NO_TEXTS) & self._unresolved
+        if life:
+            rebuild |= self._docs_of(life)
+        if new and (self._pending or self._buffer):
+            rebuild |= self._removed_under_overlay(new)
         g = self._g
         if g.missing_refs:
             rebuild |= g.missing_refs
@@ -1204,6 +1293,31 @@ class Replica:
             self._tip = None
         self._apply_overlay()
 
+    def _docs_of(self, keys: set[str]) -> set[tuple[str, str]]:
+        """The ``(key, path)`` of every text doc of the nodes ``keys``."""
+        if not keys:
+            return set()
+        return {k for k in self._g.texts if k[0] in keys}
+
+    def _removed_under_overlay(self, folded: Iterable[Message]) -> set[tuple[str, str]]:
+        """Text docs of nodes that own pending or buffered text ops edit and that one of the
+        ``folded`` confirmed messages removes: those ops were integrated while the node was
+        live and are no-ops now (they sort after the removal)."""
+        edited: set[str] = set()
+        for m in self._pending:
+            if m.id not in self._excluded:
+                edited.update(op.key for op in m.ops if op.ot in TEXT_OTYPES)
+        edited.update(op.key for op in self._buffer.values() if op.ot in TEXT_OTYPES)
+        if not edited:
+            return set()
+        hit = {
+            op.value
+            for m in folded
+            for op in m.ops
+            if op.ot == "node.remove" and op.value in edited
+        }
+        return self._docs_of(hit)
+
     def _rebuild_texts(self, targets: Iterable[tuple[str, str]]) -> None:
         """Rebuild text docs from the snapshot's docs + every included op, canonical order."""
         targets = set(targets)
@@ -1214,25 +1328,25 @@ class Replica:
             raw = self._base_texts.get(k)
             if raw is not None:
                 scratch.texts[k] = TextDoc.from_snapshot(raw)
+        life = _NodeLife(self._cps[0][1].nodes, {k for k, _ in targets})
 
-        def feed(m: Message) -> None:
-            ts = m.ts if m.ts is not None else 0
-            for op in m.ops:
-                if op.ot in TEXT_OTYPES and (op.key, op.path) in targets:
-                    apply_text_only(scratch, op, m.client, ts)
+        def feed(ops: Iterable[Op], client: str, ts: float) -> None:
+            for op in ops:
+                ot = op.ot
+                if ot in TEXT_OTYPES:
+                    if (op.key, op.path) in targets and life.live(op.key):
+                        apply_text_only(scratch, op, client, ts)
+                elif ot in _LIFECYCLE_OTYPES:
+                    life.step(op)
 
         excluded = self._excluded
-        text_keys = self._text_keys
         for m in self._msgs:
-            tk = text_keys.get(m.id)
-            if tk is not None and m.id not in excluded and not tk.isdisjoint(targets):
-                feed(m)
+            if m.id not in excluded:
+                feed(m.ops, m.client, m.ts if m.ts is not None else 0)
         for m in self._pending:
-            if m.id not in self._excluded:
-                feed(m)
-        for op in self._buffer.values():
-            if op.ot in TEXT_OTYPES and (op.key, op.path) in targets:
-                apply_text_only(scratch, op, self.session_id, self._buffer_ts)
+            if m.id not in excluded:
+                feed(m.ops, m.client, m.ts if m.ts is not None else 0)
+        feed(self._buffer.values(), self.session_id, self._buffer_ts)
         for k in targets:
             d = scratch.texts.get(k)
             if d is not None:
