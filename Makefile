@@ -10,9 +10,10 @@ PORT   ?= 4437
 DATA   ?= ./durasync-data
 PYTEST_ARGS ?=
 
-NPM_DIRS := tests/js
+NPM_DIRS := tests/js js
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run run-cluster test lint format typecheck pytest npm-deps redis-deps lock clean
+.PHONY: run run-cluster test lint format typecheck pytest npm-deps redis-deps chromium-deps js-build dist lock clean
 
 # Exact Python versions installed here (pyproject.toml keeps ranges for people
 # who install durasync as a library). `make lock` refreshes it on purpose.
@@ -66,7 +67,31 @@ redis-deps:
 	}
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is required: apt-get install redis-server" >&2; exit 1; }
 
-run: $(VENV)/.installed
+# chromium for the real-browser tests (tests/js_client, bench/browser.py), driven by Playwright
+# with executable_path: Debian's package, installed when missing (never `playwright install`).
+chromium-deps:
+	@[ -x $(CHROMIUM) ] || { \
+	  echo "installing chromium (Debian package)"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	}
+	@[ -x $(CHROMIUM) ] || { echo "chromium is required: apt-get install chromium" >&2; exit 1; }
+
+# The browser client (js/): esbuild bundle js/dist/durasync.mjs (+ .d.ts, the node replay twin),
+# copied to src/durasync/static/ where `durasync serve` serves it and the wheel ships it.
+JS_SOURCES := $(shell find js/src -name '*.ts' 2>/dev/null) js/build.mjs js/package-lock.json js/tsconfig.json
+js/dist/durasync.mjs: $(JS_SOURCES) | npm-deps
+	node js/build.mjs
+
+js-build: npm-deps js/dist/durasync.mjs
+	@[ -f src/durasync/static/durasync.mjs ] || node js/build.mjs
+
+# A wheel in ./dist with the browser bundle inside.
+dist: $(VENV)/.installed js-build
+	$(BIN)/python -m pip wheel --no-deps --quiet -w dist .
+
+run: $(VENV)/.installed js-build
 	$(BIN)/durasync serve --host $(HOST) --port $(PORT) --data $(DATA)
 
 # A two-node cluster on loopback for trying it (issue 6): redis-server (AOF,
@@ -83,14 +108,15 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests bench scripts
 	$(BIN)/ruff check --fix src tests bench scripts
 
-typecheck: $(VENV)/.installed-dev
+typecheck: $(VENV)/.installed-dev npm-deps
 	$(BIN)/mypy
+	cd js && node node_modules/typescript/bin/tsc --noEmit -p tsconfig.json
 
-pytest: $(VENV)/.installed-dev npm-deps redis-deps
+pytest: $(VENV)/.installed-dev npm-deps redis-deps chromium-deps js-build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
-	rm -rf $(addsuffix /node_modules,$(NPM_DIRS))
+	rm -rf $(addsuffix /node_modules,$(NPM_DIRS)) js/dist

@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
+from durasync.browser_bundle import bundle_routes
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore, StoreError
@@ -244,6 +245,7 @@ def create_app(
         Route("/healthz", _healthz, methods=["GET"]),
         Route(prefix + "/{path:path}", streams),
         *rooms.routes(),
+        *bundle_routes(),
         *extra_routes,
     ]
     app = _StreamsFirstApp(

@@ -370,3 +370,19 @@ def test_random_faults_never_lose_duplicate_or_reorder(seed: int) -> None:
     assert p.client_got() == sent_s
     assert p.client.unacked == 0
     assert p.server is not None and p.server.unacked == 0
+
+
+def test_ping_is_answered_with_pong_and_touches_no_sequence(pair: Pair) -> None:
+    """The heartbeat of peers without WebSocket pings (browsers): ping -> pong with its id."""
+    from durasync.protocol.frames import Ping, Pong
+
+    pair.connect()
+    server = pair.server
+    assert server is not None
+    codec = FrameCodec(pair.registry.codec.encoding)
+    server.receive_data(codec.encode(Ping(id=7)), 0.0)
+    assert [codec.decode(f) for f in server.data_to_send()] == [Pong(id=7)]
+    assert server.events_received() == []
+    pair.client.receive_data(codec.encode(Pong(id=7)), 0.0)
+    assert pair.client.events_received() == [] and pair.client.data_to_send() == []
+    assert (server.last_received, server.last_sent) == (0, 0)

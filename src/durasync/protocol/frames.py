@@ -14,11 +14,15 @@ msg       ``seq``, ``text`` xor ``data``                both
 ack       ``seq``                                        both
 bye       --                                             both (end session)
 error     ``code``, ``message``, ``permanent``          both
+ping      ``id`` (int, optional)                        both, mid-session
+pong      ``id`` (the ping's)                           both, answers ping
 ========  ===========================================  ====================
 
 Sequence numbers are per direction, start at 1 and never reset while the
 session lives; ``last_seen`` and ``ack.seq`` are the highest sequence number
-received *in order* (0 = none). Unknown fields are ignored (forward
+received *in order* (0 = none). ``ping``/``pong`` are an application-level heartbeat for
+peers that cannot send WebSocket pings (browsers): a session answers every ``ping`` with a
+``pong`` carrying its ``id``; neither touches sequence numbers. Unknown fields are ignored (forward
 compatibility); unknown ``t`` values and out-of-range numbers are protocol
 violations.
 """
@@ -40,6 +44,8 @@ __all__ = [
     "FrameCodec",
     "Hello",
     "Msg",
+    "Ping",
+    "Pong",
     "Welcome",
 ]
 
@@ -106,7 +112,19 @@ class ErrorFrame(_Frame, tag="error", frozen=True):
     permanent: bool = True
 
 
-Frame = Hello | Welcome | Msg | Ack | Bye | ErrorFrame
+class Ping(_Frame, tag="ping", frozen=True):
+    """Heartbeat request (mid-session); the peer answers with ``pong`` and the same ``id``."""
+
+    id: Seq = 0
+
+
+class Pong(_Frame, tag="pong", frozen=True):
+    """Answer to ``ping``."""
+
+    id: Seq = 0
+
+
+Frame = Hello | Welcome | Msg | Ack | Bye | ErrorFrame | Ping | Pong
 
 Encoding = Literal["json", "msgpack"]
 

@@ -48,6 +48,8 @@ from durasync.protocol.frames import (
     FrameCodec,
     Hello,
     Msg,
+    Ping,
+    Pong,
     Welcome,
 )
 
@@ -329,6 +331,10 @@ class ReliableSession:
         elif isinstance(frame, Bye):
             self.closed = True
             self._events.append(PeerClosed())
+        elif isinstance(frame, Ping):
+            self._emit(Pong(id=frame.id))
+        elif isinstance(frame, Pong):
+            pass  # liveness only: the shell saw a frame arrive
         else:
             raise RemoteProtocolError("unexpected_frame", f"{type(frame).__name__} mid-session")
 
