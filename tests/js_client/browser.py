@@ -1,0 +1,153 @@
+"""Real-Chromium plumbing for the browser tests: Debian's chromium driven by Playwright's async
+API (``executable_path``: never ``playwright install``), pages of their own origin that import
+the durasync bundle, and an in-process test server (reliable-session and plain WebSocket
+endpoints) on a free loopback port.
+
+One browser per test module (module-scoped fixtures in the test files); every page and server
+is closed by its fixture, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from playwright.async_api import Browser, Page, async_playwright
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from durasync.reliable import ReliableConnection, ReliableHub
+
+from .jsbuild import BUNDLE, ensure_built
+
+CHROMIUM = os.environ.get("DURASYNC_CHROMIUM", "/usr/bin/chromium")
+TOKEN = "s3cret"
+
+
+def _check_chromium() -> None:
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make chromium-deps` installs it"
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """Launch Debian's chromium headless (fails with the fix when it is missing)."""
+    _check_chromium()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def open_page(
+    browser: Browser, page_url: str, bundle_url: str, extra: dict[str, str] | None = None
+) -> Page:
+    """Open ``page_url`` (a real loopback server: Chromium's local-network-access rules treat
+    intercepted pages as public) and import the bundle as ``window.D``.
+
+    ``extra`` maps paths under the page's origin to JS module sources (e.g. another bundle),
+    answered by interception. Console and page errors are collected in ``page.errors``.
+    """
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]
+    origin = page_url.split("/", 3)
+    base = "/".join(origin[:3])
+    for path, source in (extra or {}).items():
+        await page.route(base + path, _module_handler(source))
+    await page.goto(page_url)
+    await page.evaluate("async (u) => { window.D = await import(u); }", bundle_url)
+    return page
+
+
+def _module_handler(source: str) -> Any:
+    async def serve(route: Any) -> None:
+        await route.fulfill(status=200, body=source, headers={"content-type": "text/javascript"})
+
+    return serve
+
+
+async def close_page(page: Page) -> None:
+    await page.context.close()
+
+
+def bundle_response() -> Response:
+    ensure_built()
+    return Response(BUNDLE.read_bytes(), media_type="text/javascript")
+
+
+def reliable_app(hub: ReliableHub) -> Starlette:
+    """``/echo`` (reliable session echo), ``/plain`` (plain echo), ``/garbage`` (a seq gap),
+    ``/secure`` (refused before accept, i.e. HTTP 403, without ``?token=TOKEN``),
+    ``/auth-check`` (HTTP 401 without ``Authorization: Bearer TOKEN``), ``/durasync.mjs`` and
+    ``/page.html`` (an empty test page)."""
+
+    async def echo(websocket: WebSocket) -> None:
+        async def handler(conn: ReliableConnection) -> None:
+            async for message in conn:
+                await conn.send(message)
+
+        await hub.serve(websocket, handler)
+
+    async def secure(websocket: WebSocket) -> None:
+        if websocket.query_params.get("token") != TOKEN:
+            await websocket.close(4403)  # before accept: HTTP 403
+            return
+        await echo(websocket)
+
+    async def plain(websocket: WebSocket) -> None:
+        await websocket.accept()
+        with contextlib.suppress(Exception):
+            while True:
+                msg = await websocket.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                if msg.get("text") is not None:
+                    await websocket.send_text(msg["text"])
+                else:
+                    await websocket.send_bytes(msg["bytes"])
+
+    async def garbage(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive()  # the client's hello
+        await websocket.send_text('{"t":"welcome","session":"s","resumed":false}')
+        await websocket.send_text('{"t":"msg","seq":7,"text":"gap"}')  # seq gap: violation
+        with contextlib.suppress(Exception):
+            await websocket.receive()
+
+    async def auth_check(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return PlainTextResponse("no", status_code=401)
+        return PlainTextResponse("ok")
+
+    async def bundle(request: Request) -> Response:
+        return bundle_response()
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(
+            '<!doctype html><link rel="icon" href="data:,"><title>durasync test page</title>'
+        )
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/echo", echo),
+            WebSocketRoute("/secure", secure),
+            WebSocketRoute("/plain", plain),
+            WebSocketRoute("/garbage", garbage),
+            Route("/auth-check", auth_check),
+            Route("/durasync.mjs", bundle),
+            Route("/page.html", page),
+        ],
+        middleware=[Middleware(CORSMiddleware, allow_origins=["*"], allow_headers=["*"])],
+    )
