@@ -1,0 +1,271 @@
+"""Browser benchmark: the JS replica (js/dist/durasync.mjs) in headless Chromium next to the
+Python replica (durasync.crdt) on the CRDT workloads of bench/crdt.py, in the same run; and the
+bundle's gzipped size.
+
+Workloads (the streams of bench/crdt.py, built once in Python and handed to both sides):
+
+  (a) 100k LWW sets over 1,000 nodes           Replica.receive, one message at a time
+  (b) 100k additive drag deltas                 Replica.receive, one message at a time
+      (a)/(b) also as the room server's path: receive_many of sequenced batches of 10
+  (c) a typing trace of 200k single-char edits  TextDoc local edits, then the wire ops applied
+                                                on a second doc
+  (d) a 10k-message join of a 100-client room   Replica(sequenced).receive_many(journal, seqs)
+
+Both sides decode (and validate) the messages before timing, then time exactly the calls
+listed; each figure is the median of ``--runs`` runs, the sides interleaved per run. Both sides
+must end in the same state: the canonical JSON of the graphs byte for byte ((a), (b), (d)) and
+the text ((c)).
+
+Usage: python bench/browser.py [--quick] [--runs N]   (needs chromium: `make chromium-deps`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import http.server
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from crdt import (  # noqa: E402  (bench/crdt.py: the same workloads)
+    drag_stream,
+    join_stream,
+    lww_stream,
+    setup_nodes,
+    typing_trace,
+)
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from durasync.crdt import Replica, decode_message_obj  # noqa: E402
+from durasync.crdt.text import DeleteEdit, InsertEdit, TextDoc  # noqa: E402
+
+CHROMIUM = os.environ.get("DURASYNC_CHROMIUM", "/usr/bin/chromium")
+DIST = ROOT / "js" / "dist"
+
+PAGE = """<!doctype html><link rel="icon" href="data:,"><title>bench</title>
+<script type="module">import * as D from "/durasync.mjs"; window.D = D; window.ready = true;</script>
+"""
+
+# The JS side of every workload; each returns [seconds, check] for one run.
+JS = """
+window.bench = {
+  stream(setup, stream, mode) {
+    const S = setup.map((m) => D.decodeMessage(m));
+    const M = stream.map((m) => D.decodeMessage(m));
+    const r = new D.Replica("server");
+    if (mode === "receive") {
+      r.receiveMany(S);
+      const t0 = performance.now();
+      for (const m of M) r.receive(m);
+      return [(performance.now() - t0) / 1000, r.dump()];
+    }
+    r.receiveMany(S, S.map((_, i) => i));
+    const base = S.length;
+    const t0 = performance.now();
+    for (let i = 0; i < M.length; i += 10) {
+      const b = M.slice(i, i + 10);
+      r.receiveMany(b, b.map((_, j) => base + i + j), { validate: false });
+    }
+    return [(performance.now() - t0) / 1000, r.dump()];
+  },
+  text(trace) {
+    const t0 = performance.now();
+    const d = new D.TextDoc("alice");
+    const ops = [];
+    for (const [pos, ch] of trace) ops.push(ch !== null ? d.localInsert(pos, ch, 1) : d.localDelete(pos, 1));
+    const t1 = performance.now();
+    const r = new D.TextDoc("bob");
+    for (const op of ops) {
+      if (Array.isArray(op)) r.applyDelete(op);
+      else r.applyInsert(op.id, op.anchor, op.content, op.seq, op.ts);
+    }
+    const t2 = performance.now();
+    if (r.text() !== d.text()) throw new Error("texts differ");
+    return [(t1 - t0) / 1000, (t2 - t1) / 1000, d.text()];
+  },
+  join(journal) {
+    const M = journal.map((m) => D.decodeMessage(m));
+    const seqs = M.map((_, i) => i);
+    const t0 = performance.now();
+    const r = new D.Replica("joiner", { sequenced: true });
+    r.receiveMany(M, seqs, { validate: false });
+    return [(performance.now() - t0) / 1000, r.dump()];
+  },
+};
+"""
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path in ("/", "/index.html"):
+            body = PAGE.encode()
+            ctype = "text/html"
+        elif self.path == "/durasync.mjs":
+            body = (DIST / "durasync.mjs").read_bytes()
+            ctype = "text/javascript"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def py_stream(
+    setup: list[dict[str, Any]], stream: list[dict[str, Any]], mode: str
+) -> tuple[float, str]:
+    S = [decode_message_obj(m) for m in setup]
+    M = [decode_message_obj(m) for m in stream]
+    r = Replica("server")
+    gc.collect()
+    if mode == "receive":
+        r.receive_many(S)
+        recv = r.receive
+        t0 = time.perf_counter()
+        for m in M:
+            recv(m)
+        return time.perf_counter() - t0, r.dump()
+    r.receive_many(S, range(len(S)))
+    base = len(S)
+    t0 = time.perf_counter()
+    for i in range(0, len(M), 10):
+        b = M[i : i + 10]
+        r.receive_many(b, range(base + i, base + i + len(b)), validate=False)
+    return time.perf_counter() - t0, r.dump()
+
+
+def py_text(trace: list[tuple[int, str | None]]) -> tuple[float, float, str]:
+    gc.collect()
+    t0 = time.perf_counter()
+    d = TextDoc("alice")
+    ops: list[Any] = []
+    for pos, ch in trace:
+        ops.append(d.local_insert(pos, ch, 1.0) if ch is not None else d.local_delete(pos, 1))
+    t1 = time.perf_counter()
+    r = TextDoc("bob")
+    for op in ops:
+        if type(op) is InsertEdit:
+            r.apply_insert(op.id, op.anchor, op.content, op.seq, op.ts)
+        else:
+            assert isinstance(op, DeleteEdit)
+            r.apply_delete(op.rm)
+    t2 = time.perf_counter()
+    assert r.text() == d.text()
+    return t1 - t0, t2 - t1, d.text()
+
+
+def py_join(journal: list[dict[str, Any]]) -> tuple[float, str]:
+    M = [decode_message_obj(m) for m in journal]
+    gc.collect()
+    t0 = time.perf_counter()
+    r = Replica("joiner", sequenced=True)
+    r.receive_many(M, range(len(M)), validate=False)
+    return time.perf_counter() - t0, r.dump()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="10x smaller streams, 1 run")
+    ap.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
+    args = ap.parse_args()
+    scale = 10 if args.quick else 1
+    runs = 1 if args.quick else args.runs
+    if not (DIST / "durasync.mjs").exists():
+        sys.exit("build the bundle first: make js-build")
+    bundle = (DIST / "durasync.mjs").read_bytes()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    rows: list[tuple[str, float, float]] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+            page.wait_for_function("() => window.ready === true")
+            page.evaluate(JS)
+            version = browser.version
+
+            def both(
+                name: str, n: int, js: Callable[[], Any], py: Callable[[], Any], idx: int = 0
+            ) -> None:
+                t_js: list[float] = []
+                t_py: list[float] = []
+                for _ in range(runs):
+                    rj = js()
+                    rp = py()
+                    assert rj[-1] == rp[-1], f"{name}: the two sides differ"
+                    t_js.append(rj[idx])
+                    t_py.append(rp[idx])
+                rows.append((name, n / statistics.median(t_js), n / statistics.median(t_py)))
+
+            n = 100_000 // scale
+            setup = setup_nodes(1000)
+            for label, stream in (
+                ("(a) LWW sets", lww_stream(n, 1000, 100, lt0=10_000)),
+                ("(b) drag deltas", drag_stream(n, 1000, 100, lt0=10_000)),
+            ):
+                payload = json.dumps([setup, stream])
+                page.evaluate(f"window.W = {payload}")
+                for mode, what in (("receive", "Replica.receive"), ("server", "receive_many(10)")):
+                    both(
+                        f"{label}: {what}",
+                        n,
+                        lambda mode=mode: page.evaluate(
+                            f"() => bench.stream(W[0], W[1], {json.dumps(mode)})"
+                        ),
+                        lambda mode=mode, stream=stream: py_stream(setup, stream, mode),
+                    )
+                page.evaluate("window.W = null")
+            trace = typing_trace(200_000 // scale)
+            page.evaluate(f"window.T = {json.dumps(trace)}")
+            for i, what in ((0, "local edits"), (1, "remote apply")):
+                both(
+                    f"(c) text {what}",
+                    len(trace),
+                    lambda: page.evaluate("() => bench.text(T)"),
+                    lambda: py_text(trace),
+                    idx=i,
+                )
+            page.evaluate("window.T = null")
+            journal = join_stream(10_000 // scale, 100)
+            page.evaluate(f"window.J = {json.dumps(journal)}")
+            both(
+                f"(d) join {len(journal)} msgs/100 clients",
+                len(journal),
+                lambda: page.evaluate("() => bench.join(J)"),
+                lambda: py_join(journal),
+            )
+            browser.close()
+    finally:
+        server.shutdown()
+    width = max(len(r[0]) for r in rows)
+    print(f"Chromium {version}, CPython {sys.version.split()[0]}, runs={runs}")
+    print(f"{'workload':<{width}}  {'JS ops/s':>12}  {'Python ops/s':>12}  {'JS/Py':>6}")
+    for name, js, py in rows:
+        print(f"{name:<{width}}  {js:12,.0f}  {py:12,.0f}  {js / py:5.1f}x")
+    print(
+        f"bundle js/dist/durasync.mjs: {len(bundle):,} B minified, "
+        f"{len(gzip.compress(bundle, 9)):,} B gzipped (target < 60 KB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
