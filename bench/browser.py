@@ -38,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from playwright.sync_api import sync_playwright  # noqa: E402
+
 from crdt import (  # noqa: E402  (bench/crdt.py: the same workloads)
     drag_stream,
     join_stream,
@@ -45,8 +47,6 @@ from crdt import (  # noqa: E402  (bench/crdt.py: the same workloads)
     setup_nodes,
     typing_trace,
 )
-from playwright.sync_api import sync_playwright  # noqa: E402
-
 from durasync.crdt import Replica, decode_message_obj  # noqa: E402
 from durasync.crdt.text import DeleteEdit, InsertEdit, TextDoc  # noqa: E402
 
@@ -54,7 +54,9 @@ CHROMIUM = os.environ.get("DURASYNC_CHROMIUM", "/usr/bin/chromium")
 DIST = ROOT / "js" / "dist"
 
 PAGE = """<!doctype html><link rel="icon" href="data:,"><title>bench</title>
-<script type="module">import * as D from "/durasync.mjs"; window.D = D; window.ready = true;</script>
+<script type="module">
+import * as D from "/durasync.mjs"; window.D = D; window.ready = true;
+</script>
 """
 
 # The JS side of every workload; each returns [seconds, check] for one run.
@@ -83,7 +85,9 @@ window.bench = {
     const t0 = performance.now();
     const d = new D.TextDoc("alice");
     const ops = [];
-    for (const [pos, ch] of trace) ops.push(ch !== null ? d.localInsert(pos, ch, 1) : d.localDelete(pos, 1));
+    for (const [pos, ch] of trace) {
+      ops.push(ch !== null ? d.localInsert(pos, ch, 1) : d.localDelete(pos, 1));
+    }
     const t1 = performance.now();
     const r = new D.TextDoc("bob");
     for (const op of ops) {
