@@ -195,6 +195,15 @@ for (const c of cases) {
       compacted.receiveMany(c.messages.map((m) => D.decodeMessage(clone(m))));
       compacted.compact(c.upto);
       out.push({ snapshot: snap, dump: r.dump({ withMeta: true }), compacted: compacted.dump({ withMeta: true }) });
+    } else if (c.kind === "protocol") {
+      // the sans-I/O cores: state table, backoff schedule, buffer policies
+      const b = new D.Backoff(D.backoffPolicy(c.backoff), () => 0.999);
+      const delays = [];
+      for (let i = 0; i < 8; i++) delays.push(b.nextDelay());
+      const buf = new D.OutgoingBuffer({ maxMessages: 3, maxBytes: 10, maxAge: 5, policy: "drop_oldest" });
+      for (const [p, t] of [["ab", 0], ["cdé", 1], ["f", 2], ["ghijk", 3]]) buf.push(p, t);
+      buf.expire(6.5);
+      out.push({ transitions: D.TRANSITIONS, delays, events: buf.drainEvents(), left: buf.clear() });
     } else if (c.kind === "generate") {
       out.push(generate(c.seed, c.sessions, c.steps));
     } else {

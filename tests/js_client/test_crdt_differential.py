@@ -112,6 +112,8 @@ def results() -> dict[str, Any]:
     for seed in JS_SEEDS:
         index[f"js{seed}"] = [len(cases)]
         cases.append({"kind": "generate", "seed": seed + 1, "sessions": 2 + seed % 3, "steps": 80})
+    index["protocol"] = [len(cases)]
+    cases.append({"kind": "protocol", "backoff": BACKOFF})
     index["format"] = [len(cases)]
     numbers = _numbers()
     cases.append({"kind": "format", "numbers": numbers})
@@ -160,6 +162,41 @@ def test_js_histories_replay_identically_in_python(results: dict[str, Any], seed
     for m in reversed([_copy(m) for m in js["messages"]]):
         one.receive(m)
     assert one.dump(with_meta=True) == views[0]
+
+
+BACKOFF = {"initialDelay": 0.5, "maxDelay": 7, "multiplier": 3, "minDelay": 0.1, "maxAttempts": 6}
+
+
+def test_protocol_cores_match_python(results: dict[str, Any]) -> None:
+    """The TS state table, backoff schedule and buffer policies are the Python ones."""
+    from durasync.protocol import Backoff, BackoffPolicy, BufferLimits, OutgoingBuffer
+    from durasync.protocol.state import TRANSITIONS
+
+    (i,) = results["index"]["protocol"]
+    js = results["out"][i]
+    assert js["transitions"] == {
+        s.value: {t.value: n.value for t, n in row.items()} for s, row in TRANSITIONS.items()
+    }
+    b = Backoff(
+        BackoffPolicy(initial_delay=0.5, max_delay=7, multiplier=3, min_delay=0.1, max_attempts=6),
+        rng=lambda: 0.999,
+    )
+    py = [b.next_delay() for _ in range(8)]
+    assert py[6:] == [None, None]  # max_attempts
+    assert js["delays"][6:] == [None, None]
+    assert js["delays"][:6] == pytest.approx(py[:6], rel=1e-12)
+    buf = OutgoingBuffer(
+        BufferLimits(max_messages=3, max_bytes=10, max_age=5, policy="drop_oldest")
+    )
+    for p, t in [("ab", 0), ("cdé", 1), ("f", 2), ("ghijk", 3)]:
+        buf.push(p, t)
+    buf.expire(6.5)
+    events = [
+        {"type": "overflow", "dropped": list(e.dropped), "reason": e.reason}
+        for e in buf.events_received()
+    ]
+    assert js["events"] == events
+    assert js["left"] == buf.clear()
 
 
 def _numbers() -> list[float | int]:
