@@ -12,6 +12,7 @@ in one node process (module fixture); each test checks its share of the results.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -24,11 +25,25 @@ from typing import Any
 import msgspec
 import pytest
 
-from crdt.crdt_histories import causal_order, generate
 from durasync.crdt import Message, Replica, Snapshot, format_number
 from durasync.crdt.messages import message_to_dict
 
 from .jsbuild import REPLAY, ensure_built, run_cases
+
+
+def _histories() -> Any:
+    """tests/crdt/crdt_histories.py, the generator of the Python convergence tests (a module of
+    tests/crdt, which is not a package; ``crdt`` would also clash with bench/crdt.py)."""
+    mod = sys.modules.get("crdt_histories")
+    if mod is None:
+        path = Path(__file__).resolve().parents[1] / "crdt" / "crdt_histories.py"
+        spec = importlib.util.spec_from_file_location("crdt_histories", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["crdt_histories"] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
 
 SEEDS = list(range(12))
 JS_SEEDS = list(range(10))
@@ -69,10 +84,11 @@ def _python_replay(case: dict[str, Any]) -> dict[str, str]:
 
 def _history_cases(seed: int) -> list[dict[str, Any]]:
     r = random.Random(seed)
-    h = generate(r, sessions=2 + seed % 3, steps=70)
+    hist = _histories()
+    h = hist.generate(r, sessions=2 + seed % 3, steps=70)
     cases: list[dict[str, Any]] = []
     # causal order with duplicates, random batches
-    order = [message_to_dict(m) for m in causal_order(r, h, duplicates=0.2)]
+    order = [message_to_dict(m) for m in hist.causal_order(r, h, duplicates=0.2)]
     cases.append({"kind": "replay", "messages": order, "batches": _batches(r, len(order))})
     # any order (not causal), one by one, dense checkpoints
     shuffled = [message_to_dict(m) for m in h.messages]
@@ -80,7 +96,7 @@ def _history_cases(seed: int) -> list[dict[str, Any]]:
     one = [[i] for i in range(len(shuffled))]
     cases.append({"kind": "replay", "messages": shuffled, "batches": one, "checkpointEvery": 1})
     # server-sequenced (a causal order), the sequenced messages arriving shuffled in batches
-    seq_order = [message_to_dict(m) for m in causal_order(r, h)]
+    seq_order = [message_to_dict(m) for m in hist.causal_order(r, h)]
     seqs = list(range(len(seq_order)))
     idx = list(range(len(seq_order)))
     r.shuffle(idx)
