@@ -10,6 +10,7 @@ is closed by its fixture, also when a test fails.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,6 +90,7 @@ def bundle_response() -> Response:
 
 def reliable_app(hub: ReliableHub) -> Starlette:
     """``/echo`` (reliable session echo), ``/plain`` (plain echo), ``/garbage`` (a seq gap),
+    ``/busy`` and ``/denied`` (a session ``error`` frame, transient or permanent),
     ``/secure`` (refused before accept, i.e. HTTP 403, without ``?token=TOKEN``),
     ``/auth-check`` (HTTP 401 without ``Authorization: Bearer TOKEN``), ``/durasync.mjs`` and
     ``/page.html`` (an empty test page)."""
@@ -126,6 +128,21 @@ def reliable_app(hub: ReliableHub) -> Starlette:
         with contextlib.suppress(Exception):
             await websocket.receive()
 
+    async def refuse(websocket: WebSocket, permanent: bool) -> None:
+        # what ReliableHub does when its registry is full (busy, 1013), or a permanent refusal
+        await websocket.accept()
+        await websocket.receive()  # the client's hello
+        code = "busy" if not permanent else "denied"
+        frame = {"t": "error", "code": code, "message": "try later", "permanent": permanent}
+        await websocket.send_text(json.dumps(frame))
+        await websocket.close(1013 if not permanent else 1008)
+
+    async def busy(websocket: WebSocket) -> None:
+        await refuse(websocket, False)
+
+    async def denied(websocket: WebSocket) -> None:
+        await refuse(websocket, True)
+
     async def auth_check(request: Request) -> Response:
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return PlainTextResponse("no", status_code=401)
@@ -145,6 +162,8 @@ def reliable_app(hub: ReliableHub) -> Starlette:
             WebSocketRoute("/secure", secure),
             WebSocketRoute("/plain", plain),
             WebSocketRoute("/garbage", garbage),
+            WebSocketRoute("/busy", busy),
+            WebSocketRoute("/denied", denied),
             Route("/auth-check", auth_check),
             Route("/durasync.mjs", bundle),
             Route("/page.html", page),

@@ -201,3 +201,27 @@ async def test_close_flushes_and_reports_nothing_lost(page: Page, proxy: FaultPr
     assert log["overflows"] == []  # everything acknowledged before the bye
     with pytest.raises(Exception, match="ConnectionNotOpen"):
         await page.evaluate("() => window.ws.send('late')")
+
+
+async def test_error_frames_surface_with_their_code(page: Page, server: int) -> None:
+    """A transient session error frame (busy) is an event and the client retries; a permanent
+    one stops it and says why."""
+    opts = {"reconnect": "stateful", "backoff": FAST}
+    await page.evaluate(
+        SETUP.replace(
+            "try { await ws.connect();", "try { window.connecting = ws.connect(); await 0;"
+        ),
+        [f"ws://127.0.0.1:{server}/busy", opts],
+    )
+    await page.wait_for_function("() => window.log.errors.length >= 2", timeout=10_000)
+    log = await _log(page)
+    assert log["errors"][0]["code"] == "busy" and log["errors"][0]["permanent"] is False
+    assert "reconnecting" in log["states"] and "failed" not in log["states"]
+    await page.evaluate("() => window.ws.close(0.1)")
+    result = await page.evaluate(SETUP, [f"ws://127.0.0.1:{server}/denied", opts])
+    assert "denied" in result
+    log = await _log(page)
+    assert log["states"] == ["connecting", "failed"]
+    assert log["errors"] == [
+        {"reason": "handshake rejected: denied: try later", "permanent": True, "code": "denied"}
+    ]
