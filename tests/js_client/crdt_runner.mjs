@@ -32,7 +32,7 @@ function rng(seed) {
 
 // A causally consistent history made by JS sessions editing through the public API (stale
 // views, every otype, position-based text edits, undo/redo, pending messages acked later).
-function generate(seed, nSessions, steps) {
+function makeOps(seed) {
   const r = rng(seed);
   const pick = (a) => a[Math.floor(r() * a.length)];
   const int = (lo, hi) => lo + Math.floor(r() * (hi - lo + 1));
@@ -45,23 +45,7 @@ function generate(seed, nSessions, steps) {
   };
   const color = () => "#" + Array.from({ length: 6 }, () => pick("0123456789abcdef")).join("");
   const SCALARS = [0, 1, 2, "a", "b", true, null, 1.5, "é😀"];
-  const sids = Array.from({ length: nSessions }, (_, i) => String.fromCharCode(97 + i));
-  const reps = new Map(sids.map((s) => [s, new D.Replica(s)]));
-  const have = new Map(sids.map((s) => [s, new Set()]));
-  const deps = new Map();
-  const messages = [];
-  const record = (sid, m) => {
-    if (m === null) return;
-    deps.set(m.id, new Set(have.get(sid)));
-    have.get(sid).add(m.id);
-    messages.push(clone(m));
-  };
-  const a = reps.get("a");
-  a.edit({ ot: "node.insert", key: "", path: "children", value: { key: "scene", tag: "Scene" } }, 1);
-  for (let i = 0; i < 3; i++) a.edit({ ot: "node.insert", key: "scene", path: "children", value: { key: `n${i}`, tag: "Mesh" } }, 1);
-  record("a", a.commit(1));
   let counter = 0;
-  let ts = 1;
   const randomOp = (rep, sid) => {
     const g = rep.graph;
     const keys = Array.from(g.nodes.keys()).sort();
@@ -128,6 +112,27 @@ function generate(seed, nSessions, steps) {
     if (verb === "delete") return { ot: "text.delete", key: tkey, path: "t", position: pos, length };
     return { ot: "text.replace", key: tkey, path: "t", position: pos, length, value: [null, "R"] };
   };
+  return { r, pick, int, randomOp };
+}
+
+function generate(seed, nSessions, steps) {
+  const { r, pick, int, randomOp } = makeOps(seed);
+  const sids = Array.from({ length: nSessions }, (_, i) => String.fromCharCode(97 + i));
+  const reps = new Map(sids.map((s) => [s, new D.Replica(s)]));
+  const have = new Map(sids.map((s) => [s, new Set()]));
+  const deps = new Map();
+  const messages = [];
+  const record = (sid, m) => {
+    if (m === null) return;
+    deps.set(m.id, new Set(have.get(sid)));
+    have.get(sid).add(m.id);
+    messages.push(clone(m));
+  };
+  const a = reps.get("a");
+  a.edit({ ot: "node.insert", key: "", path: "children", value: { key: "scene", tag: "Scene" } }, 1);
+  for (let i = 0; i < 3; i++) a.edit({ ot: "node.insert", key: "scene", path: "children", value: { key: `n${i}`, tag: "Mesh" } }, 1);
+  record("a", a.commit(1));
+  let ts = 1;
   for (let s = 0; s < steps; s++) {
     ts += int(0, 2);
     const sid = pick(sids);
@@ -168,6 +173,65 @@ function generate(seed, nSessions, steps) {
   return { messages, sessions: views };
 }
 
+// Clients of a sequencing server (Replica({sequenced: true})): they edit, commit, undo and redo
+// with messages in flight; the server sequences what reaches it, acks the sender and
+// broadcasts to the others; every queue is delivered at random moments, in order.
+function sequenced(seed, nClients, steps) {
+  const { r, pick, int, randomOp } = makeOps(seed);
+  const sids = Array.from({ length: nClients }, (_, i) => String.fromCharCode(97 + i));
+  const clients = new Map(sids.map((s) => [s, new D.Replica(s, { sequenced: true })]));
+  const server = new D.Replica("server");
+  const journal = [];
+  const toServer = new Map(sids.map((s) => [s, []]));
+  const toClient = new Map(sids.map((s) => [s, []]));
+  const send = (sid, m) => m !== null && toServer.get(sid).push(clone(m));
+  const serve = (sid) => {
+    const m = toServer.get(sid).shift();
+    if (m === undefined) return;
+    if (server.has(m.id)) return;
+    const seq = journal.length;
+    server.receive(D.decodeMessage(clone(m)), seq);
+    journal.push({ ...m, serverSeq: seq });
+    for (const other of sids) toClient.get(other).push(other === sid ? { ack: m.id, seq } : { msg: m, seq });
+  };
+  const deliver = (sid) => {
+    const item = toClient.get(sid).shift();
+    if (item === undefined) return;
+    const c = clients.get(sid);
+    if (item.ack !== undefined) c.ack(item.ack, item.seq);
+    else c.receive(D.decodeMessage(clone(item.msg)), item.seq);
+  };
+  const a = clients.get("a");
+  a.edit({ ot: "node.insert", key: "", path: "children", value: { key: "scene", tag: "Scene" } }, 1);
+  for (let i = 0; i < 3; i++) a.edit({ ot: "node.insert", key: "scene", path: "children", value: { key: `n${i}`, tag: "Mesh" } }, 1);
+  send("a", a.commit(1));
+  let ts = 1;
+  for (let s = 0; s < steps; s++) {
+    ts += int(0, 2);
+    const sid = pick(sids);
+    const c = clients.get(sid);
+    const k = r();
+    if (k < 0.25) serve(sid);
+    else if (k < 0.5) for (let i = int(1, 4); i > 0; i--) deliver(sid);
+    else if (k < 0.6) {
+      send(sid, c.commit(ts)); // undo() would commit the buffer itself, unsent
+      send(sid, r() < 0.6 ? c.undo(ts) : c.redo(ts));
+    } else {
+      for (let i = int(1, 3); i > 0; i--) c.edit(randomOp(c, sid), ts);
+      if (r() < 0.8) send(sid, c.commit(ts));
+    }
+  }
+  for (const sid of sids) send(sid, clients.get(sid).commit(ts));
+  for (const sid of sids) while (toServer.get(sid).length) serve(sid);
+  for (const sid of sids) while (toClient.get(sid).length) deliver(sid);
+  return {
+    journal,
+    server: server.dump({ withMeta: true }),
+    clients: sids.map((s) => clients.get(s).dump({ withMeta: true })),
+    pending: sids.map((s) => clients.get(s).pendingCount),
+  };
+}
+
 const out = [];
 for (const c of cases) {
   try {
@@ -204,6 +268,8 @@ for (const c of cases) {
       for (const [p, t] of [["ab", 0], ["cdé", 1], ["f", 2], ["ghijk", 3]]) buf.push(p, t);
       buf.expire(6.5);
       out.push({ transitions: D.TRANSITIONS, delays, events: buf.drainEvents(), left: buf.clear() });
+    } else if (c.kind === "sequenced") {
+      out.push(sequenced(c.seed, c.sessions, c.steps));
     } else if (c.kind === "generate") {
       out.push(generate(c.seed, c.sessions, c.steps));
     } else {
