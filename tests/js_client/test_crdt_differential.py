@@ -46,6 +46,7 @@ def _histories() -> Any:
 
 
 SEEDS = list(range(12))
+OTYPE_SEEDS = list(range(4))
 JS_SEEDS = list(range(10))
 SAMPLES = Path(__file__).resolve().parents[1] / "crdt" / "samples"
 
@@ -80,6 +81,100 @@ def _python_replay(case: dict[str, Any]) -> dict[str, str]:
         else:
             rep.receive_many(ms, ss)
     return _dumps(rep)
+
+
+_VALUES: list[Any] = [
+    0, 1, -2, 2.5, -0.0, 1e21, 1e-7, 123456789012, True, False, None, "", "x", "#ff0000",
+    "#0a0b0c", "+12345", "1_2345", [1, 2, 3], [1.5, -2, 0.25], [0, 0, 0, 1], [1, True, "a"],
+    {"a": 1}, {"name": "n", "key": "k", "tag": "t", "children": [], "z": [1]}, "é😀",
+]  # fmt: skip
+
+
+def _otype_messages(r: random.Random) -> list[dict[str, Any]]:
+    """Every value otype applied over current values of every type (the wrong-type fallbacks,
+    half-up blends, Python equality in arrays, merges into "."), each step on a path of its
+    own, plus node moves and removes, as one client's sequence of messages."""
+    ops: list[dict[str, Any]] = [
+        {"ot": "node.insert", "key": "", "path": "children", "value": {"key": "s"}},
+        *[
+            {"ot": "node.insert", "key": "s", "path": "children", "value": {"key": k, "p": 1}}
+            for k in ("a", "b", "c")
+        ],
+    ]
+    setters = ["number.set", "string.set", "boolean.set", "array.set", "object.set"]
+    colors = ["#" + "".join(r.choice("0123456789abcdef") for _ in range(6)) for _ in range(8)]
+    for it in range(300):
+        key = r.choice("abc")
+        # a path of its own per step, so that the dump shows every step's result
+        path = "." if r.random() < 0.1 else f"p{it}"
+        cur = r.choice(_VALUES)
+        for ot in setters:  # set a current value of whatever type fits one of the setters
+            kind = ot.split(".")[0]
+            ok = {
+                "number": isinstance(cur, int | float) and not isinstance(cur, bool),
+                "string": isinstance(cur, str),
+                "boolean": isinstance(cur, bool),
+                "array": isinstance(cur, list),
+                "object": isinstance(cur, dict),
+            }[kind]
+            if ok and path != ".":
+                ops.append({"ot": ot, "key": key, "path": path, "value": cur})
+        fam = r.choice(
+            ["number", "vector3", "quaternion", "color", "string", "boolean", "array",
+             "object", "node"]
+        )  # fmt: skip
+        v = r.choice(_VALUES)
+        if fam == "number":
+            n = v if isinstance(v, int | float) and not isinstance(v, bool) else 3
+            ops.append({"ot": f"number.{r.choice(['add', 'multiply', 'min', 'max'])}", "key": key,
+                        "path": path, "value": n})  # fmt: skip
+        elif fam == "vector3":
+            if path != "." and r.random() < 0.7:
+                ops.append({"ot": "vector3.set", "key": key, "path": path, "value": [1, -2, 0.5]})
+            ot = r.choice(["add", "multiply", "applyQuaternion", "applyEuler"])
+            val = [0.5, 0.5, 0.5, 0.5] if ot == "applyQuaternion" else [0.25, -1, 2]
+            op = {"ot": f"vector3.{ot}", "key": key, "path": path, "value": val}
+            if ot == "applyEuler":
+                op["order"] = r.choice(["XYZ", "ZYX", "YZX"])
+                op["intrinsic"] = r.random() < 0.5
+            ops.append(op)
+        elif fam == "quaternion":
+            ops.append({"ot": "quaternion.multiply", "key": key, "path": path,
+                        "value": [0, 0.6, 0, 0.8]})  # fmt: skip
+        elif fam == "color":
+            ops.append({"ot": r.choice(["color.blend", "color.set"]), "key": key, "path": path,
+                        "value": r.choice(colors)})  # fmt: skip
+        elif fam == "string":
+            ops.append({"ot": "string.concat", "key": key, "path": path, "value": "y",
+                        "separator": r.choice(["", ","])})  # fmt: skip
+        elif fam == "boolean":
+            ops.append({"ot": f"boolean.{r.choice(['or', 'and'])}", "key": key, "path": path,
+                        "value": r.random() < 0.5})  # fmt: skip
+        elif fam == "array":
+            ot = r.choice(["push", "union", "remove", "move"])
+            if ot == "move":
+                ops.append({"ot": "array.move", "key": key, "path": path,
+                            "from": r.randint(-1, 4), "to": r.randint(-2, 5)})  # fmt: skip
+            else:
+                val = [v, 1, True] if ot == "union" else v
+                ops.append({"ot": f"array.{ot}", "key": key, "path": path, "value": val})
+        elif fam == "object":
+            val = v if isinstance(v, dict) else {"name": "m", "w": v}
+            ops.append({"ot": "object.merge", "key": key, "path": path, "value": val})
+        else:
+            verb = r.choice(["move", "move", "remove", "insert"])
+            if verb == "move":
+                ops.append({"ot": "node.move", "key": "s", "path": "children",
+                            "value": {"nodeKey": key, "newParent": r.choice("abcs")}})  # fmt: skip
+            elif verb == "remove" and r.random() < 0.05:
+                ops.append({"ot": "node.remove", "key": "s", "path": "children", "value": key})
+            else:
+                ops.append({"ot": "node.insert", "key": r.choice("abc"), "path": "children",
+                            "value": {"key": key + str(r.randint(0, 3)), "tag": "T"}})  # fmt: skip
+    return [
+        {"id": f"c:{i}", "client": "c", "lt": i + 1, "ts": i, "clock": {"c": i + 1}, "ops": [op]}
+        for i, op in enumerate(ops)
+    ]
 
 
 def _history_cases(seed: int) -> list[dict[str, Any]]:
@@ -125,6 +220,16 @@ def results() -> dict[str, Any]:
         cs = _history_cases(seed)
         index[f"py{seed}"] = list(range(len(cases), len(cases) + len(cs)))
         cases += cs
+    for seed in OTYPE_SEEDS:
+        msgs = _otype_messages(random.Random(seed))
+        index[f"otypes{seed}"] = [len(cases)]
+        cases.append(
+            {
+                "kind": "replay",
+                "messages": msgs,
+                "batches": _batches(random.Random(seed), len(msgs)),
+            }
+        )
     for seed in JS_SEEDS:
         index[f"js{seed}"] = [len(cases)]
         cases.append({"kind": "generate", "seed": seed + 1, "sessions": 2 + seed % 3, "steps": 80})
@@ -165,6 +270,13 @@ def test_python_histories_give_identical_json(results: dict[str, Any], seed: int
     rebuilt = Replica.from_snapshot("z", snap, tail)
     assert js["dump"] == full.dump(with_meta=True) == rebuilt.dump(with_meta=True)
     assert js["compacted"] == js["dump"]
+
+
+@pytest.mark.parametrize("seed", OTYPE_SEEDS)
+def test_every_otype_over_every_current_type(results: dict[str, Any], seed: int) -> None:
+    (i,) = results["index"][f"otypes{seed}"]
+    case = results["cases"][i]
+    assert results["out"][i] == _python_replay(case)
 
 
 @pytest.mark.parametrize("seed", JS_SEEDS)
