@@ -13,6 +13,7 @@ in one node process (module fixture); each test checks its share of the results.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
 import random
@@ -177,6 +178,55 @@ def _otype_messages(r: random.Random) -> list[dict[str, Any]]:
     ]
 
 
+def _removed_text_messages() -> list[dict[str, Any]]:
+    """Text edits racing a node's removal (and the removal's undo): docs/crdt.md says they are
+    no-ops after the removal in canonical order."""
+
+    def m(client: str, lt: int, *ops: dict[str, Any]) -> dict[str, Any]:
+        return {"id": f"{client}:{lt}", "client": client, "lt": lt, "ts": lt, "clock": {},
+                "ops": list(ops)}  # fmt: skip
+
+    ins = {"ot": "node.insert", "path": "children"}
+    return [
+        m(
+            "a",
+            1,
+            {**ins, "key": "", "value": {"key": "s"}},
+            {**ins, "key": "s", "value": {"key": "n"}},
+        ),
+        m(
+            "b",
+            2,
+            {
+                "ot": "text.insert",
+                "key": "n",
+                "path": "t",
+                "id": "b:0",
+                "seq": 1,
+                "ts": 1,
+                "value": [None, "ab"],
+            },
+        ),
+        m("a", 3, {"ot": "node.remove", "key": "s", "path": "children", "value": "n"}),
+        m(
+            "b",
+            4,
+            {
+                "ot": "text.insert",
+                "key": "n",
+                "path": "t",
+                "id": "b:2",
+                "seq": 2,
+                "ts": 2,
+                "value": ["b:1", "c"],
+            },
+        ),
+        m("c", 5, {"ot": "text.delete", "key": "n", "path": "t", "rm": [["b:0", 1]]}),
+        m("c", 6, {"ot": "text.init", "key": "n", "path": "u", "value": "zz"}),
+        m("a", 7, {"ot": "meta.undo", "key": "_meta", "path": "_meta", "targetMsgId": "a:3"}),
+    ]
+
+
 def _history_cases(seed: int) -> list[dict[str, Any]]:
     r = random.Random(seed)
     hist = _histories()
@@ -220,6 +270,15 @@ def results() -> dict[str, Any]:
         cs = _history_cases(seed)
         index[f"py{seed}"] = list(range(len(cases), len(cases) + len(cs)))
         cases += cs
+    removed = _removed_text_messages()
+    index["removed"] = []
+    for k, perm in enumerate(itertools.permutations(range(1, len(removed)))):
+        if k % 7 == 0:  # 720 orders of the six racing messages: every seventh
+            index["removed"].append(len(cases))
+            order = [removed[0]] + [removed[i] for i in perm]
+            cases.append({"kind": "replay", "messages": order, "batches": [[i] for i in range(7)]})
+            index["removed"].append(len(cases))
+            cases.append({"kind": "replay", "messages": order[:-1], "batches": [list(range(6))]})
     for seed in OTYPE_SEEDS:
         msgs = _otype_messages(random.Random(seed))
         index[f"otypes{seed}"] = [len(cases)]
@@ -270,6 +329,15 @@ def test_python_histories_give_identical_json(results: dict[str, Any], seed: int
     rebuilt = Replica.from_snapshot("z", snap, tail)
     assert js["dump"] == full.dump(with_meta=True) == rebuilt.dump(with_meta=True)
     assert js["compacted"] == js["dump"]
+
+
+def test_text_edits_on_a_removed_node_agree_in_every_order(results: dict[str, Any]) -> None:
+    """With and without the undo of the removal, one by one or in one batch."""
+    for i in results["index"]["removed"]:
+        case = results["cases"][i]
+        assert results["out"][i] == _python_replay(case), [m["id"] for m in case["messages"]]
+    texts = {results["out"][i]["full"].count('"t":"ab"') for i in results["index"]["removed"]}
+    assert texts == {0, 1}  # "ab" kept after the removal; "bc" once it is undone
 
 
 @pytest.mark.parametrize("seed", OTYPE_SEEDS)
