@@ -4,10 +4,11 @@
  * numbers as `String(Number(x.toPrecision(12)))` with `-0` -> `0` and NaN/±inf -> `null`.
  *
  * Integers: Python prints an `int` with all its digits and a `float` rounded to 12 significant
- * digits; JS has one number type. An integral number of magnitude up to 2^53 prints here with
- * all its digits (as a Python int), anything else rounded (as a Python float). The two sides
- * differ only for integral Python floats with 13 or more significant digits (e.g. `1e12 + 1.0`)
- * and for Python ints beyond 2^53, which a JS number cannot hold exactly.
+ * digits; JS has one number type. An integral number within ±(2^53−1) prints here with all its
+ * digits (as a Python int: messages carry no larger ints, and Python turns integer arithmetic
+ * beyond that range into floats, as JS computes), anything else rounded (as a Python float).
+ * The two sides differ only for an integral Python *float* of 13 to 16 significant digits
+ * (e.g. `1234567890123.0` in a Python client's JSON), which Python rounds.
  */
 
 import { TEXT, textKey, type SceneGraph } from "./graph.js";
@@ -17,7 +18,7 @@ import { cmpStr } from "./strings.js";
 export function formatNumber(x: number): string {
   if (!Number.isFinite(x)) return "null";
   if (x === 0) return "0";
-  if (Number.isInteger(x) && Math.abs(x) <= 2 ** 53) return String(x);
+  if (Number.isInteger(x) && Math.abs(x) <= Number.MAX_SAFE_INTEGER) return String(x);
   const r = Number(x.toPrecision(12));
   return r === 0 ? "0" : String(r);
 }

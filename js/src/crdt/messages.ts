@@ -4,8 +4,12 @@
  * `{mtype: "crdt"|"broadcast", msg}`), and validation. A port of `durasync.crdt.messages`:
  * the same checks, the same field names in errors (`ops[2].value`), the same limits.
  *
- * Numbers: JSON does not tell JS an integer `2` from a float `2.0`; an integer field (`lt`,
- * `seq`, `position`, ...) accepts any integral number here, where Python rejects `2.0`.
+ * Numbers (docs/crdt.md "Numbers"): integer fields (`lt`, clock counters, `seq`, `position`,
+ * `length`, `from`, `to`, `rm` lengths, the number of a char id) must lie within
+ * ±`MAX_SAFE_INTEGER` (and be non-negative where Python requires it), every number finite.
+ * JSON does not tell JS an integer `2` from a float `2.0`: an integer field accepts `2.0` here,
+ * and a huge integral number inside a value (Python rejects an int beyond the range, accepts the
+ * float `1e300`) is accepted.
  */
 
 import { cpLen, isDigits, rpartition } from "./strings.js";
@@ -82,6 +86,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxKey: 1024,
 });
 
+/** Largest magnitude of an integer in a message (JS `Number.MAX_SAFE_INTEGER`). */
+export const MAX_SAFE_INTEGER = Number.MAX_SAFE_INTEGER;
+
 export const OTYPES: ReadonlySet<string> = new Set([
   "node.insert", "node.remove", "node.move",
   "number.set", "number.add", "number.multiply", "number.min", "number.max",
@@ -150,6 +157,7 @@ export function decodeOp(raw: unknown, p: string): Op {
     const v = raw[f];
     if (v === undefined) continue;
     if (!isInt(v)) throw wrong(`${p}.${f}`, "int", v);
+    if (Math.abs(v) > MAX_SAFE_INTEGER) throw outOfRange(`${p}.${f}`);
     o[f] = v;
   }
   if (raw["intrinsic"] !== undefined) {
@@ -312,10 +320,24 @@ function checkJson(v: unknown, field: string, limits: Limits): void {
   }
 }
 
-function checkCharId(v: unknown, field: string): void {
+function outOfRange(field: string): CRDTValidationError {
+  return new CRDTValidationError(field, `integer out of range (allowed: -${MAX_SAFE_INTEGER}..${MAX_SAFE_INTEGER})`);
+}
+
+/** A non-negative integer within the safe range. */
+function checkCount(v: unknown, field: string): number {
+  if (!isInt(v) || v < 0) throw new CRDTValidationError(field, "expected a non-negative integer");
+  if (v > MAX_SAFE_INTEGER) throw outOfRange(field);
+  return v;
+}
+
+/** The number `n` of a char id `agent:n` (at most `MAX_SAFE_INTEGER`). */
+function checkCharId(v: unknown, field: string): number {
   if (typeof v !== "string") throw new CRDTValidationError(field, "expected a char id 'agent:n'");
   const [, sep, n] = rpartition(v, ":");
   if (!sep || !isDigits(n)) throw new CRDTValidationError(field, "expected a char id 'agent:n'");
+  if (n.length > 16 || Number(n) > MAX_SAFE_INTEGER) throw new CRDTValidationError(field, "char id number out of the safe integer range");
+  return Number(n);
 }
 
 function checkRm(rm: unknown, field: string): void {
@@ -324,7 +346,8 @@ function checkRm(rm: unknown, field: string): void {
     if (!Array.isArray(r) || r.length !== 2 || typeof r[0] !== "string" || !isInt(r[1]) || (r[1] as number) <= 0) {
       throw new CRDTValidationError(`${field}[${i}]`, "expected [charId, positive length]");
     }
-    checkCharId(r[0], `${field}[${i}][0]`);
+    const n = checkCharId(r[0], `${field}[${i}][0]`);
+    if (n + (r[1] as number) > MAX_SAFE_INTEGER) throw new CRDTValidationError(`${field}[${i}]`, "char ids beyond the safe integer range");
   });
 }
 
@@ -334,27 +357,25 @@ function localContent(v: unknown): unknown {
 
 function checkTextInsert(op: Op, p: string, limits: Limits, local: boolean): void {
   if (local && op.position !== undefined && op.id === undefined) {
-    if (!isInt(op.position) || op.position < 0) throw new CRDTValidationError(`${p}.position`, "expected a non-negative integer");
+    checkCount(op.position, `${p}.position`);
     checkStr(localContent(op.value), `${p}.value`, limits);
     return;
   }
-  checkCharId(op.id, `${p}.id`);
+  const n = checkCharId(op.id, `${p}.id`);
   const v = op.value;
   if (!Array.isArray(v) || v.length !== 2) throw new CRDTValidationError(`${p}.value`, "expected [anchor, content]");
   if (v[0] !== null) checkCharId(v[0], `${p}.value[0]`);
   checkStr(v[1], `${p}.value[1]`, limits);
   if (!v[1]) throw new CRDTValidationError(`${p}.value[1]`, "empty insert");
-  if (!isInt(op.seq) || op.seq < 0) throw new CRDTValidationError(`${p}.seq`, "expected a non-negative integer");
+  if (n + cpLen(v[1] as string) > MAX_SAFE_INTEGER) throw new CRDTValidationError(`${p}.id`, "char ids beyond the safe integer range");
+  checkCount(op.seq, `${p}.seq`);
   if (op.ts === undefined) throw new CRDTValidationError(`${p}.ts`, "missing");
   checkNum(op.ts, `${p}.ts`);
 }
 
 function checkTextDelete(op: Op, p: string, local: boolean): void {
   if (local && op.rm === undefined && op.position !== undefined) {
-    for (const name of ["position", "length"] as const) {
-      const x = op[name];
-      if (!isInt(x) || x < 0) throw new CRDTValidationError(`${p}.${name}`, "expected a non-negative integer");
-    }
+    for (const name of ["position", "length"] as const) checkCount(op[name], `${p}.${name}`);
     return;
   }
   if (op.rm === undefined) throw new CRDTValidationError(`${p}.rm`, "missing");
@@ -405,8 +426,11 @@ export function validateOp(op: Op, p = "op", limits: Limits = DEFAULT_LIMITS, lo
         checkJson(v, fv, limits);
       } else if (verb === "move") {
         for (const name of ["from", "to"] as const) {
-          if (!isInt(op[name])) throw new CRDTValidationError(`${p}.${name}`, "expected an integer");
+          const x = op[name];
+          if (!isInt(x)) throw new CRDTValidationError(`${p}.${name}`, "expected an integer");
+          if (Math.abs(x) > MAX_SAFE_INTEGER) throw outOfRange(`${p}.${name}`);
         }
+        if (v !== undefined) checkJson(v, fv, limits);
       } else {
         if (v === undefined) throw new CRDTValidationError(fv, "missing");
         checkJson(v, fv, limits);
@@ -433,6 +457,8 @@ export function validateOp(op: Op, p = "op", limits: Limits = DEFAULT_LIMITS, lo
         if (typeof v !== "string") throw new CRDTValidationError(fv, "expected the child node key");
       } else if (!isObj(v) || typeof v["nodeKey"] !== "string" || typeof v["newParent"] !== "string") {
         throw new CRDTValidationError(fv, "expected {nodeKey, newParent}");
+      } else {
+        checkJson(v, fv, limits);
       }
       break;
     case "text":
@@ -442,6 +468,7 @@ export function validateOp(op: Op, p = "op", limits: Limits = DEFAULT_LIMITS, lo
         checkTextInsert(op, p, limits, local);
       } else if (verb === "delete") {
         checkTextDelete(op, p, local);
+        if (v !== undefined) checkJson(v, fv, limits);
       } else if (local && op.rm === undefined && op.position !== undefined) {
         checkTextDelete(op, p, local);
         checkStr(localContent(v), fv, limits);
@@ -454,6 +481,7 @@ export function validateOp(op: Op, p = "op", limits: Limits = DEFAULT_LIMITS, lo
       if (typeof op.targetMsgId !== "string" || !op.targetMsgId) {
         throw new CRDTValidationError(`${p}.targetMsgId`, "expected the target message id");
       }
+      if (v !== undefined) checkJson(v, fv, limits);
   }
 }
 
@@ -462,11 +490,14 @@ export function validateMessage(msg: Message, limits: Limits = DEFAULT_LIMITS, l
   if (!msg.id) throw new CRDTValidationError("id", "missing message id");
   if (msg.id.length > limits.maxKey && cpLen(msg.id) > limits.maxKey) throw new CRDTValidationError("id", `longer than ${limits.maxKey}`);
   if (!msg.client) throw new CRDTValidationError("client", "missing sender (client / sessionId)");
+  if (msg.client.length > limits.maxKey && cpLen(msg.client) > limits.maxKey) throw new CRDTValidationError("client", `longer than ${limits.maxKey}`);
   if (!(msg.lt >= 0)) throw new CRDTValidationError("lt", "missing or negative Lamport time (lt / lamportTime)");
+  if (msg.lt > MAX_SAFE_INTEGER) throw outOfRange("lt");
   if (msg.ts === undefined || msg.ts === null) throw new CRDTValidationError("ts", "missing timestamp (ts / timestamp)");
   checkNum(msg.ts, "ts");
   for (const [k, c] of Object.entries(msg.clock)) {
     if (c < 0) throw new CRDTValidationError(`clock.${k}`, "negative counter");
+    if (c > MAX_SAFE_INTEGER) throw outOfRange(`clock.${k}`);
   }
   if (msg.ops.length > limits.maxOps) throw new CRDTValidationError("ops", `more than ${limits.maxOps} ops`);
   msg.ops.forEach((op, i) => validateOp(op, `ops[${i}]`, limits, local));
