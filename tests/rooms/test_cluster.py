@@ -1,4 +1,4 @@
-"""Rooms across several nodes (issue 6 §3): one order decided in the shared store.
+"""Rooms across several nodes: one order decided in the shared store.
 
 In-process part: several :class:`Room` instances ("nodes") load the same room from ONE
 :class:`MemoryStore`; clients are replicas behind real :class:`Member` objects on either node.
@@ -17,8 +17,7 @@ import msgspec
 import pytest
 
 from durasync.crdt import Message, Op, Replica
-from durasync.rooms.core import RateLimiter
-from durasync.rooms.frames import (
+from durasync.protocol.room_frames import (
     AckFrame,
     BroadcastFrame,
     Format,
@@ -74,11 +73,9 @@ class Client:
         self.member = Member(
             self.sid,
             "msgpack",
-            can_write=True,
             send=self._send,
             close=self._close,
             limit=64 << 20,
-            limiter=RateLimiter(1e9, 1e9, 0.0),
         )
         self.member.start()
         room.join(self.member, since=None, epoch=None, now=0.0)
@@ -381,11 +378,9 @@ async def test_catch_up_makes_a_resume_from_another_nodes_position_exact() -> No
         probe.member = Member(
             "p",
             "msgpack",
-            can_write=False,
             send=probe._send,
             close=probe._close,
             limit=1 << 20,
-            limiter=RateLimiter(1.0, 1.0, 0.0),
         )
         # A client that saw seq 3 on a resumes on b: b is at 0, so only a catch-up can make
         # the answer exact (else a full state).

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from durasync.rooms.frames import PresenceFrame
+from durasync.protocol.room_frames import PresenceFrame
 from durasync.rooms.presence import LocalPresenceBus, RedisPresenceBus, RoomPresence
 from redisproc import RedisServer
 

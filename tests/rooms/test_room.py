@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from durasync.rooms.core import RateLimiter
-from durasync.rooms.frames import Format
-from durasync.rooms.room import CLOSE_RESUME, Member
+from durasync.protocol.closecodes import CloseCode
+from durasync.protocol.room_frames import Format
+from durasync.rooms.room import Member
+
+CLOSE_RESUME = CloseCode.RESUME
 
 
 class FakeSocket:
@@ -55,11 +57,9 @@ def member(sock: FakeSocket, limit: int, close_timeout: float = 5.0) -> Member:
     return Member(
         "c",
         "msgpack",
-        can_write=True,
         send=sock.send,
         close=sock.close,
         limit=limit,
-        limiter=RateLimiter(10.0, 10.0, 0.0),
         close_timeout=close_timeout,
     )
 
@@ -184,11 +184,9 @@ async def test_send_failure_closes_member_and_ends_sender() -> None:
     m = Member(
         "c",
         "msgpack",
-        can_write=True,
         send=broken,
         close=close,
         limit=100,
-        limiter=RateLimiter(10.0, 10.0, 0.0),
     )
     m.start()
     m.enqueue(b"x")
@@ -228,11 +226,9 @@ async def test_send_failing_after_it_waited_closes_the_member() -> None:
     m = Member(
         "c",
         "msgpack",
-        can_write=True,
         send=fails_later,
         close=FakeSocket().close,
         limit=100,
-        limiter=RateLimiter(10.0, 10.0, 0.0),
     )
     m.start()
     m.enqueue(b"x")

@@ -8,7 +8,10 @@ Usage::
         await room.synced()                # every committed message is durable on the server
         room.graph.nodes["n1"]             # the visible graph (confirmed + own pending)
 
-Guarantees:
+Guarantees (the rules live in the sans-I/O core
+:class:`~durasync.protocol.room_client.ClientRoomSession`; this class is its asyncio pump, as
+:class:`~durasync.client.ResilientWebSocket` is around
+:class:`~durasync.protocol.ReliableSession`):
 
 - **Optimistic, exactly once.** :meth:`edit` applies an op to the local replica at once;
   :meth:`commit` (and :meth:`undo`/:meth:`redo`) turns the edit buffer into a message that is
@@ -37,16 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlencode
-
-import msgspec
 
 from durasync.client.websocket import (
     ConnectTarget,
@@ -57,67 +56,22 @@ from durasync.client.websocket import (
 )
 from durasync.crdt import Replica
 from durasync.crdt.graph import SceneGraph
-from durasync.crdt.messages import META_OTYPES, Op
 from durasync.crdt.messages import Message as CrdtMessage
-from durasync.protocol import ConnectionState, StateChanged
-from durasync.rooms.frames import (
-    AckFrame,
-    BroadcastFrame,
-    CrdtFrame,
-    ErrorFrame,
-    Format,
-    HeartbeatFrame,
-    PingFrame,
-    PresenceFrame,
-    PresenceUpdate,
-    ServerFrame,
-    StateFrame,
-    SyncCheckFrame,
-    SyncStatusFrame,
+from durasync.crdt.messages import Op
+from durasync.protocol import ConnectionState, RemoteProtocolError, StateChanged
+from durasync.protocol.room_client import (
+    CheckResult,
+    ClientRoomEvent,
+    ClientRoomSession,
+    PresenceEvent,
+    RoomChange,
+    RoomError,
 )
+from durasync.protocol.room_frames import Format
 
 __all__ = ["PresenceEvent", "RoomChange", "RoomClient", "RoomError"]
 
 log = logging.getLogger(__name__)
-
-ChangeOrigin = Literal["local", "remote", "reload", "rejected"]
-
-#: Resend delay after ``RATE_LIMITED`` (docs/protocol.md: "drop; resend later").
-RATE_LIMIT_RETRY_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class RoomChange:
-    """The visible graph changed. ``keys`` are the node keys affected (for ``reload``:
-    every key of the old and the new graph)."""
-
-    keys: frozenset[str]
-    origin: ChangeOrigin
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceEvent:
-    """A member's presence changed (``event``: ``sync``/``join``/``update``/``leave``)."""
-
-    event: str
-    client: str | None
-    state: Any
-    members: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RoomError:
-    """The server rejected a frame (``msg_id`` names our message when known)."""
-
-    code: str
-    error: str
-    msg_id: str | None
-
-
-_json_encoder = msgspec.json.Encoder()
-_msgpack_encoder = msgspec.msgpack.Encoder()
-_json_decoder: msgspec.json.Decoder[ServerFrame] = msgspec.json.Decoder(ServerFrame)
-_msgpack_decoder: msgspec.msgpack.Decoder[ServerFrame] = msgspec.msgpack.Decoder(ServerFrame)
 
 
 class RoomClient:
@@ -135,7 +89,7 @@ class RoomClient:
         fmt: ``"msgpack"`` (default) or ``"json"``.
         options: transport options; ``reconnect`` is forced to ``"stateless"``.
         token_provider: async callable returning a bearer token, awaited per (re)connect.
-        clock: wall clock in seconds for message timestamps (ms on the wire).
+        clock: wall clock in seconds: message timestamps (ms on the wire) and retry delays.
     """
 
     def __init__(
@@ -177,25 +131,16 @@ class RoomClient:
         self._ws = ResilientWebSocket(
             options=opts, negotiate=self._target, token_provider=token_provider
         )
-        self.replica = Replica(self.client_id, sequenced=True)
-        self.server_seq: int | None = None
-        """Last serverSeq received (the resume position)."""
-        self.epoch: str | None = None
-        """Epoch of the room incarnation ``server_seq`` belongs to."""
-        self.reloads = 0
-        """Full states received (``recovered: false``), the first join included."""
-        self.presence: dict[str, Any] = {}
-        """Presence state of every member present (client id -> state)."""
-        self._outbox: dict[str, CrdtMessage] = {}
-        self._live = False  # connected and this connection's state frame applied
-        self._my_presence: Any = None
+        self.session = ClientRoomSession(self.client_id, fmt=fmt)
+        """The sans-I/O core (read-only use: the pump feeds it)."""
         self._changed = asyncio.Event()
-        self._pump: asyncio.Task[None] | None = None
-        self._checks: dict[str, asyncio.Future[tuple[str | None, int]]] = {}
+        self._wake = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._checks: dict[str, asyncio.Future[bool]] = {}
         self._change_cbs: list[Callable[[RoomChange], None]] = []
         self._presence_cbs: list[Callable[[PresenceEvent], None]] = []
         self._error_cbs: list[Callable[[RoomError], None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -205,26 +150,26 @@ class RoomClient:
         Raises:
             ConnectionFailed: the connection failed permanently before joining.
         """
-        if self._pump is None:
-            self._pump = asyncio.create_task(self._run(), name=f"RoomClient {self.room}")
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._run(), name=f"RoomClient {self.room}")
+            self._writer = asyncio.create_task(self._write(), name=f"RoomClient {self.room} out")
         await self._ws.connect()
-        await self._wait(lambda: self._live)
+        await self._wait(lambda: self.session.connected)
 
     async def close(self, grace: float = 2.0) -> None:
         """Leave the room. Messages still unacknowledged after ``grace`` seconds are not
         sent again (they remain in :meth:`unacked`). Idempotent."""
-        if self._live and self._outbox:
+        if self.session.connected and self.session.unsynced:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self.synced()
-        self._live = False
-        for t in self._timers:
-            t.cancel()
+        self.session.connection_lost()
         await self._ws.close(grace=0.5)
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+        for task in (self._writer, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def __aenter__(self) -> RoomClient:
         await self.join()
@@ -236,30 +181,55 @@ class RoomClient:
     # -- reading ------------------------------------------------------------------------
 
     @property
+    def replica(self) -> Replica:
+        """The member's replica (replaced when a ``recovered: false`` state reloads it)."""
+        return self.session.replica
+
+    @property
     def graph(self) -> SceneGraph:
         """The visible graph: confirmed messages + own pending ones + the edit buffer."""
-        return self.replica.graph
+        return self.session.graph
+
+    @property
+    def server_seq(self) -> int | None:
+        """Last serverSeq received (the resume position)."""
+        return self.session.server_seq
+
+    @property
+    def epoch(self) -> str | None:
+        """Epoch of the room incarnation ``server_seq`` belongs to."""
+        return self.session.epoch
+
+    @property
+    def reloads(self) -> int:
+        """Full states received (``recovered: false``), the first join included."""
+        return self.session.reloads
+
+    @property
+    def presence(self) -> dict[str, Any]:
+        """Presence state of every member present (client id -> state)."""
+        return self.session.presence
 
     @property
     def connected(self) -> bool:
         """Connected and the room state of this connection applied."""
-        return self._live
+        return self.session.connected
 
     @property
     def unsynced(self) -> int:
         """Committed messages the server has not acknowledged yet."""
-        return len(self._outbox)
+        return self.session.unsynced
 
     def unacked(self) -> list[CrdtMessage]:
         """The unacknowledged messages, in commit order."""
-        return list(self._outbox.values())
+        return self.session.unacked()
 
     async def synced(self) -> None:
         """Wait until connected and every committed message is acknowledged (durable).
 
         Uncommitted edits (the edit buffer) are not waited for: call :meth:`commit` first.
         """
-        await self._wait(lambda: self._live and not self._outbox)
+        await self._wait(lambda: self.session.connected and not self.session.unsynced)
 
     async def check(self) -> bool:
         """Ask the server for its graph checksum and compare it with ours (call after
@@ -270,14 +240,15 @@ class RoomClient:
         ``RATE_LIMITED``: its per-connection budgets) is asked again after a pause. Bound it
         with ``asyncio.timeout`` if the server may be gone for good."""
         request = uuid.uuid4().hex
-        fut: asyncio.Future[tuple[str | None, int]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._checks[request] = fut
         try:
-            await self._send(SyncCheckFrame(requestId=request))
-            status, seq = await fut
+            self.session.send_check(request)
+            self._pump()
+            return await fut
         finally:
             self._checks.pop(request, None)
-        return seq == self.server_seq and status == self.replica.checksum(live=True)
+            self.session.cancel_check(request)
 
     # -- callbacks ----------------------------------------------------------------------
 
@@ -304,8 +275,8 @@ class RoomClient:
         Raises:
             CRDTValidationError: malformed op (nothing changes).
         """
-        applied = self.replica.edit(op, self._now())
-        self._emit(RoomChange(frozenset({applied.key}), "local"))
+        applied = self.session.edit(op, self._clock())
+        self._pump()
         return applied
 
     def commit(self) -> CrdtMessage | None:
@@ -313,59 +284,28 @@ class RoomClient:
 
         Returns the message, or None if the buffer was empty.
         """
-        msg = self.replica.commit(self._now())
-        if msg is not None:
-            self._queue(msg)
+        msg = self.session.commit(self._clock())
+        self._pump()
         return msg
 
     def undo(self) -> CrdtMessage | None:
         """Undo our newest effective message (commits the buffer first); None if nothing."""
-        return self._meta(self.replica.undo(self._now()))
+        msg = self.session.undo(self._clock())
+        self._pump()
+        return msg
 
     def redo(self) -> CrdtMessage | None:
         """Redo our newest undone message; None if nothing is undone."""
-        return self._meta(self.replica.redo(self._now()))
+        msg = self.session.redo(self._clock())
+        self._pump()
+        return msg
 
     async def set_presence(self, state: Any) -> None:
         """Set our presence state (``None`` clears it); re-announced after reconnects."""
-        self._my_presence = state
-        if self._live:
-            await self._send(PresenceUpdate(state))
+        self.session.send_presence(state)
+        self._pump()
 
-    # -- internals ----------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self._clock() * 1000.0
-
-    def _meta(self, msg: CrdtMessage | None) -> CrdtMessage | None:
-        if msg is not None:
-            self._queue(msg)
-            self._emit(RoomChange(self._keys([msg]), "local"))
-        return msg
-
-    def _queue(self, msg: CrdtMessage) -> None:
-        self._outbox[msg.id] = msg
-        self._changed.set()
-        if self._live:
-            self._send_soon(CrdtFrame(msg))
-
-    def _send_soon(self, frame: Any) -> None:
-        data = self._encode(frame)
-        task = asyncio.get_running_loop().create_task(self._send_raw(data))
-        task.add_done_callback(_log_failure)
-
-    async def _send(self, frame: Any) -> None:
-        await self._send_raw(self._encode(frame))
-
-    async def _send_raw(self, data: bytes | str) -> None:
-        # Not connected: dropped here on purpose; the outbox is resent after the next state.
-        if self._live:
-            await self._ws.send(data)
-
-    def _encode(self, frame: Any) -> bytes | str:
-        if self.fmt == "json":
-            return _json_encoder.encode(frame).decode()
-        return _msgpack_encoder.encode(frame)
+    # -- the pump -------------------------------------------------------------------------
 
     async def _target(self) -> ConnectTarget:
         # Called before every (re)connect attempt: any call after the first follows a drop or
@@ -374,191 +314,74 @@ class RoomClient:
             self._url_index = (self._url_index + 1) % len(self.urls)
             self.url = self.urls[self._url_index]
         self._attempts += 1
-        query = {"client": self.client_id, "format": self.fmt}
-        if self.server_seq is not None and self.epoch is not None:
-            query["since"] = str(self.server_seq)
-            query["epoch"] = self.epoch
-        return ConnectTarget(f"{self.url}/v1/rooms/{quote(self.room, safe='')}?{urlencode(query)}")
+        query = urlencode(self.session.join_params())
+        return ConnectTarget(f"{self.url}/v1/rooms/{quote(self.room, safe='')}?{query}")
 
     async def _wait(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
-            if self._pump is not None and self._pump.done():
-                self._pump.result()
+            if self._reader is not None and self._reader.done():
+                self._reader.result()
                 raise RuntimeError("room client stopped")
             self._changed.clear()
             await self._changed.wait()
 
     async def _run(self) -> None:
+        """Reader: feed every frame and connection change to the session."""
+        session = self.session
         async for event in self._ws.events():
             if isinstance(event, Message):
                 try:
-                    frame = self._decode(event.data)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    log.warning("room %s: undecodable server frame: %s", self.room, exc)
-                    continue
-                await self._handle(frame)
+                    session.receive_data(event.data, self._clock())
+                except RemoteProtocolError as exc:
+                    log.warning("room %s: %s", self.room, exc.message)
             elif isinstance(event, StateChanged) and event.current is not ConnectionState.CONNECTED:
-                self._live = False
-            self._changed.set()
-        self._live = False
+                session.connection_lost()
+            self._pump()
+        session.connection_lost()
         self._changed.set()
 
-    def _decode(self, data: bytes | str) -> ServerFrame:
-        if isinstance(data, str):
-            return _json_decoder.decode(data)
-        return _msgpack_decoder.decode(data)
-
-    async def _handle(self, frame: ServerFrame) -> None:
-        if isinstance(frame, BroadcastFrame):
-            self._advance(frame.serverSeq)
-            if self.replica.receive(frame.msg, frame.serverSeq):
-                self._emit(RoomChange(self._keys([frame.msg]), "remote"))
-        elif isinstance(frame, AckFrame):
-            self._advance(frame.serverSeq)
-            msg = self._outbox.pop(frame.msgId, None)
-            if not self.replica.ack(frame.msgId, frame.serverSeq) and (
-                msg is not None and not self.replica.has(msg.id)
-            ):
-                # Reloaded while it was in flight: the new replica does not hold it yet.
-                self.replica.receive(msg, frame.serverSeq)
-                self._emit(RoomChange(self._keys([msg]), "remote"))
-        elif isinstance(frame, StateFrame):
-            await self._apply_state(frame)
-        elif isinstance(frame, PresenceFrame):
-            self._apply_presence(frame)
-        elif isinstance(frame, PingFrame):
-            await self._send(HeartbeatFrame(client=self.client_id))
-        elif isinstance(frame, ErrorFrame):
-            self._apply_error(frame)
-        elif isinstance(frame, SyncStatusFrame):
-            request = str(frame.requestId)
-            fut = self._checks.get(request)
-            if fut is None or fut.done():
-                pass
-            elif frame.status is None:
-                # Not computed now (the server's per-connection answer budget): ask again.
-                self._later(functools.partial(self._recheck, request))
-            else:
-                fut.set_result((frame.status, frame.serverSeq))
-
-    def _advance(self, seq: int) -> None:
-        # Acks of resends carry their original (older) seq: never move backwards.
-        if self.server_seq is None or seq > self.server_seq:
-            self.server_seq = seq
-
-    async def _apply_state(self, frame: StateFrame) -> None:
-        if frame.recovered and frame.epoch == self.epoch:
-            msgs = frame.journal
-            self.replica.receive_many(msgs, [m.serverSeq for m in msgs])
-            if msgs:
-                self._emit(RoomChange(self._keys(msgs), "remote"))
-        else:
-            self._reload(frame)
-        self.server_seq = frame.serverSeq
-        self.epoch = frame.epoch
-        self._live = True
+    def _pump(self) -> None:
+        """Deliver the session's events to the callbacks and wake the writer."""
+        for event in self.session.events_received():
+            self._deliver(event)
         self._changed.set()
-        # docs/protocol.md "Join and resume": after a state, resend every unacked message.
-        for msg in list(self._outbox.values()):
-            await self._send(CrdtFrame(msg))
-        if self._my_presence is not None:
-            await self._send(PresenceUpdate(self._my_presence))
-        # A sync-check sent while offline, or lost with the connection it went out on, would
-        # wait forever: ask again on the new connection (the answer reflects this state).
-        for request in list(self._checks):
-            await self._send(SyncCheckFrame(requestId=request))
+        self._wake.set()
 
-    def _reload(self, frame: StateFrame) -> None:
-        old = self.replica
-        # Uncommitted edits become a message, so the reload does not lose them.
-        pending = old.commit(self._now())
-        if pending is not None:
-            self._outbox[pending.id] = pending
-        before = set(old.graph.nodes)
-        journal = frame.journal
-        if frame.snapshot is not None:
-            new = Replica(self.client_id, sequenced=True, snapshot=frame.snapshot)
-        else:
-            new = Replica(self.client_id, sequenced=True)
-        new.receive_many(journal, [m.serverSeq for m in journal])
-        # Message ids are "<client>:<lt>": never reuse a Lamport time we already used.
-        new.lt = max(new.lt, old.lt)
-        own = max(old.clock.get(self.client_id, 0), new.clock.get(self.client_id, 0))
-        new.clock[self.client_id] = own
-        # Own messages the server already holds are confirmed by the state itself.
-        for mid in [m for m in self._outbox if new.has(m)]:
-            del self._outbox[mid]
-        self.replica = new
-        self.reloads += 1
-        self._emit(RoomChange(frozenset(before | set(new.graph.nodes)), "reload"))
-
-    def _apply_presence(self, frame: PresenceFrame) -> None:
-        if frame.event == "sync":
-            self.presence = dict(frame.members or {})
-        elif frame.client is not None:
-            if frame.event == "leave":
-                self.presence.pop(frame.client, None)
+    async def _write(self) -> None:
+        """Writer: send the session's frames in order and fire its retries when due."""
+        session = self.session
+        while True:
+            self._wake.clear()
+            session.tick(self._clock())
+            for data in session.data_to_send():
+                if not session.connected:
+                    continue  # dropped: what matters is sent again after the next state
+                try:
+                    await self._ws.send(data)
+                except Exception as exc:  # closed or failed meanwhile, buffer full
+                    log.warning("room %s: send failed: %s", self.room, exc)
+            deadline = session.next_deadline()
+            if deadline is None:
+                await self._wake.wait()
             else:
-                self.presence[frame.client] = frame.state
-        ev = PresenceEvent(frame.event, frame.client, frame.state, dict(self.presence))
-        for cb in list(self._presence_cbs):
-            _call(cb, ev)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                        await self._wake.wait()
 
-    def _apply_error(self, frame: ErrorFrame) -> None:
-        err = RoomError(frame.code, frame.error, frame.msgId)
-        mid = frame.msgId
-        if mid is None and frame.code == "RATE_LIMITED" and self._checks:
-            # Any frame may be refused over the server's frame budget; a refused sync-check
-            # would leave check() waiting: ask the pending ones again after the pause.
-            for request in list(self._checks):
-                self._later(functools.partial(self._recheck, request))
-        if mid is not None and mid in self._outbox:
-            if frame.code == "RATE_LIMITED":
-                self._later(functools.partial(self._resend, mid))
-            else:
-                msg = self._outbox.pop(mid)
-                self.replica.reject(mid)
-                self._emit(RoomChange(self._keys([msg]), "rejected"))
-                self._changed.set()
-        for cb in list(self._error_cbs):
-            _call(cb, err)
-
-    def _later(self, action: Callable[[], None]) -> None:
-        """Run ``action`` after :data:`RATE_LIMIT_RETRY_S` (cancelled by :meth:`close`)."""
-        self._timers = {t for t in self._timers if not t.cancelled()}
-        handle = asyncio.get_running_loop().call_later(RATE_LIMIT_RETRY_S, action)
-        self._timers.add(handle)
-
-    def _resend(self, mid: str) -> None:
-        msg = self._outbox.get(mid)
-        if msg is not None and self._live:
-            self._send_soon(CrdtFrame(msg))
-
-    def _recheck(self, request: str) -> None:
-        fut = self._checks.get(request)
-        if fut is not None and not fut.done() and self._live:
-            self._send_soon(SyncCheckFrame(requestId=request))
-
-    def _keys(self, msgs: list[CrdtMessage]) -> frozenset[str]:
-        keys: set[str] = set()
-        targets: set[str] = set()
-        for m in msgs:
-            for op in m.ops:
-                if op.ot in META_OTYPES:
-                    if isinstance(op.targetMsgId, str):
-                        targets.add(op.targetMsgId)
-                else:
-                    keys.add(op.key)
-        if targets:
-            # Undo/redo: the keys of the messages they flip.
-            for m in [*self.replica.messages, *self.replica.unacked()]:
-                if m.id in targets:
-                    keys.update(o.key for o in m.ops if o.ot not in META_OTYPES)
-        return frozenset(keys)
-
-    def _emit(self, change: RoomChange) -> None:
-        for cb in list(self._change_cbs):
-            _call(cb, change)
+    def _deliver(self, event: ClientRoomEvent) -> None:
+        if isinstance(event, RoomChange):
+            for on_change in list(self._change_cbs):
+                _call(on_change, event)
+        elif isinstance(event, PresenceEvent):
+            for on_presence in list(self._presence_cbs):
+                _call(on_presence, event)
+        elif isinstance(event, RoomError):
+            for on_error in list(self._error_cbs):
+                _call(on_error, event)
+        elif isinstance(event, CheckResult):
+            fut = self._checks.get(event.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(event.matches)
 
 
 def _call(cb: Callable[[Any], None], arg: Any) -> None:
@@ -566,8 +389,3 @@ def _call(cb: Callable[[Any], None], arg: Any) -> None:
         cb(arg)
     except Exception:
         log.exception("room client callback failed")
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("room client send failed: %s", task.exception())

@@ -25,6 +25,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from durasync.protocol.closecodes import PERMANENT_CLOSE_CODES, CloseCode
+
 __all__ = [
     "BufferFull",
     "Classification",
@@ -68,14 +70,15 @@ class RemoteProtocolError(ProtocolError):
 
     Attributes:
         code: a short machine-readable reason (``"bad_frame"``, ``"seq_gap"``...).
-        close_code: the WebSocket close code this implies (1002 protocol error).
+        close_code: the WebSocket close code this implies
+            (:attr:`~durasync.protocol.closecodes.CloseCode.PROTOCOL_ERROR`).
     """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.close_code = 1002
+        self.close_code = CloseCode.PROTOCOL_ERROR
 
 
 class ErrorKind(enum.Enum):
@@ -119,28 +122,17 @@ def classify_http_status(status: int) -> Classification:
     return Classification(ErrorKind.TRANSIENT, f"unexpected handshake response (HTTP {status})")
 
 
-# RFC 6455 §7.4.1 codes that say "the peer found *us* at fault": resending the
-# same traffic fails again. 4401/4403 are our application codes for auth
-# failures detected after the upgrade (e.g. token expired mid-session is
-# *not* one: the server closes with 4001 "reauthenticate", which is transient).
-# The rooms protocol (docs/protocol.md) adds 4400 "bad request: fix the URL", sent only for a
-# malformed URL (never for a server-side condition), so a retry would fail the same way.
-# 4009 "replaced" stays transient on purpose: the server also sends it to a client's live
-# connection when one of the client's own abandoned connect attempts reaches the server late,
-# and stopping then would strand the client (seen in tests/client/test_chaos.py).
-_PERMANENT_CLOSE_CODES = {1002, 1003, 1007, 1008, 1009, 1010, 4400, 4401, 4403}
-
-
 def classify_close_code(code: int | None) -> Classification:
     """Classify the close code of a connection that ended (None = no close frame).
 
-    Protocol errors, policy violations, our auth close codes (4401/4403) and
-    the rooms code 4400 (malformed URL) are permanent; normal closure by the
-    server, going away, abnormal closure (1006, no close frame), internal
-    error, restart, try-again-later and the other rooms codes are transient.
+    The codes of :data:`~durasync.protocol.closecodes.PERMANENT_CLOSE_CODES` (protocol
+    errors, policy violations, our auth codes 4401/4403 and the rooms code 4400, malformed
+    URL) are permanent; normal closure by the server, going away, abnormal closure (1006, no
+    close frame), internal error, restart, try-again-later and the other rooms codes are
+    transient (docs/protocol.md "Close codes").
     """
     if code is None:
         return Classification(ErrorKind.TRANSIENT, "connection lost without a close frame")
-    if code in _PERMANENT_CLOSE_CODES:
+    if code in PERMANENT_CLOSE_CODES:
         return Classification(ErrorKind.PERMANENT, f"closed by peer with code {code}")
     return Classification(ErrorKind.TRANSIENT, f"closed by peer with code {code}")

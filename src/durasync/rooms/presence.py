@@ -3,7 +3,7 @@
 A room asks its bus for a :class:`RoomPresence` (:meth:`PresenceBus.attach`): a synchronous
 view of the room's members and their awareness state (docs/protocol.md "Presence"). The room
 changes it for its own connections (``touch``/``update``/``leave``/``expire``) and is called
-back with a :class:`~durasync.rooms.frames.PresenceFrame` when a member on *another* node
+back with a :class:`~durasync.protocol.room_frames.PresenceFrame` when a member on *another* node
 joins, changes or leaves, which it broadcasts to its local members.
 
 - :class:`LocalPresenceBus`: one process (today's behaviour): a
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import msgspec
 
+from durasync.protocol.room_frames import PresenceFrame
 from durasync.rooms.core import PresenceTable
-from durasync.rooms.frames import PresenceFrame
 
 if TYPE_CHECKING:
     from durasync.store.redis.calls import CallConnection, Script

@@ -4,7 +4,7 @@ Store layout of room ``R`` (all ordinary streams of the log store):
 
 - ``__rooms/R/meta`` (JSON): one record ``{"epoch": ...}``. A new random epoch is written when
   the room is first created in a store, so a replaced or wiped store gets a new epoch and
-  clients cannot resume into it by accident (issue 4 §4).
+  clients cannot resume into it by accident.
 - ``__rooms/R/journal`` (``application/json``): one record ``{"serverSeq", "msg"}`` per
   sequenced message; serverSeq = 1 + journal index. Served by ``GET /v1/rooms/R/journal``.
 - ``__rooms/R/snapshot`` (msgpack): the latest :class:`SnapshotRecord` only (older ones are
@@ -13,7 +13,7 @@ Store layout of room ``R`` (all ordinary streams of the log store):
 Guarantees: nothing is acked or broadcast before the journal append returned (durable); one
 order per room, the same on every node; resends are acked with their original serverSeq.
 
-Several nodes (issue 6 §3, docs/protocol.md "Several nodes"): any number of processes may load
+Several nodes (docs/protocol.md "Several nodes"): any number of processes may load
 the same room from one shared store. The room's order is decided *in the store*, by optimistic
 concurrency on the journal's ``Stream-Seq`` (Durable Streams §2 POST; the store checks it
 atomically with the write, :class:`~durasync.store.base.SeqConflict` otherwise):
@@ -78,18 +78,8 @@ from durasync.crdt.canonical import digest
 from durasync.crdt.errors import CRDTValidationError
 from durasync.crdt.messages import Limits, Message, validate_message
 from durasync.crdt.replica import Replica, Snapshot
-from durasync.rooms.core import (
-    ByteBudget,
-    CounterCeiling,
-    DedupeWindow,
-    PresenceTable,
-    RateLimiter,
-    Sequencer,
-    id_owner,
-    journal_run,
-    plan_resume,
-)
-from durasync.rooms.frames import (
+from durasync.protocol.closecodes import CloseCode
+from durasync.protocol.room_frames import (
     AckFrame,
     BroadcastFrame,
     Format,
@@ -97,6 +87,17 @@ from durasync.rooms.frames import (
     ServerFrame,
     StateFrame,
     encode_frame,
+)
+from durasync.protocol.room_rules import id_owner
+from durasync.protocol.room_server import ROOM_FAILED, RoomRules
+from durasync.rooms.core import (
+    BatchPlan,
+    CounterCeiling,
+    DedupeWindow,
+    PresenceTable,
+    Sequencer,
+    journal_run,
+    plan_resume,
 )
 from durasync.rooms.presence import PresenceBus, RoomPresence
 from durasync.store.base import (
@@ -110,7 +111,6 @@ from durasync.store.base import (
 )
 
 __all__ = [
-    "CLOSE_RESUME",
     "MAX_CONFLICT_RETRIES",
     "JournalRecord",
     "Member",
@@ -122,13 +122,6 @@ __all__ = [
 
 log = logging.getLogger("durasync.rooms")
 
-#: Close code: the server dropped this connection (slow reader, shutdown, room unloaded);
-#: reconnect with ``since``/``epoch`` to resume (docs/protocol.md "Close codes").
-CLOSE_RESUME: Final = 4008
-#: Close code: another connection took over this client id.
-CLOSE_REPLACED: Final = 4009
-#: Close code: the room failed (store error); reconnect later, resume may give a full state.
-CLOSE_ROOM_FAILED: Final = 4011
 #: Conditional journal appends lost in a row (other nodes kept winning) before the room fails.
 MAX_CONFLICT_RETRIES: Final = 64
 #: Seconds a snapshot's replica folds entries sequenced meanwhile before yielding the loop.
@@ -151,7 +144,7 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_ops: int = 1_000
     #: Longest string value (and the text of one insert) in a message.
     max_value_bytes: int = 256 << 10
-    #: Bytes queued for one connection before it is dropped with 4008.
+    #: Bytes queued for one connection before it is dropped with 4008 (resume).
     send_queue_bytes: int = 4 << 20
     #: Per-connection client frames per second (every frame type counts one) and burst.
     rate_per_second: float = 1_000.0
@@ -161,7 +154,7 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     sync_bytes_per_second: float = float(1 << 20)
     sync_bytes_burst: float = float(8 << 20)
     #: How far a message's Lamport-like counters (lt, clock entries, text seq) may exceed the
-    #: room's highest so far (:class:`~durasync.rooms.core.CounterCeiling`).
+    #: room's highest so far (:func:`~durasync.protocol.room_rules.counter_problem`).
     max_counter_step: int = 1 << 24
     #: Seconds of silence after which a client's presence expires; with several nodes also
     #: the time within which a dead node's members disappear from everyone's view.
@@ -182,9 +175,18 @@ class RoomSettings(msgspec.Struct, frozen=True, kw_only=True):
     def limits(self) -> Limits:
         return Limits(max_ops=self.max_ops, max_string=self.max_value_bytes)
 
-    def answer_budget(self, now: float) -> ByteBudget:
-        """A fresh per-connection budget for work done on request (``sync``, ``sync-check``)."""
-        return ByteBudget(self.sync_bytes_per_second, self.sync_bytes_burst, now)
+    def rules(self) -> RoomRules:
+        """What one connection may send and ask for (applied by its session)."""
+        return RoomRules(
+            max_frame_bytes=self.max_frame_bytes,
+            limits=self.limits(),
+            rate_per_second=self.rate_per_second,
+            rate_burst=self.rate_burst,
+            answer_bytes_per_second=self.sync_bytes_per_second,
+            answer_bytes_burst=self.sync_bytes_burst,
+            max_counter_step=self.max_counter_step,
+            max_presence_bytes=self.max_presence_bytes,
+        )
 
 
 def journal_path(room: str) -> str:
@@ -380,10 +382,10 @@ class Member:
     implementations await ``writable``, set by ``pause_writing``/``resume_writing``), so a
     reader that stops reading stops the sender, the queue fills, and once the queued bytes
     behind the frame at the head of the queue would exceed ``limit`` the connection is dropped
-    with :data:`CLOSE_RESUME` (DESIGN.md invariant 6). The head frame does not count, so one
+    with :attr:`CloseCode.RESUME` (DESIGN.md invariant 6). The head frame does not count, so one
     frame larger than ``limit`` (the ``state`` of a big room) does not make joining impossible.
 
-    Idle members cost little (issue 4 §7: < 30 KB per idle connection): the sender task and
+    Idle members cost little: the sender task and
     the queue exist only while frames are waiting. On an idle member :meth:`enqueue` starts
     ``send`` at once, in the caller's step: a writable transport takes the frame without
     suspending, so the common case costs no task, no queue and no loop round (at 20,000
@@ -411,15 +413,12 @@ class Member:
         "_send",
         "_task",
         "abandoned",
-        "answers",
-        "can_write",
         "client",
         "close_code",
         "close_timeout",
         "closed",
         "fmt",
         "limit",
-        "limiter",
         "on_drop",
         "owner",
         "queued_bytes",
@@ -430,24 +429,16 @@ class Member:
         client: str,
         fmt: Format,
         *,
-        can_write: bool,
         send: SendRaw,
         close: CloseRaw,
         limit: int,
-        limiter: RateLimiter,
-        answers: ByteBudget | None = None,
         close_timeout: float = 10.0,
     ) -> None:
         self.client = client
         self.fmt: Format = fmt
-        self.can_write = can_write
         self._send = send
         self._close = close
         self.limit = limit
-        #: One token per client frame of any type (docs/protocol.md "Rate budget").
-        self.limiter = limiter
-        #: Bytes of work done on request (``sync`` states, ``sync-check`` checksums).
-        self.answers = answers if answers is not None else RoomSettings().answer_budget(0.0)
         #: Frames waiting for the sender; None while nothing is queued (idle members).
         self._queue: collections.deque[bytes] | None = None
         self.queued_bytes = 0
@@ -498,7 +489,7 @@ class Member:
         # (a big ``state``) can always be sent, and the next frames must fit behind it. (The
         # frame being written has left the queue and does not count either.)
         if queue and self.queued_bytes - len(queue[0]) + len(data) > self.limit:
-            self.drop(CLOSE_RESUME, "send queue overflow: resume with since/epoch")
+            self.drop(CloseCode.RESUME, "send queue overflow: resume with since/epoch")
             return
         queue.append(data)
         self.queued_bytes += len(data)
@@ -590,6 +581,9 @@ class RoomConflict(RoomFailed):
 class Room:
     """A loaded room. Create with :meth:`load`; feed messages with :meth:`submit`.
 
+    It is the :class:`~durasync.protocol.room_server.RoomView` its members' sessions read
+    (``failed``, ``epoch``, ``last_seq``, ``counter_high``, ``sync_status``).
+
     Two tasks run per room: the writer (group commit of the inbox) and the follower (entries
     other nodes appended). Both hold :attr:`_lock` while they change the graph, the tail, the
     dedupe window or the journal offset; if either fails the room is marked ``failed`` and its
@@ -614,7 +608,7 @@ class Room:
         )
         self._tail: collections.deque[_TailItem] = collections.deque()
         #: The highest Lamport-like counter sequenced, and how far a new message may climb.
-        self.counters = CounterCeiling(settings.max_counter_step)
+        self.counters = CounterCeiling()
         #: (serverSeq, checksum) of the live graph, computed at most once per serverSeq.
         self._checksum: tuple[int, str] | None = None
         #: Canonical JSON texts built for ``sync-check`` (for tests and metrics).
@@ -895,7 +889,8 @@ class Room:
         self.touch(member, now)
 
     def state_frame(self, member: Member, *, since: int | None, epoch: str | None) -> bytes:
-        """The encoded ``state`` frame answering a join or ``sync`` (issue 4 §4)."""
+        """The encoded ``state`` frame answering a join or ``sync`` (docs/protocol.md "Join and
+        resume")."""
         first = self._tail[0].seq if self._tail else self.sequencer.last_seq + 1
         plan = plan_resume(
             since=since,
@@ -1003,7 +998,7 @@ class Room:
         log.exception("room %s failed (%s); it will be reloaded from the store", self.name, what)
         self.failed = True
         for m in list(self.members):
-            m.drop(CLOSE_ROOM_FAILED, "room failed: reconnect")
+            m.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
 
     async def _write_loop(self) -> None:
         try:
@@ -1027,8 +1022,8 @@ class Room:
             self._fail("writer")
 
     async def _follow_loop(self) -> None:
-        """Apply what other nodes append to the journal (issue 6 §3: "each node keeps its
-        members' graphs current from the shared journal")."""
+        """Apply what other nodes append to the journal: each node keeps its members' graphs
+        current from the shared journal."""
         path = journal_path(self.name)
         loop = asyncio.get_running_loop()
         timeout = self.settings.follow_timeout
@@ -1159,19 +1154,34 @@ class Room:
         self._send_others(BroadcastFrame(msg, seq), skip)
 
     async def _commit(self, batch: list[tuple[Member | None, Message]]) -> None:
-        path = journal_path(self.name)
-        batch_msgs = [m for _, m in batch]
-        plan = self.sequencer.plan(batch_msgs)
+        """Sequence ``batch`` (lock held): journal it durably, then ack and broadcast it."""
+        plan = await self._append([m for _, m in batch])
+        self.last_active = time.monotonic()
+        self._answer(batch, plan)
+        self._trim_tail_memory()
+        self._start_snapshot_if_due()
+
+    async def _append(self, msgs: list[Message]) -> BatchPlan:
+        """Journal the new messages of ``msgs`` with one conditional append and apply them.
+
+        Durable before anything else happens (nothing is acked before the append returned);
+        conditional on this node's view (module docstring: an exact compare-and-set on the
+        journal's length). When another node appended first, its entries are taken and the
+        batch re-planned (resends of what it journaled are now duplicates of known ids).
+
+        Raises:
+            RoomConflict: :data:`MAX_CONFLICT_RETRIES` conditional appends lost in a row.
+            StoreError: the store failed.
+        """
+        plan = self.sequencer.plan(msgs)
         attempts = 0
         while plan.accepted:
             records = [
                 _journal_encoder.encode(JournalRecord(seq, msg)) for msg, seq in plan.accepted
             ]
             try:
-                # Durable before anything else happens (issue 4 §3: nothing acked before
-                # durable); conditional on this node's view (module docstring: exact CAS).
                 res = await self.store.append(
-                    path, records, stream_seq=f"{plan.accepted[0][1]:016d}"
+                    journal_path(self.name), records, stream_seq=f"{plan.accepted[0][1]:016d}"
                 )
             except SeqConflict:
                 self.conflicts += 1
@@ -1180,32 +1190,38 @@ class Room:
                     raise RoomConflict(
                         f"room {self.name}: {attempts} conditional appends lost in a row"
                     ) from None
-                # Another node appended first: take its entries, then re-plan (resends of
-                # what it journaled are now duplicates of known ids).
                 await self._catch_up()
-                plan = self.sequencer.plan(batch_msgs)
+                plan = self.sequencer.plan(msgs)
                 continue
             self.sequencer.commit(plan)
             self._offset = res.tail
-            msgs: list[Message] = []
-            seqs: list[int | None] = []
-            for (msg, seq), offset, rec in zip(plan.accepted, res.offsets, records, strict=True):
-                msg.serverSeq = seq
-                self.counters.note(msg)
-                self._tail.append(_TailItem(seq, msg, offset))
-                msgs.append(msg)
-                seqs.append(seq)
-                self._since_snap_bytes += len(rec)
-            self._since_snap_msgs += len(msgs)
-            try:
-                self.replica.receive_many(msgs, seqs, validate=False)
-            except Exception:
-                # The message is journaled (durable, acked below); a fold failure is a bug in
-                # the CRDT layer, not the sender's fault: log it and keep the room serving.
-                log.exception("room %s: applying a journaled batch failed", self.name)
+            self._apply_appended(plan, res.offsets, records)
             break
-        self.last_active = time.monotonic()
-        # Acks (to senders) then broadcasts (to the others), each frame encoded once per format.
+        return plan
+
+    def _apply_appended(self, plan: BatchPlan, offsets: list[str], records: list[bytes]) -> None:
+        """The plan's messages are journaled at ``offsets``: keep them in the tail, raise the
+        counter base and fold them into the graph."""
+        msgs: list[Message] = []
+        seqs: list[int | None] = []
+        for (msg, seq), offset, rec in zip(plan.accepted, offsets, records, strict=True):
+            msg.serverSeq = seq
+            self.counters.note(msg)
+            self._tail.append(_TailItem(seq, msg, offset))
+            msgs.append(msg)
+            seqs.append(seq)
+            self._since_snap_bytes += len(rec)
+        self._since_snap_msgs += len(msgs)
+        try:
+            self.replica.receive_many(msgs, seqs, validate=False)
+        except Exception:
+            # The message is journaled (durable, acked): a fold failure is a bug in the CRDT
+            # layer, not the sender's fault: log it and keep the room serving.
+            log.exception("room %s: applying a journaled batch failed", self.name)
+
+    def _answer(self, batch: list[tuple[Member | None, Message]], plan: BatchPlan) -> None:
+        """Acks (to senders) then broadcasts (to the others), each frame encoded once per
+        format; recognised resends are acked with their original serverSeq."""
         for (member, msg), (_, seq) in zip(
             [batch[i] for i in plan.accepted_index], plan.accepted, strict=True
         ):
@@ -1216,12 +1232,13 @@ class Room:
             member, msg = batch[i]
             if member is not None:
                 member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
-        self._trim_tail_memory()
+
+    def _start_snapshot_if_due(self) -> None:
+        """Start building a snapshot off the write loop when one is due (sequencing goes on
+        meanwhile, without a relay stall per snapshot; see :meth:`_plan_snapshot`)."""
         if self._snapshot_due() and self._snapshotting is None:
             planned = self._plan_snapshot()
             if planned is not None:
-                # Built off the write loop: sequencing goes on meanwhile (issue 4 §5 without
-                # a relay stall per snapshot; see _plan_snapshot).
                 self._snapshotting = asyncio.get_running_loop().create_task(
                     self._snapshot_in_background(planned)
                 )
@@ -1414,7 +1431,13 @@ class Room:
 
     @property
     def last_seq(self) -> int:
+        """The last serverSeq in this node's view."""
         return self.sequencer.last_seq
+
+    @property
+    def counter_high(self) -> int:
+        """The highest Lamport-like counter of every message sequenced so far."""
+        return self.counters.high
 
     def sync_status(self, *, compute: bool) -> tuple[str | None, int, int]:
         """``(checksum, serverSeq, cost)`` of the live graph for a ``sync-check``.
@@ -1438,7 +1461,7 @@ class Room:
     def first_available(self) -> int:
         return self._tail[0].seq if self._tail else self.sequencer.last_seq + 1
 
-    async def close(self, code: int = CLOSE_RESUME, reason: str = "room unloaded") -> None:
+    async def close(self, code: int = CloseCode.RESUME, reason: str = "room unloaded") -> None:
         """Stop the writer (after draining accepted messages) and the follower, drop every
         member and detach from the presence bus."""
         if self._writer is not None:

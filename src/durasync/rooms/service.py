@@ -18,57 +18,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from typing import Final
-from urllib.parse import parse_qs
 
 import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
-from durasync.rooms.core import RateLimiter, namespace_problem, room_name_problem
-from durasync.rooms.frames import (
-    ClientFrame,
-    CrdtFrame,
-    ErrorFrame,
-    Format,
-    FrameError,
-    PingFrame,
-    PresenceUpdate,
-    SyncCheckFrame,
-    SyncFrame,
-    SyncStatusFrame,
-    decode_client_frame,
-    encode_frame,
+from durasync.protocol.closecodes import CloseCode
+from durasync.protocol.room_frames import Format, PingFrame, encode_frame
+from durasync.protocol.room_rules import room_name_problem
+from durasync.protocol.room_server import (
+    ROOM_FAILED,
+    Active,
+    Commit,
+    JoinRefused,
+    JoinRequest,
+    PresenceSet,
+    ServerRoomSession,
+    StateWanted,
+    parse_join,
 )
 from durasync.rooms.presence import LocalPresenceBus, PresenceBus
-from durasync.rooms.room import (
-    CLOSE_REPLACED,
-    CLOSE_RESUME,
-    Member,
-    Room,
-    RoomFailed,
-    RoomSettings,
-    journal_path,
-)
+from durasync.rooms.room import Member, Room, RoomFailed, RoomSettings, journal_path
 from durasync.store.base import LogStore, StoreError, StreamNotFound
 from durasync.streams.app import StreamsApp, StreamSettings
 
 __all__ = ["RoomService"]
 
 log = logging.getLogger("durasync.rooms")
-
-_CLIENT_RE: Final = re.compile(r"[A-Za-z0-9._~:@-]{1,128}")
-#: Close codes before/after accept for bad requests (docs/protocol.md "Close codes").
-CLOSE_BAD_REQUEST: Final = 4400
-#: Joining a room that does not exist creates it, which needs write access.
-CLOSE_FORBIDDEN: Final = 4403
-#: The room has ``max_members`` connections on this node: try again later.
-CLOSE_ROOM_FULL: Final = 4429
-CLOSE_GOING_AWAY: Final = 1001
-_msgpack: Final = msgspec.msgpack.Encoder()
 
 
 class _JournalAuthorizer:
@@ -137,7 +115,7 @@ class RoomService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         for room in list(self.rooms.values()):
-            await room.close(CLOSE_RESUME, "server shutting down")
+            await room.close(CloseCode.RESUME, "server shutting down")
         self.rooms.clear()
         await self.presence.aclose()
 
@@ -319,7 +297,7 @@ async def _deny(scope: Scope, send: Send, exc: AuthError) -> None:
     """Refuse a WebSocket handshake with ``exc``'s HTTP status and JSON error body."""
     extensions = scope.get("extensions") or {}
     if "websocket.http.response" not in extensions:
-        await send({"type": "websocket.close", "code": 1008})
+        await _close(send, CloseCode.POLICY_VIOLATION, "")
         return
     body = msgspec.json.encode({"error": {"code": exc.code, "message": exc.message}})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
@@ -330,21 +308,19 @@ async def _deny(scope: Scope, send: Send, exc: AuthError) -> None:
 
 
 class _WsEndpoint:
-    """Raw ASGI WebSocket handler of ``/v1/rooms/{room}`` (docs/protocol.md)."""
+    """Raw ASGI WebSocket handler of ``/v1/rooms/{room}`` (docs/protocol.md).
+
+    The I/O shell of :class:`~durasync.protocol.room_server.ServerRoomSession`: it does the
+    handshake, authorization and room loading, then pumps the member's frames through the
+    session and carries out what the session asks of the room.
+    """
 
     def __init__(self, service: RoomService) -> None:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = self.service
-        settings = service.settings
         name: str = scope["path_params"]["room"]
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-
-        def q(key: str) -> str | None:
-            v = query.get(key)
-            return v[0] if v else None
-
         first = await receive()
         if first["type"] != "websocket.connect":
             return
@@ -360,67 +336,59 @@ class _WsEndpoint:
             await _deny(scope, send, exc)
             return
         can_write = service.authorizer.authorize(principal, "write", "room/" + name)
-        fmt_text = q("format") or "msgpack"
-        client = q("client") or ""
-        problem: str | None = None
-        since: int | None = None
+        await send({"type": "websocket.accept"})
         if service._closing:
             # Not the client's fault: 4008 tells it to resume (here after a restart, or on
             # another node), where 4400 would tell it to stop.
-            await send({"type": "websocket.accept"})
-            await send(
-                {"type": "websocket.close", "code": CLOSE_RESUME, "reason": "server shutting down"}
-            )
+            await _close(send, CloseCode.RESUME, "server shutting down")
             return
-        problem = room_name_problem(name)
-        if problem is None and not _CLIENT_RE.fullmatch(client):
-            problem = "client= is required: 1-128 of [A-Za-z0-9._~:@-]"
-        elif problem is None and fmt_text not in ("msgpack", "json"):
-            problem = "format must be msgpack or json"
-        elif problem is None:
-            since_text = q("since")
-            if since_text is not None:
-                try:
-                    since = int(since_text)
-                except ValueError:
-                    problem = "since must be an integer serverSeq"
-        await send({"type": "websocket.accept"})
-        if problem is not None:
-            await send({"type": "websocket.close", "code": CLOSE_BAD_REQUEST, "reason": problem})
-            return
-        fmt: Format = "json" if fmt_text == "json" else "msgpack"
         try:
-            room = await service.get_room(name, create=can_write)
-        except StreamNotFound:
+            join = parse_join(name, scope.get("query_string", b""))
+            room = await self._open_room(join, can_write=can_write)
+        except JoinRefused as refused:
+            await _close(send, refused.code, refused.reason)
+            return
+        session = ServerRoomSession(
+            join,
+            room,
+            can_write=can_write,
+            rules=service.settings.rules(),
+            now=asyncio.get_running_loop().time(),
+        )
+        await self._serve(room, session, receive, send)
+
+    async def _open_room(self, join: JoinRequest, *, can_write: bool) -> Room:
+        """Load (or create) the room of ``join`` and admit it.
+
+        Raises:
+            JoinRefused: the room does not exist and the member may not create it (4403), the
+                store is unavailable (1011), or the room is full (4429).
+        """
+        service = self.service
+        try:
             # Joining creates a missing room; a read-only member may only join existing ones.
-            await send(
-                {
-                    "type": "websocket.close",
-                    "code": CLOSE_FORBIDDEN,
-                    "reason": f"room {name} does not exist (creating it needs write access)",
-                }
-            )
-            return
+            room = await service.get_room(join.room, create=can_write)
+        except StreamNotFound:
+            raise join.missing_room() from None
         except (StoreError, RoomFailed) as exc:
-            log.warning("room %s: load failed: %s", name, exc)
-            await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
-            return
-        epoch = q("epoch")
-        if since is not None and since > room.last_seq and epoch == room.epoch:
-            # A position from another node that is ahead of our view (failover): catch up
-            # first so the resume is exact (docs/protocol.md "Several nodes").
+            log.warning("room %s: load failed: %s", join.room, exc)
+            raise JoinRefused(CloseCode.INTERNAL_ERROR, "store unavailable") from None
+        if join.needs_catch_up(room):
             try:
                 await room.catch_up()
             except StoreError as exc:
-                log.warning("room %s: catch-up failed: %s", name, exc)
-                await send({"type": "websocket.close", "code": 1011, "reason": "store unavailable"})
-                return
-        if len(room.members) >= settings.max_members and not any(
-            m.client == client for m in room.members
-        ):
-            # Bounded memory per room (DESIGN.md invariant 6); a replacement does not grow it.
-            await send({"type": "websocket.close", "code": CLOSE_ROOM_FULL, "reason": "room full"})
-            return
+                log.warning("room %s: catch-up failed: %s", join.room, exc)
+                raise JoinRefused(CloseCode.INTERNAL_ERROR, "store unavailable") from None
+        replacing = any(m.client == join.client for m in room.members)
+        join.check_capacity(
+            len(room.members), replacing=replacing, max_members=service.settings.max_members
+        )
+        return room
+
+    async def _serve(
+        self, room: Room, session: ServerRoomSession, receive: Receive, send: Send
+    ) -> None:
+        """Admit the member (its ``state`` first) and pump its frames until it leaves."""
 
         async def raw_send(data: bytes, f: Format) -> None:
             if f == "json":
@@ -429,28 +397,25 @@ class _WsEndpoint:
                 await send({"type": "websocket.send", "bytes": data})
 
         async def raw_close(code: int, reason: str) -> None:
-            await send({"type": "websocket.close", "code": code, "reason": reason})
+            await _close(send, code, reason)
 
-        loop = asyncio.get_running_loop()
+        join = session.join
         member = Member(
-            client,
-            fmt,
-            can_write=can_write,
+            join.client,
+            join.fmt,
             send=raw_send,
             close=raw_close,
-            limit=settings.send_queue_bytes,
-            limiter=RateLimiter(settings.rate_per_second, settings.rate_burst, loop.time()),
-            answers=settings.answer_budget(loop.time()),
+            limit=self.service.settings.send_queue_bytes,
         )
         # One connection per client id: a new one replaces the old (a reconnect that raced
         # the old socket's timeout).
         for other in list(room.members):
-            if other.client == client:
-                other.drop(CLOSE_REPLACED, "replaced by a newer connection of this client")
+            if other.client == join.client:
+                other.drop(CloseCode.REPLACED, "replaced by a newer connection of this client")
         member.start()
-        room.join(member, since=since, epoch=epoch, now=loop.time())
+        room.join(member, since=join.since, epoch=join.epoch, now=asyncio.get_running_loop().time())
         try:
-            await self._receive_loop(room, member, receive, fmt)
+            await self._receive_loop(room, member, session, receive)
         except asyncio.CancelledError:
             if not member.abandoned:
                 raise
@@ -465,17 +430,10 @@ class _WsEndpoint:
             await member.stop()
 
     async def _receive_loop(
-        self, room: Room, member: Member, receive: Receive, fmt: Format
+        self, room: Room, member: Member, session: ServerRoomSession, receive: Receive
     ) -> None:
-        """Read, meter and dispatch the member's frames until it leaves or is dropped.
-
-        Every frame, whatever its type and whether it decodes, takes one token from the
-        member's frame budget first; a frame over the budget is answered with ``error``
-        ``RATE_LIMITED`` and otherwise ignored. Work a frame asks for beyond that (a ``state``
-        for ``sync``, a checksum for ``sync-check``) is charged to the member's answer budget.
-        """
-        settings = self.service.settings
-        limits = settings.limits()
+        """Feed the member's frames to its session and do what it says, until the member
+        leaves or is dropped (the session meters, decodes and applies the rules)."""
         loop = asyncio.get_running_loop()
         while not member.closed:
             event = await receive()
@@ -486,98 +444,54 @@ class _WsEndpoint:
                 continue
             data = event.get("bytes")
             if data is None:
-                text = event.get("text")
-                data = text.encode() if text is not None else b""
+                data = event.get("text") or b""
             now = loop.time()
             try:
-                frame = decode_client_frame(
-                    data, fmt, max_frame_bytes=settings.max_frame_bytes, limits=limits
-                )
-            except FrameError as exc:
-                if not member.limiter.allow(now):
-                    _refuse(member, exc.msg_id, "RATE_LIMITED", "too many frames: slow down")
-                else:
-                    _refuse(member, exc.msg_id, exc.code, exc.message)
-                continue
-            if room.failed:
-                member.drop(4011, "room failed: reconnect")
-                return
-            if not member.limiter.allow(now):
-                msg_id = frame.msg.id if isinstance(frame, CrdtFrame) else None
-                _refuse(member, msg_id, "RATE_LIMITED", "too many frames: slow down and resend")
-                continue
-            room.touch(member, now)
-            try:
-                if not await self._dispatch(room, member, frame, now):
+                session.receive_data(data, now)
+                if not await self._act(room, member, session, now):
                     return
             except Exception:
                 # A bug, not the member's fault: log it, answer, keep the connection.
-                log.exception("room %s: handling a %s frame failed", room.name, type(frame))
-                _refuse(member, None, "INTERNAL_ERROR", "the server failed to handle this frame")
+                log.exception("room %s: handling a frame of %s failed", room.name, member.client)
+                session.send_error(None, "INTERNAL_ERROR", "the server failed to handle this frame")
+                for frame in session.data_to_send():
+                    member.enqueue(frame)
 
-    async def _dispatch(self, room: Room, member: Member, frame: ClientFrame, now: float) -> bool:
-        """Act on one decoded, metered frame; False if the member was dropped."""
-        settings = self.service.settings
-        fmt = member.fmt
-        if isinstance(frame, CrdtFrame):
-            msg = frame.msg
-            refused: tuple[str, str] | None = None
-            if not member.can_write:
-                refused = "FORBIDDEN", f"read-only access to room/{room.name}"
-            else:
-                refused = namespace_problem(msg, member.client)
-                if refused is None:
-                    climb = room.counters.problem(msg)
-                    if climb is not None:
-                        refused = "INVALID_MESSAGE", climb
-            if refused is not None:
-                _refuse(member, msg.id, *refused)
-                return True
-            try:
-                await room.submit(member, msg)
-            except RoomFailed:
-                member.drop(4011, "room failed: reconnect")
-                return False
-        elif isinstance(frame, PresenceUpdate):
-            if len(_msgpack.encode(frame.state)) > settings.max_presence_bytes:
-                _refuse(
-                    member,
-                    None,
-                    "PRESENCE_TOO_LARGE",
-                    f"presence state over {settings.max_presence_bytes} bytes",
-                )
-                return True
-            room.set_presence(member, frame.state, now)
-        elif isinstance(frame, SyncFrame):
-            if not member.answers.available(now):
-                _refuse(member, None, "RATE_LIMITED", "state answers over budget: retry later")
-                return True
-            if (
-                frame.since is not None
-                and frame.since > room.last_seq
-                and frame.epoch == room.epoch
-            ):
+    async def _act(
+        self, room: Room, member: Member, session: ServerRoomSession, now: float
+    ) -> bool:
+        """Send the session's frames and carry out its events; False once the member is
+        dropped (a close, or the room failed while serving it)."""
+        for frame in session.data_to_send():
+            member.enqueue(frame)
+        for ev in session.events_received():
+            if isinstance(ev, Active):
+                room.touch(member, now)
+            elif isinstance(ev, Commit):
                 try:
-                    await room.catch_up()
-                except StoreError:
-                    member.drop(4011, "room failed: reconnect")
+                    await room.submit(member, ev.msg)
+                except RoomFailed:
+                    member.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
                     return False
-            state = room.state_frame(member, since=frame.since, epoch=frame.epoch)
-            member.answers.charge(len(state), now)
-            member.enqueue(state)
-        elif isinstance(frame, SyncCheckFrame):
-            status, seq, cost = room.sync_status(compute=member.answers.available(now))
-            if cost:
-                member.answers.charge(cost, now)
-            member.enqueue(
-                encode_frame(
-                    SyncStatusFrame(requestId=frame.requestId, status=status, serverSeq=seq), fmt
-                )
-            )
-        # HeartbeatFrame: room.touch (in the caller) is all a heartbeat does
+            elif isinstance(ev, PresenceSet):
+                room.set_presence(member, ev.state, now)
+            elif isinstance(ev, StateWanted):
+                if ev.catch_up:
+                    try:
+                        await room.catch_up()
+                    except StoreError:
+                        member.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
+                        return False
+                state = room.state_frame(member, since=ev.since, epoch=ev.epoch)
+                if ev.charge:
+                    session.charge_answer(len(state), now)
+                member.enqueue(state)
+            else:
+                member.drop(ev.code, ev.reason)
+                return False
         return True
 
 
-def _refuse(member: Member, msg_id: str | None, code: str, error: str) -> None:
-    """Answer a refused frame with an ``error`` frame (the connection stays usable)."""
-    member.enqueue(encode_frame(ErrorFrame(msgId=msg_id, error=error, code=code), member.fmt))
+async def _close(send: Send, code: int, reason: str) -> None:
+    """Close the WebSocket (accepted or not) with ``code`` and ``reason``."""
+    await send({"type": "websocket.close", "code": int(code), "reason": reason})

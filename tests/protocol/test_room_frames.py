@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from durasync.rooms.frames import (
+from durasync.crdt import Limits
+from durasync.protocol.room_frames import (
+    AckFrame,
     CrdtFrame,
     FrameError,
     PresenceFrame,
@@ -164,7 +166,7 @@ def test_what_decodes_reencodes_in_both_formats(place: str, n: int, fmt: str) ->
     elif isinstance(frame, SyncCheckFrame):
         derived.append(SyncStatusFrame(requestId=frame.requestId, status="x", serverSeq=1))
     elif isinstance(frame, CrdtFrame):
-        from durasync.rooms.frames import BroadcastFrame
+        from durasync.protocol.room_frames import BroadcastFrame
 
         derived.append(BroadcastFrame(frame.msg, 1))
     else:
@@ -182,3 +184,42 @@ def test_long_request_ids_and_message_ids_are_not_echoed(fmt: str) -> None:
     with pytest.raises(FrameError) as exc:
         decode_client_frame(encode(crdt(id=long_id), fmt), fmt)
     assert exc.value.msg_id is None
+
+
+def test_decode_errors_name_the_problem() -> None:
+    with pytest.raises(FrameError) as e:
+        decode_client_frame(b'{"mtype":"crdt","msg":{"id":"a:1"}}', "json")
+    assert e.value.code == "INVALID_MESSAGE" and e.value.msg_id == "a:1"
+    with pytest.raises(FrameError) as e:
+        decode_client_frame(b"x" * 100, "json", max_frame_bytes=10)
+    assert e.value.code == "FRAME_TOO_LARGE"
+    with pytest.raises(FrameError) as e:
+        decode_client_frame(b'{"mtype":"sync-check"}', "json")
+    assert e.value.code == "MALFORMED_FRAME" and "requestId" in e.value.message
+    ops = [{"ot": "number.add", "key": "k", "path": "p", "value": 1}] * 3
+    frame = {"mtype": "crdt", "msg": {"id": "a:1", "client": "a", "lt": 1, "ts": 1, "ops": ops}}
+    with pytest.raises(FrameError) as e:
+        decode_client_frame(msgspec.msgpack.encode(frame), "msgpack", limits=Limits(max_ops=2))
+    assert e.value.code == "INVALID_MESSAGE"
+    ok = decode_client_frame(msgspec.msgpack.encode(frame), "msgpack")
+    assert isinstance(ok, CrdtFrame) and len(ok.msg.ops) == 3
+
+
+def test_long_names_are_normalised_and_server_seq_ignored() -> None:
+    raw = (
+        b'{"mtype":"crdt","msg":{"id":"a:1","sessionId":"a","lamportTime":3,'
+        b'"timestamp":1,"serverSeq":99,"ops":[]}}'
+    )
+    f = decode_client_frame(raw, "json")
+    assert isinstance(f, CrdtFrame) and f.msg.client == "a" and f.msg.lt == 3
+    assert f.msg.serverSeq is None
+
+
+def test_encode_frames_both_formats() -> None:
+    a = AckFrame("a:1", 4)
+    assert msgspec.json.decode(encode_frame(a, "json")) == {
+        "mtype": "ack",
+        "msgId": "a:1",
+        "serverSeq": 4,
+    }
+    assert msgspec.msgpack.decode(encode_frame(a, "msgpack"))["serverSeq"] == 4

@@ -1,10 +1,15 @@
 """Wire frames of the rooms WebSocket protocol (docs/protocol.md), as msgspec tagged unions.
 
+Used by both sides: the server's :class:`~durasync.protocol.room_server.ServerRoomSession`
+decodes client frames and the room encodes server frames; the client's
+:class:`~durasync.protocol.room_client.ClientRoomSession` does the opposite.
+
 Every frame is one WebSocket message: msgpack (binary) by default, JSON (text) with
 ``?format=json``. The ``mtype`` field discriminates (vuer-rtc-semantics.md §6). Client frames
 are decoded with :func:`decode_client_frame`, which never raises anything but
 :class:`FrameError` (naming the field at fault), so a malformed frame costs the sender an
-``error`` frame and nothing else (DESIGN.md invariant 5).
+``error`` frame and nothing else (DESIGN.md invariant 5). Server frames are decoded with
+:func:`decode_server_frame`.
 
 Every number a client frame may carry is range-checked while decoding (integers within
 +-``MAX_SAFE_INTEGER``, finite floats; docs/crdt.md "Numbers"), and the one free-form value, a
@@ -44,11 +49,13 @@ __all__ = [
     "PingFrame",
     "PresenceFrame",
     "PresenceUpdate",
+    "ServerFrame",
     "StateFrame",
     "SyncCheckFrame",
     "SyncFrame",
     "SyncStatusFrame",
     "decode_client_frame",
+    "decode_server_frame",
     "encode_frame",
 ]
 
@@ -191,6 +198,8 @@ class FrameError(Exception):
 
 _json_decoder: Final = msgspec.json.Decoder(ClientFrame)
 _msgpack_decoder: Final = msgspec.msgpack.Decoder(ClientFrame)
+_server_json_decoder: Final = msgspec.json.Decoder(ServerFrame)
+_server_msgpack_decoder: Final = msgspec.msgpack.Decoder(ServerFrame)
 _json_encoder: Final = msgspec.json.Encoder()
 _msgpack_encoder: Final = msgspec.msgpack.Encoder()
 
@@ -277,8 +286,20 @@ def decode_client_frame(
     return frame
 
 
-def encode_frame(frame: ServerFrame, fmt: Format) -> bytes:
-    """Encode a server frame (JSON frames are sent as text, msgpack as binary)."""
+def decode_server_frame(data: bytes | str) -> ServerFrame:
+    """Decode one server frame: a ``str`` (WebSocket text message) is JSON, ``bytes`` msgpack.
+
+    Raises:
+        msgspec.DecodeError: not a frame of this protocol version (undecodable, unknown
+            ``mtype``, a field of the wrong type).
+    """
+    if isinstance(data, str):
+        return _server_json_decoder.decode(data)
+    return _server_msgpack_decoder.decode(data)
+
+
+def encode_frame(frame: ServerFrame | ClientFrame, fmt: Format) -> bytes:
+    """Encode a frame of either side (JSON frames are sent as text, msgpack as binary)."""
     if fmt == "json":
         return _json_encoder.encode(frame)
     return _msgpack_encoder.encode(frame)
