@@ -982,13 +982,13 @@ async def _fill_store(data_dir: Path, room: str, total: int) -> dict[str, float]
     :meth:`durasync.rooms.room.Room.load` (``create=True``) under the server's default
     :class:`~durasync.rooms.room.RoomSettings` (the CLI defaults: snapshot every 10,000
     messages, retention 10,000) and feeds every frame through
-    :func:`~durasync.rooms.frames.decode_client_frame` (validation + normalisation, as the
+    :func:`~durasync.protocol.room_frames.decode_client_frame` (validation + normalisation, as the
     WebSocket handler does) into :meth:`Room.submit`. The room's writer task sequences,
     group-commits (fsync'd appends of ``JournalRecord``), applies, snapshots and trims exactly
     as in the server, so the server afterwards loads the room as its own; only the WebSocket
     transport (and the per-message ack round trip) is skipped.
     """
-    from durasync.rooms.frames import CrdtFrame, decode_client_frame
+    from durasync.protocol.room_frames import CrdtFrame, decode_client_frame
     from durasync.rooms.room import Room, RoomSettings
     from durasync.store import EmbeddedStore
 

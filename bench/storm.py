@@ -4,7 +4,7 @@
 
 Setup (all loopback):
 
-- a tiny reliable echo server (Starlette + :class:`durasync.reliable.ReliableHub`
+- a tiny reliable echo server (Starlette + :class:`durasync.endpoints.ReliableHub`
   on uvicorn) runs as a subprocess and prints the wall-clock time of every
   WebSocket it accepts;
 - ``--procs`` worker processes each hold ``clients/procs``
@@ -52,7 +52,7 @@ def serve(port: int) -> None:
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
 
-    from durasync.reliable import ReliableConnection, ReliableHub
+    from durasync.endpoints.reliable import ReliableConnection, ReliableHub
 
     hub = ReliableHub()
 

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from durasync.reliable import ReliableConnection, ReliableHub
+from durasync.endpoints.reliable import ReliableConnection, ReliableHub
 
 
 @contextlib.asynccontextmanager

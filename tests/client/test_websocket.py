@@ -18,6 +18,7 @@ from durasync.client import (
     ResilientOptions,
     ResilientWebSocket,
 )
+from durasync.endpoints.reliable import ReliableHub
 from durasync.protocol import (
     BackoffPolicy,
     BufferFull,
@@ -28,7 +29,6 @@ from durasync.protocol import (
     SessionOpened,
     StateChanged,
 )
-from durasync.reliable import ReliableHub
 from faultproxy import FaultPlan, FaultProxy
 
 from .apps import echo_app, eventually, running

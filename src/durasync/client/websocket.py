@@ -28,7 +28,7 @@ Guarantees by reconnect mode (``ResilientOptions.reconnect``):
   (``resume_ttl``). If it does not, a :class:`SessionOpened` event with
   ``resumed=False`` says so (messages to us may be missing; our own
   unacknowledged messages are sent again). The server must speak the
-  session protocol (:mod:`durasync.reliable`).
+  session protocol (:mod:`durasync.endpoints.reliable`).
 
 Messages dropped from the bounded buffer are always reported
 (:class:`Overflow`), never silent. Errors are classified transient (retry

@@ -30,7 +30,7 @@ buffer and are replayed after the resume.
 Memory is bounded: at most ``max_sessions`` sessions, each with a replay
 buffer bounded by ``SessionLimits``. :meth:`ReliableHub.broadcast` never
 blocks: a session whose replay buffer is full is a slow consumer; it is
-discarded and its connection closed with 1013 (try again later), so the
+discarded and its connection closed with 1013 (try again later, :class:`CloseCode`), so the
 client reconnects into a *new* session and is told ``resumed: false`` --
 never a silent gap.
 """
@@ -50,6 +50,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from durasync.protocol import (
     BufferFull,
+    CloseCode,
     FrameCodec,
     MessageReceived,
     Payload,
@@ -178,25 +179,30 @@ class ReliableHub:
         """Accept ``websocket``, run the handshake, and run ``handler`` for it.
 
         Never raises for client misbehaviour: a bad first frame or a protocol
-        violation is answered with an ``error`` frame and close code 1002; a
-        full registry with 1013. Returns when the connection is over.
+        violation is answered with an ``error`` frame and close code 1002
+        (:attr:`CloseCode.PROTOCOL_ERROR`); a full registry with 1013
+        (:attr:`CloseCode.TRY_AGAIN_LATER`). Returns when the connection is over.
         """
         await websocket.accept()
         try:
             async with asyncio.timeout(self.handshake_timeout):
                 first = await self._receive_one(websocket)
         except (TimeoutError, WebSocketDisconnect):
-            await self._close(websocket, 1002, "no hello")
+            await self._close(websocket, CloseCode.PROTOCOL_ERROR, "no hello")
             return
         if first is None:
             return
         try:
             session = self.registry.open(first, self._clock())
         except RemoteProtocolError as exc:
-            await self._reject(websocket, exc.code, exc.message, permanent=True, code=1002)
+            await self._reject(
+                websocket, exc.code, exc.message, permanent=True, code=exc.close_code
+            )
             return
         except RegistryFull as exc:
-            await self._reject(websocket, "busy", str(exc), permanent=False, code=1013)
+            await self._reject(
+                websocket, "busy", str(exc), permanent=False, code=CloseCode.TRY_AGAIN_LATER
+            )
             return
         sid = session.session_id
         assert sid is not None
@@ -206,7 +212,7 @@ class ReliableHub:
         if live.conn is not None:  # superseded: the old transport is dead or dying
             old = live.conn
             old.transport_lost = True
-            self._spawn_close(old.websocket, 1000, "superseded")
+            self._spawn_close(old.websocket, CloseCode.NORMAL, "superseded")
         conn = ReliableConnection(self, session, websocket, live)
         live.conn = conn
         live.notify()
@@ -223,7 +229,7 @@ class ReliableHub:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await writer
-                await self._close(websocket, 1000, "bye")
+                await self._close(websocket, CloseCode.NORMAL, "bye")
         finally:
             conn.transport_lost = True
             live.notify()
@@ -242,7 +248,7 @@ class ReliableHub:
                 if self.registry.get(sid) is None:
                     self._live.pop(sid, None)
             self._expire()
-            await self._close(websocket, 1000, "")
+            await self._close(websocket, CloseCode.NORMAL, "")
 
     def broadcast(self, data: Payload) -> int:
         """Queue ``data`` on every kept session (attached or awaiting resume).
@@ -277,7 +283,7 @@ class ReliableHub:
         live = self._live.pop(sid, None) if sid else None
         if live is not None and live.conn is not None:
             live.conn.transport_lost = True
-            self._spawn_close(live.conn.websocket, 1013, "slow consumer")
+            self._spawn_close(live.conn.websocket, CloseCode.TRY_AGAIN_LATER, "slow consumer")
 
     def _spawn_close(self, websocket: WebSocket, code: int, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(self._close(websocket, code, reason))
