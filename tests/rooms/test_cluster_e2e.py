@@ -1,4 +1,4 @@
-"""Two real ``durasync serve --redis`` nodes on one real redis-server (issue 6 "How it is checked"):
+"""Two real ``durasync serve --redis`` nodes on one real redis-server:
 room clients spread over both converge to one graph; SIGKILL of one node mid-run loses nothing
 acknowledged and its clients resume on the other; the dead node's members' presence expires
 within the presence timeout on the surviving node."""

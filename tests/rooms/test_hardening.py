@@ -490,7 +490,7 @@ async def test_path_like_room_names_are_refused(room_server: ServerProcess, name
     assert "room name" in exc.value.rcvd.reason
 
 
-# -- issue 13, relay: every op leaves the server with ot, key and path --------------------------
+# -- the relay: every op leaves the server with ot, key and path -------------------------------
 
 
 def _ops_have_fields(messages: list[dict[str, Any]]) -> None:

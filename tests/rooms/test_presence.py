@@ -1,4 +1,4 @@
-"""Presence shared through a real Redis (issue 6 §3): join/update/leave across nodes, expiry of a
+"""Presence shared through a real Redis: join/update/leave across nodes, expiry of a
 dead node's members, cluster-wide counts. Each bus stands for one node."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Room snapshots are built off the write loop (issue 4 §5): sequencing goes on meanwhile,
+"""Room snapshots are built off the write loop: sequencing goes on meanwhile,
 and nothing written during a snapshot is lost, in memory or after a reload."""
 
 from __future__ import annotations

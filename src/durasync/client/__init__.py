@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 #: Where each public name lives. Imported on first use (PEP 562), so that
 #: ``durasync serve`` does not load the client stack (httpx, the WebSocket client): the
-#: server starts faster (a restart is part of "a room ready in under 2 s", issue 4).
+#: server starts faster (a restart is part of "a room ready in under 2 s").
 _WHERE = {
     "AppendResult": "durasync.client.streams",
     "Batch": "durasync.client.streams",
