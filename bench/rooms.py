@@ -362,7 +362,7 @@ class OursClient:
             {
                 "mtype": "crdt",
                 "msg": {
-                    "id": f"{self.cid}-{self.lt}",
+                    "id": f"{self.cid}:{self.lt}",
                     "client": self.cid,
                     "lt": self.lt,
                     "ts": now * 1000.0,
@@ -851,7 +851,7 @@ async def _fill(base: str, room: str, total: int, conns: int, window: int) -> fl
             for lt in range(1, per + 1):
                 await sem.acquire()
                 msg = {
-                    "id": f"{cid}-{lt}",
+                    "id": f"{cid}:{lt}",
                     "client": cid,
                     "lt": lt,
                     "ts": time.time() * 1000.0,

@@ -143,28 +143,28 @@ class RoomView(Protocol):
 # ----------------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, slots=True)
-class Active:
+# Events are msgspec Structs: one or two are made per client frame, and a frozen Struct is
+# about four times cheaper to create than a frozen dataclass.
+
+
+class Active(msgspec.Struct, frozen=True, gc=False):
     """The member sent a frame that passed the frame budget: it is present (presence touch)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Commit:
+class Commit(msgspec.Struct, frozen=True):
     """Sequence ``msg`` (validated, within the member's namespace and the counter ceiling):
     the room journals it, then acks it to this member and broadcasts it to the others."""
 
     msg: Message
 
 
-@dataclass(frozen=True, slots=True)
-class PresenceSet:
+class PresenceSet(msgspec.Struct, frozen=True):
     """Set this member's presence state (``None`` clears it) and tell the others."""
 
     state: Any
 
 
-@dataclass(frozen=True, slots=True)
-class StateWanted:
+class StateWanted(msgspec.Struct, frozen=True, gc=False):
     """Send this member a ``state`` frame for ``since``/``epoch`` (docs/protocol.md "Join and
     resume"); ``catch_up`` first when the position is ahead of this node's view. ``charge``:
     report the frame's size with :meth:`ServerRoomSession.charge_answer`."""
@@ -175,8 +175,7 @@ class StateWanted:
     charge: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(msgspec.Struct, frozen=True, gc=False):
     """Close the connection with ``code`` (a :class:`CloseCode`) and ``reason``."""
 
     code: CloseCode

@@ -433,7 +433,8 @@ class _WsEndpoint:
         self, room: Room, member: Member, session: ServerRoomSession, receive: Receive
     ) -> None:
         """Feed the member's frames to its session and do what it says, until the member
-        leaves or is dropped (the session meters, decodes and applies the rules)."""
+        leaves or is dropped (the session decodes, meters and applies the rules; here only
+        the room's I/O happens)."""
         loop = asyncio.get_running_loop()
         while not member.closed:
             event = await receive()
@@ -448,8 +449,25 @@ class _WsEndpoint:
             now = loop.time()
             try:
                 session.receive_data(data, now)
-                if not await self._act(room, member, session, now):
-                    return
+                for frame in session.data_to_send():
+                    member.enqueue(frame)
+                for ev in session.events_received():
+                    if isinstance(ev, Active):
+                        room.touch(member, now)
+                    elif isinstance(ev, Commit):
+                        try:
+                            await room.submit(member, ev.msg)
+                        except RoomFailed:
+                            member.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
+                            return
+                    elif isinstance(ev, PresenceSet):
+                        room.set_presence(member, ev.state, now)
+                    elif isinstance(ev, StateWanted):
+                        if not await self._send_state(room, member, session, ev, now):
+                            return
+                    else:
+                        member.drop(ev.code, ev.reason)
+                        return
             except Exception:
                 # A bug, not the member's fault: log it, answer, keep the connection.
                 log.exception("room %s: handling a frame of %s failed", room.name, member.client)
@@ -457,38 +475,22 @@ class _WsEndpoint:
                 for frame in session.data_to_send():
                     member.enqueue(frame)
 
-    async def _act(
-        self, room: Room, member: Member, session: ServerRoomSession, now: float
+    @staticmethod
+    async def _send_state(
+        room: Room, member: Member, session: ServerRoomSession, want: StateWanted, now: float
     ) -> bool:
-        """Send the session's frames and carry out its events; False once the member is
-        dropped (a close, or the room failed while serving it)."""
-        for frame in session.data_to_send():
-            member.enqueue(frame)
-        for ev in session.events_received():
-            if isinstance(ev, Active):
-                room.touch(member, now)
-            elif isinstance(ev, Commit):
-                try:
-                    await room.submit(member, ev.msg)
-                except RoomFailed:
-                    member.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
-                    return False
-            elif isinstance(ev, PresenceSet):
-                room.set_presence(member, ev.state, now)
-            elif isinstance(ev, StateWanted):
-                if ev.catch_up:
-                    try:
-                        await room.catch_up()
-                    except StoreError:
-                        member.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
-                        return False
-                state = room.state_frame(member, since=ev.since, epoch=ev.epoch)
-                if ev.charge:
-                    session.charge_answer(len(state), now)
-                member.enqueue(state)
-            else:
-                member.drop(ev.code, ev.reason)
+        """Answer a ``sync`` with a ``state`` frame (after a catch-up if asked) and charge it;
+        False if the store failed (the member is dropped)."""
+        if want.catch_up:
+            try:
+                await room.catch_up()
+            except StoreError:
+                member.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
                 return False
+        state = room.state_frame(member, since=want.since, epoch=want.epoch)
+        if want.charge:
+            session.charge_answer(len(state), now)
+        member.enqueue(state)
         return True
 
 
