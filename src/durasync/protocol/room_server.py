@@ -303,7 +303,9 @@ class ServerRoomSession:
         "_out",
         "answers",
         "can_write",
+        "client",
         "closed",
+        "fmt",
         "join",
         "limiter",
         "room",
@@ -320,6 +322,10 @@ class ServerRoomSession:
         now: float,
     ) -> None:
         self.join = join
+        self.client = join.client
+        """The member's session id (``client=``)."""
+        self.fmt: Format = join.fmt
+        """The member's frame format."""
         self.room = room
         self.can_write = can_write
         self.rules = rules
@@ -331,16 +337,6 @@ class ServerRoomSession:
         """Bytes of work done on request (``sync`` states, ``sync-check`` checksums)."""
         self._out: list[bytes] = []
         self._events: list[ServerRoomEvent] = []
-
-    @property
-    def client(self) -> str:
-        """The member's session id (``client=``)."""
-        return self.join.client
-
-    @property
-    def fmt(self) -> Format:
-        """The member's frame format."""
-        return self.join.fmt
 
     # -- draining ---------------------------------------------------------------------
 
