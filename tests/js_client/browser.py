@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from durasync.reliable import ReliableConnection, ReliableHub
+from durasync.endpoints.reliable import ReliableConnection, ReliableHub
 
 from .jsbuild import BUNDLE, ensure_built
 

@@ -19,7 +19,7 @@ from playwright.async_api import Browser, Page
 
 from client.apps import running
 from client.servers import ServerProc
-from durasync.reliable import ReliableHub
+from durasync.endpoints.reliable import ReliableHub
 from faultproxy import FaultPlan, FaultProxy
 
 from .browser import chromium, close_page, open_page, reliable_app

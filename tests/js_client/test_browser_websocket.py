@@ -15,7 +15,7 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page
 
 from client.apps import running
-from durasync.reliable import ReliableHub
+from durasync.endpoints.reliable import ReliableHub
 from faultproxy import FaultProxy
 
 from .browser import TOKEN, chromium, close_page, open_page, reliable_app

@@ -1,6 +1,6 @@
 /**
  * Stateful reconnect: the client end of the reliable session (sans-I/O), speaking the same
- * frames as `durasync.protocol.session.ReliableSession` and `durasync.reliable.ReliableHub`
+ * frames as `durasync.protocol.session.ReliableSession` and `durasync.endpoints.ReliableHub`
  * (docs/client.md "The reliable-session protocol").
  *
  * Each side numbers its messages 1, 2, 3... per session and keeps them in a bounded replay
