@@ -88,8 +88,9 @@ class RoomService:
         self._loading: dict[str, asyncio.Future[Room]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
+        # Serves the reserved __rooms/<room>/journal stream, only under /v1/rooms/{room}/journal.
         self.journal_app = StreamsApp(
-            store, stream_settings, authorizer=_JournalAuthorizer(authorizer)
+            store, stream_settings, authorizer=_JournalAuthorizer(authorizer), serve_reserved=True
         )
 
     def routes(self) -> list[BaseRoute]:

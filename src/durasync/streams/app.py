@@ -42,6 +42,7 @@ from durasync.auth import (
     LoopbackAuthorizer,
     credentials_from_scope,
 )
+from durasync.namespaces import ReservedAccess, is_reserved
 from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
@@ -98,6 +99,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``Cache-Control`` scope of cacheable reads: ``public`` or ``private``
     #: (private when reads are user-specific, e.g. behind token auth).
     cache_scope: str = "public"
+    #: Reserved paths (first segment ``__``, see :mod:`durasync.namespaces`) that the public
+    #: API serves read-only; every other reserved path answers 404.
+    public_reserved: frozenset[str] = frozenset()
 
 
 # Header names (ASGI gives them lower-cased).
@@ -257,6 +261,13 @@ class StreamsApp:
     ``subscriptions`` (optional) is the ASGI app for ``{prefix}/__ds/...`` and
     gets ``notify_append(path, tail)`` after every append that wrote data or
     closed a stream.
+
+    Reserved paths (:mod:`durasync.namespaces`) answer 404 for every method and
+    principal, except those declared in ``settings.public_reserved`` (read-only,
+    403 ``READ_ONLY`` on writes) and the ``__ds`` routes above. An instance that
+    a layer mounts to serve its own reserved stream under its own route and
+    authorization (the rooms journal) passes ``serve_reserved=True``; no such
+    instance may be mounted on a path a client chooses.
     """
 
     def __init__(
@@ -266,10 +277,13 @@ class StreamsApp:
         *,
         authorizer: Authorizer | None = None,
         subscriptions: Any | None = None,
+        serve_reserved: bool = False,
     ) -> None:
         self.store = store
         self.settings = settings or StreamSettings()
         self.authorizer: Authorizer = authorizer or LoopbackAuthorizer()
+        self._reserved = ReservedAccess(self.settings.public_reserved)
+        self._serve_reserved = serve_reserved
         self.subscriptions = subscriptions
         self._notify: Callable[[str, str], Awaitable[None]] | None = (
             getattr(subscriptions, "notify_append", None) if subscriptions else None
@@ -368,6 +382,12 @@ class StreamsApp:
                 await self.subscriptions(scope, receive, _with_security_headers(send))
                 return
             p.validate_stream_path(path)
+            if is_reserved(path) and not self._serve_reserved:
+                # Internal state (rooms, subscriptions, ...): as if absent, for everyone.
+                if not self._reserved.readable(path):
+                    raise p.ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}")
+                if method not in ("GET", "HEAD"):
+                    raise p.ProtocolError(403, "READ_ONLY", f"stream {path!r} is read-only")
             action: Action = "read" if method in ("GET", "HEAD") else "write"
             if not self.authorizer.authorize(principal, action, "stream/" + path):
                 raise AuthError(403, "FORBIDDEN", f"token does not allow {action} on stream/{path}")
@@ -581,7 +601,11 @@ class StreamsApp:
             raise p.ProtocolError(
                 400, "INVALID_HEADER", f"Stream-Forked-From must be a path under {self._prefix}"
             )
-        return p.validate_stream_path(value)
+        source = p.validate_stream_path(value)
+        if self._reserved.hidden(source):
+            # Reserved streams are not reachable by naming them as a source either.
+            raise p.ProtocolError(404, "NOT_FOUND", "the fork source does not exist")
+        return source
 
     async def _fork_prefix(
         self, source: str, anchor: str, count: int, json_mode: bool

@@ -74,6 +74,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.types import Receive, Scope, Send
 
+from durasync.namespaces import is_reserved
 from durasync.store.base import (
     OFFSET_START,
     LogStore,
@@ -295,8 +296,8 @@ class SubscriptionService:
         if not self._subs or self._closed:
             return
         path = normalize_path(path)
-        if path == "__ds" or path.startswith("__ds/"):
-            return
+        if is_reserved(path):
+            return  # internal streams never link to a subscription
         for sub in list(self._subs.values()):
             try:
                 if sub.matches(path):
@@ -877,7 +878,7 @@ class SubscriptionService:
             prefix = glob_literal_prefix(config.pattern)
             for info in await self.store.list_streams(prefix, limit=10_000):
                 rel = normalize_path(info.path)
-                if glob_match(config.pattern, rel) and not rel.startswith("__ds"):
+                if glob_match(config.pattern, rel) and not is_reserved(rel):
                     sub.link(rel, "glob", info.tail)
         base = self._request_base_url(scope)
         if self.shared:

@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
+from durasync.namespaces import is_reserved
+
 #: Lease bounds of DS §9 (milliseconds).
 DEFAULT_LEASE_TTL_MS = 30_000
 MIN_LEASE_TTL_MS = 1_000
@@ -233,8 +235,10 @@ def _valid_stream_path(path: str) -> str:
     norm = normalize_path(path)
     if not norm or len(norm) > MAX_PATH_LEN or "\x00" in norm:
         raise SubscriptionError("INVALID_REQUEST", "stream paths must be non-empty strings")
-    if norm == "__ds" or norm.startswith("__ds/"):
-        raise SubscriptionError("INVALID_REQUEST", "reserved __ds paths cannot be subscribed")
+    if is_reserved(norm):
+        raise SubscriptionError(
+            "INVALID_REQUEST", "reserved paths (first segment starting with '__') cannot be named"
+        )
     if any(seg in (".", "..") for seg in norm.split("/")):
         raise SubscriptionError("INVALID_REQUEST", "stream paths must not contain . or ..")
     return norm
@@ -280,6 +284,11 @@ def parse_create(body: bytes) -> SubscriptionConfig:
     pattern = normalize_path(raw.pattern) if raw.pattern else None
     if pattern is not None and len(pattern) > MAX_PATH_LEN:
         raise SubscriptionError("INVALID_REQUEST", "pattern is too long")
+    if pattern is not None and is_reserved(pattern):
+        # It could only ever match reserved streams, which are never linked.
+        raise SubscriptionError(
+            "INVALID_REQUEST", "a pattern cannot start with a reserved segment ('__...')"
+        )
     if len(raw.streams) > MAX_STREAMS_PER_REQUEST:
         raise SubscriptionError("INVALID_REQUEST", "too many streams")
     streams = tuple(_valid_stream_path(s) for s in raw.streams)
