@@ -9,8 +9,10 @@ JSON error body, and the server keeps serving valid requests afterwards.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from hypothesis import HealthCheck, given, settings
@@ -174,3 +176,162 @@ async def _run(batch: list[dict[str, Any]]) -> None:
         assert r.status_code in (200, 201)
         r = await client.post(f"{S}/after", headers={"content-type": "text/plain"}, content=b"ok")
         assert r.status_code in (204, 409)  # 409 if the batch closed it
+
+
+# --------------------------------------------------------------------------
+# Targeted hostile input (each was a 500, a silent alias or an unbounded cost).
+# --------------------------------------------------------------------------
+
+
+def _app_with(**stream_settings: Any) -> Any:
+    return create_app(
+        MemoryStore(),
+        ServerSettings(streams=StreamSettings(long_poll_timeout=0.01, **stream_settings)),
+    )
+
+
+async def _with_client(app: Any, body: Any) -> None:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 9))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        await body(client)
+
+
+def _nested(depth: int, kind: str) -> bytes:
+    if kind == "array":
+        return b"[" * depth + b"1" + b"]" * depth
+    if kind == "object":
+        return b'{"a":' * depth + b"1" + b"}" * depth
+    return b'[{"a":' * (depth // 2) + b"1" + b"}]" * (depth // 2)
+
+
+nesting = st.tuples(
+    st.one_of(st.integers(1, 1200), st.integers(1200, 50_000)),
+    st.sampled_from(["array", "object", "mixed"]),
+    st.sampled_from(["POST", "PUT"]),
+    st.booleans(),  # wrapped in one array level (a batch of one message)
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=nesting)
+def test_deeply_nested_json_is_a_400_at_every_depth(case: tuple[int, str, str, bool]) -> None:
+    depth, kind, method, wrapped = case
+    body = _nested(depth, kind)
+    if wrapped:
+        body = b"[" + body + b"]"
+
+    async def run(client: httpx.AsyncClient) -> None:
+        await client.put(f"{S}/j", headers={"content-type": "application/json"})
+        path = f"{S}/j" if method == "POST" else f"{S}/new"
+        r = await client.request(
+            method, path, headers={"content-type": "application/json"}, content=body
+        )
+        assert r.status_code in (200, 201, 204, 400), (depth, kind, r.status_code, r.text)
+        if r.status_code == 400:
+            assert r.json()["error"]["code"] == "INVALID_JSON"
+            assert "traceback" not in r.text.lower()
+        if depth >= 2000:
+            assert r.status_code == 400, (depth, kind)
+
+    asyncio.run(_with_client(_app_with(max_body_bytes=1 << 20), run))
+
+
+@settings(max_examples=20, deadline=None)
+@given(depth=st.integers(900, 20_000))
+def test_deeply_nested_subscription_bodies_are_a_400(depth: int) -> None:
+    async def run(client: httpx.AsyncClient) -> None:
+        deep = b"[" * depth + b"]" * depth
+        body = b'{"type":"pull-wake","pattern":"a/*","wake_stream":"w","x":' + deep + b"}"
+        r = await client.put(f"{S}/__ds/subscriptions/s", content=body)
+        assert r.status_code in (201, 400), (depth, r.status_code, r.text)
+        r = await client.post(f"{S}/__ds/subscriptions/s/claim", content=b'{"x":' + deep + b"}")
+        assert r.status_code < 500, (depth, r.status_code, r.text)
+
+    asyncio.run(_with_client(_app_with(), run))
+
+
+invalid_utf8 = st.binary(min_size=1, max_size=6).filter(lambda b: not _is_utf8(b))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=40, deadline=None)
+@given(raw=invalid_utf8, method=st.sampled_from(["PUT", "POST", "GET", "HEAD", "DELETE"]))
+def test_invalid_utf8_in_a_path_is_a_400_not_another_stream(raw: bytes, method: str) -> None:
+    encoded = "".join(f"%{b:02X}" for b in raw)
+
+    async def run(client: httpx.AsyncClient) -> None:
+        # The stream the replacement characters would alias to exists (unless the lenient
+        # decoding gives control characters, which no stream path may hold).
+        alias = quote(raw.decode("utf-8", errors="replace"), safe="")
+        r = await client.put(f"{S}/x{alias}", headers={"content-type": "text/plain"}, content=b"A")
+        aliased = r.status_code == 201
+        r = await client.request(
+            method, f"{S}/x{encoded}", headers={"content-type": "text/plain"}, content=b"B"
+        )
+        assert r.status_code == 400, (raw, method, r.status_code, r.text)
+        if method != "HEAD":
+            assert r.json()["error"]["code"] == "INVALID_PATH"
+        if aliased:
+            r = await client.get(f"{S}/x{alias}", params={"offset": "-1"})
+            assert r.content == b"A"
+
+    asyncio.run(_with_client(_app_with(), run))
+
+
+async def test_ttl_zero_and_expiry_in_the_past_are_refused() -> None:
+    async def run(client: httpx.AsyncClient) -> None:
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
+        future = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+        for headers in (
+            {"stream-ttl": "0"},
+            {"stream-expires-at": past.isoformat().replace("+00:00", "Z")},
+            {"stream-expires-at": "1970-01-01T00:00:00Z"},
+        ):
+            r = await client.put(f"{S}/t", headers={"content-type": "text/plain", **headers})
+            assert r.status_code == 400, (headers, r.status_code)
+            assert r.json()["error"]["code"] == "INVALID_HEADER"
+            assert "Stream-" in r.json()["error"]["message"]
+            assert (await client.head(f"{S}/t")).status_code == 404
+        r = await client.put(f"{S}/t1", headers={"stream-ttl": "1"})
+        assert r.status_code == 201
+        r = await client.put(f"{S}/t2", headers={"stream-expires-at": future.isoformat()})
+        assert r.status_code == 201
+
+    await _with_client(_app_with(), run)
+
+
+async def test_messages_per_json_append_are_capped() -> None:
+    cap = 50
+
+    async def run(client: httpx.AsyncClient) -> None:
+        json_ct = {"content-type": "application/json"}
+        await client.put(f"{S}/j", headers=json_ct)
+        at_cap = b"[" + b",".join(b"1" for _ in range(cap)) + b"]"
+        r = await client.post(f"{S}/j", headers=json_ct, content=at_cap)
+        assert r.status_code == 204
+        for over in (cap + 1, cap + 2, 10 * cap, 100_000):
+            body = b"[" + b",".join(b"1" for _ in range(over)) + b"]"
+            for method, path in (("POST", f"{S}/j"), ("PUT", f"{S}/new")):
+                r = await client.request(method, path, headers=json_ct, content=body)
+                assert r.status_code == 413, (over, method, r.status_code)
+                error = r.json()["error"]
+                assert error["code"] == "TOO_MANY_MESSAGES" and str(cap) in error["message"]
+        # Many commas inside few messages are fine.
+        nested = b"[" + b",".join([b"[" + b",".join(b"1" for _ in range(500)) + b"]"] * 3) + b"]"
+        r = await client.post(f"{S}/j", headers=json_ct, content=nested)
+        assert r.status_code == 204
+        r = await client.get(f"{S}/j", params={"offset": "-1"})
+        messages = json.loads(r.content)
+        assert len(messages) == cap + 3 and messages[-1] == list(range(1, 2)) * 500
+
+    await _with_client(_app_with(max_append_messages=cap), run)

@@ -56,8 +56,27 @@ def test_malformed_offsets_are_400(values: list[str]) -> None:
 
 
 def test_ttl_accepts_plain_integers() -> None:
-    assert p.parse_ttl("0") == 0
+    assert p.parse_ttl("1") == 1
     assert p.parse_ttl("3600") == 3600
+
+
+def test_ttl_zero_and_past_expiry_are_refused() -> None:
+    with pytest.raises(p.ProtocolError, match="at least 1"):
+        p.parse_ttl("0")
+    at = p.parse_expires_at("2030-01-01T00:00:00Z")
+    assert p.check_expiry(at, now=at - 0.001) == at
+    for now in (at, at + 1):
+        with pytest.raises(p.ProtocolError, match="in the past"):
+            p.check_expiry(at, now=now)
+
+
+def test_decode_path_refuses_lenient_utf8() -> None:
+    assert p.decode_path("a\ufffd", b"/v1/stream/a%EF%BF%BD") == "a\ufffd"
+    assert p.decode_path("plain", b"/v1/stream/plain%FF") == "plain"  # only checked on U+FFFD
+    for raw in (b"/v1/stream/a%FF", b"/v1/stream/a%C3", b"/v1/stream/a%ED%A0%80?x=%FF"):
+        with pytest.raises(p.ProtocolError) as exc:
+            p.decode_path("a\ufffd", raw)
+        assert exc.value.code == "INVALID_PATH"
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     sse_max_duration: float = 60.0
     #: Largest accepted request body (413 above).
     max_body_bytes: int = 16 * 1024 * 1024
+    #: Most messages one JSON-mode PUT or POST may carry (413 ``TOO_MANY_MESSAGES`` above).
+    max_append_messages: int = p.MAX_APPEND_MESSAGES
     #: Catch-up chunk limit; a read returns at least one message. 4 MiB keeps
     #: the per-response overhead small on a long catch-up (the reference sends
     #: everything in one response) while bounding the memory of one response.
@@ -371,6 +373,8 @@ class StreamsApp:
             path = full[len(self._prefix) :] if full.startswith(self._prefix) else ""
         method: str = scope["method"]
         try:
+            if "\ufffd" in path:
+                p.decode_path(path, scope.get("raw_path"))
             principal = self.authorizer.authenticate(credentials_from_scope(scope))
             if path == self._ds_prefix or path.startswith("__ds/"):
                 if not self.authorizer.authorize(principal, "admin", "stream/" + path):
@@ -482,7 +486,11 @@ class StreamsApp:
             )
         ttl = p.parse_ttl(ttl_raw.decode("latin-1")) if ttl_raw is not None else None
         expires_text = expires_raw.decode("latin-1") if expires_raw is not None else None
-        expires_at = p.parse_expires_at(expires_text) if expires_text is not None else None
+        expires_at = (
+            p.check_expiry(p.parse_expires_at(expires_text), _now())
+            if expires_text is not None
+            else None
+        )
         closed = p.parse_bool_true(_hget(headers, b"stream-closed"))
         ct_raw = headers.get(H_CONTENT_TYPE)
         content_type = p.normalize_content_type(ct_raw.decode("latin-1")) if ct_raw else None
@@ -555,7 +563,13 @@ class StreamsApp:
 
         messages: list[bytes] = []
         if body:
-            messages = p.parse_json_messages(body, allow_empty_array=True) if json_mode else [body]
+            messages = (
+                p.parse_json_messages(
+                    body, allow_empty_array=True, max_messages=self.settings.max_append_messages
+                )
+                if json_mode
+                else [body]
+            )
         if prefix_messages:
             messages = prefix_messages + messages
         try:
@@ -674,7 +688,9 @@ class StreamsApp:
                 )
             content_type = p.normalize_content_type(ct_raw.decode("latin-1"))
             if p.is_json_type(content_type):
-                messages = p.parse_json_messages(body, allow_empty_array=False)
+                messages = p.parse_json_messages(
+                    body, allow_empty_array=False, max_messages=self.settings.max_append_messages
+                )
             else:
                 messages = [body]
         elif close:

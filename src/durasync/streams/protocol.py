@@ -17,13 +17,15 @@ import functools
 import random
 import re
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
+from urllib.parse import unquote_to_bytes
 
 import msgspec
 
 __all__ = [
     "CURSOR_EPOCH",
     "CURSOR_INTERVAL",
+    "MAX_APPEND_MESSAGES",
     "MAX_SAFE_INTEGER",
     "ProducerHeaders",
     "ProtocolError",
@@ -36,6 +38,8 @@ __all__ = [
     "json_array",
     "normalize_content_type",
     "parse_bool_true",
+    "check_expiry",
+    "decode_path",
     "parse_expires_at",
     "parse_json_messages",
     "parse_non_negative_int",
@@ -59,6 +63,8 @@ MAX_PATH_LEN: Final = 1024
 MAX_SEQ_LEN: Final = 256
 MAX_PRODUCER_ID_LEN: Final = 256
 MAX_CONTENT_TYPE_LEN: Final = 256
+#: Default cap on the messages of one JSON-mode append (PUT or POST body).
+MAX_APPEND_MESSAGES: Final = 100_000
 
 
 class ProtocolError(Exception):
@@ -128,6 +134,25 @@ def validate_stream_path(path: str) -> str:
     return path
 
 
+def decode_path(path: str, raw_path: bytes | None) -> str:
+    """``path`` as the server decoded it, checked against the raw request path.
+
+    ASGI servers percent-decode the path leniently: invalid UTF-8 becomes U+FFFD, so
+    ``/a%FF`` and ``/a%FE`` would both name the stream ``a\ufffd``. When ``path`` holds
+    U+FFFD, the raw path must decode as strict UTF-8 (a literal U+FFFD, sent as
+    ``%EF%BF%BD``, is fine).
+
+    Raises:
+        ProtocolError: 400 ``INVALID_PATH`` when the raw path is not UTF-8.
+    """
+    if "\ufffd" in path and raw_path is not None:
+        try:
+            unquote_to_bytes(raw_path.split(b"?", 1)[0]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("INVALID_PATH", "the request path is not valid UTF-8") from None
+    return path
+
+
 # Unreserved URL characters (RFC 3986) only: excludes `, & = ? /` (DS §4),
 # whitespace and anything needing escaping.
 _OFFSET_RE = re.compile(r"[A-Za-z0-9._~-]+")
@@ -176,8 +201,15 @@ def parse_non_negative_int(value: str, name: str, *, maximum: int = MAX_SAFE_INT
 
 
 def parse_ttl(value: str) -> int:
-    """``Stream-TTL`` (DS §2 PUT): seconds as a strict non-negative integer."""
-    return parse_non_negative_int(value, "Stream-TTL", maximum=10**12)
+    """``Stream-TTL`` (DS §2 PUT): seconds as a strict non-negative integer, at least 1.
+
+    DS §2 fixes the syntax (``0`` is well-formed) but a stream with TTL 0 would expire as
+    it is created (201, then 404 on every request): refused so the mistake shows at once.
+    """
+    ttl = parse_non_negative_int(value, "Stream-TTL", maximum=10**12)
+    if ttl == 0:
+        raise _bad("INVALID_HEADER", "Stream-TTL must be at least 1 (0 expires the stream at once)")
+    return ttl
 
 
 _RFC3339_RE = re.compile(
@@ -198,6 +230,19 @@ def parse_expires_at(value: str) -> float:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise _bad("INVALID_HEADER", "Stream-Expires-At is not a valid date and time") from None
+
+
+def check_expiry(expires_at: float, now: float) -> float:
+    """``Stream-Expires-At`` must lie in the future at ``now`` (Unix seconds).
+
+    A stream created already expired would answer 201 and then 404: refused instead.
+
+    Raises:
+        ProtocolError: 400 ``INVALID_HEADER`` when ``expires_at <= now``.
+    """
+    if expires_at <= now:
+        raise _bad("INVALID_HEADER", "Stream-Expires-At is in the past (the stream would never exist)")
+    return expires_at
 
 
 def parse_bool_true(value: str | None) -> bool:
@@ -299,28 +344,68 @@ def is_text_type(content_type: str) -> bool:
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _JSON_WS = b" \t\r\n"
+#: Marks the unused tail of a bounded array (a JSON value is never empty).
+_ABSENT: Final = msgspec.Raw(b"")
 
 
-def parse_json_messages(body: bytes, *, allow_empty_array: bool) -> list[bytes]:
+@functools.lru_cache(maxsize=4)
+def _bounded_list_decoder(limit: int) -> msgspec.json.Decoder[Any]:
+    """A decoder of JSON arrays of at most ``limit`` values that fails as soon as it meets
+    value ``limit + 1``, before materializing the rest (an array-like Struct of ``limit``
+    optional fields). Built on first use per limit: about 6 us per field."""
+    fields = [(f"m{i}", msgspec.Raw, _ABSENT) for i in range(limit)]
+    bounded = msgspec.defstruct("_BoundedArray", fields, array_like=True, forbid_unknown_fields=True)
+    return msgspec.json.Decoder(bounded)
+
+
+def _bounded_items(body: bytes, limit: int) -> list[msgspec.Raw]:
+    try:
+        decoded = _bounded_list_decoder(limit).decode(body)
+    except msgspec.ValidationError:
+        raise ProtocolError(
+            413, "TOO_MANY_MESSAGES", f"a JSON append may carry at most {limit} messages"
+        ) from None
+    items: list[msgspec.Raw] = []
+    for item in msgspec.structs.astuple(decoded):
+        if item is _ABSENT:
+            break
+        items.append(item)
+    return items
+
+
+def parse_json_messages(
+    body: bytes, *, allow_empty_array: bool, max_messages: int = MAX_APPEND_MESSAGES
+) -> list[bytes]:
     """Split a JSON-mode body into messages, flattening one array level.
 
     ``[a, b]`` -> two messages, ``[[1, 2]]`` -> one message ``[1, 2]``, a
     non-array value -> one message. Each message keeps its exact bytes.
 
+    Memory: the body plus about 100 bytes per message, and an array of more than
+    ``max_messages`` values is refused without materializing them (an array with fewer
+    commas than the cap takes the direct path; otherwise a bounded decoder counts).
+
     Raises:
-        ProtocolError: invalid JSON, or ``[]`` when not ``allow_empty_array``
-            (POST ``[]`` -> 400, PUT ``[]`` is an empty stream).
+        ProtocolError: 400 ``INVALID_JSON`` for invalid JSON, JSON nested deeper than
+            the decoder's recursion limit (about 1,000 levels), or ``[]`` when not
+            ``allow_empty_array`` (POST ``[]`` -> 400, PUT ``[]`` is an empty stream);
+            413 ``TOO_MANY_MESSAGES`` for more than ``max_messages`` messages.
     """
     stripped = body.lstrip(_JSON_WS)
     try:
         if stripped[:1] == b"[":
-            items = _raw_list_decoder.decode(body)
+            if body.count(b",") < max_messages:
+                items = _raw_list_decoder.decode(body)
+            else:
+                items = _bounded_items(body, max_messages)
             if not items and not allow_empty_array:
                 raise _bad("EMPTY_JSON_ARRAY", "an empty JSON array appends nothing")
             return [bytes(item) for item in items]
         return [bytes(_raw_decoder.decode(body))]
     except msgspec.DecodeError as exc:
         raise _bad("INVALID_JSON", f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad("INVALID_JSON", "body is JSON nested too deeply") from None
 
 
 def json_array(messages: list[bytes]) -> bytes:

@@ -721,7 +721,7 @@ class SubscriptionService:
         if ok:
             try:
                 reply = msgspec.json.decode(raw, type=WebhookReply) if raw.strip() else None
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 reply = None
         done = reply is not None and reply.done
         await self._after_delivery(sub, wake.wake_id, ok=ok, done=done)

@@ -279,8 +279,10 @@ def parse_create(body: bytes) -> SubscriptionConfig:
         raw = msgspec.json.decode(body, type=CreateInput)
     except msgspec.ValidationError as exc:
         raise SubscriptionError("INVALID_REQUEST", f"invalid subscription: {exc}") from None
-    except msgspec.DecodeError:
-        raise SubscriptionError("INVALID_REQUEST", "body must be a JSON object") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise SubscriptionError(
+            "INVALID_REQUEST", "body must be a JSON object (nested at most ~1,000 deep)"
+        ) from None
     pattern = normalize_path(raw.pattern) if raw.pattern else None
     if pattern is not None and len(pattern) > MAX_PATH_LEN:
         raise SubscriptionError("INVALID_REQUEST", "pattern is too long")
@@ -325,7 +327,7 @@ def parse_create(body: bytes) -> SubscriptionConfig:
 def parse_streams(body: bytes) -> list[str]:
     try:
         raw = msgspec.json.decode(body, type=StreamsInput)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         raise SubscriptionError(
             "INVALID_REQUEST", "streams must be a non-empty string array"
         ) from None
@@ -340,8 +342,8 @@ def parse_body(body: bytes, kind: type[Any]) -> Any:
         return msgspec.json.decode(body or b"{}", type=kind)
     except msgspec.ValidationError as exc:
         raise SubscriptionError("INVALID_REQUEST", f"invalid body: {exc}") from None
-    except msgspec.DecodeError:
-        raise SubscriptionError("INVALID_REQUEST", "body must be JSON") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise SubscriptionError("INVALID_REQUEST", "body must be JSON (nested at most ~1,000 deep)") from None
 
 
 # --------------------------------------------------------------------------
