@@ -139,3 +139,20 @@ def test_credentials_from_scope() -> None:
 def test_empty_secret_refused() -> None:
     with pytest.raises(ValueError):
         JWTAuthorizer("")
+
+
+@pytest.mark.parametrize("secret", ["s", "secret", "x" * 31, "é" * 15])
+def test_short_secret_refused(secret: str) -> None:
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        JWTAuthorizer(secret)
+
+
+def test_32_byte_secret_accepted_without_warning() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auth = JWTAuthorizer("x" * 32)
+        token = jwt.encode({"sub": "a", "read": ["stream/"]}, "x" * 32, algorithm="HS256")
+        principal = auth.authenticate(RequestCredentials(client_host="10.0.0.1", query_token=token))
+    assert principal.subject == "a"

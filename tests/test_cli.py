@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from durasync.cli import build_parser, main
-from streams.serverproc import start_server
+from streams.serverproc import ServerProcess, start_server
 
 
 def test_help_lists_serve_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,5 +145,147 @@ def test_ws_compression_off_by_default(flags: tuple[str, ...], negotiated: bool)
             assert '"mtype":"state"' in str(ws.recv(timeout=10))
             ext = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
             assert ("permessage-deflate" in ext) is negotiated
+    finally:
+        assert server.stop() == 0
+
+
+# -- secrets and settings from the environment and a config file --------------------------
+
+LONG_SECRET = "an-auth-secret-of-at-least-32-bytes!"
+
+
+def _serve(argv: list[str], env: dict[str, str] | None = None) -> Any:
+    from durasync.cli import resolve_serve_args
+
+    return resolve_serve_args(argv, env or {})
+
+
+def test_help_says_where_secrets_can_come_from(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("DURASYNC_AUTH_SECRET", "DURASYNC_REDIS_URL", "--config", "--cors-origin"):
+        assert text in out
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    config = tmp_path / "durasync.toml"
+    config.write_text(
+        f'long-poll-timeout = 5\nauth-secret = "file-{LONG_SECRET}"\nmemory = true\n'
+        'cors-origin = ["https://a.example", "https://b.example"]\nroom-rate = 50\n'
+    )
+    env = {"DURASYNC_AUTH_SECRET": f"env-{LONG_SECRET}"}
+    args = _serve(["--config", str(config)], env)
+    assert args.long_poll_timeout == 5.0  # file over default
+    assert args.auth_secret == f"env-{LONG_SECRET}"  # env over file
+    assert args.memory is True and args.redis is None
+    assert args.cors_origin == ["https://a.example", "https://b.example"]
+    assert args.room_rate == 50.0
+    assert args.host == "127.0.0.1"  # default
+    args = _serve(
+        [
+            "--config",
+            str(config),
+            "--long-poll-timeout",
+            "7",
+            "--auth-secret",
+            f"flag-{LONG_SECRET}",
+        ],
+        env,
+    )
+    assert args.long_poll_timeout == 7.0 and args.auth_secret == f"flag-{LONG_SECRET}"
+    # No config, no env: the parser's defaults.
+    args = _serve([])
+    assert (args.auth_secret, args.redis, args.long_poll_timeout) == (None, None, 30.0)
+
+
+def test_store_choice_follows_the_same_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('data = "/tmp/from-file"\n')
+    env = {"DURASYNC_REDIS_URL": "redis://:pw@127.0.0.1:6399/0"}
+    assert _serve(["--config", str(config)]).data == Path("/tmp/from-file")
+    args = _serve(["--config", str(config)], env)
+    assert args.redis == env["DURASYNC_REDIS_URL"]  # env over file
+    args = _serve(["--config", str(config), "--memory"], env)
+    assert args.memory is True and args.redis is None  # a store flag over env and file
+    args = _serve(["--data", "/tmp/flag"], env)
+    assert args.redis is None and args.data == Path("/tmp/flag")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("long-poll-timeout = ", "not valid TOML"),
+        ("nope = 1\n", "unknown key 'nope'"),
+        ('long-poll-timeout = "soon"\n', "long-poll-timeout"),
+        ("long-poll-timeout = -1\n", "long-poll-timeout"),
+        ("memory = 1\n", "memory"),
+        ('cors-origin = "https://a.example"\n', "cors-origin"),
+        ('log-level = "loud"\n', "log-level"),
+        ('memory = true\nredis = "redis://127.0.0.1:1/0"\n', "one of"),
+        ('auth-secret = "short"\n', "32 bytes"),
+        ("config = 'other.toml'\n", "unknown key 'config'"),
+    ],
+)
+def test_bad_config_file_stops_serve_with_one_line(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "durasync", "serve", "--port", "0", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert str(config) in lines[0] and problem in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and "listening" not in proc.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "durasync", "serve", "--config", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "none.toml" in proc.stderr
+
+
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_short_auth_secret_is_refused_clearly(where: str) -> None:
+    argv = [sys.executable, "-m", "durasync", "serve", "--port", "0", "--memory"]
+    env = dict(os.environ)
+    if where == "flag":
+        argv += ["--auth-secret", "secret"]
+    else:
+        env["DURASYNC_AUTH_SECRET"] = "secret"
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "at least 32 bytes" in lines[0], proc.stderr
+    assert "Warning" not in proc.stderr and "listening" not in proc.stderr
+
+
+def test_secrets_from_env_and_config_reach_the_server(tmp_path: Path) -> None:
+    import jwt
+
+    config = tmp_path / "durasync.toml"
+    config.write_text("memory = true\nlong-poll-timeout = 0.5\n")
+    env = {"DURASYNC_AUTH_SECRET": LONG_SECRET}
+    server = ServerProcess(["--port", "0", "--config", str(config)], env=env)
+    try:
+        assert server.store_label == "memory"
+        assert LONG_SECRET not in " ".join(server.proc.args)  # not visible in ps
+        assert httpx.put(f"{server.url}/v1/stream/a").status_code == 401
+        token = jwt.encode({"write": ["stream/"]}, LONG_SECRET, algorithm="HS256")
+        r = httpx.put(f"{server.url}/v1/stream/a", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 201
     finally:
         assert server.stop() == 0

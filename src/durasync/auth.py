@@ -40,6 +40,7 @@ import jwt
 import msgspec
 
 __all__ = [
+    "MIN_SECRET_BYTES",
     "Action",
     "AuthError",
     "Authorizer",
@@ -52,6 +53,9 @@ __all__ = [
 ]
 
 Action = Literal["read", "write", "admin"]
+
+#: Shortest accepted HS256 secret in bytes (RFC 7518 §3.2: a key at least as long as the hash).
+MIN_SECRET_BYTES = 32
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,11 +196,18 @@ class JWTAuthorizer:
 
     See the module docstring for the claim names. ``leeway`` seconds of clock
     skew are tolerated on ``exp``/``nbf``/``iat``.
+
+    Raises:
+        ValueError: ``secret`` shorter than :data:`MIN_SECRET_BYTES` (UTF-8).
     """
 
     def __init__(self, secret: str, *, leeway: float = 5.0) -> None:
-        if not secret:
-            raise ValueError("auth secret must not be empty")
+        size = len(secret.encode())
+        if size < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"the auth secret must be at least {MIN_SECRET_BYTES} bytes (got {size}): "
+                "an HS256 key shorter than its hash is guessable offline from any token"
+            )
         self._secret = secret
         self._leeway = leeway
 

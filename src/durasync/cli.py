@@ -21,16 +21,18 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from durasync import __version__
+from durasync.auth import MIN_SECRET_BYTES
 from durasync.client.cli import add_append_command, add_tail_command
 
 __all__ = ["build_parser", "main"]
@@ -72,12 +74,37 @@ def _port(text: str) -> int:
     return value
 
 
+def _origin(text: str) -> str:
+    from durasync.streams.app import normalize_origin
+
+    try:
+        return normalize_origin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _redis_url(text: str) -> str:
     if not text.startswith(("redis://", "rediss://", "unix://")):
         raise argparse.ArgumentTypeError(
             f"not a Redis URL (redis://HOST:PORT/DB, rediss://..., unix://...): {text!r}"
         )
     return text
+
+
+#: Environment variables ``serve`` reads, by option: secrets need not be flags (visible in
+#: ``ps``). Precedence: flag > environment > config file > default.
+SERVE_ENVIRONMENT = {"auth_secret": "DURASYNC_AUTH_SECRET", "redis": "DURASYNC_REDIS_URL"}
+#: The mutually exclusive store options: one choice, taken whole from one source.
+_STORE_DESTS = ("data", "memory", "redis")
+
+_SERVE_EPILOG = (
+    "Secrets and settings need not be flags (flags are visible in ps): DURASYNC_AUTH_SECRET and "
+    "DURASYNC_REDIS_URL in the environment stand for --auth-secret and --redis, and --config "
+    "FILE reads a TOML file whose keys are the option names without '--' (auth-secret = "
+    '"...", memory = true, cors-origin = ["https://app.example"], room-rate = 500). '
+    "Precedence: flag > environment > config file > default; a bad file stops serve with one "
+    "line naming the problem."
+)
 
 
 def add_serve_command(subparsers: Any) -> None:
@@ -89,7 +116,20 @@ def add_serve_command(subparsers: Any) -> None:
             "Serve Durable Streams under /v1/stream/<path> (and /healthz). "
             "Without --auth-secret only loopback clients are admitted."
         ),
+        epilog=_SERVE_EPILOG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_serve_arguments(parser)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``durasync serve`` (also used to resolve a config file's keys)."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="read options from a TOML file (keys: option names without '--')",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind")
     parser.add_argument(
@@ -114,7 +154,8 @@ def add_serve_command(subparsers: Any) -> None:
         default=None,
         metavar="URL",
         help=(
-            "keep streams in Redis at URL (redis://HOST:PORT/DB): several durasync serve "
+            "keep streams in Redis at URL (redis://HOST:PORT/DB; or DURASYNC_REDIS_URL, which "
+            "keeps a password out of ps): several durasync serve "
             "processes given the same URL act as one server (one order per stream, live "
             "reads see appends made through any node). An append is acknowledged when Redis "
             "replied; run Redis with appendonly yes + appendfsync always so that it survives "
@@ -132,7 +173,11 @@ def add_serve_command(subparsers: Any) -> None:
         "--auth-secret",
         default=None,
         metavar="SECRET",
-        help="require HS256 JWT bearer tokens signed with SECRET (claims: read, write, admin)",
+        help=(
+            "require HS256 JWT bearer tokens signed with SECRET (claims: read, write, admin); "
+            f"at least {MIN_SECRET_BYTES} bytes. Prefer DURASYNC_AUTH_SECRET or --config: "
+            "a flag is visible in ps"
+        ),
     )
     parser.add_argument(
         "--allow-remote",
@@ -140,11 +185,29 @@ def add_serve_command(subparsers: Any) -> None:
         help="without --auth-secret, also admit non-loopback clients (trusted networks only)",
     )
     parser.add_argument(
+        "--cors-origin",
+        action="append",
+        type=_origin,
+        default=None,
+        metavar="ORIGIN",
+        help=(
+            "allow browsers from ORIGIN (e.g. https://app.example) to read responses; "
+            "repeatable. Default: any origin (*), for loopback development"
+        ),
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=_positive_int,
         default=16 * 1024 * 1024,
         metavar="N",
         help="largest accepted request body; larger ones get 413",
+    )
+    parser.add_argument(
+        "--max-append-messages",
+        type=_positive_int,
+        default=100_000,
+        metavar="N",
+        help="most messages one JSON-mode PUT or POST may carry; more get 413",
     )
     add_room_options(parser)
     parser.add_argument(
@@ -154,6 +217,126 @@ def add_serve_command(subparsers: Any) -> None:
         help="log verbosity",
     )
     parser.set_defaults(func=run_serve)
+
+
+class ConfigError(Exception):
+    """A setting of ``serve`` from the environment or a config file is unusable (one line)."""
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="durasync serve", allow_abbrev=False)
+    add_serve_arguments(parser)
+    return parser
+
+
+def _convert(action: argparse.Action, value: object, where: str) -> object:
+    """A config file or environment ``value`` for ``action``, checked like the flag's text."""
+    name = action.option_strings[0].removeprefix("--")
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {name} must be a list of strings")
+        return [_convert_text(action, v, name, where) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{where}: {name} must be a string or a number")
+    return _convert_text(action, str(value), name, where)
+
+
+def _convert_text(action: argparse.Action, text: str, name: str, where: str) -> object:
+    try:
+        value: object = action.type(text) if callable(action.type) else text
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {name}: {exc}") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise ConfigError(f"{where}: {name} must be one of {choices}, not {value!r}")
+    return value
+
+
+def _read_config(path: Path, parser: argparse.ArgumentParser) -> dict[str, object]:
+    """Option values (by dest) from a TOML config file."""
+    import tomllib
+
+    where = f"config {path}"
+    try:
+        with path.open("rb") as file:
+            raw = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    values: dict[str, object] = {}
+    for key, value in raw.items():
+        action = parser._option_string_actions.get("--" + key)
+        if action is None or action.dest in ("config", "help"):
+            raise ConfigError(f"{where}: unknown key {key!r} (keys are serve's option names)")
+        values[action.dest] = _convert(action, value, where)
+    chosen = [d for d in _STORE_DESTS if values.get(d) not in (None, False)]
+    if len(chosen) > 1:
+        raise ConfigError(
+            f"{where}: set only one of data, memory, redis (found {', '.join(chosen)})"
+        )
+    return values
+
+
+def resolve_serve_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+    """``serve``'s options from flags, environment and config file, in that precedence.
+
+    Raises:
+        ConfigError: a bad config file or environment value, or an auth secret shorter than
+            :data:`durasync.auth.MIN_SECRET_BYTES`; the message names the source.
+        SystemExit: bad flags (argparse's usual exit 2).
+    """
+    parser = _serve_parser()
+    # Which options the command line gave: argparse leaves preset attributes alone.
+    # (Append actions copy the preset list before adding to it, so a fresh list works too.)
+    unset: dict[str, object] = {
+        a.dest: [] if isinstance(a, argparse._AppendAction) else object()
+        for a in parser._actions
+        if a.dest != "help"
+    }
+    explicit_ns = parser.parse_args(list(argv), argparse.Namespace(**unset))
+    explicit = {d for d, sentinel in unset.items() if getattr(explicit_ns, d) is not sentinel}
+    args = parser.parse_args(list(argv))
+    layers: list[tuple[str, dict[str, object]]] = []
+    if args.config is not None:
+        layers.append((f"config {args.config}", _read_config(args.config, parser)))
+    from_env: dict[str, object] = {}
+    for dest, var in SERVE_ENVIRONMENT.items():
+        text = environ.get(var)
+        if text:
+            from_env[dest] = _convert(
+                parser._option_string_actions["--" + dest.replace("_", "-")], text, var
+            )
+    layers.append(("environment", from_env))
+    sources: dict[str, str] = {d: "flag" for d in explicit}
+    store_explicit = any(d in explicit for d in _STORE_DESTS)
+    for where, values in layers:  # lowest precedence first
+        if not store_explicit and any(values.get(d) not in (None, False) for d in _STORE_DESTS):
+            # A store chosen here replaces the one a lower layer chose.
+            for dest in _STORE_DESTS:
+                setattr(args, dest, parser.get_default(dest))
+        for dest, value in values.items():
+            if dest in explicit or (store_explicit and dest in _STORE_DESTS):
+                continue
+            setattr(args, dest, value)
+            sources[dest] = where
+    if args.auth_secret is not None:
+        size = len(args.auth_secret.encode())
+        if size < MIN_SECRET_BYTES:
+            source = sources.get("auth_secret", "flag")
+            name = {
+                "flag": "--auth-secret",
+                "environment": SERVE_ENVIRONMENT["auth_secret"],
+            }.get(source, f"{source}: auth-secret")
+            raise ConfigError(
+                f"{name} must be at least {MIN_SECRET_BYTES} bytes (got {size}); make one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+    return args
 
 
 def add_room_options(parser: argparse.ArgumentParser) -> None:
@@ -384,7 +567,10 @@ def run_serve(args: argparse.Namespace) -> int:
         label = f"embedded at {data_dir}"
     settings = ServerSettings(
         streams=StreamSettings(
-            long_poll_timeout=args.long_poll_timeout, max_body_bytes=args.max_body_bytes
+            long_poll_timeout=args.long_poll_timeout,
+            max_body_bytes=args.max_body_bytes,
+            max_append_messages=args.max_append_messages,
+            cors_origins=tuple(args.cors_origin or ("*",)),
         ),
         auth_secret=args.auth_secret,
         allow_remote=args.allow_remote,
@@ -416,11 +602,19 @@ def run_serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "serve":
+        # The environment and a config file fill in what the flags did not give.
+        try:
+            args = resolve_serve_args(arguments[arguments.index("serve") + 1 :], os.environ)
+        except ConfigError as exc:
+            print(f"durasync serve: {exc}", file=sys.stderr)
+            return 2
     return func(args)
 
 

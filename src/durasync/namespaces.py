@@ -58,7 +58,9 @@ class ReservedAccess:
         paths = frozenset(p.strip("/") for p in public_read)
         for path in paths:
             if not is_reserved(path):
-                raise ValueError(f"{path!r} is not a reserved path (its first segment must start with '__')")
+                raise ValueError(
+                    f"{path!r} is not a reserved path (its first segment must start with '__')"
+                )
         #: Reserved paths anyone allowed to read streams may read (never write).
         self.public_read: frozenset[str] = paths
 

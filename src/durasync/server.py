@@ -37,6 +37,7 @@ from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore, StoreError
 from durasync.streams.app import (
     SECURITY_HEADERS,
+    CorsPolicy,
     StreamsApp,
     StreamSettings,
     answer_preflight,
@@ -75,13 +76,15 @@ class SecurityHeadersMiddleware:
     answered here, before authentication, as browsers send no credentials.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, cors: CorsPolicy | None = None) -> None:
         self.app = app
+        self.cors = cors or CorsPolicy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = self.cors.wrap(scope, send)
         if await answer_preflight(scope, send):
             return
 
@@ -114,6 +117,14 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     """Last resort: a genuine server fault. Logged; the client sees no traceback."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     headers = {name.decode(): value.decode() for name, value in _SECURITY_HEADERS}
+    cors: CorsPolicy = request.app.state.cors
+    if not cors.any_origin:
+        # This answer bypasses the middleware: apply the allowed origins here.
+        del headers["access-control-allow-origin"]
+        headers["vary"] = "Origin"
+        allowed = cors.allowed(request.scope)
+        if allowed is not None:
+            headers["access-control-allow-origin"] = allowed.decode("latin-1")
     return Response(
         error_body("INTERNAL_ERROR", "internal server error"),
         status_code=500,
@@ -252,7 +263,7 @@ def create_app(
         streams=streams,
         stream_prefix=prefix + "/",
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware)],
+        middleware=[Middleware(SecurityHeadersMiddleware, cors=streams.cors)],
         exception_handlers={500: _server_error, 404: _not_found},
         lifespan=lifespan,
     )
@@ -260,4 +271,5 @@ def create_app(
     app.state.store = store
     app.state.subscriptions = subscriptions
     app.state.rooms = rooms
+    app.state.cors = streams.cors
     return app

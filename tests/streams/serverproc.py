@@ -15,7 +15,9 @@ LISTENING = re.compile(r"durasync listening on (http://\S+) \(store: (.+)\)")
 class ServerProcess:
     """A ``durasync serve`` subprocess; ``url`` once it is listening."""
 
-    def __init__(self, args: list[str], *, timeout: float = 20.0) -> None:
+    def __init__(
+        self, args: list[str], *, timeout: float = 20.0, env: dict[str, str] | None = None
+    ) -> None:
         self.args = [sys.executable, "-m", "durasync", "serve", "--host", "127.0.0.1", *args]
         self.output: list[str] = []
         self.proc = subprocess.Popen(
@@ -23,7 +25,7 @@ class ServerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self._ready = threading.Event()
         self.url = ""

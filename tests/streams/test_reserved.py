@@ -40,7 +40,9 @@ def token(**claims: Any) -> str:
 
 
 async def _seed(store: LogStore) -> None:
-    await store.create(JOURNAL, StreamConfig(content_type="application/json"), initial=[JOURNAL_RECORD])
+    await store.create(
+        JOURNAL, StreamConfig(content_type="application/json"), initial=[JOURNAL_RECORD]
+    )
 
 
 @pytest.fixture
@@ -65,7 +67,14 @@ async def token_app() -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
 
 
 def test_is_reserved_looks_at_the_first_segment_only() -> None:
-    for path in ["__rooms/a/journal", "/__rooms/a", "__ds", "__ds/subscriptions/x", "__x__/y", "__"]:
+    for path in [
+        "__rooms/a/journal",
+        "/__rooms/a",
+        "__ds",
+        "__ds/subscriptions/x",
+        "__x__/y",
+        "__",
+    ]:
         assert is_reserved(path), path
     for path in ["a/__b", "_a", "a__", "rooms/__x", "", "a/b"]:
         assert not is_reserved(path), path
@@ -91,7 +100,11 @@ async def _assert_hidden(client: httpx.AsyncClient, path: str, headers: dict[str
         assert r.status_code == 404, (method, path, r.status_code, r.text)
         if method != "HEAD":
             assert r.json()["error"]["code"] == "NOT_FOUND"
-    for params in ({"offset": "-1"}, {"offset": "-1", "live": "long-poll"}, {"offset": "-1", "live": "sse"}):
+    for params in (
+        {"offset": "-1"},
+        {"offset": "-1", "live": "long-poll"},
+        {"offset": "-1", "live": "sse"},
+    ):
         r = await client.get(f"{S}/{path}", params=params, headers=headers)
         assert r.status_code == 404, (path, params, r.status_code)
 
@@ -111,7 +124,9 @@ async def test_loopback_without_auth_cannot_reach_reserved_streams(
     r = await client.get(f"{S}/%5F%5Frooms/sec/journal", params={"offset": "-1"})
     assert r.status_code == 404
     await _journal_intact(app.state.store)
-    assert not any(is_reserved(i.path) and i.path != JOURNAL for i in await app.state.store.list_streams())
+    assert not any(
+        is_reserved(i.path) and i.path != JOURNAL for i in await app.state.store.list_streams()
+    )
 
 
 @pytest.mark.parametrize(
@@ -134,16 +149,22 @@ async def test_no_token_reaches_reserved_streams(
 
 reserved_paths = st.builds(
     lambda first, rest: "/".join([first, *rest]),
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-.~0123456789", max_size=8).map(lambda s: "__" + s),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-.~0123456789", max_size=8).map(
+        lambda s: "__" + s
+    ),
     st.lists(st.text(alphabet="abcxyz_0123456789", min_size=1, max_size=6), max_size=3),
 ).filter(lambda p: p != "__ds" and not p.startswith("__ds/"))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(path=reserved_paths, method=st.sampled_from(METHODS))
 def test_every_reserved_path_is_404_for_every_method(path: str, method: str) -> None:
     async def run() -> None:
-        app = create_app(MemoryStore(), ServerSettings(streams=StreamSettings(long_poll_timeout=0.01)))
+        app = create_app(
+            MemoryStore(), ServerSettings(streams=StreamSettings(long_poll_timeout=0.01))
+        )
         async with app.router.lifespan_context(app):
             await _seed(app.state.store)
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
@@ -168,8 +189,13 @@ async def test_subscription_control_routes_still_answer(
 async def test_fork_cannot_name_a_reserved_source(
     loopback_app: tuple[Starlette, httpx.AsyncClient],
 ) -> None:
-    app, client = loopback_app
-    for source in (f"{S}/{JOURNAL}", JOURNAL, f"http://t{S}/{JOURNAL}", f"{S}/%5F%5Frooms/sec/journal"):
+    _, client = loopback_app
+    for source in (
+        f"{S}/{JOURNAL}",
+        JOURNAL,
+        f"http://t{S}/{JOURNAL}",
+        f"{S}/%5F%5Frooms/sec/journal",
+    ):
         r = await client.put(f"{S}/copy", headers={"stream-forked-from": source})
         assert r.status_code == 404, (source, r.status_code, r.text)
         assert r.json()["error"]["code"] == "NOT_FOUND"
@@ -195,10 +221,14 @@ async def test_subscriptions_cannot_name_or_match_reserved_streams(
         r = await client.put(f"{base}/bad{i}", json=body)
         assert r.status_code == 400, (body, r.status_code, r.text)
     # A catch-all pattern links public streams only.
-    r = await client.put(f"{base}/all", json={"type": "pull-wake", "pattern": "**", "wake_stream": "w"})
+    r = await client.put(
+        f"{base}/all", json={"type": "pull-wake", "pattern": "**", "wake_stream": "w"}
+    )
     assert r.status_code == 201, r.text
     assert [s["path"] for s in r.json()["streams"]] == ["events/a"]
-    r = await client.put(f"{base}/stars", json={"type": "pull-wake", "pattern": "*/*/*", "wake_stream": "w"})
+    r = await client.put(
+        f"{base}/stars", json={"type": "pull-wake", "pattern": "*/*/*", "wake_stream": "w"}
+    )
     assert r.status_code == 201, r.text
     assert r.json()["streams"] == []
     # Adding a reserved stream to an existing subscription is refused too.
@@ -248,7 +278,10 @@ async def test_a_declared_public_reserved_stream_is_readable_not_writable() -> N
             assert (await client.head(f"{S}/__registry__")).status_code == 200
             for method in ("PUT", "POST", "DELETE"):
                 r = await client.request(
-                    method, f"{S}/__registry__", headers={"content-type": "text/plain"}, content=b"x"
+                    method,
+                    f"{S}/__registry__",
+                    headers={"content-type": "text/plain"},
+                    content=b"x",
                 )
                 assert r.status_code == 403, (method, r.status_code)
                 assert r.json()["error"]["code"] == "READ_ONLY"

@@ -70,9 +70,11 @@ from durasync.streams import protocol as p
 __all__ = [
     "PREFLIGHT_HEADERS",
     "SECURITY_HEADERS",
+    "CorsPolicy",
     "StreamSettings",
     "StreamsApp",
     "answer_preflight",
+    "normalize_origin",
 ]
 
 log = logging.getLogger("durasync.streams")
@@ -104,6 +106,9 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Reserved paths (first segment ``__``, see :mod:`durasync.namespaces`) that the public
     #: API serves read-only; every other reserved path answers 404.
     public_reserved: frozenset[str] = frozenset()
+    #: Browser origins that may read responses (``*``: any, for loopback development);
+    #: see :class:`CorsPolicy`.
+    cors_origins: tuple[str, ...] = ("*",)
 
 
 # Header names (ASGI gives them lower-cased).
@@ -168,6 +173,72 @@ PREFLIGHT_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
     (b"access-control-max-age", b"86400"),
     (b"content-length", b"0"),
 )
+
+
+H_ORIGIN: Final = b"origin"
+H_ALLOW_ORIGIN: Final = b"access-control-allow-origin"
+_VARY_ORIGIN: Final = (b"vary", b"Origin")
+
+
+def normalize_origin(origin: str) -> str:
+    """An allowed-origins entry in the form browsers send (``scheme://host[:port]``, lower
+    case), or ``*``.
+
+    Raises:
+        ValueError: anything else (a path, a query, a missing scheme).
+    """
+    value = origin.strip().rstrip("/").lower()
+    if value == "*":
+        return value
+    scheme, sep, host = value.partition("://")
+    if not sep or scheme not in ("http", "https") or not host or any(c in host for c in "/?#@ "):
+        raise ValueError(f"not an origin (scheme://host[:port]): {origin!r}")
+    return value
+
+
+class CorsPolicy:
+    """Which browser origins may read responses (DS §8 CORS).
+
+    ``("*",)`` (the default) answers ``Access-Control-Allow-Origin: *`` everywhere, as the
+    static :data:`SECURITY_HEADERS` do, at no cost per request. With a list of origins, a
+    request whose ``Origin`` is in the list gets it echoed, any other gets no
+    ``Access-Control-Allow-Origin`` (the browser withholds the response from the page), and
+    every response carries ``Vary: Origin`` so caches keep the answers apart.
+    """
+
+    __slots__ = ("any_origin", "origins")
+
+    def __init__(self, origins: tuple[str, ...] | list[str] = ("*",)) -> None:
+        normalized = [normalize_origin(o) for o in origins]
+        self.any_origin = not normalized or "*" in normalized
+        self.origins = frozenset(normalized)
+
+    def allowed(self, scope: Scope) -> bytes | None:
+        """The request's ``Origin`` if it may read the response, else None."""
+        for name, value in scope.get("headers", ()):
+            if name == H_ORIGIN:
+                origin: bytes = value
+                return origin if origin.decode("latin-1").lower() in self.origins else None
+        return None
+
+    def wrap(self, scope: Scope, send: Send) -> Send:
+        """``send`` that applies the list of origins to every response head (idempotent:
+        wrapping twice gives the same headers). Identity when any origin is allowed."""
+        if self.any_origin:
+            return send
+        allowed = self.allowed(scope)
+
+        async def cors_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != H_ALLOW_ORIGIN]
+                if not any(n.lower() == b"vary" and b"origin" in v.lower() for n, v in headers):
+                    headers.append(_VARY_ORIGIN)
+                if allowed is not None:
+                    headers.append((H_ALLOW_ORIGIN, allowed))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return cors_send
 
 
 async def answer_preflight(scope: Scope, send: Send) -> bool:
@@ -285,6 +356,7 @@ class StreamsApp:
         self.settings = settings or StreamSettings()
         self.authorizer: Authorizer = authorizer or LoopbackAuthorizer()
         self._reserved = ReservedAccess(self.settings.public_reserved)
+        self.cors = CorsPolicy(self.settings.cors_origins)
         self._serve_reserved = serve_reserved
         self.subscriptions = subscriptions
         self._notify: Callable[[str, str], Awaitable[None]] | None = (
@@ -350,6 +422,8 @@ class StreamsApp:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
+        if not self.cors.any_origin:
+            send = self.cors.wrap(scope, send)
         if await answer_preflight(scope, send):
             return
         try:

@@ -29,7 +29,9 @@ __all__ = [
     "MAX_SAFE_INTEGER",
     "ProducerHeaders",
     "ProtocolError",
+    "check_expiry",
     "compute_cursor",
+    "decode_path",
     "error_body",
     "etag_for",
     "etag_matches",
@@ -38,8 +40,6 @@ __all__ = [
     "json_array",
     "normalize_content_type",
     "parse_bool_true",
-    "check_expiry",
-    "decode_path",
     "parse_expires_at",
     "parse_json_messages",
     "parse_non_negative_int",
@@ -241,7 +241,9 @@ def check_expiry(expires_at: float, now: float) -> float:
         ProtocolError: 400 ``INVALID_HEADER`` when ``expires_at <= now``.
     """
     if expires_at <= now:
-        raise _bad("INVALID_HEADER", "Stream-Expires-At is in the past (the stream would never exist)")
+        raise _bad(
+            "INVALID_HEADER", "Stream-Expires-At is in the past (the stream would never exist)"
+        )
     return expires_at
 
 
@@ -354,7 +356,9 @@ def _bounded_list_decoder(limit: int) -> msgspec.json.Decoder[Any]:
     value ``limit + 1``, before materializing the rest (an array-like Struct of ``limit``
     optional fields). Built on first use per limit: about 6 us per field."""
     fields = [(f"m{i}", msgspec.Raw, _ABSENT) for i in range(limit)]
-    bounded = msgspec.defstruct("_BoundedArray", fields, array_like=True, forbid_unknown_fields=True)
+    bounded = msgspec.defstruct(
+        "_BoundedArray", fields, array_like=True, forbid_unknown_fields=True
+    )
     return msgspec.json.Decoder(bounded)
 
 

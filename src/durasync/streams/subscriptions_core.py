@@ -343,7 +343,9 @@ def parse_body(body: bytes, kind: type[Any]) -> Any:
     except msgspec.ValidationError as exc:
         raise SubscriptionError("INVALID_REQUEST", f"invalid body: {exc}") from None
     except (msgspec.DecodeError, RecursionError):
-        raise SubscriptionError("INVALID_REQUEST", "body must be JSON (nested at most ~1,000 deep)") from None
+        raise SubscriptionError(
+            "INVALID_REQUEST", "body must be JSON (nested at most ~1,000 deep)"
+        ) from None
 
 
 # --------------------------------------------------------------------------
