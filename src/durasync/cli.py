@@ -209,6 +209,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="most messages one JSON-mode PUT or POST may carry; more get 413",
     )
+    parser.add_argument(
+        "--sse-max-duration",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="an SSE response ends after this long (the client reconnects from its offset)",
+    )
+    add_http_options(parser)
     add_room_options(parser)
     parser.add_argument(
         "--log-level",
@@ -217,6 +225,63 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="log verbosity",
     )
     parser.set_defaults(func=run_serve)
+
+
+def add_http_options(parser: argparse.ArgumentParser) -> None:
+    """Bounds of the HTTP connection layer (durasync.httpserver.HttpLimits)."""
+    group = parser.add_argument_group("http connections")
+    group.add_argument(
+        "--max-header-bytes",
+        type=_positive_int,
+        default=32 * 1024,
+        metavar="N",
+        help="largest request line plus headers; larger get 431",
+    )
+    group.add_argument(
+        "--max-headers",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="most header fields per request; more get 431",
+    )
+    group.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request head must arrive within this long of its first byte (else 408)",
+    )
+    group.add_argument(
+        "--body-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body may make no progress for this long (else 408)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection that has no request and receives nothing for this long",
+    )
+    group.add_argument(
+        "--write-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="abort a connection whose client does not read a response for this long",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help=(
+            "most open connections (HTTP and WebSocket); more get 503 and are closed "
+            "(default: the open-file limit minus 64)"
+        ),
+    )
 
 
 class ConfigError(Exception):
@@ -546,6 +611,7 @@ class _Server(uvicorn.Server):
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code."""
+    from durasync.httpserver import HttpLimits, bounded_protocol
     from durasync.server import ServerSettings, create_app
     from durasync.store import open_store
     from durasync.streams.app import StreamSettings
@@ -570,7 +636,17 @@ def run_serve(args: argparse.Namespace) -> int:
             long_poll_timeout=args.long_poll_timeout,
             max_body_bytes=args.max_body_bytes,
             max_append_messages=args.max_append_messages,
+            sse_max_duration=args.sse_max_duration,
             cors_origins=tuple(args.cors_origin or ("*",)),
+        ),
+        http=HttpLimits(
+            max_header_bytes=args.max_header_bytes,
+            max_headers=args.max_headers,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            idle_timeout=args.idle_timeout,
+            write_timeout=args.write_timeout,
+            max_connections=args.max_connections,
         ),
         auth_secret=args.auth_secret,
         allow_remote=args.allow_remote,
@@ -587,6 +663,8 @@ def run_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
+        # HTTP/1.1 on uvicorn's httptools parser with our bounds (durasync.httpserver).
+        http=bounded_protocol(settings.http),
         # WebSocket transport (rooms): see add_websocket_options for why deflate is off.
         ws=getattr(args, "ws_impl", "auto"),
         ws_per_message_deflate=getattr(args, "ws_compression", False),

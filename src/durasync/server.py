@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.browser_bundle import bundle_routes
+from durasync.httpserver import HttpLimits
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore, StoreError
@@ -61,6 +62,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     subscriptions: bool = True
     #: Rooms (WebSocket ``/v1/rooms/{room}`` and its HTTP views); see durasync.rooms.
     rooms: RoomSettings = RoomSettings()
+    #: Bounds of the HTTP connection layer; applied by the server that runs the app
+    #: (``durasync serve`` passes them to uvicorn through durasync.httpserver), not by the
+    #: ASGI app itself.
+    http: HttpLimits = HttpLimits()
     #: ``redis://`` URL when the store is Redis (several nodes share it): rooms share presence
     #: and live delivery through it (issue 6). ``None`` on one node.
     redis_url: str | None = None

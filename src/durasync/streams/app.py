@@ -29,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import parse_qs, quote
 
 import msgspec
@@ -49,6 +49,7 @@ from durasync.store.base import (
     AppendResult,
     BadOffset,
     ContentTypeMismatch,
+    Entry,
     LogStore,
     Producer,
     ProducerBadEpochStart,
@@ -68,8 +69,10 @@ from durasync.store.rules import fork_prefix
 from durasync.streams import protocol as p
 
 __all__ = [
+    "CONNECTION_EXTENSION",
     "PREFLIGHT_HEADERS",
     "SECURITY_HEADERS",
+    "Connection",
     "CorsPolicy",
     "StreamSettings",
     "StreamsApp",
@@ -98,6 +101,18 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: everything in one response) while bounding the memory of one response.
     read_chunk_bytes: int = 4 * 1024 * 1024
     read_chunk_messages: int = 100_000
+    #: Largest piece a response body is written in. A larger catch-up answer is written
+    #: piece by piece; while the client does not read, the app drops the unwritten part of
+    #: its chunk and reads it again from the store as the client drains (with a server that
+    #: offers the connection extension, see :data:`CONNECTION_EXTENSION`). SSE reads at most
+    #: this much per event.
+    write_chunk_bytes: int = 64 * 1024
+    #: Bytes of catch-up chunks that responses may hold at once (payload plus
+    #: :data:`ENTRY_OVERHEAD` per message). While it is used up, further catch-up and
+    #: long-poll reads return at most ``write_chunk_bytes`` (DS §2 lets the server pick the
+    #: chunk size), so many concurrent catch-ups cost about this much, not
+    #: ``read_chunk_bytes`` each.
+    read_budget_bytes: int = 16 * 1024 * 1024
     #: Cursor interval in seconds (DS §7).
     cursor_interval: float = p.CURSOR_INTERVAL
     #: ``Cache-Control`` scope of cacheable reads: ``public`` or ``private``
@@ -263,7 +278,50 @@ async def answer_preflight(scope: Scope, send: Send) -> bool:
     return False
 
 
+#: ASGI scope extension (``scope["extensions"][CONNECTION_EXTENSION]["handle"]``, a
+#: :class:`Connection`) through which the server layer (:mod:`durasync.httpserver`) lets a
+#: response see its connection. Optional: without it the app answers the same, but holds a
+#: catch-up chunk while it is written and notices a gone long-poll client only when its wait
+#: ends.
+CONNECTION_EXTENSION: Final = "durasync.connection"
+
+
+class Connection(Protocol):
+    """The connection a response is written to (see :data:`CONNECTION_EXTENSION`)."""
+
+    #: True once the connection is gone.
+    lost: bool
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the client is not draining: the next ``send`` will wait."""
+        ...
+
+    def on_lost(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once when the connection is lost (one slot; None clears it)."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection (a response that cannot be finished)."""
+        ...
+
+
+def _connection(scope: Scope) -> Connection | None:
+    extensions = scope.get("extensions")
+    if extensions is None:
+        return None
+    info = extensions.get(CONNECTION_EXTENSION)
+    if info is None:
+        return None
+    conn: Connection | None = info.get("handle")
+    return conn
+
+
 Headers = list[tuple[bytes, bytes]]
+
+#: Memory of one read message besides its payload (its Entry and offset strings), as the
+#: read budget counts it.
+ENTRY_OVERHEAD: Final = 200
 
 #: Bounds of the shared live answers (``StreamsApp._sse_events`` and
 #: ``_long_poll_200``): streams remembered, and the largest body shared
@@ -371,6 +429,8 @@ class StreamsApp:
         self._prefix = self.settings.prefix.rstrip("/") + "/"
         self._ds_prefix = "__ds"
         self._live: set[_Live] = set()
+        #: Payload bytes held by catch-up reads in flight (see ``read_budget_bytes``).
+        self._held = 0
         self._closing = False
         #: Last SSE events encoded per stream: (read, cursor bucket, client
         #: cursor, base64, bytes); see ``_sse_events``.
@@ -824,11 +884,13 @@ class StreamsApp:
     # GET: catch-up, long-poll, SSE (DS §2, §4, §7)
     # ------------------------------------------------------------------
 
-    async def _read(self, path: str, offset: str) -> tuple[ReadResult, str]:
+    async def _read(
+        self, path: str, offset: str, max_bytes: int | None = None
+    ) -> tuple[ReadResult, str]:
         res = await self.store.read(
             path,
             offset,
-            max_bytes=self.settings.read_chunk_bytes,
+            max_bytes=max_bytes or self.settings.read_chunk_bytes,
             max_messages=self.settings.read_chunk_messages,
         )
         content_type = res.content_type
@@ -864,12 +926,60 @@ class StreamsApp:
         if offset is None:
             offset = OFFSET_START
         if live == "sse":
-            await self._sse(receive, send, path, offset, cursor)
+            await self._sse(scope, receive, send, path=path, offset=offset, cursor=cursor)
             return
-        res, content_type = await self._read(path, offset)
+        res, content_type, hold = await self._read_held(path, offset)
+        try:
+            await self._answer_read(
+                scope,
+                send,
+                path=path,
+                headers=headers,
+                res=res,
+                content_type=content_type,
+                hold=hold,
+                live=live,
+                offset=offset,
+                cursor=cursor,
+            )
+        finally:
+            hold.give_back()
+
+    async def _read_held(self, path: str, offset: str) -> tuple[ReadResult, str, _Hold]:
+        """A catch-up read whose payload counts against ``read_budget_bytes`` until the
+        returned hold is given back (a full chunk only while the budget allows)."""
+        settings = self.settings
+        if self._held + settings.read_chunk_bytes <= settings.read_budget_bytes:
+            limit = settings.read_chunk_bytes
+        else:
+            limit = settings.write_chunk_bytes
+        hold = _Hold(self, limit)
+        try:
+            res, content_type = await self._read(path, offset, limit)
+        except BaseException:
+            hold.give_back()
+            raise
+        hold.resize(_payload_size(res, False) + ENTRY_OVERHEAD * len(res.entries))
+        return res, content_type, hold
+
+    async def _answer_read(
+        self,
+        scope: Scope,
+        send: Send,
+        *,
+        path: str,
+        headers: dict[bytes, bytes],
+        res: ReadResult,
+        content_type: str,
+        hold: _Hold,
+        live: str | None,
+        offset: str,
+        cursor: str | None,
+    ) -> None:
         json_mode = p.is_json_type(content_type)
         if live == "long-poll":
             await self._long_poll(
+                scope,
                 send,
                 path=path,
                 res=res,
@@ -877,10 +987,10 @@ class StreamsApp:
                 json_mode=json_mode,
                 offset=offset,
                 cursor=cursor,
+                hold=hold,
             )
             return
 
-        body = _payload(res, json_mode)
         out: Headers = [
             (H_CONTENT_TYPE, content_type.encode("latin-1")),
             (H_NEXT_OFFSET, res.next_offset.encode()),
@@ -892,17 +1002,82 @@ class StreamsApp:
         if offset == OFFSET_NOW:
             # DS §4: the tail position must not be cached.
             out.append(NO_STORE)
-            await _respond(send, 200, out, body)
+        else:
+            etag = p.etag_for(path, offset, res.next_offset, res.closed)
+            out.append((H_ETAG, etag.encode()))
+            # DS §7: chunks are cacheable; an empty read at an open tail is not
+            # (the next append changes it), so it must be revalidated.
+            out.append(
+                self._cacheable if res.entries or res.closed else (H_CACHE_CONTROL, b"no-cache")
+            )
+            if p.etag_matches(_hget(headers, H_IF_NONE_MATCH), etag):
+                await _respond(send, 304, out)
+                return
+        size = _payload_size(res, json_mode)
+        if size > self.settings.write_chunk_bytes:
+            await self._respond_in_pieces(
+                scope, send, out, path=path, res=res, json_mode=json_mode, size=size, hold=hold
+            )
             return
-        etag = p.etag_for(path, offset, res.next_offset, res.closed)
-        out.append((H_ETAG, etag.encode()))
-        # DS §7: chunks are cacheable; an empty read at an open tail is not
-        # (the next append changes it), so it must be revalidated.
-        out.append(self._cacheable if res.entries or res.closed else (H_CACHE_CONTROL, b"no-cache"))
-        if p.etag_matches(_hget(headers, H_IF_NONE_MATCH), etag):
-            await _respond(send, 304, out)
-            return
+        body = _payload(res, json_mode)
+        hold.give_back()
         await _respond(send, 200, out, body)
+
+    async def _respond_in_pieces(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: Headers,
+        *,
+        path: str,
+        res: ReadResult,
+        json_mode: bool,
+        size: int,
+        hold: _Hold,
+    ) -> None:
+        """A 200 whose body (``size`` bytes, the payload of ``res``) is written in pieces of
+        at most ``write_chunk_bytes``.
+
+        With the connection extension, the unwritten part of ``res`` is dropped whenever the
+        client stops draining and read again from the store piece by piece once it does, so
+        a client that does not read costs at most about one piece here (and the stall bound
+        of the server layer ends it). A re-read that fails (the stream was deleted or trimmed
+        meanwhile, the store is down) aborts the connection: the client sees a short body and
+        retries from its offset.
+        """
+        headers.extend(SECURITY_HEADERS)
+        headers.append((H_CONTENT_LENGTH, str(size).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        conn = _connection(scope)
+        body = _PiecewiseBody(
+            self.store,
+            path,
+            res,
+            json_mode=json_mode,
+            chunk=self.settings.write_chunk_bytes,
+            hold=hold,
+        )
+        del res  # the body owns the entries now, and drops them when the client stalls
+        while True:
+            try:
+                piece = await body.next_piece()
+            except (StoreClientError, StoreUnavailable) as exc:
+                log.info("catch-up of %s cut short: %s", path, exc)
+                if conn is not None:
+                    conn.abort()
+                return
+            more = not body.done
+            if conn is not None:
+                if conn.lost:
+                    return
+                if more and conn.write_paused:
+                    body.release()
+            await send({"type": "http.response.body", "body": piece, "more_body": more})
+            if not more:
+                return
+            # Let other connections run between pieces (a fast reader of a long chunk
+            # would otherwise keep the event loop until its socket buffers are full).
+            await asyncio.sleep(0)
 
     async def _wait(self, live: _Live, path: str, offset: str, *, within: float) -> bool:
         """Wait for data past ``offset``; False on timeout, shutdown or disconnect."""
@@ -924,6 +1099,7 @@ class StreamsApp:
 
     async def _long_poll(
         self,
+        scope: Scope,
         send: Send,
         *,
         path: str,
@@ -932,21 +1108,49 @@ class StreamsApp:
         json_mode: bool,
         offset: str,
         cursor: str | None,
+        hold: _Hold,
     ) -> None:
         if not res.entries and not res.closed:
             live = _Live()
             if self._closing:
                 live.ended = True
             self._live.add(live)
+            conn = _connection(scope)
+            if conn is not None:
+                # A client that goes away ends the wait (and leaves the live count) at once.
+                conn.on_lost(live.end)
             try:
                 woke = await self._wait(
                     live, path, res.next_offset, within=self.settings.long_poll_timeout
                 )
             finally:
                 self._live.discard(live)
+                if conn is not None:
+                    conn.on_lost(None)
+            if live.ended and conn is not None and conn.lost:
+                return
             if woke:
-                res, content_type = await self._read(path, res.next_offset)
+                hold.give_back()
+                res, content_type, woken = await self._read_held(path, res.next_offset)
+                hold.take_over(woken)
         if res.entries:
+            size = _payload_size(res, json_mode)
+            if size > self.settings.write_chunk_bytes:
+                head = self._long_poll_head(
+                    path, res, content_type=content_type, offset=offset, cursor=cursor, now=_now()
+                )
+                await self._respond_in_pieces(
+                    scope,
+                    send,
+                    head,
+                    path=path,
+                    res=res,
+                    json_mode=json_mode,
+                    size=size,
+                    hold=hold,
+                )
+                return
+            hold.give_back()
             headers, body = self._long_poll_200(
                 path,
                 res,
@@ -1005,12 +1209,34 @@ class StreamsApp:
         cached = self._lp_answers.get(path)
         if cached is not None and cached[0] is res and cached[1] == key:
             return cached[2], cached[3]
+        out = self._long_poll_head(
+            path, res, content_type=content_type, offset=offset, cursor=cursor, now=now
+        )
+        body = _payload(res, json_mode)
+        out.extend(SECURITY_HEADERS)
+        out.append((H_CONTENT_LENGTH, str(len(body)).encode()))
+        headers = tuple(out)
+        _remember(self._lp_answers, path, (res, key, headers, body), len(body))
+        return headers, body
+
+    def _long_poll_head(
+        self,
+        path: str,
+        res: ReadResult,
+        *,
+        content_type: str,
+        offset: str,
+        cursor: str | None,
+        now: float,
+    ) -> Headers:
+        """The protocol headers of a long-poll 200 (DS §2, §7)."""
         out: Headers = [
             (H_CONTENT_TYPE, content_type.encode("latin-1")),
             (H_NEXT_OFFSET, res.next_offset.encode()),
         ]
         if not res.closed:
             # DS §7: a cursor on every live response while the stream is open.
+            interval = self.settings.cursor_interval
             out.append((H_CURSOR, p.compute_cursor(now, cursor, interval=interval).encode()))
         if res.up_to_date:
             out.append((H_UP_TO_DATE, TRUE))
@@ -1018,12 +1244,7 @@ class StreamsApp:
             out.append((H_CLOSED, TRUE))
         out.append((H_ETAG, p.etag_for(path, offset, res.next_offset, res.closed).encode()))
         out.append(self._cacheable)
-        body = _payload(res, json_mode)
-        out.extend(SECURITY_HEADERS)
-        out.append((H_CONTENT_LENGTH, str(len(body)).encode()))
-        headers = tuple(out)
-        _remember(self._lp_answers, path, (res, key, headers, body), len(body))
-        return headers, body
+        return out
 
     def _sse_events(
         self,
@@ -1075,10 +1296,22 @@ class StreamsApp:
         return body
 
     async def _sse(
-        self, receive: Receive, send: Send, path: str, offset: str, cursor: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        path: str,
+        offset: str,
+        cursor: str | None,
     ) -> None:
+        """An SSE response (DS §2): events of at most about ``write_chunk_bytes`` of data
+        each (one message may make a larger one), ended by ``sse_max_duration``, a closed
+        stream, shutdown or the client leaving. A client that does not read when the
+        duration is up is cut off by the server layer's write bound."""
+        read_bytes = min(self.settings.read_chunk_bytes, self.settings.write_chunk_bytes)
         # First read before the response starts, so 404/400/410 are plain errors.
-        res, content_type = await self._read(path, offset)
+        res, content_type = await self._read(path, offset, read_bytes)
         json_mode = p.is_json_type(content_type)
         binary = not p.is_text_type(content_type)
         out: Headers = [
@@ -1092,26 +1325,40 @@ class StreamsApp:
         if self._closing:
             live.ended = True
         self._live.add(live)
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, live))
+        conn = _connection(scope)
+        watcher: asyncio.Future[None] | None = None
+        if conn is not None:
+            conn.on_lost(live.end)
+        else:
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, live))
         deadline = time.monotonic() + self.settings.sse_max_duration
         interval = self.settings.cursor_interval
+        chunk = self.settings.write_chunk_bytes
         try:
             await send({"type": "http.response.start", "status": 200, "headers": out})
             while True:
                 body = self._sse_events(
                     path, res, json_mode=json_mode, binary=binary, cursor=cursor, interval=interval
                 )
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                if len(body) <= chunk:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                else:
+                    for start in range(0, len(body), chunk):
+                        piece = body[start : start + chunk]
+                        await send({"type": "http.response.body", "body": piece, "more_body": True})
                 if res.closed or live.ended:
                     break
                 next_offset = res.next_offset
                 if not res.up_to_date:
-                    res, content_type = await self._read(path, next_offset)
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0)  # catching up: let other connections run
+                    res, content_type = await self._read(path, next_offset, read_bytes)
                     continue
                 woke = await self._wait(live, path, next_offset, within=deadline - time.monotonic())
                 if not woke:
                     break
-                res, content_type = await self._read(path, next_offset)
+                res, content_type = await self._read(path, next_offset, read_bytes)
         except (StoreClientError, StoreUnavailable) as exc:
             # The stream was deleted or the store failed mid-stream: end the
             # response; the client reconnects and sees the error status.
@@ -1120,9 +1367,13 @@ class StreamsApp:
             pass
         finally:
             self._live.discard(live)
-            watcher.cancel()
-            with contextlib.suppress(OSError, RuntimeError):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if conn is not None:
+                conn.on_lost(None)
+            if watcher is not None:
+                watcher.cancel()
+            if conn is None or not conn.lost:
+                with contextlib.suppress(OSError, RuntimeError):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 # ----------------------------------------------------------------------
@@ -1162,6 +1413,156 @@ def _payload(res: ReadResult, json_mode: bool) -> bytes:
     if len(entries) == 1:
         return entries[0].data
     return b"".join([entry.data for entry in entries])
+
+
+class _Hold:
+    """Payload bytes a response counts against its app's ``read_budget_bytes``; given back
+    once (idempotent)."""
+
+    __slots__ = ("_app", "size")
+
+    def __init__(self, app: StreamsApp, size: int) -> None:
+        self._app = app
+        self.size = size
+        app._held += size
+
+    def resize(self, size: int) -> None:
+        self._app._held += size - self.size
+        self.size = size
+
+    def take_over(self, other: _Hold) -> None:
+        """Count ``other``'s bytes as this hold's (``other`` is emptied)."""
+        self.resize(self.size + other.size)
+        other._app._held -= other.size
+        other.size = 0
+
+    def give_back(self) -> None:
+        self._app._held -= self.size
+        self.size = 0
+
+
+def _payload_size(res: ReadResult, json_mode: bool) -> int:
+    """``len(_payload(res, json_mode))`` without building it."""
+    size = 0
+    for entry in res.entries:
+        size += len(entry.data)
+    if json_mode:
+        size += max(len(res.entries) - 1, 0) + 2
+    return size
+
+
+class _PiecewiseBody:
+    """The payload of a catch-up read, produced in pieces of at most ``chunk`` bytes.
+
+    Holds the read's entries until :meth:`release`, then re-reads the unwritten ones from
+    the store, ``chunk`` bytes at a time, from the offset after the last entry written (the
+    stream's entries never change once appended). A message larger than a piece is kept
+    until it is fully written (re-reading it per piece would let a slow client multiply the
+    store's work).
+    """
+
+    __slots__ = (
+        "_chunk",
+        "_entries",
+        "_hold",
+        "_json",
+        "_path",
+        "_pos",
+        "_remaining",
+        "_resume",
+        "_store",
+        "_tail",
+        "_written",
+        "done",
+    )
+
+    def __init__(
+        self,
+        store: LogStore,
+        path: str,
+        res: ReadResult,
+        *,
+        json_mode: bool,
+        chunk: int,
+        hold: _Hold,
+    ) -> None:
+        self._hold = hold
+        self._store = store
+        self._path = path
+        self._json = json_mode
+        self._chunk = chunk
+        self._entries: list[Entry] | None = res.entries
+        self._pos = 0  # next entry in _entries
+        self._remaining = len(res.entries)  # entries not yet started
+        self._resume = res.entries[0].offset if res.entries else res.next_offset
+        self._written = 0  # entries started so far
+        #: Unwritten rest of a message larger than a piece.
+        self._tail = b""
+        self.done = False
+
+    def release(self) -> None:
+        """Drop the held entries (the client is not reading); they are read again later."""
+        self._entries = None
+        self._pos = 0
+        self._hold.give_back()
+
+    async def next_piece(self) -> bytes:
+        """The next piece of the body; sets :attr:`done` with the last one.
+
+        Raises:
+            StoreClientError, StoreUnavailable: a re-read failed (deleted, trimmed, down).
+        """
+        chunk = self._chunk
+        parts: list[bytes] = []
+        size = 0
+        if self._json and self._written == 0 and not self._tail:
+            parts.append(b"[")
+            size = 1
+        while size < chunk:
+            if self._tail:
+                rest = self._tail[: chunk - size]
+                self._tail = self._tail[len(rest) :]
+                parts.append(rest)
+                size += len(rest)
+                continue
+            if self._remaining == 0:
+                if self._json:
+                    if size + 1 > chunk:
+                        break
+                    parts.append(b"]")
+                self.done = True
+                break
+            entry = await self._next_entry()
+            if self._json and self._written > 1:
+                parts.append(b",")
+                size += 1
+            data = entry.data
+            if size + len(data) > chunk:
+                take = chunk - size
+                parts.append(data[:take])
+                self._tail = data[take:]
+                size = chunk
+                break
+            parts.append(data)
+            size += len(data)
+        return b"".join(parts)
+
+    async def _next_entry(self) -> Entry:
+        entries = self._entries
+        if entries is None or self._pos >= len(entries):
+            res = await self._store.read(
+                self._path, self._resume, max_bytes=self._chunk, max_messages=self._remaining
+            )
+            if not res.entries:
+                raise StreamGone(f"{self._path!r} no longer holds the data being written")
+            entries = self._entries = res.entries
+            self._pos = 0
+        entry = entries[self._pos]
+        self._pos += 1
+        self._remaining -= 1
+        self._written += 1
+        self._resume = entry.next_offset
+        return entry
 
 
 def _producer_headers(result: AppendResult) -> Headers:
