@@ -212,11 +212,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             CONNECTION_EXTENSION: {"handle": self._handle}
         }
         self._refused = False
-        #: True while the bytes received belong to a request head (until it is complete).
-        self._reading_head = True
         self._head_bytes = 0
-        self._head_exact = 0
-        self._header_count = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_progress = 0.0
@@ -338,16 +334,16 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     # -- reading ----------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        # Per request, the common case (a head, and a small body, in one read) arms no timer:
+        # a deadline is armed only when a head or a body is still incomplete after a read.
         if self._refused:
             return
         self._unset_keepalive_if_required()
-        if self._reading_head:
+        cycle = self.cycle
+        # Bytes belong to a request head unless a request's body is still expected.
+        if cycle is None or not cycle.more_body:
             self._head_bytes += len(data)
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(
-                    self.limits.header_timeout, self._on_header_timeout
-                )
-        else:
+        elif self._body_timer is not None:
             self._body_progress = self.loop.time()
         try:
             self.parser.feed_data(data)
@@ -367,9 +363,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._reading_head:
+        if self._head_bytes:
+            # A head began and is not complete (a complete head resets the count).
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse(431, "HEADERS_TOO_LARGE", self._head_message())
+            elif self._header_timer is None:
+                # Part of a head arrived (just now): the rest must follow in time.
+                self._header_timer = self.loop.call_later(
+                    self.limits.header_timeout, self._on_header_timeout
+                )
         elif self._body_timer is None:
             cycle = self.cycle
             if cycle is not None and cycle.more_body and not cycle.response_complete:
@@ -391,45 +393,25 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             f"and {limits.max_headers} fields"
         )
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.scope["extensions"] = self._extensions
-        self._reading_head = True
-        self._head_exact = 0
-        self._header_count = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._head_exact += len(url)
-        if self._head_exact > self.limits.max_header_bytes:
-            raise _Refusal(431, "HEADERS_TOO_LARGE", self._head_message())
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._head_exact += len(name) + len(value) + 4
-        limits = self.limits
-        if self._header_count > limits.max_headers or self._head_exact > limits.max_header_bytes:
-            raise _Refusal(431, "HEADERS_TOO_LARGE", self._head_message())
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        self._reading_head = False
+        limits = self.limits
+        if len(self.headers) > limits.max_headers or (
+            # Exact size only when the bytes read so far (head, maybe body) exceed the limit.
+            self._head_bytes > limits.max_header_bytes
+            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            > limits.max_header_bytes
+        ):
+            raise _Refusal(431, "HEADERS_TOO_LARGE", self._head_message())
         self._head_bytes = 0
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._reading_head = True
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        HttpToolsProtocol.on_headers_complete(self)
+        self.scope["extensions"] = self._extensions
 
     def _on_header_timeout(self) -> None:
         self._header_timer = None
-        if self._reading_head and not self.transport.is_closing():
+        if self._head_bytes and not self.transport.is_closing():
             self._refuse(
                 408,
                 "HEADER_TIMEOUT",
@@ -485,11 +467,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self.tasks.discard)
         task.add_done_callback(self._request_done)
         self.tasks.add(task)
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
         # uvicorn closes the transport itself after some responses (Connection: close, an
         # app error): make sure that close cannot wait for ever on a client that never reads.
         if self.transport.is_closing() and self._drain_timer is None:

@@ -133,3 +133,44 @@ def test_clients_that_never_read_are_bounded_and_cut_off(server: ServerProcess) 
         assert health["live"] == 0
         r = client.get("/v1/stream/big", params={"offset": "-1"})
         assert r.status_code == 200 and r.headers["stream-next-offset"]
+
+
+def test_a_huge_json_batch_costs_a_small_multiple_of_its_body(tmp_path: Path) -> None:
+    """16 MiB of ``[1,1,...]`` (8 Mi messages; the attack peaked at 2.6 GB RSS and took 14-17 s)
+    is refused with 413 in a small multiple of the body's size; a batch at the cap is fine."""
+    import threading
+
+    server = start_server("--port", "0", "--data", str(tmp_path / "data"))
+    pid = server.proc.pid
+    try:
+        json_ct = {"content-type": "application/json"}
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert client.put("/v1/stream/j", headers=json_ct).status_code == 201
+            body = b"[" + b"1," * (8 * 1024 * 1024 - 2) + b"1]"  # 16 MiB - 1 byte
+            base = _rss(pid)
+            peak = [base]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.is_set():
+                    peak[0] = max(peak[0], _rss(pid))
+                    done.wait(0.005)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            try:
+                r = client.post("/v1/stream/j", headers=json_ct, content=body)
+            finally:
+                done.set()
+                sampler.join()
+            assert r.status_code == 413 and r.json()["error"]["code"] == "TOO_MANY_MESSAGES"
+            growth = peak[0] - base
+            seconds = r.elapsed.total_seconds()
+            print(f"16 MiB batch of 8 Mi messages: RSS +{growth >> 20} MiB, {seconds:.2f} s")
+            assert growth < 4 * len(body)
+            at_cap = b"[" + b"1," * 99_999 + b"1]"
+            assert client.post("/v1/stream/j", headers=json_ct, content=at_cap).status_code == 204
+            r = client.get("/v1/stream/j", params={"offset": "-1"})
+            assert r.content == at_cap
+    finally:
+        assert server.stop() == 0

@@ -25,8 +25,11 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import itertools
 import logging
+import operator
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar
@@ -319,6 +322,8 @@ def _connection(scope: Scope) -> Connection | None:
 
 Headers = list[tuple[bytes, bytes]]
 
+#: Seconds a response may write pieces without letting other connections run.
+YIELD_AFTER: Final = 0.005
 #: Memory of one read message besides its payload (its Entry and offset strings), as the
 #: read budget counts it.
 ENTRY_OVERHEAD: Final = 200
@@ -953,14 +958,21 @@ class StreamsApp:
             limit = settings.read_chunk_bytes
         else:
             limit = settings.write_chunk_bytes
-        hold = _Hold(self, limit)
+        self._held += limit  # reserved while the read runs
         try:
             res, content_type = await self._read(path, offset, limit)
-        except BaseException:
-            hold.give_back()
-            raise
-        hold.resize(_payload_size(res, False) + ENTRY_OVERHEAD * len(res.entries))
-        return res, content_type, hold
+        finally:
+            self._held -= limit
+        entries = res.entries
+        if not entries or (
+            len(entries) == 1 and len(entries[0].data) <= settings.write_chunk_bytes
+        ):
+            return res, content_type, _NO_HOLD  # a live-tail sized read: nothing to account
+        return (
+            res,
+            content_type,
+            _Hold(self, _payload_size(res, False) + ENTRY_OVERHEAD * len(entries)),
+        )
 
     async def _answer_read(
         self,
@@ -1058,6 +1070,8 @@ class StreamsApp:
             hold=hold,
         )
         del res  # the body owns the entries now, and drops them when the client stalls
+        loop = asyncio.get_running_loop()
+        since_yield = loop.time()
         while True:
             try:
                 piece = await body.next_piece()
@@ -1065,6 +1079,7 @@ class StreamsApp:
                 log.info("catch-up of %s cut short: %s", path, exc)
                 if conn is not None:
                     conn.abort()
+                    await asyncio.sleep(0)  # let the server see the connection go first
                 return
             more = not body.done
             if conn is not None:
@@ -1075,9 +1090,11 @@ class StreamsApp:
             await send({"type": "http.response.body", "body": piece, "more_body": more})
             if not more:
                 return
-            # Let other connections run between pieces (a fast reader of a long chunk
-            # would otherwise keep the event loop until its socket buffers are full).
-            await asyncio.sleep(0)
+            if loop.time() - since_yield > YIELD_AFTER:
+                # Let other connections run (a fast reader of a long chunk would otherwise
+                # keep the event loop until its socket buffers are full).
+                await asyncio.sleep(0)
+                since_yield = loop.time()
 
     async def _wait(self, live: _Live, path: str, offset: str, *, within: float) -> bool:
         """Wait for data past ``offset``; False on timeout, shutdown or disconnect."""
@@ -1132,7 +1149,47 @@ class StreamsApp:
             if woke:
                 hold.give_back()
                 res, content_type, woken = await self._read_held(path, res.next_offset)
-                hold.take_over(woken)
+                try:
+                    await self._long_poll_answer(
+                        scope,
+                        send,
+                        path=path,
+                        res=res,
+                        content_type=content_type,
+                        json_mode=json_mode,
+                        offset=offset,
+                        cursor=cursor,
+                        hold=woken,
+                    )
+                finally:
+                    woken.give_back()
+                return
+        await self._long_poll_answer(
+            scope,
+            send,
+            path=path,
+            res=res,
+            content_type=content_type,
+            json_mode=json_mode,
+            offset=offset,
+            cursor=cursor,
+            hold=hold,
+        )
+
+    async def _long_poll_answer(
+        self,
+        scope: Scope,
+        send: Send,
+        *,
+        path: str,
+        res: ReadResult,
+        content_type: str,
+        json_mode: bool,
+        offset: str,
+        cursor: str | None,
+        hold: _Hold,
+    ) -> None:
+        """A long-poll's answer to ``res``: 200 with its data, or 204 at the tail (DS §2)."""
         if res.entries:
             size = _payload_size(res, json_mode)
             if size > self.settings.write_chunk_bytes:
@@ -1331,7 +1388,8 @@ class StreamsApp:
             conn.on_lost(live.end)
         else:
             watcher = asyncio.ensure_future(_watch_disconnect(receive, live))
-        deadline = time.monotonic() + self.settings.sse_max_duration
+        since_yield = time.monotonic()
+        deadline = since_yield + self.settings.sse_max_duration
         interval = self.settings.cursor_interval
         chunk = self.settings.write_chunk_bytes
         try:
@@ -1352,7 +1410,9 @@ class StreamsApp:
                 if not res.up_to_date:
                     if time.monotonic() >= deadline:
                         break
-                    await asyncio.sleep(0)  # catching up: let other connections run
+                    if time.monotonic() - since_yield > YIELD_AFTER:
+                        await asyncio.sleep(0)  # catching up: let other connections run
+                        since_yield = time.monotonic()
                     res, content_type = await self._read(path, next_offset, read_bytes)
                     continue
                 woke = await self._wait(live, path, next_offset, within=deadline - time.monotonic())
@@ -1426,19 +1486,24 @@ class _Hold:
         self.size = size
         app._held += size
 
-    def resize(self, size: int) -> None:
-        self._app._held += size - self.size
-        self.size = size
-
-    def take_over(self, other: _Hold) -> None:
-        """Count ``other``'s bytes as this hold's (``other`` is emptied)."""
-        self.resize(self.size + other.size)
-        other._app._held -= other.size
-        other.size = 0
-
     def give_back(self) -> None:
         self._app._held -= self.size
         self.size = 0
+
+
+class _NoHold(_Hold):
+    """The hold of a read too small to count (shared; giving it back does nothing)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def give_back(self) -> None:
+        return
+
+
+_NO_HOLD: Final = _NoHold()
 
 
 def _payload_size(res: ReadResult, json_mode: bool) -> int:
@@ -1451,6 +1516,9 @@ def _payload_size(res: ReadResult, json_mode: bool) -> int:
     return size
 
 
+_entry_data = operator.attrgetter("data")
+
+
 class _PiecewiseBody:
     """The payload of a catch-up read, produced in pieces of at most ``chunk`` bytes.
 
@@ -1458,11 +1526,13 @@ class _PiecewiseBody:
     the store, ``chunk`` bytes at a time, from the offset after the last entry written (the
     stream's entries never change once appended). A message larger than a piece is kept
     until it is fully written (re-reading it per piece would let a slow client multiply the
-    store's work).
+    store's work). Runs of whole messages are cut and joined at C speed (cumulative sizes,
+    bisect, ``join``), not message by message.
     """
 
     __slots__ = (
         "_chunk",
+        "_ends",
         "_entries",
         "_hold",
         "_json",
@@ -1491,7 +1561,8 @@ class _PiecewiseBody:
         self._path = path
         self._json = json_mode
         self._chunk = chunk
-        self._entries: list[Entry] | None = res.entries
+        self._entries: list[Entry] | None = None
+        self._ends: list[int] = []
         self._pos = 0  # next entry in _entries
         self._remaining = len(res.entries)  # entries not yet started
         self._resume = res.entries[0].offset if res.entries else res.next_offset
@@ -1499,10 +1570,21 @@ class _PiecewiseBody:
         #: Unwritten rest of a message larger than a piece.
         self._tail = b""
         self.done = False
+        self._hold_entries(res.entries)
+
+    def _hold_entries(self, entries: list[Entry]) -> None:
+        self._entries = entries
+        self._pos = 0
+        # _ends[i]: bytes of entries[0..i], each with its JSON separator.
+        sizes = map(len, map(_entry_data, entries))
+        if self._json:
+            sizes = map((1).__add__, sizes)
+        self._ends = list(itertools.accumulate(sizes))
 
     def release(self) -> None:
         """Drop the held entries (the client is not reading); they are read again later."""
         self._entries = None
+        self._ends = []
         self._pos = 0
         self._hold.give_back()
 
@@ -1532,37 +1614,55 @@ class _PiecewiseBody:
                     parts.append(b"]")
                 self.done = True
                 break
-            entry = await self._next_entry()
-            if self._json and self._written > 1:
-                parts.append(b",")
-                size += 1
-            data = entry.data
-            if size + len(data) > chunk:
+            entries = self._entries
+            if entries is None or self._pos >= len(entries):
+                entries = await self._reread()
+            pos = self._pos
+            ends = self._ends
+            # Whole entries that fit (with their separators; a JSON comma is counted even
+            # before the first entry, which needs none: a piece may end one byte short).
+            base = ends[pos - 1] if pos else 0
+            stop = bisect.bisect_right(ends, base + chunk - size, pos)
+            comma = self._json and self._written > 0
+            if stop == pos:
+                if size > 1:
+                    break  # the next message starts the next piece
+                # A message larger than a piece: write what fits, keep the rest.
+                data = entries[pos].data
+                if comma:
+                    parts.append(b",")
+                    size += 1
                 take = chunk - size
                 parts.append(data[:take])
                 self._tail = data[take:]
-                size = chunk
+                self._advance(entries, pos + 1)
                 break
-            parts.append(data)
-            size += len(data)
-        return b"".join(parts)
+            run = map(_entry_data, entries[pos:stop])
+            if self._json:
+                # One join, the leading comma included (an empty first item gives it).
+                joined = b",".join(itertools.chain((b"",), run) if comma else run)
+            else:
+                joined = b"".join(run)
+            parts.append(joined)
+            size += len(joined)
+            self._advance(entries, stop)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def _next_entry(self) -> Entry:
-        entries = self._entries
-        if entries is None or self._pos >= len(entries):
-            res = await self._store.read(
-                self._path, self._resume, max_bytes=self._chunk, max_messages=self._remaining
-            )
-            if not res.entries:
-                raise StreamGone(f"{self._path!r} no longer holds the data being written")
-            entries = self._entries = res.entries
-            self._pos = 0
-        entry = entries[self._pos]
-        self._pos += 1
-        self._remaining -= 1
-        self._written += 1
-        self._resume = entry.next_offset
-        return entry
+    def _advance(self, entries: list[Entry], stop: int) -> None:
+        count = stop - self._pos
+        self._pos = stop
+        self._remaining -= count
+        self._written += count
+        self._resume = entries[stop - 1].next_offset
+
+    async def _reread(self) -> list[Entry]:
+        res = await self._store.read(
+            self._path, self._resume, max_bytes=self._chunk, max_messages=self._remaining
+        )
+        if not res.entries:
+            raise StreamGone(f"{self._path!r} no longer holds the data being written")
+        self._hold_entries(res.entries)
+        return res.entries
 
 
 def _producer_headers(result: AppendResult) -> Headers:

@@ -346,35 +346,47 @@ def is_text_type(content_type: str) -> bool:
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _JSON_WS = b" \t\r\n"
-#: Marks the unused tail of a bounded array (a JSON value is never empty).
-_ABSENT: Final = msgspec.Raw(b"")
 
 
-@functools.lru_cache(maxsize=4)
-def _bounded_list_decoder(limit: int) -> msgspec.json.Decoder[Any]:
-    """A decoder of JSON arrays of at most ``limit`` values that fails as soon as it meets
-    value ``limit + 1``, before materializing the rest (an array-like Struct of ``limit``
-    optional fields). Built on first use per limit: about 6 us per field."""
-    fields = [(f"m{i}", msgspec.Raw, _ABSENT) for i in range(limit)]
-    bounded = msgspec.defstruct(
-        "_BoundedArray", fields, array_like=True, forbid_unknown_fields=True
-    )
-    return msgspec.json.Decoder(bounded)
+class _Counted:
+    """What the counting decoder makes of every value of the array (one shared instance)."""
+
+    __slots__ = ()
 
 
-def _bounded_items(body: bytes, limit: int) -> list[msgspec.Raw]:
+_COUNTED: Final = _Counted()
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _check_count(body: bytes, limit: int) -> None:
+    """Refuse a JSON array of more than ``limit`` values, stopping at value ``limit + 1``.
+
+    Each value is decoded on its own and dropped at once (a ``dec_hook`` counts them), so
+    the memory is one value at a time and the time is one decoding pass of at most the
+    first ``limit + 1`` values.
+
+    Raises:
+        ProtocolError: 413 ``TOO_MANY_MESSAGES``.
+        msgspec.DecodeError, RecursionError: the body is not valid JSON / too deep.
+    """
+    seen = 0
+
+    def count(kind: type, value: Any) -> _Counted:
+        nonlocal seen
+        seen += 1
+        if seen > limit:
+            raise _TooMany
+        return _COUNTED
+
     try:
-        decoded = _bounded_list_decoder(limit).decode(body)
-    except msgspec.ValidationError:
+        msgspec.json.Decoder(list[_Counted], dec_hook=count).decode(body)
+    except _TooMany:
         raise ProtocolError(
             413, "TOO_MANY_MESSAGES", f"a JSON append may carry at most {limit} messages"
         ) from None
-    items: list[msgspec.Raw] = []
-    for item in msgspec.structs.astuple(decoded):
-        if item is _ABSENT:
-            break
-        items.append(item)
-    return items
 
 
 def parse_json_messages(
@@ -385,9 +397,9 @@ def parse_json_messages(
     ``[a, b]`` -> two messages, ``[[1, 2]]`` -> one message ``[1, 2]``, a
     non-array value -> one message. Each message keeps its exact bytes.
 
-    Memory: the body plus about 100 bytes per message, and an array of more than
+    Memory: the body plus about 100 bytes per message; an array of more than
     ``max_messages`` values is refused without materializing them (an array with fewer
-    commas than the cap takes the direct path; otherwise a bounded decoder counts).
+    commas than the cap is decoded directly, any other is counted first, value by value).
 
     Raises:
         ProtocolError: 400 ``INVALID_JSON`` for invalid JSON, JSON nested deeper than
@@ -398,10 +410,10 @@ def parse_json_messages(
     stripped = body.lstrip(_JSON_WS)
     try:
         if stripped[:1] == b"[":
-            if body.count(b",") < max_messages:
-                items = _raw_list_decoder.decode(body)
-            else:
-                items = _bounded_items(body, max_messages)
+            if body.count(b",") >= max_messages:
+                # As many commas as the cap: count the values before materializing them.
+                _check_count(body, max_messages)
+            items = _raw_list_decoder.decode(body)
             if not items and not allow_empty_array:
                 raise _bad("EMPTY_JSON_ARRAY", "an empty JSON array appends nothing")
             return [bytes(item) for item in items]
