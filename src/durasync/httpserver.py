@@ -303,14 +303,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         delay = min(DRAIN_POLL, self.limits.write_timeout)
         self._drain_timer = self.loop.call_later(delay, self._watch_drain, size, since)
 
-    def _refuse(self, status: int, code: str, message: str, *, extra: bytes = b"") -> None:
-        """Answer ``status`` outside any request cycle and close the connection."""
+    def _refuse(
+        self, status: int, code: str, message: str, *, extra: bytes = b"", body: bool = False
+    ) -> None:
+        """Answer ``status`` outside any request cycle and close the connection.
+
+        ``body``: the refusal is about the current request's body, whose app waits for it
+        and has not answered. Any other unfinished response (one half written, or a
+        pipelined request still being answered) cannot be followed by an answer of ours:
+        the connection is reset instead.
+        """
         self._refused = True
         self._cancel_timers()
         self._unset_keepalive_if_required()
         cycle = self.cycle
-        if cycle is not None and cycle.response_started and not cycle.response_complete:
-            self.abort()  # a response is half written: nothing clean is left
+        if (
+            cycle is not None
+            and not cycle.response_complete
+            and (cycle.response_started or not body)
+        ):
+            self.abort()
             return
         if not self.transport.is_closing():
             self.transport.write(_refusal_bytes(status, code, message, extra))
@@ -439,7 +451,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if quiet < timeout:
             self._body_timer = self.loop.call_later(timeout - quiet, self._on_body_timeout)
             return
-        self._refuse(408, "BODY_TIMEOUT", f"the request body made no progress for {timeout} s")
+        self._refuse(
+            408, "BODY_TIMEOUT", f"the request body made no progress for {timeout} s", body=True
+        )
 
     # -- writing ----------------------------------------------------------------------
 

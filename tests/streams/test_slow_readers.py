@@ -13,15 +13,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from starlette.types import Message
 
 from durasync.store import MemoryStore
 from durasync.store.base import LogStore, ReadResult, StreamConfig
+from durasync.streams import app as app_module
 from durasync.streams.app import (
     CONNECTION_EXTENSION,
     ENTRY_OVERHEAD,
+    RELEASE_AFTER,
     StreamsApp,
     StreamSettings,
 )
@@ -98,11 +100,13 @@ async def _get(
         raise AssertionError
 
     async def send(message: Message) -> None:
-        sent.append(message)
+        # Like the server's send: wait (for the client to drain) first, then write; a send
+        # cancelled while it waits wrote nothing.
         if on_send is not None:
             result = on_send(message)
             if asyncio.iscoroutine(result):
                 await result
+        sent.append(message)
 
     await app(_scope(path, query, conn), receive, send)
     return sent
@@ -139,8 +143,18 @@ def test_catch_up_in_pieces_is_byte_identical(
         messages = await _fill(store, "s", sizes, json_mode)
         expected = b"[" + b",".join(messages) + b"]" if json_mode else b"".join(messages)
         turn = iter(pauses * 100)
-        conn = FakeConnection(lambda: next(turn, False)) if with_conn else None
-        sent = await _get(app, "s", "offset=-1", conn)
+        paused = [False]
+
+        def write_paused() -> bool:
+            paused[0] = next(turn, False)
+            return paused[0]
+
+        async def client(message: Message) -> None:
+            if paused[0]:
+                await asyncio.sleep(0.003)  # longer than RELEASE_AFTER (patched): a release
+
+        conn = FakeConnection(write_paused) if with_conn else None
+        sent = await _get(app, "s", "offset=-1", conn, on_send=client)
         assert sent[0]["status"] == 200
         assert _body(sent) == expected
         assert dict(sent[0]["headers"])[b"content-length"] == str(len(expected)).encode()
@@ -148,9 +162,15 @@ def test_catch_up_in_pieces_is_byte_identical(
         assert [m.get("more_body", False) for m in sent[1:]][-1] is False
         # Re-reads (after a release) ask for one piece at a time.
         assert all(limit <= chunk for limit in store.reads[1:])
+        event(f"re-read: {len(store.reads) > 1}")
         assert app._held == 0
 
-    asyncio.run(run())
+    release_after = app_module.RELEASE_AFTER
+    app_module.RELEASE_AFTER = 0.001
+    try:
+        asyncio.run(run())
+    finally:
+        app_module.RELEASE_AFTER = release_after
 
 
 async def test_a_reader_that_stops_holds_no_chunk() -> None:
@@ -160,11 +180,27 @@ async def test_a_reader_that_stops_holds_no_chunk() -> None:
     await _fill(store, "s", [500] * 400, json_mode=False)  # 200,000 bytes
     conn = FakeConnection(lambda: True)
     held: list[int] = []
-    sent = await _get(app, "s", "offset=-1", conn, on_send=lambda m: held.append(app._held))
+
+    async def stalls_once(message: Message) -> None:
+        held.append(app._held)
+        if len(held) == 2:  # the first body piece: the client stops reading for a while
+            await asyncio.sleep(RELEASE_AFTER * 3)
+
+    sent = await _get(app, "s", "offset=-1", conn, on_send=stalls_once)
     assert len(_body(sent)) == 200_000
-    # The chunk was counted while read, then dropped before the first wait on the client.
-    assert held[0] == 200_000 + 400 * ENTRY_OVERHEAD and max(held[1:]) == 0
+    # The chunk was held while the client read, dropped once it had stalled for RELEASE_AFTER,
+    # and the rest was re-read from the store one piece at a time.
+    assert held[:2] == [200_000 + 400 * ENTRY_OVERHEAD] * 2 and max(held[2:]) == 0
     assert len(store.reads) > 150 and max(store.reads[1:]) == chunk
+
+
+async def test_a_reader_that_keeps_up_keeps_its_chunk() -> None:
+    store = CountingStore()
+    app = StreamsApp(store, StreamSettings(write_chunk_bytes=1024))
+    await _fill(store, "s", [500] * 400, json_mode=False)
+    conn = FakeConnection(lambda: True)  # behind, but draining in moments: no re-read
+    sent = await _get(app, "s", "offset=-1", conn)
+    assert len(_body(sent)) == 200_000 and len(store.reads) == 1
 
 
 async def test_a_stream_gone_mid_answer_aborts_the_connection() -> None:
@@ -179,6 +215,7 @@ async def test_a_stream_gone_mid_answer_aborts_the_connection() -> None:
         calls += 1
         if calls == 2:
             await store.delete("s")
+            await asyncio.sleep(RELEASE_AFTER * 3)  # and stall: the chunk is dropped
 
     sent = await _get(app, "s", "offset=-1", conn, on_send=delete_after_first_piece)
     assert conn.aborted

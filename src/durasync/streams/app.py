@@ -322,6 +322,9 @@ def _connection(scope: Scope) -> Connection | None:
 
 Headers = list[tuple[bytes, bytes]]
 
+#: Seconds a catch-up answer keeps its chunk while its client does not drain (then drops
+#: it and re-reads the rest from the store as the client drains).
+RELEASE_AFTER: Final = 0.1
 #: Seconds a response may write pieces without letting other connections run.
 YIELD_AFTER: Final = 0.005
 #: Memory of one read message besides its payload (its Entry and offset strings), as the
@@ -1082,12 +1085,24 @@ class StreamsApp:
                     await asyncio.sleep(0)  # let the server see the connection go first
                 return
             more = not body.done
-            if conn is not None:
-                if conn.lost:
-                    return
-                if more and conn.write_paused:
+            message = {"type": "http.response.body", "body": piece, "more_body": more}
+            if conn is None:
+                await send(message)
+            elif conn.lost:
+                return
+            elif more and conn.write_paused and body.holding:
+                # The client is behind. Most catch up within moments (the socket buffers
+                # just filled); one that does not gets its chunk dropped, to be re-read
+                # from the store as it drains. (The server's send only waits for the
+                # drain before writing, so a send cut short wrote nothing: send it again.)
+                try:
+                    async with asyncio.timeout(RELEASE_AFTER):
+                        await send(message)
+                except TimeoutError:
                     body.release()
-            await send({"type": "http.response.body", "body": piece, "more_body": more})
+                    await send(message)
+            else:
+                await send(message)
             if not more:
                 return
             if loop.time() - since_yield > YIELD_AFTER:
@@ -1580,6 +1595,11 @@ class _PiecewiseBody:
         if self._json:
             sizes = map((1).__add__, sizes)
         self._ends = list(itertools.accumulate(sizes))
+
+    @property
+    def holding(self) -> bool:
+        """Whether the read's chunk is still held (not yet released)."""
+        return self._hold.size > 0
 
     def release(self) -> None:
         """Drop the held entries (the client is not reading); they are read again later."""
