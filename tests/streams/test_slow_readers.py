@@ -292,3 +292,35 @@ async def test_sse_events_hold_at_most_a_piece_of_data() -> None:
     assert all(len(b) <= chunk for b in bodies)
     events = b"".join(bodies).count(b"event: data")
     assert events >= 500 * 100 // chunk
+
+
+async def test_readers_woken_by_one_append_share_one_read() -> None:
+    """Long-poll and SSE readers woken at the tail read with the same limits, so the store's
+    one-slot read cache serves them all one read (different limits would evict each other)."""
+
+    class RecordingStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.results: dict[str, set[int]] = {}
+
+        async def read(self, path: str, offset: str, **kwargs: Any) -> ReadResult:
+            result = await super().read(path, offset, **kwargs)
+            if result.entries:
+                self.results.setdefault(offset, set()).add(id(result))
+            return result
+
+    store = RecordingStore()
+    app = StreamsApp(store, StreamSettings(long_poll_timeout=5, sse_max_duration=1))
+    info = await store.create("s", StreamConfig(content_type="application/json"))
+    tail = info.info.tail
+    tasks = [
+        asyncio.create_task(_get(app, "s", f"offset={tail}&live=long-poll", FakeConnection()))
+        for _ in range(5)
+    ] + [
+        asyncio.create_task(_get(app, "s", f"offset={tail}&live=sse", FakeConnection()))
+        for _ in range(5)
+    ]
+    await _until(lambda: app.live_requests == 10)
+    await store.append("s", [b'{"a":1}'], content_type="application/json")
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert len(store.results[tail]) == 1

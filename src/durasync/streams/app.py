@@ -953,14 +953,21 @@ class StreamsApp:
         finally:
             hold.give_back()
 
-    async def _read_held(self, path: str, offset: str) -> tuple[ReadResult, str, _Hold]:
+    async def _read_held(
+        self, path: str, offset: str, *, live: bool = False
+    ) -> tuple[ReadResult, str, _Hold]:
         """A catch-up read whose payload counts against ``read_budget_bytes`` until the
-        returned hold is given back (a full chunk only while the budget allows)."""
+        returned hold is given back (a full chunk only while the budget allows).
+
+        ``live``: the read of a reader woken at the tail, limited to ``write_chunk_bytes``
+        like an SSE reader's, so that every live reader woken by one append makes the very
+        same read (the store shares one read per path and limits) and gets the same answer.
+        """
         settings = self.settings
-        if self._held + settings.read_chunk_bytes <= settings.read_budget_bytes:
+        if not live and self._held + settings.read_chunk_bytes <= settings.read_budget_bytes:
             limit = settings.read_chunk_bytes
         else:
-            limit = settings.write_chunk_bytes
+            limit = min(settings.read_chunk_bytes, settings.write_chunk_bytes)
         self._held += limit  # reserved while the read runs
         try:
             res, content_type = await self._read(path, offset, limit)
@@ -1163,7 +1170,7 @@ class StreamsApp:
                 return
             if woke:
                 hold.give_back()
-                res, content_type, woken = await self._read_held(path, res.next_offset)
+                res, content_type, woken = await self._read_held(path, res.next_offset, live=True)
                 try:
                     await self._long_poll_answer(
                         scope,
