@@ -33,6 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.browser_bundle import bundle_routes
 from durasync.httpserver import HttpLimits
+from durasync.p2p.rendezvous import RendezvousSettings
+from durasync.p2p.server import RendezvousService
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore, StoreError
@@ -69,6 +71,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``redis://`` URL when the store is Redis (several nodes share it): rooms share presence
     #: and live delivery through it (issue 6). ``None`` on one node.
     redis_url: str | None = None
+    #: The rendezvous service for peer-to-peer connections (``/v1/rendezvous``, docs/p2p.md).
+    rendezvous: RendezvousSettings = RendezvousSettings()
 
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = list(SECURITY_HEADERS)
@@ -230,6 +234,7 @@ def create_app(
         stream_settings=stream_settings,
         presence=presence,
     )
+    rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -241,10 +246,13 @@ def create_app(
         if subscriptions is not None:
             await subscriptions.start()
         await rooms.start()
+        if settings.rendezvous.enabled:
+            await rendezvous.start()
         try:
             yield
         finally:
             streams.begin_shutdown()
+            await rendezvous.aclose()
             try:
                 await rooms.aclose()
             except Exception:
@@ -262,6 +270,7 @@ def create_app(
         Route(prefix + "/{path:path}", streams),
         *rooms.routes(),
         *bundle_routes(),
+        *(rendezvous.routes() if settings.rendezvous.enabled else ()),
         *extra_routes,
     ]
     app = _StreamsFirstApp(
@@ -277,4 +286,5 @@ def create_app(
     app.state.subscriptions = subscriptions
     app.state.rooms = rooms
     app.state.cors = streams.cors
+    app.state.rendezvous = rendezvous
     return app
