@@ -170,7 +170,9 @@ class RendezvousClient:
         """Claim ``username`` for the identity's key (or extend the claim)."""
         assert self.identity is not None
         body = {"public_key": self.identity.public_key}
-        result: dict[str, Any] = await self._call("PUT", f"/users/{username}", body=body, signed=True)
+        result: dict[str, Any] = await self._call(
+            "PUT", f"/users/{username}", body=body, signed=True
+        )
         return result
 
     async def publish(
@@ -239,7 +241,11 @@ class RendezvousClient:
         return list(r["services"])
 
     async def discover(
-        self, *, username: str | None = None, fqn: str | None = None, uuid: str | None = None,
+        self,
+        *,
+        username: str | None = None,
+        fqn: str | None = None,
+        uuid: str | None = None,
         wait: float = 0.0,
     ) -> DiscoveredService:
         """Find a service by ``username`` + ``fqn`` or by ``uuid``, with an open offer if any
