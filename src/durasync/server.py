@@ -5,6 +5,8 @@
 - ``/v1/stream/<path>``: the Durable Streams protocol
   (:class:`durasync.streams.app.StreamsApp`), with ``/v1/stream/__ds/...``
   routed to the subscription service first (DS §9);
+- ``/v1/rendezvous/...``: the peer-to-peer rendezvous service (:mod:`durasync.p2p.server`,
+  docs/p2p.md), switched by ``ServerSettings.rendezvous.enabled``;
 - ``GET /healthz``: liveness (200 ``{"status": "ok", "live": <open live reads>}``);
 - on every response: ``X-Content-Type-Options: nosniff``,
   ``Cross-Origin-Resource-Policy: cross-origin`` and permissive CORS
@@ -235,6 +237,14 @@ def create_app(
         presence=presence,
     )
     rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)
+    # Draining (SIGTERM) ends the rendezvous long-polls together with the streams' ones.
+    _end_streams = streams.begin_shutdown
+
+    def begin_shutdown() -> None:
+        _end_streams()
+        rendezvous.begin_shutdown()
+
+    streams.begin_shutdown = begin_shutdown  # type: ignore[method-assign]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

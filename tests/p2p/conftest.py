@@ -54,6 +54,7 @@ async def serve(
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}", app
     finally:
+        app.state.streams.begin_shutdown()
         server.should_exit = True
         with contextlib.suppress(Exception):
             async with asyncio.timeout(15):

@@ -104,3 +104,17 @@ def test_bad_random_source_is_rejected() -> None:
 def test_policy_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BackoffPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_plus_minus_jitter_schedule() -> None:
+    """``jitter=0.2``: cap ± 20 % (1, 2, 4, ... 30 s caps), never below the floor."""
+    policy = BackoffPolicy(initial_delay=1.0, max_delay=30.0, jitter=0.2, min_delay=0.0)
+    lows = Backoff(policy, rng=lambda: 0.0)
+    highs = Backoff(policy, rng=lambda: 0.999999)
+    mids = Backoff(policy, rng=lambda: 0.5)
+    for cap in (1, 2, 4, 8, 16, 30, 30):
+        assert lows.next_delay() == pytest.approx(cap * 0.8)
+        assert highs.next_delay() == pytest.approx(cap * 1.2, rel=1e-5)
+        assert mids.next_delay() == pytest.approx(cap)
+    with pytest.raises(ValueError):
+        BackoffPolicy(jitter=1.0)

@@ -47,4 +47,16 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "ChannelOptions",
+    "ChannelState",
+    "ConnectionOptions",
+    "ConnectionState",
+    "DurableChannel",
+    "DurableConnection",
+    "DurableService",
+    "Identity",
+    "RendezvousClient",
+    "RendezvousError",
+    "ServiceOptions",
+]

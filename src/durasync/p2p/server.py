@@ -182,6 +182,10 @@ class RendezvousService:
         self._closing.clear()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
+    def begin_shutdown(self) -> None:
+        """End every open long-poll now (each answers with what it has); later ones do not wait."""
+        self._closing.set()
+
     async def aclose(self) -> None:
         """Stop the sweeper and end every open long-poll (they answer with what they have)."""
         self._closing.set()
@@ -351,7 +355,16 @@ class RendezvousService:
             offset = ulog.offset
             if not is_offset(offset):
                 return ulog, None
-            more = await self.store.wait_for(self.user_path(username), offset, remaining)
+            waiter = asyncio.ensure_future(
+                self.store.wait_for(self.user_path(username), offset, remaining)
+            )
+            closing = asyncio.ensure_future(self._closing.wait())
+            try:
+                await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+                waiter.cancel()
+            more = waiter.done() and not waiter.cancelled() and waiter.result()
             if not more:
                 return ulog, ready(ulog)
             ulog = await self.fold(username)

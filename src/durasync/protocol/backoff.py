@@ -16,6 +16,10 @@ backoff on every successful open, peers.md §5.2):
    least ``stable_after`` seconds; a connection that opens and drops quickly
    counts as a failed attempt, so the window keeps growing.
 
+With ``jitter`` set (a fraction ``j``), the delay is drawn uniformly from
+``[cap * (1 - j), cap * (1 + j)]`` instead (the "±20 %" schedule of rondevu's
+durable connections, used by :mod:`durasync.p2p`), still never below the floor.
+
 No clock and no randomness are read here: ``now`` is an argument and the
 random source is injected (a callable returning floats in ``[0, 1)``).
 """
@@ -42,6 +46,8 @@ class BackoffPolicy:
             0 means never give up.
         stable_after: a connection that stayed open this long resets the
             attempt counter; shorter-lived connections count as failures.
+        jitter: None for full jitter; a fraction in [0, 1) for a delay of
+            ``cap`` ± ``jitter * cap`` (uniform).
     """
 
     initial_delay: float = 1.0
@@ -50,6 +56,7 @@ class BackoffPolicy:
     min_delay: float = 0.1
     max_attempts: int = 0
     stable_after: float = 5.0
+    jitter: float | None = None
 
     def __post_init__(self) -> None:
         if self.initial_delay <= 0 or self.max_delay < self.initial_delay:
@@ -58,6 +65,8 @@ class BackoffPolicy:
             raise ValueError("multiplier must be >= 1")
         if self.min_delay < 0 or self.max_attempts < 0 or self.stable_after < 0:
             raise ValueError("min_delay, max_attempts and stable_after must be >= 0")
+        if self.jitter is not None and not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
 
 
 class Backoff:
@@ -100,10 +109,12 @@ class Backoff:
             return None
         cap = self.cap(self.attempts)
         self.attempts += 1
-        low = min(p.min_delay, cap)
         r = self._rng()
         if not 0.0 <= r < 1.0:
             raise ValueError(f"random source returned {r!r}, outside [0, 1)")
+        if p.jitter is not None:
+            return max(p.min_delay, cap * (1 - p.jitter + 2 * p.jitter * r))
+        low = min(p.min_delay, cap)
         return low + r * (cap - low)
 
     def connection_opened(self, now: float) -> None:
