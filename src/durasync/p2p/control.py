@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Callable
-
-import logging
 
 import msgspec
 
