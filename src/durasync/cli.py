@@ -34,6 +34,7 @@ import uvicorn
 from durasync import __version__
 from durasync.auth import MIN_SECRET_BYTES
 from durasync.client.cli import add_append_command, add_tail_command
+from durasync.p2p.cli import add_p2p_command
 
 __all__ = ["build_parser", "main"]
 
@@ -553,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_command(subparsers)
     add_tail_command(subparsers)
     add_append_command(subparsers)
+    add_p2p_command(subparsers)
     return parser
 
 

@@ -390,6 +390,8 @@ class DurableChannel:
                 return
             elif isinstance(ev, PeerError):
                 self._emitter.emit(ChannelError(RuntimeError(f"{ev.code}: {ev.message}")))
+        # An ack may have freed the replay window (writers, drained()).
+        self._changed.set()
         self._wake.set()
 
     def _opened(self, ev: SessionOpened) -> None:
