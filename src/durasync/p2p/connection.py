@@ -24,7 +24,8 @@ A peer connection is declared dead when the control channel's heartbeat stops fo
 event ``disconnected``, and attempts follow the backoff schedule (1 s, 2 s, 4 s ... 30 s, each
 ±20 %), each announced by ``reconnecting(attempt, max_attempts, delay)``. A failed attempt
 emits ``failed(error, permanent=False)``; after ``max_reconnect_attempts`` consecutive failures
-(or a refusal that retrying cannot fix: 400, 401, 403) the state becomes ``failed`` and
+(or a refusal that retrying cannot fix: 400, 401, 403, and 404 before the first connection)
+the state becomes ``failed`` and
 ``failed(error, permanent=True)`` is emitted. A connection that stayed up at least
 ``heartbeat_timeout`` resets the attempt counter.
 
@@ -80,9 +81,11 @@ class ConnectionFailed(Exception):
     """The connection reached ``failed``: attempts exhausted or refused for good."""
 
 
-def _permanent(exc: BaseException) -> bool:
+def _permanent(exc: BaseException, *, ever_connected: bool) -> bool:
+    """Refusals retrying cannot fix. A missing service (404) is permanent only before the
+    first connection (a wrong name); afterwards its host may be restarting."""
     if isinstance(exc, RendezvousError):
-        return exc.status in (400, 401, 403, 413)
+        return exc.status in (400, 401, 403, 413) or (exc.status == 404 and not ever_connected)
     return False
 
 
@@ -261,7 +264,7 @@ class DurableConnection:
                 raise
             except Exception as exc:
                 await self._drop_link()
-                if _permanent(exc):
+                if _permanent(exc, ever_connected=self.connections > 0):
                     self._fail(exc)
                     return
                 self._emitter.emit(Failed(exc, False))
