@@ -131,6 +131,7 @@ class DurableChannel:
         self._deliver_wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._above_high = False
+        self._writer_deadline: float | None = None
         self._tasks: list[asyncio.Task[None]] = [
             asyncio.create_task(self._write_loop(), name=f"channel-{label}-writer"),
             asyncio.create_task(self._deliver_loop(), name=f"channel-{label}-deliver"),
@@ -356,6 +357,11 @@ class DurableChannel:
             self._violation(exc)
             return
         if isinstance(frame, Msg | Bye) and self.session.attached:
+            if not self._frames_in and (
+                self._emitter.has_handlers("message") or len(self._inbox) < self.options.inbox_size
+            ):
+                self._feed(frame)  # the common case: no hop through the delivery task
+                return
             limit = 2 * self.options.session.max_unacked_messages + 16
             if len(self._frames_in) >= limit:
                 self._violation(
@@ -390,9 +396,16 @@ class DurableChannel:
                 return
             elif isinstance(ev, PeerError):
                 self._emitter.emit(ChannelError(RuntimeError(f"{ev.code}: {ev.message}")))
-        # An ack may have freed the replay window (writers, drained()).
+        # An ack may have freed the replay window (writers, drained()); an ack of ours may
+        # be due now (written at once) or later (the writer's timer).
         self._changed.set()
-        self._wake.set()
+        self._flush()
+        deadline = self.session.next_deadline()
+        if self._queue or (
+            deadline is not None
+            and (self._writer_deadline is None or deadline < self._writer_deadline)
+        ):
+            self._wake.set()
 
     def _opened(self, ev: SessionOpened) -> None:
         if self._state is ChannelState.CONNECTING:
@@ -451,6 +464,7 @@ class DurableChannel:
             if moved:
                 self._notify()
             deadlines = [d for d in (self._queue.next_expiry(), s.next_deadline()) if d is not None]
+            self._writer_deadline = min(deadlines) if deadlines else None
             if deadlines:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, min(deadlines) - self._clock())):

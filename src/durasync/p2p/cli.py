@@ -62,9 +62,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--user", required=True, metavar="NAME", help="the service owner's username"
     )
     parser.add_argument(
-        "--channel", default="default", metavar="LABEL", help="the durable channel's label"
-    )
-    parser.add_argument(
         "--ice-server",
         action="append",
         default=[],
@@ -140,6 +137,9 @@ def add_p2p_command(subparsers: Any) -> None:
     target = connect.add_mutually_exclusive_group(required=True)
     target.add_argument("--service", metavar="FQN", help="reverse.domain.name@X.Y.Z")
     target.add_argument("--uuid", help="the service's UUID")
+    connect.add_argument(
+        "--channel", default="default", metavar="LABEL", help="the durable channel's label"
+    )
     connect.add_argument(
         "--timeout", type=_positive, default=30.0, metavar="SECONDS", help="per connection attempt"
     )

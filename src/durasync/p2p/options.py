@@ -31,7 +31,7 @@ class ChannelOptions:
     max_queue_bytes: int = 16 << 20
     high_water_mark: int = 128 << 10
     low_water_mark: int = 32 << 10
-    session: SessionLimits = field(default_factory=SessionLimits)
+    session: SessionLimits = field(default_factory=lambda: SessionLimits(ack_every=32))
     inbox_size: int = 1024
 
     def __post_init__(self) -> None:
