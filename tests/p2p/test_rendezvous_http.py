@@ -190,13 +190,35 @@ async def test_limits_per_user(identity) -> None:
         assert (err.value.status, err.value.code) == (429, "TOO_MANY_SERVICES")
 
 
-async def test_reserved_namespace_is_not_a_public_stream(rv, identity) -> None:
+async def test_owner_feed_needs_the_owners_signature(rv, identity) -> None:
     url, _, _ = rv
     async with client(url, identity) as owner:
         await claim_publish(owner)
     async with httpx.AsyncClient(base_url=url) as http:
         r = await http.get("/v1/rendezvous/users/alice/events")
-        assert r.status_code == 401  # the owner feed needs the owner's signature
+        assert r.status_code == 401
+    async with client(url, Identity.generate()) as other:
+        with pytest.raises(RendezvousError) as err:
+            await other.owner_events("alice", "-1")
+        assert err.value.status == 401
+
+
+async def test_rendezvous_logs_are_not_public_streams(rv, identity) -> None:
+    """The state lives under the reserved ``__rendezvous/`` namespace of the stream store."""
+    url, app, _ = rv
+    async with client(url, identity) as owner:
+        pub = await claim_publish(owner)
+    store = app.state.store
+    assert (await store.head("__rendezvous/u/alice")).message_count >= 2
+    async with httpx.AsyncClient(base_url=url) as http:
+        for path in ("__rendezvous/u/alice", f"__rendezvous/s/{pub.uuid}"):
+            assert (await http.get(f"/v1/stream/{path}?offset=-1")).status_code == 404
+            r = await http.post(
+                f"/v1/stream/{path}", content=b"{}", headers={"Content-Type": "application/json"}
+            )
+            assert r.status_code == 404
+            assert (await http.delete(f"/v1/stream/{path}")).status_code == 404
+    assert (await store.head("__rendezvous/u/alice")).message_count >= 2
 
 
 async def test_jwt_rights_gate_the_rendezvous(identity) -> None:
