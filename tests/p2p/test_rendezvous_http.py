@@ -179,6 +179,13 @@ async def test_replayed_request_and_missing_signature_are_refused(rv, identity) 
         assert bad_json.status_code == 400
         huge = await http.put("/v1/rendezvous/users/alice", content=b"x" * (1 << 21))
         assert huge.status_code == 413
+        for depth, code in ((100_000, "BAD_JSON"), (20, "METADATA_TOO_DEEP")):
+            deep = b'{"metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+            target = f"/v1/rendezvous/users/alice/services/{FQN}"
+            r = await http.put(
+                target, content=deep, headers=identity.sign_request("PUT", target, deep)
+            )
+            assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
 
 
 async def test_limits_per_user(identity) -> None:

@@ -881,8 +881,23 @@ def validate_candidates(cands: list[str], settings: RendezvousSettings) -> list[
     return cands
 
 
+MAX_METADATA_DEPTH: Final = 8
+
+
 def validate_metadata(metadata: dict[str, Any], settings: RendezvousSettings) -> dict[str, Any]:
-    """``metadata`` if its JSON is within ``max_metadata_bytes`` (else 413)."""
+    """``metadata`` if its JSON is within ``max_metadata_bytes`` (else 413) and nests at most
+    :data:`MAX_METADATA_DEPTH` levels (else 400)."""
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise RequestError(
+                400, "METADATA_TOO_DEEP", f"metadata nests more than {MAX_METADATA_DEPTH} levels"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
     if len(msgspec.json.encode(metadata)) > settings.max_metadata_bytes:
         raise RequestError(
             413, "METADATA_TOO_LARGE", f"metadata exceeds {settings.max_metadata_bytes} bytes"

@@ -522,6 +522,8 @@ class RendezvousService:
             raise RequestError(400, "BAD_BODY", f"invalid request body: {exc}") from None
         except msgspec.DecodeError as exc:
             raise RequestError(400, "BAD_JSON", f"request body is not JSON: {exc}") from None
+        except RecursionError:
+            raise RequestError(400, "BAD_JSON", "request body is nested too deeply") from None
 
     def _signature(self, request: Request, body: bytes, key: str | None) -> tuple[str, int, str]:
         """Verify the request's signature by ``key``; returns (key, ts ms, nonce).
