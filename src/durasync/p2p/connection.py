@@ -325,7 +325,8 @@ class DurableConnection:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            left = max(0.1, o.connection_timeout - (loop.time() - started))
+            asked = loop.time()
+            left = max(0.1, o.connection_timeout - (asked - started))
             if self.uuid is not None:
                 found = await c.discover(uuid=self.uuid, wait=min(5.0, left))
             else:
@@ -334,7 +335,10 @@ class DurableConnection:
                 )
             self.service_uuid = found.uuid
             if found.offer_id is None or found.offer_sdp is None:
-                continue  # every offer taken: the wait above parks until the pool refills
+                # Every offer taken: the server's wait parked us until the pool refilled or
+                # its wait ran out; never spin if a server answers without waiting.
+                await asyncio.sleep(max(0.0, 0.25 - (loop.time() - asked)))
+                continue
             link = PeerLink(o.ice_servers)
             self._link = link
             answer = await link.make_answer(found.offer_sdp)
