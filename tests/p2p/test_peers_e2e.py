@@ -238,8 +238,8 @@ async def test_host_sigkilled_and_restarted_keeps_uuid_and_client_reconnects(
             await conn.wait_for_state(ConnectionState.CONNECTED)
             await channel.write("after")
             assert await channel.receive() == "after"
-        # the restarted host had lost the session: the channel says so
-        assert opened == [True, False]
+        # the restarted host had lost the session: the channel says so, once
+        assert opened[0] is True and opened.count(False) == 1 and opened[-1] is False
     finally:
         await conn.close(1.0)
 

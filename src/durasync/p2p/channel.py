@@ -26,7 +26,8 @@ acknowledgements and, through the sender's replay window, the sender (end-to-end
 Messages go to ``message`` callbacks when at least one is registered, else to the iterator.
 
 States: ``connecting`` (no data channel, or handshake running), ``open``, ``closing``
-(``close()`` waits for acknowledgements, bounded), ``closed`` (by ``close()`` or the remote's).
+(``close()`` waits for acknowledgements, bounded), ``closed`` (by ``close()``, by the
+remote's, or after the remote broke the session protocol: ``error`` then ``close``).
 """
 
 from __future__ import annotations
@@ -415,12 +416,10 @@ class DurableChannel:
         self._notify()
 
     def _violation(self, exc: Exception) -> None:
+        """The remote broke the session protocol: retrying cannot help, the channel closes."""
         log.warning("channel %r: %s", self.label, exc)
         self._emitter.emit(ChannelError(exc))
-        link = self._link
-        self.detach()
-        if link is not None:
-            link.close()
+        self._finish()
 
     def _report_overflow(self) -> None:
         for ov in self._queue.events_received():

@@ -91,6 +91,8 @@ class _Peer:
         self.connection_id: str | None = None
         self.control: Control | None = None
         self.channels: dict[DurableChannel, DataChannel] = {}
+        #: New channels opened before the control channel's hello named the client.
+        self.unannounced: list[DurableChannel] = []
 
 
 class DurableService:
@@ -384,6 +386,9 @@ class DurableService:
             await self._drop_peer(peer, notify=False)
             return
         self._emitter.emit(ConnectionOpened(peer.connection_id))
+        for channel in peer.unannounced:
+            self._announce(channel, peer.connection_id)
+        peer.unannounced.clear()
 
     def _remote_channel(self, peer: _Peer, dc: DataChannel) -> None:
         if dc.label == CONTROL_LABEL:
@@ -428,10 +433,15 @@ class DurableService:
         peer.channels[channel] = dc
         channel.attach(dc, handshake_done=True)
         if new:
-            conn_id = peer.connection_id or ""
-            self._new_channels.append((channel, conn_id))
-            self._new_channel_ready.set()
-            self._emitter.emit(ChannelAccepted(channel, conn_id))
+            if peer.connection_id is None:
+                peer.unannounced.append(channel)  # announced with the client's id on hello
+            else:
+                self._announce(channel, peer.connection_id)
+
+    def _announce(self, channel: DurableChannel, connection_id: str) -> None:
+        self._new_channels.append((channel, connection_id))
+        self._new_channel_ready.set()
+        self._emitter.emit(ChannelAccepted(channel, connection_id))
 
     def _channel_closed(self, channel: DurableChannel) -> None:
         sid = channel.session.session_id
