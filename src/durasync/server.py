@@ -292,9 +292,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.streams = streams
+    app.state.rendezvous = rendezvous
     app.state.store = store
     app.state.subscriptions = subscriptions
     app.state.rooms = rooms
     app.state.cors = streams.cors
-    app.state.rendezvous = rendezvous
     return app
