@@ -93,6 +93,8 @@ class _Peer:
         self.channels: dict[DurableChannel, DataChannel] = {}
         #: New channels opened before the control channel's hello named the client.
         self.unannounced: list[DurableChannel] = []
+        #: Trickled candidates that arrived before the answer was applied.
+        self.early_candidates: list[str] | None = []
 
 
 class DurableService:
@@ -342,19 +344,24 @@ class DurableService:
                 link = self._pool.pop(answer.offer_id, None)
                 if link is None:
                     continue  # an offer of an earlier pool or process
-                self._spawn(self._accept(link, answer.offer_id, answer.sdp))
+                peer = _Peer(link, answer.offer_id)
+                self._peers.add(peer)
+                self._spawn(self._accept(peer, answer.sdp))
             for offer_id, cand in events.candidates:
                 for peer in self._peers:
-                    if peer.offer_id == offer_id:
+                    if peer.offer_id != offer_id:
+                        continue
+                    if peer.early_candidates is not None:
+                        peer.early_candidates.append(cand)
+                    else:
                         with contextlib.suppress(Exception):
                             await peer.link.add_remote_candidate(cand)
             if len(self._pool) < self.options.pool_size:
                 self._spawn(self._refill())
 
-    async def _accept(self, link: PeerLink, offer_id: str, answer_sdp: str) -> None:
+    async def _accept(self, peer: _Peer, answer_sdp: str) -> None:
         o = self.options.connection
-        peer = _Peer(link, offer_id)
-        self._peers.add(peer)
+        link = peer.link
         link.on_channel = lambda dc: self._remote_channel(peer, dc)
 
         def dead() -> None:
@@ -377,6 +384,10 @@ class DurableService:
         peer.control = control
         try:
             await link.accept_answer(answer_sdp)
+            early, peer.early_candidates = peer.early_candidates or [], None
+            for cand in early:
+                with contextlib.suppress(Exception):
+                    await link.add_remote_candidate(cand)
             async with asyncio.timeout(o.connection_timeout):
                 await control.opened.wait()
                 control.start()

@@ -190,6 +190,13 @@ class PeerLink:
         parsed.sdpMLineIndex = 0
         await self._pc.addIceCandidate(parsed)
 
+    def remote_candidate_types(self) -> list[str]:
+        """Types (``host``, ``srflx``, ``prflx``...) of the known remote candidates."""
+        sctp = self._pc.sctp
+        if sctp is None:
+            return []
+        return [c.type for c in sctp.transport.transport.getRemoteCandidates()]
+
     def create_channel(self, label: str, protocol: str) -> DataChannel:
         return DataChannel(self._pc.createDataChannel(label, protocol=protocol), self)
 
