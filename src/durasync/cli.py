@@ -671,7 +671,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ws=getattr(args, "ws_impl", "auto"),
         ws_per_message_deflate=getattr(args, "ws_compression", False),
     )
-    server = _Server(config, store_label=label, on_exit=app.state.streams.begin_shutdown)
+    server = _Server(config, store_label=label, on_exit=app.state.begin_shutdown)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:

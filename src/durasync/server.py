@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -119,8 +119,9 @@ def make_authorizer(settings: ServerSettings) -> Authorizer:
 
 
 async def _healthz(request: Request) -> Response:
-    """Liveness: 200 with the number of open long-poll/SSE requests."""
-    live = request.app.state.streams.live_requests
+    """Liveness: 200 with the number of open long-poll/SSE requests (streams and rendezvous)."""
+    state = request.app.state
+    live = state.streams.live_requests + state.rendezvous.live_requests
     return Response(f'{{"status":"ok","live":{live}}}'.encode(), media_type="application/json")
 
 
@@ -209,9 +210,12 @@ def create_app(
 ) -> Starlette:
     """Build the ASGI app over ``store`` (not yet opened: the lifespan opens it).
 
-    ``app.state.streams`` is the :class:`StreamsApp`; call its
-    ``begin_shutdown()`` when the server starts draining (the CLI does so on
-    SIGTERM) so live requests end before the lifespan closes the store.
+    Call ``app.state.begin_shutdown()`` (no arguments, returns ``None``) when the server starts
+    draining (the CLI does so on SIGTERM): it ends the open long-polls and SSE streams of the
+    streams API and of the rendezvous at once, so they do not hold the graceful shutdown until
+    their timeouts, and live requests that arrive later end at once. The lifespan calls it too
+    before it closes the store. ``app.state.streams`` is the :class:`StreamsApp`,
+    ``app.state.rendezvous`` the :class:`RendezvousService`.
     """
     settings = settings or ServerSettings()
     auth = authorizer or make_authorizer(settings)
@@ -237,14 +241,13 @@ def create_app(
         presence=presence,
     )
     rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)
-    # Draining (SIGTERM) ends the rendezvous long-polls together with the streams' ones.
-    _end_streams = streams.begin_shutdown
+    # What draining ends: every layer that holds live HTTP requests (long-polls, SSE) open.
+    drain_hooks: list[Callable[[], None]] = [streams.begin_shutdown, rendezvous.begin_shutdown]
 
     def begin_shutdown() -> None:
-        _end_streams()
-        rendezvous.begin_shutdown()
-
-    streams.begin_shutdown = begin_shutdown  # type: ignore[method-assign]
+        """End every open live request of every layer now; new ones end at once."""
+        for hook in drain_hooks:
+            hook()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -261,7 +264,7 @@ def create_app(
         try:
             yield
         finally:
-            streams.begin_shutdown()
+            begin_shutdown()
             await rendezvous.aclose()
             try:
                 await rooms.aclose()
@@ -291,6 +294,7 @@ def create_app(
         exception_handlers={500: _server_error, 404: _not_found},
         lifespan=lifespan,
     )
+    app.state.begin_shutdown = begin_shutdown
     app.state.streams = streams
     app.state.rendezvous = rendezvous
     app.state.store = store

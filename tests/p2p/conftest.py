@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -54,7 +54,7 @@ async def serve(
         port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}", app
     finally:
-        app.state.streams.begin_shutdown()
+        app.state.begin_shutdown()
         server.should_exit = True
         with contextlib.suppress(Exception):
             async with asyncio.timeout(15):
@@ -79,3 +79,13 @@ def identity() -> Identity:
 async def client(url: str, identity: Identity | None = None) -> AsyncIterator[RendezvousClient]:
     async with RendezvousClient(url, identity=identity) as c:
         yield c
+
+
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait (polling, bounded) until ``predicate()`` holds."""
+    step = 0.002
+    for _ in range(int(within / step)):
+        if predicate():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError("condition not reached in time")

@@ -17,6 +17,8 @@ from durasync.p2p.channel import (
 from durasync.p2p.options import ChannelOptions
 from durasync.protocol import FrameCodec, SessionRegistry
 
+from .conftest import until
+
 
 def _nothing(*args: object) -> None:
     return None
@@ -93,16 +95,6 @@ class Host:
         assert self.channel is not None
         self.channel.detach()
         self.registry.detach(self.channel.session, time.monotonic())
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait (polling, bounded) until ``predicate()`` holds."""
-    step = 0.002
-    for _ in range(int(within / step)):
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_exactly_once_in_order_across_link_replacements() -> None:

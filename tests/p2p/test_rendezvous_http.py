@@ -10,12 +10,15 @@ import httpx
 import jwt
 import pytest
 
+from durasync.namespaces import is_reserved
 from durasync.p2p.client import RendezvousClient, RendezvousError
 from durasync.p2p.identity import Identity
 from durasync.p2p.rendezvous import RendezvousSettings
+from durasync.p2p.server import INDEX_PREFIX, USER_PREFIX
 from durasync.store import EmbeddedStore, MemoryStore
+from streams.serverproc import start_server
 
-from .conftest import client, serve
+from .conftest import client, serve, until
 
 FQN = "com.example.chat@1.0.0"
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n"
@@ -100,6 +103,63 @@ async def test_answer_is_pushed_to_a_waiting_owner(rv, identity) -> None:
         events = await asyncio.wait_for(waiting, 10)
         assert [a.sdp for a in events.answers] == [SDP + "a=answer\r\n"]
         assert time.monotonic() - started < 10  # woken by the append, not by the 20 s wait
+
+
+async def test_drain_ends_every_waiting_long_poll_at_once(rv, identity) -> None:
+    """``app.state.begin_shutdown()`` ends the rendezvous long-polls and the streams' ones."""
+    url, app, _ = rv
+    async with client(url, identity) as owner, client(url) as peer:
+        pub = await claim_publish(owner)
+        oid = pub.offer_ids[0]
+        token = await peer.answer(pub.uuid, oid, SDP)  # the pool is empty now
+        since = (await owner.owner_events("alice", "-1")).next
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            await http.put("/v1/stream/drain", headers={"Content-Type": "text/plain"})
+            waits = [
+                owner.owner_events("alice", since, wait=30),
+                peer.offerer_candidates(pub.uuid, oid, token, "-1", wait=30),
+                peer.discover(uuid=pub.uuid, wait=30),
+                http.get("/v1/stream/drain", params={"offset": "now", "live": "long-poll"}),
+            ]
+            tasks = [asyncio.create_task(w) for w in waits]
+            rendezvous, streams = app.state.rendezvous, app.state.streams
+            await until(lambda: (rendezvous.live_requests, streams.live_requests) == (3, 1))
+            assert (await http.get("/healthz")).json()["live"] == 4
+            app.state.begin_shutdown()
+            events, (cands, _), found, poll = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+            assert events.answers == [] and events.candidates == []
+            assert cands == [] and found.offer_id is None
+            assert poll.status_code == 204
+            # Later long-polls do not wait either.
+            late = await asyncio.wait_for(owner.owner_events("alice", since, wait=30), 10)
+            assert late.answers == []
+            assert (await http.get("/healthz")).json()["live"] == 0
+
+
+async def test_sigterm_ends_a_waiting_rendezvous_long_poll(identity) -> None:
+    """``durasync serve`` drains the rendezvous on SIGTERM: the waiting owner gets its (empty)
+    answer and the process exits 0, instead of the long-poll holding the graceful shutdown."""
+    server = start_server("--port", "0", "--memory")
+    try:
+        async with (
+            client(server.url, identity) as owner,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            await claim_publish(owner)
+            since = (await owner.owner_events("alice", "-1")).next
+            waiting = asyncio.create_task(owner.owner_events("alice", since, wait=30))
+            for _ in range(500):
+                if (await http.get("/healthz")).json()["live"] == 1:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the long-poll never started")
+            code = await asyncio.to_thread(server.stop)
+            assert code == 0, "".join(server.output[-20:])
+            events = await asyncio.wait_for(waiting, 10)
+            assert events.answers == [] and events.next == since
+    finally:
+        server.stop()
 
 
 async def test_candidate_exchange_both_ways(rv, identity) -> None:
@@ -213,6 +273,7 @@ async def test_owner_feed_needs_the_owners_signature(rv, identity) -> None:
 async def test_rendezvous_logs_are_not_public_streams(rv, identity) -> None:
     """The state lives under the reserved ``__rendezvous/`` namespace of the stream store."""
     url, app, _ = rv
+    assert is_reserved(USER_PREFIX) and is_reserved(INDEX_PREFIX)
     async with client(url, identity) as owner:
         pub = await claim_publish(owner)
     store = app.state.store
@@ -250,6 +311,13 @@ async def test_jwt_rights_gate_the_rendezvous(identity) -> None:
                     url, identity=identity, token=token(read=["rendezvous/alice"])
                 ).refresh(pub.uuid)
             assert err.value.status == 403
+            # Not even an admin token reads the rendezvous state through the streams API.
+            admin = {"Authorization": f"Bearer {token(admin=True)}"}
+            async with httpx.AsyncClient(base_url=url, headers=admin) as http:
+                for path in (f"{USER_PREFIX}alice", f"{INDEX_PREFIX}{pub.uuid}"):
+                    r = await http.get(f"/v1/stream/{path}", params={"offset": "-1"})
+                    assert r.status_code == 404
+                assert (await http.get("/v1/rendezvous/users/alice")).status_code == 200
         finally:
             for c in (writer, reader, nobody):
                 await c.aclose()

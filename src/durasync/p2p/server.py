@@ -174,6 +174,12 @@ class RendezvousService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        self._waiting = 0
+
+    @property
+    def live_requests(self) -> int:
+        """Number of long-polls waiting now (for ``/healthz``, tests and metrics)."""
+        return self._waiting
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -347,27 +353,31 @@ class RendezvousService:
         """Fold until ``ready(ulog)`` gives a value or ``wait`` seconds passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while True:
-            value = ready(ulog)
-            remaining = deadline - loop.time()
-            if value is not None or remaining <= 0 or self._closing.is_set():
-                return ulog, value
-            offset = ulog.offset
-            if not is_offset(offset):
-                return ulog, None
-            waiter = asyncio.ensure_future(
-                self.store.wait_for(self.user_path(username), offset, remaining)
-            )
-            closing = asyncio.ensure_future(self._closing.wait())
-            try:
-                await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                closing.cancel()
-                waiter.cancel()
-            more = waiter.done() and not waiter.cancelled() and waiter.result()
-            if not more:
-                return ulog, ready(ulog)
-            ulog = await self.fold(username)
+        self._waiting += 1
+        try:
+            while True:
+                value = ready(ulog)
+                remaining = deadline - loop.time()
+                if value is not None or remaining <= 0 or self._closing.is_set():
+                    return ulog, value
+                offset = ulog.offset
+                if not is_offset(offset):
+                    return ulog, None
+                waiter = asyncio.ensure_future(
+                    self.store.wait_for(self.user_path(username), offset, remaining)
+                )
+                closing = asyncio.ensure_future(self._closing.wait())
+                try:
+                    await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closing.cancel()
+                    waiter.cancel()
+                more = waiter.done() and not waiter.cancelled() and waiter.result()
+                if not more:
+                    return ulog, ready(ulog)
+                ulog = await self.fold(username)
+        finally:
+            self._waiting -= 1
 
     # ------------------------------------------------------------------ sweeping
 
