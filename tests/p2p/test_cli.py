@@ -12,33 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from durasync.cli import main
 from durasync.p2p.identity import Identity, InsecureKeyFile
 from streams.serverproc import start_server
 
 DURASYNC = [sys.executable, "-m", "durasync"]
 
 
-def test_p2p_help_names_the_commands() -> None:
-    out = subprocess.run(
-        [*DURASYNC, "p2p", "--help"], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert out.returncode == 0 and "host" in out.stdout and "connect" in out.stdout
-    out = subprocess.run(
-        [*DURASYNC, "p2p", "connect", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert "--service" in out.stdout and "--uuid" in out.stdout
-    bad = subprocess.run(
-        [*DURASYNC, "p2p", "host", "ftp://x", "--user", "a", "--service", "a.b@1.0.0"],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=30,
-    )
-    assert bad.returncode == 2 and "not an http(s) server URL" in bad.stderr
+def test_p2p_help_names_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    # In-process (argparse): the tests below run the same entry point as processes.
+    with pytest.raises(SystemExit) as exit_:
+        main(["p2p", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "host" in out and "connect" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["p2p", "connect", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--service" in out and "--uuid" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["p2p", "host", "ftp://x", "--user", "a", "--service", "a.b@1.0.0"])
+    assert exit_.value.code == 2 and "not an http(s) server URL" in capsys.readouterr().err
 
 
 def test_host_and_connect_deliver_every_line_once_in_order(tmp_path: Path) -> None:
