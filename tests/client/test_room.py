@@ -273,3 +273,27 @@ async def test_ids_stay_in_the_clients_namespace_and_a_refused_check_is_asked_ag
             assert await a.check()  # refused once (status null), asked again, answered
             assert checks_sent >= 3  # two checks, and at least one of them asked again
             assert await journal_ids(url, "ids") == ["team:alice:1", "team:alice:2", "team:alice:3"]
+
+
+async def test_undo_with_uncommitted_edits_sends_them_at_once(server: ServerProc) -> None:
+    """undo() commits the edit buffer as its own message and sends it before the undo (no
+    reconnect needed for the server and the others to get it)."""
+    name = room_name("undo-buffer")
+    async with (
+        RoomClient(ws_url(server.url), name, client_id="ann", options=FAST) as a,
+        RoomClient(ws_url(server.url), name, client_id="ben", options=FAST) as b,
+    ):
+        root(a)
+        set_x(a, "root", 1)
+        a.edit({"ot": "number.set", "key": "root", "path": "x", "value": 2})
+        a.edit({"ot": "number.set", "key": "root", "path": "y", "value": 5})
+        undo = a.undo()  # undoes the buffered edits, now message ann:3
+        assert undo is not None and undo.ops[0].targetMsgId == "ann:3"
+        await a.synced()
+        assert await journal_ids(server.url, name) == ["ann:1", "ann:2", "ann:3", "ann:4"]
+        await until(lambda: b.server_seq == 4)
+        assert b.graph.nodes["root"].props["x"] == 1 and "y" not in b.graph.nodes["root"].props
+        assert a.replica.dump() == b.replica.dump()
+        assert a.redo() is not None
+        await a.synced()
+        await until(lambda: b.graph.nodes["root"].props.get("y") == 5)

@@ -106,3 +106,22 @@ def test_the_position_never_moves_back() -> None:
     c.receive_frame(AckFrame("a:9", 7), NOW)
     c.receive_frame(AckFrame("a:3", 2), NOW)  # a resend acked with its original seq
     assert c.server_seq == 7
+
+
+def test_undo_with_uncommitted_edits_sends_the_edits_first() -> None:
+    c = joined()
+    c.edit({"ot": "node.insert", "key": "", "path": "children", "value": {"key": "n"}}, NOW)
+    undo = c.undo(NOW)
+    assert undo is not None and undo.ops[0].ot == "meta.undo"
+    sent = [
+        msgspec.msgpack.decode(d)["msg"]
+        for d in c.data_to_send()
+        if msgspec.msgpack.decode(d)["mtype"] == "crdt"
+    ]
+    # the buffer became a message of its own, sent (and kept for resending) before the undo
+    assert [m["id"] for m in sent] == ["a:1", "a:2"]
+    assert sent[1]["ops"][0]["targetMsgId"] == "a:1"
+    assert [m.id for m in c.unacked()] == ["a:1", "a:2"] and c.unsynced == 2
+    c.receive_frame(AckFrame("a:1", 1), NOW)
+    c.receive_frame(AckFrame("a:2", 2), NOW)
+    assert c.unsynced == 0 and c.replica.unacked() == []

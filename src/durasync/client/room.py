@@ -289,7 +289,8 @@ class RoomClient:
         return msg
 
     def undo(self) -> CrdtMessage | None:
-        """Undo our newest effective message (commits the buffer first); None if nothing."""
+        """Undo our newest effective message; None if nothing. Uncommitted edits are
+        committed (and sent) first, as their own message, which the undo then targets."""
         msg = self.session.undo(self._clock())
         self._pump()
         return msg

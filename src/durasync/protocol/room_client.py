@@ -287,7 +287,12 @@ class ClientRoomSession:
         return msg
 
     def undo(self, now: float) -> Message | None:
-        """Undo our newest effective message (commits the buffer first); None if nothing."""
+        """Undo our newest effective message; None if nothing.
+
+        A non-empty edit buffer is committed first, as its own message, queued (and sent)
+        before the undo, which then targets it.
+        """
+        self.commit(now)
         return self._meta(self.replica.undo(now * 1000.0))
 
     def redo(self, now: float) -> Message | None:
