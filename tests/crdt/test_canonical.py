@@ -34,7 +34,13 @@ from durasync.crdt import SceneGraph, canonical_json, checksum, format_number
         (1e21, "1e+21"),
         (1.5e21, "1.5e+21"),
         (1e20, "100000000000000000000"),
-        (123456789012345.0, "123456789012000"),
+        # integral values within +-(2^53-1) print whole, float or int (JS cannot tell them)
+        (123456789012345.0, "123456789012345"),
+        (1234567890123.0, "1234567890123"),
+        (-1234567890123.0, "-1234567890123"),
+        (9007199254740991.0, "9007199254740991"),
+        (2.0**53, "9007199254740000"),  # beyond: rounded to 12 digits like any other float
+        (123456789012345.5, "123456789012000"),
         (1e-6, "0.000001"),
         (1e-7, "1e-7"),
         (1.2345e-7, "1.2345e-7"),
@@ -78,23 +84,27 @@ def test_dump_sorting_escaping_and_views() -> None:
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_format_number_agrees_with_javascript() -> None:
-    """Differential check against ``String(Number(x.toPrecision(12)))`` in node."""
+    """Differential check against node: ``String(x)`` for an integral ``x`` within
+    +-(2^53-1), else ``String(Number(x.toPrecision(12)))``."""
     rnd = random.Random(7)
     xs: list[float] = []
     while len(xs) < 3000:
         k = rnd.random()
         if k < 0.4:
             x = struct.unpack("d", struct.pack("Q", rnd.getrandbits(64)))[0]
-        elif k < 0.7:
+        elif k < 0.65:
             x = rnd.choice([1, -1]) * 10 ** rnd.uniform(-10, 25)
-        else:
+        elif k < 0.85:
             x = round(rnd.uniform(-1000, 1000), rnd.randint(0, 14))
+        else:  # integral floats of 1 to 17 digits, around the 2^53 bound too
+            x = float(rnd.choice([1, -1]) * rnd.randint(1, 10 ** rnd.randint(1, 17)))
         if math.isfinite(x):
             xs.append(x)
+    xs += [2.0**53 - 1, -(2.0**53 - 1), 2.0**53, 2.0**53 + 2, 1e15, 1234567890123.0]
     js = (
         "const xs=JSON.parse(require('fs').readFileSync(0,'utf8'));"
-        "console.log(JSON.stringify(xs.map(x=>{const r=Number(x.toPrecision(12));"
-        "return Object.is(r,-0)?'0':String(r)})))"
+        "console.log(JSON.stringify(xs.map(x=>{if(Number.isSafeInteger(x))return String(x);"
+        "const r=Number(x.toPrecision(12));return Object.is(r,-0)?'0':String(r)})))"
     )
     res = subprocess.run(
         ["node", "-e", js],

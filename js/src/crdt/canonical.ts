@@ -3,12 +3,11 @@
  * `durasync.crdt.canonical_json`: keys sorted by code point, no spaces, no ASCII escaping,
  * numbers as `String(Number(x.toPrecision(12)))` with `-0` -> `0` and NaN/±inf -> `null`.
  *
- * Integers: Python prints an `int` with all its digits and a `float` rounded to 12 significant
- * digits; JS has one number type. An integral number within ±(2^53−1) prints here with all its
- * digits (as a Python int: messages carry no larger ints, and Python turns integer arithmetic
- * beyond that range into floats, as JS computes), anything else rounded (as a Python float).
- * The two sides differ only for an integral Python *float* of 13 to 16 significant digits
- * (e.g. `1234567890123.0` in a Python client's JSON), which Python rounds.
+ * Integers: the rule goes by value, as JS has one number type: an integral number within
+ * ±(2^53−1) prints with all its digits (Python does the same for an `int` and for an integral
+ * `float`, e.g. `1234567890123.0`), anything else is rounded to 12 significant digits. Messages
+ * carry no larger integers, and Python turns integer arithmetic beyond that range into floats,
+ * as JS computes.
  */
 
 import { TEXT, textKey, type SceneGraph } from "./graph.js";

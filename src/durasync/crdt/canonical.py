@@ -3,7 +3,8 @@
 ``{"nodes":{key:{"children":[...],"deleted":b,"name":s,"props":{...},"tag":s}},"rootKey":s}``
 with keys sorted by code point, no spaces, UTF-8 without ASCII escaping, and numbers printed
 like JavaScript's ``Number.prototype.toString`` after rounding to 12 significant digits
-(``-0`` -> ``0``, NaN/inf -> ``null``). Two graphs are equal for sync purposes iff their
+(``-0`` -> ``0``, NaN/inf -> ``null``), except integral values within +-(2^53-1), which print
+with all their digits whether they are an ``int`` or a ``float`` (docs/crdt.md "Canonical JSON"). Two graphs are equal for sync purposes iff their
 canonical JSON is byte-equal; :func:`checksum` hashes it (blake2b-128) for cheap comparison.
 """
 
@@ -20,6 +21,8 @@ from durasync.crdt.graph import TEXT, SceneGraph
 __all__ = ["canonical_json", "checksum", "digest", "format_number", "graph_to_obj"]
 
 _encode_str: Final = json.encoder.encode_basestring
+#: The largest integer every format carries exactly (docs/crdt.md "Numbers").
+_MAX_SAFE: Final = 2**53 - 1
 
 
 def _js_digits(x: float) -> str:
@@ -52,7 +55,10 @@ def _js_digits(x: float) -> str:
 
 
 def format_number(x: int | float) -> str:
-    """Canonical text of a number (crdt-canonical-json.md "Numbers")."""
+    """Canonical text of a number (docs/crdt.md "Canonical JSON"): an integral value within
+    +-(2^53-1) with all its digits (``1234567890123.0`` -> ``1234567890123``), a Python ``int``
+    beyond that too (messages carry none), anything else rounded to 12 significant digits and
+    printed as JavaScript prints it."""
     if type(x) is int:
         return str(x)
     x = float(x)
@@ -60,7 +66,9 @@ def format_number(x: int | float) -> str:
         return "null"
     if x == 0:
         return "0"
-    if x.is_integer() and abs(x) < 1e12:
+    if x.is_integer() and abs(x) <= _MAX_SAFE:
+        # An integral value prints whole, int or float alike: JSON and JavaScript do not tell
+        # 2 from 2.0, so a JS replica holding the same value prints the same digits.
         return str(int(x))
     r = repr(x)
     mant = r.partition("e")[0]
