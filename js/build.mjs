@@ -19,6 +19,8 @@ await esbuild.build({
   mainFields: ["module", "main"],
   target: "es2022",
   minify: true,
+  // error classes name themselves after their class (`err.name`): keep the names through minify
+  keepNames: true,
   sourcemap: "linked",
   legalComments: "none",
   logLevel: "warning",

@@ -1,6 +1,6 @@
 /**
- * durasync in the browser (and node): the scene-graph CRDT replica, the Durable Streams
- * client and the resilient WebSocket. See docs/browser.md.
+ * durasync in the browser (and node): the room client with its scene-graph CRDT replica, the
+ * Durable Streams client and the resilient WebSocket. See docs/browser.md.
  */
 export * from "./crdt/index.js";
 export { Backoff, DEFAULT_BACKOFF, backoffPolicy } from "./protocol/backoff.js";
@@ -19,6 +19,20 @@ export {
 export type { Classification } from "./protocol/errors.js";
 export { DEFAULT_SESSION, FrameCodec, ReliableSession } from "./protocol/session.js";
 export type { Encoding, SessionEvent, SessionLimits, SessionOpened } from "./protocol/session.js";
+export { ClientRoomSession, DEFAULT_OUTBOX, RETRY_DELAY, idOwner } from "./protocol/room.js";
+export type {
+  ChangeOrigin,
+  ClientRoomEvent,
+  ClientRoomOptions,
+  OutboxLimits,
+  OutboxOverflow,
+  PresenceEvent,
+  RoomChange,
+  RoomError,
+  RoomFormat,
+} from "./protocol/room.js";
+export { RoomClient } from "./room.js";
+export type { RoomClientOptions, RoomErrorEvent, RoomEvent, RoomState, RoomStateChanged } from "./room.js";
 export { ConnectionStateMachine, TRANSITIONS } from "./protocol/state.js";
 export type { ConnectionState, StateChanged, Trigger } from "./protocol/state.js";
 export {

@@ -112,7 +112,7 @@ export interface ResilientOptions {
   /** Nothing received this long after a heartbeat: the connection is dead, reconnect. */
   pingTimeout: number | null;
   /** Modes none/stateless: the application-level heartbeat payload (null = no heartbeat). */
-  heartbeatMessage: string | null;
+  heartbeatMessage: Payload | null;
   /** Bound on the graceful close (flush, acks, bye). */
   closeTimeout: number;
   buffer: Partial<BufferLimits>;
@@ -122,8 +122,13 @@ export interface ResilientOptions {
   eventQueueSize: number;
   /** Query parameter that carries the token from `tokenProvider` (browsers cannot set headers). */
   tokenParam: string;
-  /** HTTP URL fetched after a connection fails before opening: 401/403 = permanent failure. */
-  authProbe: string | null;
+  /**
+   * HTTP URL fetched after a connection fails before opening: 401/403 = permanent failure
+   * (a function is asked before each probe, e.g. to follow the URL of the current server).
+   */
+  authProbe: string | (() => string | null) | null;
+  /** HTTP method of the auth probe (`HEAD` when the URL answers HEAD: no body to download). */
+  authProbeMethod: "GET" | "HEAD";
 }
 
 export const DEFAULT_OPTIONS: Readonly<ResilientOptions> = Object.freeze({
@@ -140,6 +145,7 @@ export const DEFAULT_OPTIONS: Readonly<ResilientOptions> = Object.freeze({
   eventQueueSize: 1024,
   tokenParam: "token",
   authProbe: null,
+  authProbeMethod: "GET" as const,
 });
 
 export interface ResilientInit {
@@ -218,6 +224,8 @@ export class ResilientWebSocket {
   private failure: ConnectionFailed | null = null;
   private ws: WebSocket | null = null;
   private flushHook: (() => void) | null = null;
+  private dropHook: ((reason: string) => void) | null = null;
+  private wakeBackoff: (() => void) | null = null;
   private pendingSessionEvents: SessionOpened[] = [];
   private readonly clock: () => number;
   private readonly WS: typeof WebSocket;
@@ -306,6 +314,20 @@ export class ResilientWebSocket {
     this.buffer.push(data, this.clock());
     this.drainOverflow();
     this.flushHook?.();
+  }
+
+  /**
+   * End the current connection as a transient failure (`reason` in the `error` event) and
+   * reconnect after the backoff delay, e.g. when the browser reports that it went offline
+   * (an open WebSocket may otherwise stay up, or take long to notice). No-op when not connected.
+   */
+  drop(reason: string): void {
+    this.dropHook?.(reason);
+  }
+
+  /** Cut a backoff wait short: the next attempt starts now (e.g. the network came back). */
+  retryNow(): void {
+    this.wakeBackoff?.();
   }
 
   /** Wait until the state is one of `states`; returns it. */
@@ -412,7 +434,9 @@ export class ResilientWebSocket {
     const delay = this.backoff.nextDelay();
     if (delay === null) return this.fail(`gave up after ${this.backoff.attempts} attempts; last: ${verdict.reason}`, error);
     if (this.machine.state !== "reconnecting") this.fire("retry");
-    await sleep(delay, this.abort);
+    const woken = new Promise<void>((r) => (this.wakeBackoff = r));
+    await sleep(delay, Promise.race([this.abort, woken]));
+    this.wakeBackoff = null;
     return !this.closeRequested;
   }
 
@@ -482,7 +506,7 @@ export class ResilientWebSocket {
       }
       if (err instanceof ConnectionClosed && err.code === 1006) {
         const status = await this.probe();
-        if (status !== null && (status === 401 || status === 403)) throw new HttpError(status, `handshake refused (HTTP ${status} from ${this.options.authProbe})`);
+        if (status !== null && (status === 401 || status === 403)) throw new HttpError(status, `handshake refused (HTTP ${status} from the auth probe)`);
       }
       throw err;
     } finally {
@@ -491,7 +515,8 @@ export class ResilientWebSocket {
   }
 
   private async probe(): Promise<number | null> {
-    const url = this.options.authProbe;
+    const probe = this.options.authProbe;
+    const url = typeof probe === "function" ? probe() : probe;
     if (url === null || this.fetchFn === undefined) return null;
     try {
       const headers: Record<string, string> = {};
@@ -499,7 +524,7 @@ export class ResilientWebSocket {
         const token = await this.init.tokenProvider();
         if (token) headers["Authorization"] = `Bearer ${token}`;
       }
-      const resp = await this.fetchFn(url, { headers, cache: "no-store" });
+      const resp = await this.fetchFn(url, { method: this.options.authProbeMethod, headers, cache: "no-store" });
       return resp.status;
     } catch {
       return null;
@@ -536,6 +561,7 @@ export class ResilientWebSocket {
         }
         this.ws = null;
         this.flushHook = null;
+        this.dropHook = null;
         resolve([err, verdict]);
       };
       const flush = (): void => {
@@ -562,6 +588,7 @@ export class ResilientWebSocket {
         }
       };
       this.flushHook = flush;
+      this.dropHook = (reason) => finish(new Error(reason), { permanent: false, reason }, 4000);
       ws.onmessage = (ev) => {
         lastReceived = this.clock();
         const data = toPayload(ev.data);
@@ -600,7 +627,7 @@ export class ResilientWebSocket {
         pingTimer = setInterval(() => {
           const sentAt = this.clock();
           if (s !== null) s.sendPing(++pingId);
-          else ws.send(opts.heartbeatMessage as string);
+          else ws.send(opts.heartbeatMessage as Payload);
           flush();
           if (timeout !== null && deadTimer === undefined) {
             deadTimer = setTimeout(() => {

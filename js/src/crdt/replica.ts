@@ -331,6 +331,11 @@ export class Replica {
     return this._pending.slice();
   }
 
+  /** Ops in the edit buffer (not committed yet). */
+  get bufferSize(): number {
+    return this._buffer.size;
+  }
+
   get pendingCount(): number {
     return this._pending.length;
   }

@@ -4,8 +4,9 @@
 with keys sorted by code point, no spaces, UTF-8 without ASCII escaping, and numbers printed
 like JavaScript's ``Number.prototype.toString`` after rounding to 12 significant digits
 (``-0`` -> ``0``, NaN/inf -> ``null``), except integral values within +-(2^53-1), which print
-with all their digits whether they are an ``int`` or a ``float`` (docs/crdt.md "Canonical JSON"). Two graphs are equal for sync purposes iff their
-canonical JSON is byte-equal; :func:`checksum` hashes it (blake2b-128) for cheap comparison.
+with all their digits, ``int`` or ``float`` alike (docs/crdt.md "Canonical JSON"). Two graphs
+are equal for sync purposes iff their canonical JSON is byte-equal; :func:`checksum` hashes it
+(blake2b-128) for cheap comparison.
 """
 
 from __future__ import annotations
