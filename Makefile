@@ -92,6 +92,7 @@ dist: $(VENV)/.installed js-build
 	$(BIN)/python -m pip wheel --no-deps --quiet -w dist .
 
 run: $(VENV)/.installed js-build
+	@echo "demo: open http://$(HOST):$(PORT)/demo/?room=lab in two windows"
 	$(BIN)/durasync serve --host $(HOST) --port $(PORT) --data $(DATA)
 
 # A two-node cluster on loopback for trying it (issue 6): redis-server (AOF,

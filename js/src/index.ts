@@ -32,7 +32,7 @@ export type {
   RoomFormat,
 } from "./protocol/room.js";
 export { RoomClient } from "./room.js";
-export type { RoomClientOptions, RoomErrorEvent, RoomEvent, RoomState, RoomStateChanged } from "./room.js";
+export type { RoomClientOptions, RoomErrorEvent, RoomEvent, RoomState, RoomStateChanged, UnsyncedChanged } from "./room.js";
 export { ConnectionStateMachine, TRANSITIONS } from "./protocol/state.js";
 export type { ConnectionState, StateChanged, Trigger } from "./protocol/state.js";
 export {

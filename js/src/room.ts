@@ -58,7 +58,13 @@ export interface RoomErrorEvent {
   permanent: boolean;
 }
 
-export type RoomEvent = RoomChange | PresenceEvent | RoomErrorEvent | RoomStateChanged | OutboxOverflow;
+/** The number of unacknowledged messages changed (a commit, an ack, a refusal, a drop). */
+export interface UnsyncedChanged {
+  type: "unsynced";
+  count: number;
+}
+
+export type RoomEvent = RoomChange | PresenceEvent | RoomErrorEvent | RoomStateChanged | OutboxOverflow | UnsyncedChanged;
 type EventOf<T extends RoomEvent["type"]> = Extract<RoomEvent, { type: T }>;
 
 export interface RoomClientOptions {
@@ -136,6 +142,7 @@ export class RoomClient {
   private timerAt: number | null = null;
   private readonly clock: () => number;
   private offline = false;
+  private lastUnsynced = 0;
   private unwatch: (() => void) | null = null;
 
   constructor(url: string | string[], room: string, opts: RoomClientOptions = {}) {
@@ -292,7 +299,7 @@ export class RoomClient {
 
   // -- events -------------------------------------------------------------------------------
 
-  /** Subscribe to `change`, `presence`, `error`, `state` or `overflow`; returns an unsubscribe. */
+  /** Subscribe to `change`, `presence`, `error`, `state`, `unsynced` or `overflow`; returns an unsubscribe. */
   on<T extends RoomEvent["type"]>(type: T, cb: (ev: EventOf<T>) => void): () => void {
     let set = this.listeners.get(type);
     if (set === undefined) this.listeners.set(type, (set = new Set()));
@@ -366,6 +373,12 @@ export class RoomClient {
   // -- the pump -----------------------------------------------------------------------------
 
   private target(): string {
+    if (this.offline) {
+      // No attempt while the browser says it has no network: the `online` event retries.
+      const err = new Error("the browser is offline");
+      err.name = "NetworkError";
+      throw err;
+    }
     // Called before every (re)connect attempt: any call after the first follows a drop or a
     // failed attempt, so it moves to the next server (a dead node's clients fail over).
     if (this.attempts > 0 && this.urls.length > 1) this.urlIndex = (this.urlIndex + 1) % this.urls.length;
@@ -421,6 +434,10 @@ export class RoomClient {
     const s = this.session;
     if (s.connected && this._state !== "connected" && this._state !== "closed") this.setState("connected", null);
     for (const ev of s.eventsReceived()) this.deliver(ev);
+    if (s.unsynced !== this.lastUnsynced) {
+      this.lastUnsynced = s.unsynced;
+      this.emit({ type: "unsynced", count: s.unsynced });
+    }
     for (const data of s.dataToSend()) {
       if (!s.connected) break; // dropped: what matters is sent again after the next state
       try {

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.browser_bundle import bundle_routes
+from durasync.demo import demo_routes
 from durasync.httpserver import HttpLimits
 from durasync.p2p.rendezvous import RendezvousSettings
 from durasync.p2p.server import RendezvousService
@@ -283,6 +284,7 @@ def create_app(
         Route(prefix + "/{path:path}", streams),
         *rooms.routes(),
         *bundle_routes(),
+        *demo_routes(),
         *(rendezvous.routes() if settings.rendezvous.enabled else ()),
         *extra_routes,
     ]
