@@ -145,11 +145,24 @@ async def journal_ids(url: str, room: str) -> list[str]:
         return [rec["msg"]["id"] for rec in json.loads(r.content)]
 
 
+# Commit what is buffered and wait until the outbox is empty (at most 20 s, then say why).
+SYNCED = """
+async () => {
+  const c = CLIENT;
+  c.commit();
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(
+    `not synced within 20 s: ${c.unsynced} unsynced, state ${c.state}`)), 20000); });
+  try { await Promise.race([c.synced(), late]); } finally { clearTimeout(timer); }
+}
+"""
+
+
 async def converge(url: str, room: str, pages: list[tuple[Page, str]]) -> str:
     """Wait until every page committed and synced everything and holds the server's sequence;
     return the server's canonical JSON after checking that every page prints exactly it."""
     for page, client in pages:
-        await page.evaluate(f"async () => {{ {client}.commit(); await {client}.synced(); }}")
+        await page.evaluate(SYNCED.replace("CLIENT", client))
     seq, body = await room_view(url, room)
     for page, client in pages:
         await page.wait_for_function(f"() => {client}.serverSeq >= {seq}", timeout=20_000)
