@@ -1,21 +1,17 @@
-"""Real-Chromium plumbing for the browser tests: Debian's chromium driven by Playwright's async
-API (``executable_path``: never ``playwright install``), pages of their own origin that import
-the durasync bundle, and an in-process test server (reliable-session and plain WebSocket
-endpoints) on a free loopback port.
-
-One browser per test module (module-scoped fixtures in the test files); every page and server
-is closed by its fixture, also when a test fails.
+"""Plumbing of the browser-client tests: pages of their own origin that import the durasync
+bundle, and an in-process test server (reliable-session and plain WebSocket endpoints) on a free
+loopback port. Chromium itself and the ``browser`` fixture are shared by every test directory
+(tests/browsers.py, tests/conftest.py); every page and server is closed by its fixture, also
+when a test fails.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-from collections.abc import AsyncIterator
 from typing import Any
 
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -24,28 +20,12 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from browsers import watch_errors
 from durasync.endpoints.reliable import ReliableConnection, ReliableHub
 
 from .jsbuild import BUNDLE, ensure_built
 
-CHROMIUM = os.environ.get("DURASYNC_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "s3cret"
-
-
-def _check_chromium() -> None:
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make chromium-deps` installs it"
-
-
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    """Launch Debian's chromium headless (fails with the fix when it is missing)."""
-    _check_chromium()
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def open_page(
@@ -59,10 +39,7 @@ async def open_page(
     """
     context = await browser.new_context()
     page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.errors = errors  # type: ignore[attr-defined]
+    watch_errors(page)
     origin = page_url.split("/", 3)
     base = "/".join(origin[:3])
     for path, source in (extra or {}).items():

@@ -30,8 +30,9 @@ import httpx
 import jwt
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, BrowserContext, Page
+from playwright.async_api import BrowserContext, Page
 
+from browsers import watch_errors
 from client.apps import eventually
 from client.servers import ServerProc
 from durasync.client import ResilientOptions
@@ -39,7 +40,6 @@ from durasync.client.room import RoomClient as PyRoomClient
 from durasync.protocol import BackoffPolicy
 from streams.serverproc import ServerProcess
 
-from .browser import chromium
 from .jsbuild import ensure_built
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -54,12 +54,6 @@ def room_name(tag: str) -> str:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[ServerProc]:
     ensure_built()
     srv = ServerProc("durasync")
@@ -69,34 +63,10 @@ async def server() -> AsyncIterator[ServerProc]:
         srv.stop()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def contexts(browser: Browser) -> AsyncIterator[Callable[[], Awaitable[BrowserContext]]]:
-    """New browser contexts (one per simulated user), all closed at the end of the test."""
-    opened: list[BrowserContext] = []
-
-    async def new() -> BrowserContext:
-        ctx = await browser.new_context(viewport={"width": 1280, "height": 800})
-        opened.append(ctx)
-        return ctx
-
-    try:
-        yield new
-    finally:
-        for ctx in opened:
-            await ctx.close()
-
-
-def _watch(page: Page) -> list[str]:
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    return errors
-
-
 async def demo_page(ctx: BrowserContext, url: str, room: str, name: str) -> Page:
     """The demo at ``/demo/?room=...``, joined; console errors in ``page.errors``."""
     page = await ctx.new_page()
-    page.errors = _watch(page)  # type: ignore[attr-defined]
+    watch_errors(page)
     await page.goto(f"{url}/demo/?room={room}&name={name}")
     await page.evaluate("() => window.demo.ready")
     return page
@@ -122,7 +92,7 @@ async ([url, room, opts]) => {
 
 async def api_page(ctx: BrowserContext, url: str, room: str, opts: dict[str, Any]) -> Page:
     page = await ctx.new_page()
-    page.errors = _watch(page)  # type: ignore[attr-defined]
+    watch_errors(page)
     # a page of the server's origin; the browser's favicon request would log a 404
     await page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
     await page.goto(f"{url}/healthz")
@@ -187,11 +157,11 @@ async def shape_keys(page: Page) -> list[str]:
 
 
 async def test_two_demo_pages_drag_and_type_at_once_and_converge(
-    contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc
+    browser_contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc
 ) -> None:
     room = room_name("demo")
-    a = await demo_page(await contexts(), server.url, room, "ann")
-    b = await demo_page(await contexts(), server.url, room, "bob")
+    a = await demo_page(await browser_contexts(), server.url, room, "ann")
+    b = await demo_page(await browser_contexts(), server.url, room, "bob")
     await a.click("#add")
     await a.click("#add")
     await b.click("#add")
@@ -259,11 +229,11 @@ def _subsequence(part: str, whole: str) -> bool:
 
 
 async def test_the_demo_loads_clean_shows_cursors_and_a_screenshot_is_saved(
-    contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc, tmp_path: Path
+    browser_contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc, tmp_path: Path
 ) -> None:
     room = room_name("look")
-    a = await demo_page(await contexts(), server.url, room, "ann")
-    b = await demo_page(await contexts(), server.url, room, "bob")
+    a = await demo_page(await browser_contexts(), server.url, room, "ann")
+    b = await demo_page(await browser_contexts(), server.url, room, "bob")
     for _ in range(3):
         await a.click("#add")
     await a.fill("#note", "Shared note: everyone types here.")
@@ -294,12 +264,12 @@ async def test_the_demo_loads_clean_shows_cursors_and_a_screenshot_is_saved(
 
 
 async def test_a_page_offline_keeps_editing_and_converges_when_back(
-    contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc
+    browser_contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc
 ) -> None:
     room = room_name("offline")
-    ctx_a = await contexts()
+    ctx_a = await browser_contexts()
     a = await demo_page(ctx_a, server.url, room, "ann")
-    b = await demo_page(await contexts(), server.url, room, "bob")
+    b = await demo_page(await browser_contexts(), server.url, room, "bob")
     await a.click("#add")
     await converge(server.url, room, [(a, "window.demo.client"), (b, "window.demo.client")])
 
@@ -368,7 +338,7 @@ EDIT_LOOP = """
 
 
 async def test_server_sigkill_and_restart_loses_no_acknowledged_edit(
-    contexts: Callable[[], Awaitable[BrowserContext]], tmp_path: Path
+    browser_contexts: Callable[[], Awaitable[BrowserContext]], tmp_path: Path
 ) -> None:
     ensure_built()
     data = tmp_path / "data"
@@ -380,7 +350,7 @@ async def test_server_sigkill_and_restart_loses_no_acknowledged_edit(
         pages = []
         for me, fmt in (("a", "msgpack"), ("b", "json")):
             page = await api_page(
-                await contexts(), srv.url, room, {**opts, "clientId": me, "format": fmt}
+                await browser_contexts(), srv.url, room, {**opts, "clientId": me, "format": fmt}
             )
             assert page.join_result == "joined"  # type: ignore[attr-defined]
             pages.append(page)
@@ -436,10 +406,12 @@ async def test_server_sigkill_and_restart_loses_no_acknowledged_edit(
 
 
 async def test_a_page_and_a_python_room_client_converge(
-    contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc
+    browser_contexts: Callable[[], Awaitable[BrowserContext]], server: ServerProc
 ) -> None:
     room = room_name("mixed")
-    page = await api_page(await contexts(), server.url, room, {"backoff": FAST, "clientId": "web"})
+    page = await api_page(
+        await browser_contexts(), server.url, room, {"backoff": FAST, "clientId": "web"}
+    )
     assert page.join_result == "joined"  # type: ignore[attr-defined]
     options = ResilientOptions(
         backoff=BackoffPolicy(initial_delay=0.05, max_delay=0.5, min_delay=0.01)
@@ -488,13 +460,13 @@ def token(**claims: Any) -> str:
 
 
 async def test_refusals_stop_or_surface_with_their_code(
-    contexts: Callable[[], Awaitable[BrowserContext]],
+    browser_contexts: Callable[[], Awaitable[BrowserContext]],
 ) -> None:
     ensure_built()
     srv = ServerProcess(["--port", "0", "--memory", "--auth-secret", SECRET])
     try:
         room = room_name("auth")
-        ctx = await contexts()
+        ctx = await browser_contexts()
         # no token: HTTP 401 on the upgrade, which the page learns from the auth probe
         page = await api_page(ctx, srv.url, room, {"backoff": FAST})
         assert re.search(r"ConnectionFailed: authentication rejected \(HTTP 401\)",

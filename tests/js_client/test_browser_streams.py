@@ -19,10 +19,11 @@ from playwright.async_api import Browser, Page
 
 from client.apps import running
 from client.servers import ServerProc
+from durasync.client.streams import StreamClient
 from durasync.endpoints.reliable import ReliableHub
 from faultproxy import FaultPlan, FaultProxy
 
-from .browser import chromium, close_page, open_page, reliable_app
+from .browser import close_page, open_page, reliable_app
 from .jsbuild import JS, ensure_built
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -30,12 +31,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parents[2]
 DS_CLIENT = ROOT / "tests" / "js" / "node_modules" / "@durable-streams" / "client"
 RETRY = {"initialDelay": 0.05, "maxDelay": 0.3, "minDelay": 0.01}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -218,27 +213,30 @@ async def test_tail_offset_persists_in_local_storage(page: Page, http: httpx.Asy
     assert got == [{"a": 3}] and stored2 != stored  # resumed after what was finished
 
 
-async def test_official_ds_client_tails_a_durasync_stream(
-    page: Page, http: httpx.AsyncClient
+@pytest.mark.parametrize("live", ["long-poll", "sse"])
+async def test_official_ds_client_tails_a_stream_python_appends_to(
+    page: Page, http: httpx.AsyncClient, live: str
 ) -> None:
-    name = "official"
-    await _create(http, name)
-    await http.post(name, content='[{"n":0}]', headers={"Content-Type": "application/json"})
-    await page.evaluate(
-        """async (url) => {
-          const { stream } = await import("/mod/ds-client.mjs");
-          window.official = [];
-          const res = await stream({ url, offset: "-1", live: "long-poll" });
-          window.officialRes = res;
-          res.subscribeJson((batch) => { window.official.push(...batch.items); });
-        }""",
-        f"{http.base_url}{name}",
-    )
-    for i in range(1, 6):
-        await http.post(
-            name, content=json.dumps([{"n": i}]), headers={"Content-Type": "application/json"}
+    """The official client (another origin: every request is CORS) tails while the Python
+    StreamClient appends through its idempotent producer."""
+    name = f"official-{live}"
+    async with StreamClient(str(http.base_url)) as py:
+        await py.create(name, content_type="application/json")
+        producer = py.producer(name, content_type="application/json")
+        await producer.append('[{"n":0}]')
+        await page.evaluate(
+            """async ([url, live]) => {
+              const { stream } = await import("/mod/ds-client.mjs");
+              window.official = [];
+              const res = await stream({ url, offset: "-1", live });
+              window.officialRes = res;
+              res.subscribeJson((batch) => { window.official.push(...batch.items); });
+            }""",
+            [f"{http.base_url}{name}", live],
         )
-    await page.wait_for_function("() => window.official.length >= 6", timeout=20_000)
+        for i in range(1, 6):
+            await producer.append(json.dumps([{"n": i}]))
+            await page.wait_for_function(f"() => window.official.length >= {i + 1}", timeout=20_000)
     assert await page.evaluate("() => window.official") == [{"n": i} for i in range(6)]
     await page.evaluate("() => window.officialRes.cancel()")
     assert [e for e in page.errors if "official" in e] == []  # type: ignore[attr-defined]

@@ -18,17 +18,11 @@ from client.apps import running
 from durasync.endpoints.reliable import ReliableHub
 from faultproxy import FaultProxy
 
-from .browser import TOKEN, chromium, close_page, open_page, reliable_app
+from .browser import TOKEN, close_page, open_page, reliable_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FAST = {"initialDelay": 0.05, "maxDelay": 0.3, "minDelay": 0.01, "stableAfter": 0.2}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
