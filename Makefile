@@ -113,8 +113,9 @@ typecheck: $(VENV)/.installed-dev npm-deps
 	$(BIN)/mypy
 	cd js && node node_modules/typescript/bin/tsc --noEmit -p tsconfig.json
 
+# The browser tests launch $(CHROMIUM) (tests/browsers.py reads DURASYNC_CHROMIUM).
 pytest: $(VENV)/.installed-dev npm-deps redis-deps chromium-deps js-build
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DURASYNC_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
