@@ -16,12 +16,22 @@ listed; each figure is the median of ``--runs`` runs, the sides interleaved per 
 must end in the same state: the canonical JSON of the graphs byte for byte ((a), (b), (d)) and
 the text ((c)).
 
+Then the room client end to end: ``durasync serve`` (embedded store, a temp dir) gets the
+journal of (d) -- 10,000 messages of 100 clients, each sent by a connection of its client --
+with no snapshot in between (``--room-snapshot-every 100000``), so a join receives all 10,000
+in its ``state`` frame. Timed: a new ``RoomClient`` (TypeScript, in Chromium) from its
+constructor until ``join()`` resolves -- WebSocket connect, the server's state frame,
+decode, validation, the replica -- next to the Python ``RoomClient``'s ``join()`` of the same
+room, sides interleaved, in both formats; both must end with the same canonical JSON.
+
 Usage: python bench/browser.py [--quick] [--runs N]   (needs chromium: `make chromium-deps`)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import gc
 import gzip
 import http.server
@@ -29,6 +39,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from _peers import start_ours  # noqa: E402
 from crdt import (  # noqa: E402  (bench/crdt.py: the same workloads)
     drag_stream,
     join_stream,
@@ -47,6 +59,7 @@ from crdt import (  # noqa: E402  (bench/crdt.py: the same workloads)
     setup_nodes,
     typing_trace,
 )
+from durasync.client.room import RoomClient  # noqa: E402
 from durasync.crdt import Replica, decode_message_obj  # noqa: E402
 from durasync.crdt.text import DeleteEdit, InsertEdit, TextDoc  # noqa: E402
 
@@ -183,6 +196,91 @@ def py_join(journal: list[dict[str, Any]]) -> tuple[float, str]:
     return time.perf_counter() - t0, r.dump()
 
 
+# One room join by the TypeScript RoomClient: [seconds until join() resolved, canonical JSON].
+ROOM_JOIN_JS = """
+async ([url, room, format]) => {
+  const D = window.D ?? (window.D = await import(url + "/js/durasync.mjs"));
+  const t0 = performance.now();
+  const rc = new D.RoomClient(url, room, { format });
+  await rc.join();
+  const t = (performance.now() - t0) / 1000;
+  const dump = rc.dump();
+  await rc.close(0);
+  return [t, dump];
+}
+"""
+
+
+async def _fill_room(ws: str, room: str, journal: list[dict[str, Any]]) -> None:
+    """Journal ``journal`` in ``room``: each message sent by a connection of its own client
+    (the id namespace rule), one client after another (members would each get every other
+    client's messages broadcast), pipelined, every ack awaited."""
+    import msgspec
+    from websockets.asyncio.client import connect
+
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for m in journal:
+        by_client.setdefault(m["client"], []).append(m)
+    for cid, msgs in by_client.items():
+        url = f"{ws}/v1/rooms/{room}?client={cid}&format=msgpack"
+        async with connect(url, compression=None, max_size=1 << 28, ping_interval=None) as conn:
+            first = msgspec.msgpack.decode(await conn.recv())
+            assert first["mtype"] == "state"
+            for m in msgs:
+                await conn.send(msgspec.msgpack.encode({"mtype": "crdt", "msg": m}))
+            acked = 0
+            while acked < len(msgs):
+                f = msgspec.msgpack.decode(await conn.recv())
+                if f["mtype"] == "error":
+                    raise RuntimeError(f"fill refused: {f}")
+                acked += f["mtype"] == "ack"
+
+
+async def _py_room_join(ws: str, room: str, fmt: str) -> tuple[float, str]:
+    gc.collect()
+    t0 = time.perf_counter()
+    client = RoomClient(ws, room, fmt=fmt)  # type: ignore[arg-type]
+    await client.join()
+    t = time.perf_counter() - t0
+    dump = client.replica.dump()
+    await client.close(grace=0)
+    return t, dump
+
+
+def room_joins(browser: Any, n: int, runs: int) -> list[tuple[str, float, float]]:
+    """Median join time of the TS and the Python RoomClient, per format (see the docstring)."""
+    rows: list[tuple[str, float, float]] = []
+    with (
+        tempfile.TemporaryDirectory() as data,
+        concurrent.futures.ThreadPoolExecutor(1) as loop_thread,
+    ):
+        srv = start_ours(data_dir=Path(data), extra=["--room-snapshot-every", "100000"])
+        try:
+            ws = "ws://" + srv.url.split("://", 1)[1]
+            journal = join_stream(n, 100)
+            room = "bench-join"
+            loop_thread.submit(asyncio.run, _fill_room(ws, room, journal)).result()
+            page = browser.new_page()
+            page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+            page.goto(f"{srv.url}/healthz")
+            # warm-up: the room loads into the server's memory, the page compiles the module
+            page.evaluate(ROOM_JOIN_JS, [srv.url, room, "msgpack"])
+            for fmt in ("msgpack", "json"):
+                t_js: list[float] = []
+                t_py: list[float] = []
+                for _ in range(runs):
+                    tj, dj = page.evaluate(ROOM_JOIN_JS, [srv.url, room, fmt])
+                    tp, dp = loop_thread.submit(asyncio.run, _py_room_join(ws, room, fmt)).result()
+                    assert dj == dp, f"room join ({fmt}): the two clients differ"
+                    t_js.append(tj)
+                    t_py.append(tp)
+                rows.append((fmt, statistics.median(t_js), statistics.median(t_py)))
+            page.close()
+        finally:
+            srv.stop()
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10x smaller streams, 1 run")
@@ -198,6 +296,7 @@ def main() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     rows: list[tuple[str, float, float]] = []
+    joins: list[tuple[str, float, float]] = []
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM)
@@ -257,6 +356,7 @@ def main() -> None:
                 lambda: page.evaluate("() => bench.join(J)"),
                 lambda: py_join(journal),
             )
+            joins = room_joins(browser, 10_000 // scale, 1 if args.quick else max(runs, 5))
             browser.close()
     finally:
         server.shutdown()
@@ -265,6 +365,12 @@ def main() -> None:
     print(f"{'workload':<{width}}  {'JS ops/s':>12}  {'Python ops/s':>12}  {'JS/Py':>6}")
     for name, js, py in rows:
         print(f"{name:<{width}}  {js:12,.0f}  {py:12,.0f}  {js / py:5.1f}x")
+    n_join = 10_000 // scale
+    print(f"\nroom join, {n_join:,} journaled messages of 100 clients (durasync serve, embedded)")
+    print(f"{'format':<8}  {'TS RoomClient':>13}  {'Python RoomClient':>17}  {'Py/TS':>6}")
+    for fmt, tj, tp in joins:
+        print(f"{fmt:<8}  {tj * 1000:10.0f} ms  {tp * 1000:14.0f} ms  {tp / tj:5.1f}x")
+    print("target: TS join < 300 ms")
     print(
         f"bundle js/dist/durasync.mjs: {len(bundle):,} B minified, "
         f"{len(gzip.compress(bundle, 9)):,} B gzipped (target < 60 KB)"
