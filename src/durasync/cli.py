@@ -219,13 +219,38 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_http_options(parser)
     add_room_options(parser)
-    parser.add_argument(
+    add_ops_options(parser)
+    parser.set_defaults(func=run_serve)
+
+
+def add_ops_options(parser: argparse.ArgumentParser) -> None:
+    """Logs, metrics and the registry stream (docs/operations.md)."""
+    group = parser.add_argument_group("operations")
+    group.add_argument(
         "--log-level",
         default="warning",
         choices=["critical", "error", "warning", "info", "debug"],
-        help="log verbosity",
+        help="log verbosity; info adds one access line per request and lifecycle lines",
     )
-    parser.set_defaults(func=run_serve)
+    group.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text or as one JSON object per line",
+    )
+    group.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="do not count anything nor serve GET /metrics (Prometheus)",
+    )
+    group.add_argument(
+        "--registry-stream",
+        action="store_true",
+        help=(
+            "keep the read-only __registry__ stream: one JSON event per stream created or "
+            "deleted, for clients to discover streams"
+        ),
+    )
 
 
 def add_http_options(parser: argparse.ArgumentParser) -> None:
@@ -561,8 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
 class _Server(uvicorn.Server):
     """uvicorn server that announces the bound address and drains live requests."""
 
-    def __init__(self, config: uvicorn.Config, *, store_label: str, on_exit: Callable[[], None]):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        store_label: str,
+        on_exit: Callable[[], None],
+        json_lines: bool = False,
+    ):
         super().__init__(config)
+        self._json_lines = json_lines
         self._store_label = store_label
         self._on_exit = on_exit
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -593,11 +626,16 @@ class _Server(uvicorn.Server):
                 port = sock.getsockname()[1]
                 break
         shown = f"[{host}]" if ":" in host else host
-        print(
-            f"durasync listening on http://{shown}:{port} (store: {self._store_label})",
-            file=sys.stderr,
-            flush=True,
-        )
+        line = f"durasync listening on http://{shown}:{port} (store: {self._store_label})"
+        if self._json_lines:
+            # Whatever the log level, like the text line; same words, so one pattern finds both.
+            from durasync.logs import JsonFormatter
+
+            record = logging.LogRecord("durasync.server", logging.INFO, "", 0, line, None, None)
+            record.event = "listening"
+            record.url = f"http://{shown}:{port}"
+            line = JsonFormatter().format(record)
+        print(line, file=sys.stderr, flush=True)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Called from the signal handler: schedule the drain on the loop.
@@ -614,13 +652,13 @@ class _Server(uvicorn.Server):
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code."""
     from durasync.httpserver import HttpLimits, bounded_protocol
+    from durasync.logs import configure
     from durasync.server import ServerSettings, create_app
     from durasync.store import open_store
     from durasync.streams.app import StreamSettings
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_format = getattr(args, "log_format", "text")
+    configure(log_format, args.log_level)
     if args.redis is not None:
         from durasync.store.redis import redact_url
 
@@ -654,6 +692,8 @@ def run_serve(args: argparse.Namespace) -> int:
         allow_remote=args.allow_remote,
         rooms=room_settings(args),
         redis_url=args.redis,
+        metrics=not getattr(args, "no_metrics", False),
+        registry_stream=getattr(args, "registry_stream", False),
     )
     app = create_app(store, settings)
     config = uvicorn.Config(
@@ -662,16 +702,23 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         access_log=False,
+        # Logging is configured above (durasync.logs): uvicorn's loggers use our format.
+        log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=10,
         server_header=False,
         # HTTP/1.1 on uvicorn's httptools parser with our bounds (durasync.httpserver).
-        http=bounded_protocol(settings.http),
+        http=bounded_protocol(settings.http, observer=app.state.request_log),
         # WebSocket transport (rooms): see add_websocket_options for why deflate is off.
         ws=getattr(args, "ws_impl", "auto"),
         ws_per_message_deflate=getattr(args, "ws_compression", False),
     )
-    server = _Server(config, store_label=label, on_exit=app.state.begin_shutdown)
+    server = _Server(
+        config,
+        store_label=label,
+        on_exit=app.state.begin_shutdown,
+        json_lines=log_format == "json",
+    )
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     if not server.started:

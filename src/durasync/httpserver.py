@@ -30,6 +30,10 @@ WebSocket upgrades go through the same head checks (size, count, deadline); once
 the connection belongs to uvicorn's WebSocket protocol (its ping timeout and ``ws_max_size``,
 and the rooms layer's own frame, queue and rate bounds).
 
+With a :class:`RequestObserver` (``bounded_protocol(limits, observer=...)``), every request's
+status, response body bytes and duration are reported when its ASGI task ends (metrics and
+access lines: :class:`durasync.logs.RequestLog`), and so is every refusal of this layer.
+
 The protocol also gives each request a :class:`ConnectionHandle` under the ASGI scope
 extension :data:`durasync.streams.app.CONNECTION_EXTENSION`: the streams app uses it to
 release a catch-up chunk while the client does not read, to end a long-poll or SSE response
@@ -46,8 +50,9 @@ import resource
 import socket
 import struct
 import termios
-from collections.abc import Callable
-from typing import Any, Final
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
 
 import httptools
 import msgspec
@@ -61,6 +66,7 @@ __all__ = [
     "BoundedHttpProtocol",
     "ConnectionHandle",
     "HttpLimits",
+    "RequestObserver",
     "bounded_protocol",
     "default_max_connections",
 ]
@@ -115,6 +121,22 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
     return max(1, soft - FD_RESERVE)
+
+
+class RequestObserver(Protocol):
+    """Told about every request a connection served (see :class:`durasync.logs.RequestLog`)."""
+
+    @property
+    def active(self) -> bool:
+        """False: nothing to observe (requests then run without any wrapping)."""
+
+    def request_done(
+        self, scope: Mapping[str, object], status: int, nbytes: int, seconds: float
+    ) -> None:
+        """A request ended: ``status`` (0: no response started), body bytes sent, duration."""
+
+    def refused(self, status: int, code: str) -> None:
+        """This layer answered ``status`` ``code`` itself (408, 431, 503) and closed."""
 
 
 class _Refusal(Exception):
@@ -195,6 +217,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     limits: HttpLimits = HttpLimits()
     max_connections: int = 1
+    observer: RequestObserver | None = None
 
     def __init__(
         self,
@@ -316,6 +339,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         self._cancel_timers()
         self._unset_keepalive_if_required()
+        if self.observer is not None:
+            self.observer.refused(status, code)
         cycle = self.cycle
         if (
             cycle is not None
@@ -477,12 +502,42 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     # -- requests ---------------------------------------------------------------------
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        if self.config.reset_contextvars:
-            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        observer = self.observer
+        if observer is not None and observer.active:
+            run = self._observed(cycle, app, observer)
         else:
-            task = self.loop.create_task(cycle.run_asgi(app))
+            run = cycle.run_asgi(app)
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(run, context=contextvars.Context())
+        else:
+            task = self.loop.create_task(run)
         task.add_done_callback(self._request_done)
         self.tasks.add(task)
+
+    async def _observed(
+        self, cycle: RequestResponseCycle, app: Any, observer: RequestObserver
+    ) -> None:
+        """Run the request, noting its status and body bytes; report them when it ends."""
+        # perf_counter: uvloop's loop.time() counts whole milliseconds.
+        started = time.perf_counter()
+        status = 0
+        nbytes = 0
+        send = cycle.send
+
+        async def observed_send(message: Any) -> None:
+            nonlocal status, nbytes
+            if message["type"] == "http.response.body":
+                nbytes += len(message.get("body", b""))
+            elif message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        # run_asgi (and its 500 fallback) sends through the instance attribute.
+        cycle.send = observed_send  # type: ignore[method-assign]
+        try:
+            await cycle.run_asgi(app)
+        finally:
+            observer.request_done(cycle.scope, status, nbytes, time.perf_counter() - started)
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -492,11 +547,20 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._watch_drain(-1)
 
 
-def bounded_protocol(limits: HttpLimits) -> type[BoundedHttpProtocol]:
-    """A :class:`BoundedHttpProtocol` subclass bound to ``limits`` (uvicorn ``http=``)."""
+def bounded_protocol(
+    limits: HttpLimits, *, observer: RequestObserver | None = None
+) -> type[BoundedHttpProtocol]:
+    """A :class:`BoundedHttpProtocol` subclass bound to ``limits`` (uvicorn ``http=``) and,
+    optionally, a request ``observer`` (``app.state.request_log`` of
+    :func:`durasync.server.create_app`)."""
     cap = limits.max_connections or default_max_connections()
     return type(
         "DurasyncHttpProtocol",
         (BoundedHttpProtocol,),
-        {"limits": limits, "max_connections": cap, "__module__": __name__},
+        {
+            "limits": limits,
+            "max_connections": cap,
+            "observer": observer,
+            "__module__": __name__,
+        },
     )

@@ -8,6 +8,10 @@
 - ``/v1/rendezvous/...``: the peer-to-peer rendezvous service (:mod:`durasync.p2p.server`,
   docs/p2p.md), switched by ``ServerSettings.rendezvous.enabled``;
 - ``GET /healthz``: liveness (200 ``{"status": "ok", "live": <open live reads>}``);
+- ``GET /readyz``, ``GET /metrics``, the inspector at ``/inspect/`` and its read-only
+  ``/v1/inspect/...`` APIs (:mod:`durasync.ops`; docs/operations.md);
+- with ``registry_stream``, the ``__registry__`` stream of stream lifecycle events
+  (:mod:`durasync.streams.registry`); ``on_stream_created`` / ``on_stream_deleted`` hooks;
 - on every response: ``X-Content-Type-Options: nosniff``,
   ``Cross-Origin-Resource-Policy: cross-origin`` and permissive CORS
   (DS §8), and CORS preflights answered before auth.
@@ -36,19 +40,25 @@ from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.browser_bundle import bundle_routes
 from durasync.demo import demo_routes
 from durasync.httpserver import HttpLimits
+from durasync.logs import RequestLog
+from durasync.metrics import Metrics
+from durasync.ops import OpsApi
 from durasync.p2p.rendezvous import RendezvousSettings
 from durasync.p2p.server import RendezvousService
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
-from durasync.store.base import LogStore, StoreError
+from durasync.store.base import LogStore, StoreError, StreamInfo
 from durasync.streams.app import (
     SECURITY_HEADERS,
     CorsPolicy,
+    StreamCreatedHook,
+    StreamDeletedHook,
     StreamsApp,
     StreamSettings,
     answer_preflight,
 )
 from durasync.streams.protocol import error_body
+from durasync.streams.registry import REGISTRY_PATH, StreamRegistry
 
 __all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app"]
 
@@ -76,6 +86,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     #: The rendezvous service for peer-to-peer connections (``/v1/rendezvous``, docs/p2p.md).
     rendezvous: RendezvousSettings = RendezvousSettings()
+    #: Serve ``GET /metrics`` and count (off: every counter is a no-op).
+    metrics: bool = True
+    #: Keep the publicly readable ``__registry__`` stream of stream creations and deletions.
+    registry_stream: bool = False
 
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = list(SECURITY_HEADERS)
@@ -208,6 +222,8 @@ def create_app(
     *,
     authorizer: Authorizer | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    on_stream_created: StreamCreatedHook | None = None,
+    on_stream_deleted: StreamDeletedHook | None = None,
 ) -> Starlette:
     """Build the ASGI app over ``store`` (not yet opened: the lifespan opens it).
 
@@ -217,10 +233,31 @@ def create_app(
     their timeouts, and live requests that arrive later end at once. The lifespan calls it too
     before it closes the store. ``app.state.streams`` is the :class:`StreamsApp`,
     ``app.state.rendezvous`` the :class:`RendezvousService`.
+
+    ``on_stream_created(path, info)`` / ``on_stream_deleted(path)`` are awaited after a
+    stream was created (PUT answered 201) or deleted (DELETE answered 204) through the
+    streams API, before the answer is sent, once per creation on whichever node served it;
+    an exception from a hook is logged and does not change the answer. With
+    ``settings.registry_stream`` the registry's hooks run first.
+
+    ``app.state.metrics`` is the :class:`~durasync.metrics.Metrics`, ``app.state.request_log``
+    the request observer to give the HTTP layer (``bounded_protocol(..., observer=...)``) for
+    per-request metrics and access lines.
     """
     settings = settings or ServerSettings()
     auth = authorizer or make_authorizer(settings)
+    metrics = Metrics(enabled=settings.metrics)
+    if metrics.enabled:
+        store.observer = metrics
     stream_settings = settings.streams
+    registry: StreamRegistry | None = None
+    if settings.registry_stream:
+        registry = StreamRegistry(store)
+        stream_settings = msgspec.structs.replace(
+            stream_settings, public_reserved=stream_settings.public_reserved | {REGISTRY_PATH}
+        )
+        on_stream_created = _chain_created(registry.created, on_stream_created)
+        on_stream_deleted = _chain_deleted(registry.deleted, on_stream_deleted)
     if settings.auth_secret and stream_settings.cache_scope == "public":
         # Token-protected reads are user-specific: never in shared caches (DS §7).
         stream_settings = msgspec.structs.replace(stream_settings, cache_scope="private")
@@ -229,7 +266,15 @@ def create_app(
         from durasync.streams.subscriptions import SubscriptionService
 
         subscriptions = SubscriptionService(store, stream_prefix=stream_settings.prefix)
-    streams = StreamsApp(store, stream_settings, authorizer=auth, subscriptions=subscriptions)
+    streams = StreamsApp(
+        store,
+        stream_settings,
+        authorizer=auth,
+        subscriptions=subscriptions,
+        metrics=metrics,
+        on_created=on_stream_created,
+        on_deleted=on_stream_deleted,
+    )
     presence: PresenceBus | None = None
     if settings.redis_url:
         # Several nodes: room presence is shared (and expires) through Redis (issue 6 §3).
@@ -240,6 +285,20 @@ def create_app(
         authorizer=auth,
         stream_settings=stream_settings,
         presence=presence,
+        metrics=metrics,
+    )
+    request_log = RequestLog(metrics, stream_settings.prefix)
+    rooms.request_log = request_log
+    if metrics.enabled:
+        metrics.watch_streams(lambda: streams.live_counts()[0], lambda: streams.live_counts()[1])
+    ops = OpsApi(
+        store=store,
+        streams=streams,
+        rooms=rooms,
+        authorizer=auth,
+        metrics=metrics,
+        public_reserved=stream_settings.public_reserved,
+        redis_url=settings.redis_url,
     )
     rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)
     # What draining ends: every layer that holds live HTTP requests (long-polls, SSE) open.
@@ -257,6 +316,14 @@ def create_app(
         except StoreError as exc:
             app.state.store_open_error = exc
             raise
+        log.info("store opened (%s)", store.name, extra={"event": "store_opened"})
+        if registry is not None:
+            try:
+                await registry.open()
+            except StoreError as exc:
+                app.state.store_open_error = exc
+                await store.close()
+                raise
         if subscriptions is not None:
             await subscriptions.start()
         await rooms.start()
@@ -265,6 +332,7 @@ def create_app(
         try:
             yield
         finally:
+            log.info("shutting down", extra={"event": "shutdown"})
             begin_shutdown()
             await rendezvous.aclose()
             try:
@@ -281,6 +349,7 @@ def create_app(
     prefix = stream_settings.prefix.rstrip("/")
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
+        *ops.routes(),
         Route(prefix + "/{path:path}", streams),
         *rooms.routes(),
         *bundle_routes(),
@@ -303,4 +372,32 @@ def create_app(
     app.state.subscriptions = subscriptions
     app.state.rooms = rooms
     app.state.cors = streams.cors
+    app.state.metrics = metrics
+    app.state.request_log = request_log
     return app
+
+
+def _chain_created(first: StreamCreatedHook, then: StreamCreatedHook | None) -> StreamCreatedHook:
+    if then is None:
+        return first
+
+    async def both(path: str, info: StreamInfo) -> None:
+        try:
+            await first(path, info)
+        finally:
+            await then(path, info)
+
+    return both
+
+
+def _chain_deleted(first: StreamDeletedHook, then: StreamDeletedHook | None) -> StreamDeletedHook:
+    if then is None:
+        return first
+
+    async def both(path: str) -> None:
+        try:
+            await first(path)
+        finally:
+            await then(path)
+
+    return both

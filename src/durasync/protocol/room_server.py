@@ -35,7 +35,7 @@ ignores anything received afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qs
@@ -308,6 +308,7 @@ class ServerRoomSession:
         "fmt",
         "join",
         "limiter",
+        "on_error",
         "room",
         "rules",
     )
@@ -337,6 +338,8 @@ class ServerRoomSession:
         """Bytes of work done on request (``sync`` states, ``sync-check`` checksums)."""
         self._out: list[bytes] = []
         self._events: list[ServerRoomEvent] = []
+        self.on_error: Callable[[str], None] | None = None
+        """Called with the code of every ``error`` frame queued (the shell counts them)."""
 
     # -- draining ---------------------------------------------------------------------
 
@@ -407,6 +410,8 @@ class ServerRoomSession:
     def send_error(self, msg_id: str | None, code: str, error: str) -> None:
         """Queue an ``error`` frame (the connection stays usable). ``code`` is one of
         docs/protocol.md's error codes; the shell uses ``INTERNAL_ERROR`` for its own bugs."""
+        if self.on_error is not None:
+            self.on_error(code)
         self._out.append(encode_frame(ErrorFrame(msgId=msg_id, error=error, code=code), self.fmt))
 
     # -- rules ------------------------------------------------------------------------

@@ -78,6 +78,7 @@ from durasync.crdt.canonical import digest
 from durasync.crdt.errors import CRDTValidationError
 from durasync.crdt.messages import Limits, Message, validate_message
 from durasync.crdt.replica import Replica, Snapshot
+from durasync.metrics import Metrics
 from durasync.protocol.closecodes import CloseCode
 from durasync.protocol.room_frames import (
     AckFrame,
@@ -420,6 +421,7 @@ class Member:
         "fmt",
         "limit",
         "on_drop",
+        "overflowed",
         "owner",
         "queued_bytes",
     )
@@ -453,6 +455,8 @@ class Member:
         self.owner: asyncio.Task[Any] | None = None
         #: True once a server-side close could not be written in ``close_timeout``.
         self.abandoned = False
+        #: True once dropped because its send queue overflowed (a slow consumer).
+        self.overflowed = False
 
     def start(self) -> None:
         """Make the calling task the connection's ``owner`` (the sender starts on demand)."""
@@ -489,6 +493,7 @@ class Member:
         # (a big ``state``) can always be sent, and the next frames must fit behind it. (The
         # frame being written has left the queue and does not count either.)
         if queue and self.queued_bytes - len(queue[0]) + len(data) > self.limit:
+            self.overflowed = True
             self.drop(CloseCode.RESUME, "send queue overflow: resume with since/epoch")
             return
         queue.append(data)
@@ -589,6 +594,9 @@ class Room:
     dedupe window or the journal offset; if either fails the room is marked ``failed`` and its
     members are dropped with 4011 (the service reloads it on next use).
     """
+
+    #: Counters of the server (the service sets its own on every room it loads).
+    metrics: Metrics = Metrics(enabled=False)
 
     def __init__(
         self,
@@ -964,11 +972,14 @@ class Room:
                 )
 
     def _on_drop(self, member: Member) -> None:
+        if member.overflowed:
+            self.metrics.room_slow_consumers.inc()
         self.leave(member)
 
     def _send_others(self, frame: ServerFrame, skip: Member | None) -> None:
         """Queue ``frame`` for every member but ``skip``, encoded once per format."""
         encoded: dict[str, bytes] = {}
+        sent = 0
         # A copy: enqueue may drop a slow member, which leaves the set.
         for m in tuple(self.members):
             if m is skip:
@@ -977,6 +988,8 @@ class Room:
             if data is None:
                 data = encoded[m.fmt] = encode_frame(frame, m.fmt)
             m.enqueue(data)
+            sent += 1
+        self.metrics.room_frames_relayed.inc(sent)
 
     def _on_remote_presence(self, frame: PresenceFrame) -> None:
         """A presence change on another node (from the presence bus): tell every local member."""
@@ -1156,6 +1169,7 @@ class Room:
     async def _commit(self, batch: list[tuple[Member | None, Message]]) -> None:
         """Sequence ``batch`` (lock held): journal it durably, then ack and broadcast it."""
         plan = await self._append([m for _, m in batch])
+        self.metrics.room_messages.inc(len(plan.accepted))
         self.last_active = time.monotonic()
         self._answer(batch, plan)
         self._trim_tail_memory()
@@ -1384,8 +1398,10 @@ class Room:
         try:
             while next_plan is not None:
                 plan = next_plan
+                started = time.perf_counter()
                 replica, rec, data = await asyncio.to_thread(_build_snapshot, plan)
                 won = await self._store_snapshot(plan, data)
+                self.metrics.room_snapshot_seconds.observe(time.perf_counter() - started)
                 caught = await self._catch_up_replica(plan, replica)
                 async with self._lock:
                     installed = caught is not None and self._install_snapshot(

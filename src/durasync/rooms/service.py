@@ -25,6 +25,8 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.logs import RequestLog
+from durasync.metrics import Metrics
 from durasync.protocol.closecodes import CloseCode
 from durasync.protocol.room_frames import Format, PingFrame, encode_frame
 from durasync.protocol.room_rules import room_name_problem
@@ -78,8 +80,16 @@ class RoomService:
         authorizer: Authorizer,
         stream_settings: StreamSettings | None = None,
         presence: PresenceBus | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        #: Counters and gauges (no-op when metrics are off or not given).
+        self.metrics = metrics or Metrics(enabled=False)
+        self.metrics.watch_rooms(
+            lambda: len(self.rooms), lambda: sum(len(r.members) for r in self.rooms.values())
+        )
+        #: Access lines of WebSocket connections (set by create_app).
+        self.request_log: RequestLog | None = None
         self.settings = settings or RoomSettings()
         #: Where presence lives: this process (default) or shared by several nodes (Redis).
         self.presence: PresenceBus = presence or LocalPresenceBus(self.settings.presence_timeout)
@@ -147,7 +157,14 @@ class RoomService:
             raise
         finally:
             self._loading.pop(name, None)
+        room.metrics = self.metrics
         self.rooms[name] = room
+        log.info(
+            "room %s loaded (serverSeq %d)",
+            name,
+            room.last_seq,
+            extra={"event": "room_loaded", "room": name},
+        )
         fut.set_result(room)
         return room
 
@@ -173,6 +190,11 @@ class RoomService:
                 ):
                     self.rooms.pop(name, None)
                     await room.close()
+                    log.info(
+                        "room %s evicted (idle)",
+                        name,
+                        extra={"event": "room_evicted", "room": name},
+                    )
 
     # ------------------------------------------------------------------ HTTP views
 
@@ -320,11 +342,28 @@ class _WsEndpoint:
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One WebSocket connection, counted in the metrics and logged when it ends."""
+        service = self.service
+        metrics = service.metrics
+        metrics.websockets.inc()
+        started = time.monotonic()
+        code = 0
+        try:
+            code = await self._connection(scope, receive, send)
+        finally:
+            metrics.websockets.dec()
+            if service.request_log is not None:
+                route = getattr(scope.get("route"), "path", "/v1/rooms/{room}")
+                service.request_log.websocket_done(route, code, time.monotonic() - started)
+
+    async def _connection(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Serve the connection; returns how it ended: the close code the server sent, the
+        HTTP status of a refused handshake, or 1000 when the client left."""
         service = self.service
         name: str = scope["path_params"]["room"]
         first = await receive()
         if first["type"] != "websocket.connect":
-            return
+            return 1000
         # Authentication and read permission are checked before accepting. A refused handshake
         # is an HTTP 401/403 with the JSON error body where the ASGI server supports the
         # WebSocket Denial Response extension (uvicorn does), else a close before accept
@@ -335,20 +374,20 @@ class _WsEndpoint:
                 raise AuthError(403, "FORBIDDEN", f"not allowed to read room/{name}")
         except AuthError as exc:
             await _deny(scope, send, exc)
-            return
+            return exc.status
         can_write = service.authorizer.authorize(principal, "write", "room/" + name)
         await send({"type": "websocket.accept"})
         if service._closing:
             # Not the client's fault: 4008 tells it to resume (here after a restart, or on
             # another node), where 4400 would tell it to stop.
             await _close(send, CloseCode.RESUME, "server shutting down")
-            return
+            return int(CloseCode.RESUME)
         try:
             join = parse_join(name, scope.get("query_string", b""))
             room = await self._open_room(join, can_write=can_write)
         except JoinRefused as refused:
             await _close(send, refused.code, refused.reason)
-            return
+            return int(refused.code)
         session = ServerRoomSession(
             join,
             room,
@@ -356,7 +395,14 @@ class _WsEndpoint:
             rules=service.settings.rules(),
             now=asyncio.get_running_loop().time(),
         )
-        await self._serve(room, session, receive, send)
+        session.on_error = self._count_error
+        return await self._serve(room, session, receive, send)
+
+    def _count_error(self, code: str) -> None:
+        metrics = self.service.metrics
+        metrics.error("rooms", code)
+        if code == "RATE_LIMITED":
+            metrics.room_rate_limited.inc()
 
     async def _open_room(self, join: JoinRequest, *, can_write: bool) -> Room:
         """Load (or create) the room of ``join`` and admit it.
@@ -388,8 +434,9 @@ class _WsEndpoint:
 
     async def _serve(
         self, room: Room, session: ServerRoomSession, receive: Receive, send: Send
-    ) -> None:
-        """Admit the member (its ``state`` first) and pump its frames until it leaves."""
+    ) -> int:
+        """Admit the member (its ``state`` first) and pump its frames until it leaves;
+        returns the close code the server sent, or 1000 when the client left."""
 
         async def raw_send(data: bytes, f: Format) -> None:
             if f == "json":
@@ -429,6 +476,7 @@ class _WsEndpoint:
             member.owner = None
             room.leave(member)
             await member.stop()
+        return member.close_code or 1000
 
     async def _receive_loop(
         self, room: Room, member: Member, session: ServerRoomSession, receive: Receive

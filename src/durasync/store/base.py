@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 import msgspec
 
@@ -222,6 +222,18 @@ class StoreUnavailable(StoreError):
 # --------------------------------------------------------------------------
 
 
+class StoreObserver(Protocol):
+    """What a store reports to whoever watches it (the server's metrics)."""
+
+    def commit(self, seconds: float, operations: int | None) -> None:
+        """A commit took ``seconds`` (an fsync'd transaction, or an append's round trip);
+        ``operations``: how many operations the transaction carried, when it batched.
+        May be called from a store's own thread."""
+
+    def availability(self, available: bool) -> None:
+        """The backend became unreachable (``False``) or reachable again (``True``)."""
+
+
 class LogStore(abc.ABC):
     """One async interface over every backend (memory, embedded, redis).
 
@@ -240,6 +252,15 @@ class LogStore(abc.ABC):
     #: own memory (e.g. the DS §9 subscriptions). False for stores that one
     #: process owns (memory, embedded).
     shared: bool = False
+    #: Told about commits and, for shared stores, about losing and regaining the backend
+    #: (metrics and logs; see :class:`StoreObserver`). Set before :meth:`open`.
+    observer: StoreObserver | None = None
+
+    @property
+    def available(self) -> bool:
+        """False while the backend is known to be unreachable (a shared store whose server
+        is down); local stores are always available once open."""
+        return True
 
     @abc.abstractmethod
     async def open(self) -> None:

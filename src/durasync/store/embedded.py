@@ -500,6 +500,7 @@ class EmbeddedStore(LogStore):
         batch: list[_Op],
     ) -> None:
         persistence.reset()
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op in batch:
@@ -512,6 +513,9 @@ class EmbeddedStore(LogStore):
             conn.execute("COMMIT")
             self.commits += 1
             self.committed_ops += len(batch)
+            observer = self.observer
+            if observer is not None:
+                observer.commit(time.perf_counter() - started, len(batch))
         except Exception as exc:  # sqlite3.Error, OSError, engine bug: fail the batch
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

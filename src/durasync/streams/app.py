@@ -45,6 +45,7 @@ from durasync.auth import (
     LoopbackAuthorizer,
     credentials_from_scope,
 )
+from durasync.metrics import Metrics
 from durasync.namespaces import ReservedAccess, is_reserved
 from durasync.store.base import (
     OFFSET_NOW,
@@ -66,6 +67,7 @@ from durasync.store.base import (
     StreamConfig,
     StreamExists,
     StreamGone,
+    StreamInfo,
     StreamNotFound,
 )
 from durasync.store.rules import fork_prefix
@@ -84,6 +86,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("durasync.streams")
+
+#: ``on_created(path, info)``: awaited after a PUT created a stream, before the 201.
+StreamCreatedHook = Callable[[str, StreamInfo], Awaitable[None]]
+#: ``on_deleted(path)``: awaited after a DELETE removed a stream, before the 204.
+StreamDeletedHook = Callable[[str], Awaitable[None]]
 
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -358,9 +365,11 @@ class _Disconnected(Exception):
 class _Live:
     """One live (long-poll or SSE) request: lets shutdown/disconnect end its wait."""
 
-    __slots__ = ("ended", "task", "waiting")
+    __slots__ = ("ended", "sse", "task", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, sse: bool = False) -> None:
+        #: An SSE response (else a long-poll), for the metrics.
+        self.sse = sse
         #: The request's own task (found once per request, not once per wait:
         #: an SSE response waits once per delivery).
         self.task: asyncio.Task[Any] | None = asyncio.current_task()
@@ -417,8 +426,17 @@ class StreamsApp:
         authorizer: Authorizer | None = None,
         subscriptions: Any | None = None,
         serve_reserved: bool = False,
+        metrics: Metrics | None = None,
+        on_created: StreamCreatedHook | None = None,
+        on_deleted: StreamDeletedHook | None = None,
     ) -> None:
         self.store = store
+        #: Counters (no-op children when metrics are off or not given).
+        self.metrics = metrics or Metrics(enabled=False)
+        #: Lifecycle hooks for embedders (registry stream); a hook's error is logged and the
+        #: request still succeeds: the stream was created or deleted.
+        self.on_created = on_created
+        self.on_deleted = on_deleted
         self.settings = settings or StreamSettings()
         self.authorizer: Authorizer = authorizer or LoopbackAuthorizer()
         self._reserved = ReservedAccess(self.settings.public_reserved)
@@ -474,6 +492,16 @@ class StreamsApp:
         """Number of open long-poll/SSE requests (for tests and metrics)."""
         return len(self._live)
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`begin_shutdown` was called (readiness answers 503)."""
+        return self._closing
+
+    def live_counts(self) -> tuple[int, int]:
+        """Open long-polls and open SSE responses (read when metrics are scraped)."""
+        sse = sum(1 for live in self._live if live.sse)
+        return len(self._live) - sse, sse
+
     # ------------------------------------------------------------------
     # ASGI entry
     # ------------------------------------------------------------------
@@ -497,6 +525,7 @@ class StreamsApp:
         try:
             await self._handle(scope, receive, send)
         except Exception as exc:
+            self.metrics.error("streams", "INTERNAL_ERROR")
             log.error(
                 "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
             )
@@ -562,6 +591,9 @@ class StreamsApp:
                 await self._head(send, path)
             elif method == "DELETE":
                 await self.store.delete(path)
+                self.metrics.streams_deleted.inc()
+                if self.on_deleted is not None:
+                    await self._run_hook("on_deleted", self.on_deleted(path))
                 await _respond(send, 204, [])
                 # DS §9: a deleted stream leaves every subscription.
                 notify_delete = getattr(self.subscriptions, "notify_delete", None)
@@ -580,8 +612,10 @@ class StreamsApp:
         except _Disconnected:
             return
         except p.ProtocolError as exc:
+            self.metrics.error("streams", exc.code)
             await _error(send, exc.status, exc.code, exc.message, exc.headers)
         except AuthError as exc:
+            self.metrics.error("streams", exc.code)
             extra: Headers = []
             if exc.status == 401:
                 extra.append(
@@ -595,8 +629,10 @@ class StreamsApp:
             await _error(send, exc.status, exc.code, exc.message, extra)
         except StoreClientError as exc:
             status, code, extra = _map_store_error(exc, method)
+            self.metrics.error("streams", code)
             await _error(send, status, code, str(exc) or code, extra)
         except StoreUnavailable as exc:
+            self.metrics.error("streams", "STORE_UNAVAILABLE")
             log.warning("store unavailable: %s", exc)
             await _error(
                 send,
@@ -729,6 +765,9 @@ class StreamsApp:
         if info.closed:
             out.append((H_CLOSED, TRUE))
         if result.created:
+            self.metrics.streams_created.inc()
+            if self.on_created is not None:
+                await self._run_hook("on_created", self.on_created(path, info))
             out.append((b"location", _location(scope, headers)))
             await _respond(send, 201, out)
             # DS §9: a stream created with data wakes matching subscriptions.
@@ -736,6 +775,13 @@ class StreamsApp:
                 await self._notify_append(path, info.tail)
         else:
             await _respond(send, 200, out)
+
+    async def _run_hook(self, name: str, call: Awaitable[None]) -> None:
+        """Await a lifecycle hook; its failure is logged, never the request's."""
+        try:
+            await call
+        except Exception:
+            log.exception("stream %s hook failed", name)
 
     async def _notify_append(self, path: str, tail: str) -> None:
         """Tell subscriptions (DS §9) that ``path`` got data or closed; never raises."""
@@ -855,6 +901,11 @@ class StreamsApp:
             stream_seq=stream_seq,
             close=close,
         )
+        if result.status == "appended":
+            metrics = self.metrics
+            metrics.appends.inc()
+            metrics.appended_messages.inc(len(messages))
+            metrics.appended_bytes.inc(len(body))
         out: Headers = [(H_NEXT_OFFSET, result.tail.encode())]
         if result.closed:
             out.append((H_CLOSED, TRUE))
@@ -1400,7 +1451,7 @@ class StreamsApp:
         ]
         if binary:
             out.append((H_SSE_ENCODING, b"base64"))
-        live = _Live()
+        live = _Live(sse=True)
         if self._closing:
             live.ended = True
         self._live.add(live)

@@ -133,6 +133,9 @@ class RedisStore(LogStore):
             on_send=self._read_joins.clear,
         )
         self._tail = Tail(self._redis, (prefix + "tail").encode())
+        self._tail.subscription.on_state = self._subscription_state
+        #: Whether the subscription was ever confirmed (a later loss is "Redis lost").
+        self._was_up = False
         self._closed = False
 
     @property
@@ -144,6 +147,27 @@ class RedisStore(LogStore):
     def malformed_messages(self) -> int:
         """Tail messages that were not ours (another publisher on the channel)."""
         return self._tail.malformed_messages
+
+    @property
+    def available(self) -> bool:
+        """True while the node's subscription to Redis is confirmed and up: it PINGs Redis
+        every second, so a Redis that is down or unreachable shows within a few seconds."""
+        return not self._closed and self._tail.subscription.subscribed.is_set()
+
+    def _subscription_state(self, up: bool) -> None:
+        """Lifecycle lines and the observer on losing and regaining Redis."""
+        if up:
+            if self._was_up:
+                log.warning("redis at %s regained", redact_url(self.url))
+            else:
+                log.info("redis at %s connected", redact_url(self.url))
+            self._was_up = True
+        elif self._closed:
+            return
+        else:
+            log.warning("redis at %s lost", redact_url(self.url))
+        if self.observer is not None:
+            self.observer.availability(up)
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -345,7 +369,13 @@ class RedisStore(LogStore):
             close=close,
             now=self._now(now),
         )
-        res = await self._run(scripts.APPEND, args)
+        observer = self.observer
+        if observer is None:
+            res = await self._run(scripts.APPEND, args)
+        else:
+            started = time.perf_counter()
+            res = await self._run(scripts.APPEND, args)
+            observer.commit(time.perf_counter() - started, None)
         result, written = scripts.append_reply(path, messages, producer, res)
         if written is not None:
             self._tail.appended(path, written, messages)

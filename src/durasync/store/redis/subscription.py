@@ -75,6 +75,9 @@ class Subscription:
         self._closed = False
         #: Loop time the subscription last delivered anything (message or PONG).
         self._seen = 0.0
+        #: Called with True after each confirmed (re)subscription and with False when a
+        #: confirmed subscription is lost (the owner's availability signal).
+        self.on_state: Callable[[bool], None] | None = None
 
     def start(self) -> None:
         """Start subscribing (in a task of its own; returns at once)."""
@@ -123,6 +126,8 @@ class Subscription:
                 # Never let live delivery die with a bug: log, resubscribe.
                 log.exception("redis subscriber of %r failed; resubscribing", self.channel)
             finally:
+                if self.subscribed.is_set() and self.on_state is not None:
+                    self.on_state(False)
                 self.subscribed.clear()
                 if reader is not None:
                     reader.cancel()
@@ -152,5 +157,7 @@ class Subscription:
                 # have been published while we were not subscribed.
                 self.subscriptions += 1
                 self.subscribed.set()
+                if self.on_state is not None:
+                    self.on_state(True)
                 await self._on_subscribed()
                 self._seen = loop.time()
