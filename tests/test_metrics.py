@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from durasync.cli import resolve_serve_args
 from durasync.metrics import Metrics
 from durasync.protocol.closecodes import CloseCode
 from durasync.rooms.room import Member, Room, RoomSettings
@@ -35,6 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield proc
     finally:
         assert proc.stop() == 0, "".join(proc.output[-30:])
+    # At the default log level (warning) no access line is written.
+    assert not [line for line in proc.output if "durasync.access" in line]
 
 
 async def test_appends_and_live_readers_move_the_stream_metrics(server: ServerProcess) -> None:
@@ -198,15 +201,18 @@ async def test_a_slow_consumer_drop_is_counted() -> None:
 
 
 def test_metrics_off_serves_no_endpoint(tmp_path: Path) -> None:
+    proc = start_server("--port", "0", "--memory", "--no-metrics")
+    try:
+        assert httpx.get(proc.url + "/metrics", timeout=5).status_code == 404
+        assert httpx.get(proc.url + "/readyz", timeout=5).status_code == 200
+    finally:
+        assert proc.stop() == 0
+    # The config file key is the flag's name.
     config = tmp_path / "serve.toml"
     config.write_text("memory = true\nno-metrics = true\n")
-    for args in (["--memory", "--no-metrics"], ["--config", str(config)]):
-        proc = start_server("--port", "0", *args)
-        try:
-            assert httpx.get(proc.url + "/metrics", timeout=5).status_code == 404
-            assert httpx.get(proc.url + "/readyz", timeout=5).status_code == 200
-        finally:
-            assert proc.stop() == 0
+    args = resolve_serve_args(["--config", str(config)], {})
+    assert args.no_metrics is True
+    assert resolve_serve_args([], {}).no_metrics is False
 
 
 def test_error_code_labels_are_bounded() -> None:

@@ -13,7 +13,10 @@ unique per process), ``method``, ``route`` (the route *template*, e.g. ``/v1/str
 never the raw path or query string), ``status`` (0 when no response was started; the close
 code for a WebSocket), ``duration_ms`` and ``bytes`` (response body bytes; not counted for
 WebSockets). Nothing from request headers or query strings is logged, so bearer tokens
-(``Authorization`` or ``?token=``) never reach a log.
+(``Authorization`` or ``?token=``) never reach a log. Other libraries' lines pass a redaction
+filter on the way out (:class:`RedactTokens`): uvicorn's WebSocket line names the request
+target, query string included, so ``token=<value>`` and ``Bearer <value>`` are replaced by
+``[redacted]`` in every record.
 
 **Lifecycle lines** carry ``event``: ``listening``, ``store_opened``, ``shutdown``,
 ``room_loaded``, ``room_evicted``; the Redis store logs ``redis at ... lost`` /
@@ -25,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -53,6 +57,22 @@ _STANDARD: Final = frozenset(
 
 _ids = itertools.count(1)
 _PROCESS: Final = f"{os.getpid():x}"
+
+
+#: ``token=<value>`` in a query string, ``Bearer <value>`` in a header echoed by a library.
+_SECRETS: Final = re.compile(r"(?i)(token=|bearer\s+)[^\s&\"'\]]+")
+
+
+class RedactTokens(logging.Filter):
+    """Replaces bearer tokens in every record's message with ``[redacted]`` (all handlers of
+    :func:`configure` carry it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _SECRETS.search(message) is not None:
+            record.msg = _SECRETS.sub(r"\1[redacted]", message)
+            record.args = None
+        return True
 
 
 def new_request_id() -> str:
@@ -114,6 +134,7 @@ def configure(fmt: str = "text", level: str = "warning") -> None:
         raise ValueError(f"unknown log level {level!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
