@@ -13,7 +13,8 @@ The exceptions are deliberate and listed here:
 - the ``__ds/...`` subscription control routes, which the subscription service answers itself
   before the streams app sees the path (DS §9);
 - reserved paths the server declares *publicly readable* (:class:`ReservedAccess`): readable
-  like any stream, never writable through the public API. None are declared today.
+  like any stream, never writable through the public API: `__registry__` when the server runs
+  with `--registry-stream` (durasync.streams.registry).
 
 Pure: no I/O, importable by every layer (store, streams, rooms, p2p, replication).
 """
