@@ -411,6 +411,15 @@ def bench_tail(pool: Any, base: str, prefix: str, cfg: Config) -> dict[str, floa
     }
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of process ``pid`` from /proc (Linux), in seconds; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_all(
     starters: dict[str, Callable[[], ServerProc]], cfg: Config, pool: Any
 ) -> dict[str, dict[str, Any]]:
@@ -448,9 +457,16 @@ def run_all(
                 k = rep % len(names)
                 for name in names[k:] + names[:k]:
                     print(f"[{name}] {section} #{rep + 1}", file=sys.stderr, flush=True)
-                    samples[name].setdefault(section, []).append(
-                        fn(servers[name].url, prefix[name])
-                    )
+                    pid = servers[name].proc.pid
+                    cpu = _cpu_seconds(pid)
+                    result = fn(servers[name].url, prefix[name])
+                    if "appends_per_s" in result and cpu is not None:
+                        # Server CPU (utime + stime) per append: less sensitive to what else
+                        # runs on a shared machine than appends/s.
+                        spent = (_cpu_seconds(pid) or cpu) - cpu
+                        done = result["appends_per_s"] * cfg.duration
+                        result["cpu_us"] = spent * 1e6 / done if done else 0.0
+                    samples[name].setdefault(section, []).append(result)
 
         own = [f"own-{i}" for i in range(cfg.writers)]
         if "own" in cfg.phases:
@@ -481,8 +497,10 @@ ROWS: list[tuple[str, str, str, bool]] = [
     # label, section, key, higher_is_better
     ("appends/s, 8 writers, own streams", "own", "appends_per_s", True),
     ("  append p99 ms (own)", "own", "p99_ms", False),
+    ("  server CPU us per append (own)", "own", "cpu_us", False),
     ("appends/s, 8 writers, shared stream", "shared", "appends_per_s", True),
     ("  append p99 ms (shared)", "shared", "p99_ms", False),
+    ("  server CPU us per append (shared)", "shared", "cpu_us", False),
     ("catch-up MB/s (median)", "catchup", "mb_per_s", True),
     ("catch-up MB/s (best)", "catchup", "mb_per_s_best", True),
     ("long-poll p50 ms", "tail", "lp_p50_ms", False),
@@ -516,6 +534,31 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
                 line += f"{'-':>16}"
         print(line)
     print("(ratio = ours / reference; for latency rows lower is better)")
+
+
+def print_metrics_cost(results: dict[str, dict[str, Any]]) -> None:
+    """Metrics on (ours-*) next to metrics off (ours-*-nometrics), when both ran."""
+    pairs = [(a, a + "-nometrics") for a in ("ours-durable", "ours-memory")]
+    pairs = [(a, b) for a, b in pairs if a in results and b in results]
+    if not pairs:
+        return
+    print()
+    header = f"{'metrics on / off':38}"
+    header += "".join(f"{a:>16}{'off':>10}{'on/off':>9}" for a, _ in pairs)
+    print(header)
+    print("-" * len(header))
+    for label, section, key, _higher in ROWS:
+        if section not in ("own", "shared"):
+            continue
+        line = f"{label:38}"
+        for a, b in pairs:
+            va = results[a].get(section, {}).get(key)
+            vb = results[b].get(section, {}).get(key)
+            if isinstance(va, float | int) and isinstance(vb, float | int) and vb:
+                line += f"{va:>16.2f}{vb:>10.2f}{va / vb:>8.3f}x"
+            else:
+                line += f"{'-':>35}"
+        print(line)
 
 
 def check_targets(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -579,7 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--servers",
         default="ours-durable,ref-file,ours-memory,ref-memory",
-        help="comma-separated subset of ours-durable,ours-memory,ref-file,ref-memory",
+        help=(
+            "comma-separated subset of ours-durable,ours-memory,ref-file,ref-memory,"
+            "ours-durable-nometrics,ours-memory-nometrics (metrics off)"
+        ),
     )
     ap.add_argument(
         "--phases",
@@ -609,6 +655,11 @@ def main(argv: list[str] | None = None) -> int:
         "ours-memory": lambda: start_ours(long_poll_timeout=20),
         "ref-file": lambda: start_reference(data_dir=tmp / "ref", long_poll_timeout=20),
         "ref-memory": lambda: start_reference(long_poll_timeout=20),
+        # The cost of metrics: the same servers with `--no-metrics` (compare with ours-*).
+        "ours-durable-nometrics": lambda: start_ours(
+            data_dir=tmp / "ours-nm", long_poll_timeout=20, extra=["--no-metrics"]
+        ),
+        "ours-memory-nometrics": lambda: start_ours(long_poll_timeout=20, extra=["--no-metrics"]),
     }
     ctx = mp.get_context("spawn")
     try:
@@ -626,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {cfg.reps} interleaved runs"
     )
     print_table(results)
+    print_metrics_cost(results)
     print()
     for line in check_targets(results):
         print(line)

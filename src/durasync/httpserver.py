@@ -503,41 +503,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         observer = self.observer
+        recorder: _Recorder | None = None
         if observer is not None and observer.active:
-            run = self._observed(cycle, app, observer)
-        else:
-            run = cycle.run_asgi(app)
+            recorder = _Recorder(cycle, observer)
+            # run_asgi (and its 500 fallback) sends through the instance attribute.
+            cycle.send = recorder.send  # type: ignore[method-assign]
         if self.config.reset_contextvars:
-            task = self.loop.create_task(run, context=contextvars.Context())
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
-            task = self.loop.create_task(run)
+            task = self.loop.create_task(cycle.run_asgi(app))
         task.add_done_callback(self._request_done)
+        if recorder is not None:
+            task.add_done_callback(recorder.done)
         self.tasks.add(task)
-
-    async def _observed(
-        self, cycle: RequestResponseCycle, app: Any, observer: RequestObserver
-    ) -> None:
-        """Run the request, noting its status and body bytes; report them when it ends."""
-        # perf_counter: uvloop's loop.time() counts whole milliseconds.
-        started = time.perf_counter()
-        status = 0
-        nbytes = 0
-        send = cycle.send
-
-        async def observed_send(message: Any) -> None:
-            nonlocal status, nbytes
-            if message["type"] == "http.response.body":
-                nbytes += len(message.get("body", b""))
-            elif message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        # run_asgi (and its 500 fallback) sends through the instance attribute.
-        cycle.send = observed_send  # type: ignore[method-assign]
-        try:
-            await cycle.run_asgi(app)
-        finally:
-            observer.request_done(cycle.scope, status, nbytes, time.perf_counter() - started)
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
@@ -545,6 +523,35 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # app error): make sure that close cannot wait for ever on a client that never reads.
         if self.transport.is_closing() and self._drain_timer is None:
             self._watch_drain(-1)
+
+
+class _Recorder:
+    """Notes one request's status and body bytes as they are sent; reports them to the
+    observer when the request's task ends. ``send`` is a plain function returning uvicorn's
+    own send coroutine: no extra coroutine frame per message."""
+
+    __slots__ = ("_send", "nbytes", "observer", "scope", "started", "status")
+
+    def __init__(self, cycle: RequestResponseCycle, observer: RequestObserver) -> None:
+        self._send = cycle.send
+        self.scope = cycle.scope
+        self.observer = observer
+        # perf_counter: uvloop's loop.time() counts whole milliseconds.
+        self.started = time.perf_counter()
+        self.status = 0
+        self.nbytes = 0
+
+    def send(self, message: Any) -> Any:
+        if message["type"] == "http.response.body":
+            self.nbytes += len(message.get("body", b""))
+        elif message["type"] == "http.response.start":
+            self.status = message["status"]
+        return self._send(message)
+
+    def done(self, task: asyncio.Task[None]) -> None:
+        self.observer.request_done(
+            self.scope, self.status, self.nbytes, time.perf_counter() - self.started
+        )
 
 
 def bounded_protocol(

@@ -169,13 +169,14 @@ class RequestLog:
 
     def route_of(self, scope: Mapping[str, object]) -> str:
         """The route template that served ``scope`` (bounded set; module docstring)."""
-        route = scope.get("route")
-        template = getattr(route, "path", None)
+        path = scope.get("path", "")
+        # The streams fast path (create_app) serves every path under the prefix.
+        if self._stream_prefix != "/" and isinstance(path, str):
+            if path.startswith(self._stream_prefix):
+                return self._stream_route
+        template = getattr(scope.get("route"), "path", None)
         if isinstance(template, str):
             return template
-        path = scope.get("path", "")
-        if isinstance(path, str) and path.startswith(self._stream_prefix):
-            return self._stream_route
         return "unmatched"
 
     def request_done(self, scope: dict[str, Any], status: int, nbytes: int, seconds: float) -> None:

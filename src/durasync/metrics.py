@@ -2,9 +2,12 @@
 
 :class:`Metrics` owns a :class:`prometheus_client.CollectorRegistry` of its own (two apps in
 one process never share counters) and hands the layers **pre-bound children**: a counter
-increment on a hot path is one method call on an object that exists already, never a label
-lookup. Labels whose values depend on traffic (route, status class, error code) are resolved
-through small dictionaries filled on first use and bounded:
+increment on a hot path is one method call on an object that exists already (a plain attribute
+add, no lock: every caller runs on the event loop), never a label lookup. The library turns
+them into the exposition when scraped (a collector); histograms fed by a store's writer
+thread are the library's own thread-safe histograms. Labels whose values depend on traffic
+(route, status class, error code) are resolved through small dictionaries filled on first use
+and bounded:
 
 - ``route`` is a route *template* (``/v1/stream/{path}``, ``/v1/rooms/{room}``), never a
   stream path or room name; the set is the app's route table plus ``unmatched``;
@@ -18,14 +21,14 @@ registry: layers call them unconditionally and a server with metrics off pays on
 method call per event.
 
 Gauges of things the server already counts (rooms loaded, members, open live reads) are read
-when scraped (``set_function``): they cost nothing between scrapes.
+when scraped: they cost nothing between scrapes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Final, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Protocol
 
 __all__ = ["MAX_ERROR_CODES", "Metrics", "status_class"]
 
@@ -65,8 +68,6 @@ class Gauge(Protocol):
 
     def dec(self, amount: float = 1) -> None: ...
 
-    def set(self, value: float) -> None: ...
-
 
 class Histogram(Protocol):
     def observe(self, amount: float) -> None: ...
@@ -83,14 +84,28 @@ class _Noop:
     def dec(self, amount: float = 1) -> None:
         pass
 
-    def set(self, value: float) -> None:
-        pass
-
     def observe(self, amount: float) -> None:
         pass
 
 
 _NOOP: Final = _Noop()
+
+
+class _Count:
+    """A counter or gauge value incremented on the event loop's thread only: a plain
+    attribute add (prometheus_client's own children take a lock and check their state on
+    every call, ~10x the cost). Exported when scraped by :class:`_Collector`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
 
 
 def status_class(status: int) -> str:
@@ -100,60 +115,75 @@ def status_class(status: int) -> str:
     return "none"
 
 
+#: Plain counters: (attribute, metric name without ``durasync_`` and ``_total``, help).
+_COUNTERS: Final = (
+    ("appends", "stream_appends", "Accepted stream appends (POST that wrote data)"),
+    ("appended_messages", "stream_appended_messages", "Messages in accepted stream appends"),
+    ("appended_bytes", "stream_appended_bytes", "Request body bytes of accepted appends"),
+    ("streams_created", "streams_created", "Streams created (PUT answered 201)"),
+    ("streams_deleted", "streams_deleted", "Streams deleted (DELETE answered 204)"),
+    ("store_unavailable", "store_unavailable_events", "Times the shared store (Redis) was lost"),
+    ("room_messages", "room_messages_sequenced", "CRDT messages sequenced into room journals"),
+    (
+        "room_frames_relayed",
+        "room_frames_relayed",
+        "Frames queued to room members by broadcasts (one per member reached)",
+    ),
+    (
+        "room_slow_consumers",
+        "room_slow_consumer_disconnects",
+        "Members dropped because their send queue overflowed (4008)",
+    ),
+    ("room_rate_limited", "room_rate_limited_frames", "Client frames refused with RATE_LIMITED"),
+)
+
+
 class Metrics:
-    """Every metric of one server; see the module docstring and docs/operations.md."""
+    """Every metric of one server; see the module docstring and docs/operations.md.
+
+    Counters and gauges changed on the event loop are plain values (:class:`_Count`) that a
+    collector exports when scraped; histograms fed from a store's writer thread are
+    prometheus_client's own (thread-safe) histograms.
+    """
 
     def __init__(self, *, enabled: bool = True) -> None:
         self.enabled = enabled
-        self._requests: dict[tuple[str, int], Counter] = {}
-        self._errors: dict[tuple[str, str], Counter] = {}
+        self._requests: dict[tuple[str, int], _Count] = {}
+        self._errors: dict[tuple[str, str], _Count] = {}
+        self._gauge_fns: dict[str, Callable[[], float]] = {}
+        self.store_up = 1
+        self.appends: Counter
+        self.appended_messages: Counter
+        self.appended_bytes: Counter
+        self.streams_created: Counter
+        self.streams_deleted: Counter
+        self.store_unavailable: Counter
+        self.room_messages: Counter
+        self.room_frames_relayed: Counter
+        self.room_slow_consumers: Counter
+        self.room_rate_limited: Counter
+        self.websockets: Gauge
+        self.commit_seconds: Histogram
+        self.commit_batch: Histogram
+        self.room_snapshot_seconds: Histogram
         if not enabled:
             self.registry = None
-            self._bind_noop()
+            for attribute, _, _ in _COUNTERS:
+                setattr(self, attribute, _NOOP)
+            self.websockets = _NOOP
+            self.commit_seconds = self.commit_batch = self.room_snapshot_seconds = _NOOP
             return
         from prometheus_client import CollectorRegistry
-        from prometheus_client import Counter as PCounter
-        from prometheus_client import Gauge as PGauge
         from prometheus_client import Histogram as PHistogram
 
         self.registry = registry = CollectorRegistry(auto_describe=False)
+        for attribute, _, _ in _COUNTERS:
+            setattr(self, attribute, _Count())
+        self._websockets = _Count()
+        self.websockets = self._websockets
+        registry.register(_Collector(self))
         ns = "durasync"
-        self._http_requests = PCounter(
-            "http_requests",
-            "HTTP requests answered, by route template and status class",
-            ["route", "status"],
-            namespace=ns,
-            registry=registry,
-        )
-        self._error_counter = PCounter(
-            "errors",
-            "Error answers and error frames sent, by layer and error code",
-            ["layer", "code"],
-            namespace=ns,
-            registry=registry,
-        )
-        self.appends: Counter = PCounter(
-            "stream_appends", "Accepted stream appends (POST)", namespace=ns, registry=registry
-        )
-        self.appended_messages: Counter = PCounter(
-            "stream_appended_messages",
-            "Messages in accepted stream appends",
-            namespace=ns,
-            registry=registry,
-        )
-        self.appended_bytes: Counter = PCounter(
-            "stream_appended_bytes",
-            "Request body bytes of accepted stream appends",
-            namespace=ns,
-            registry=registry,
-        )
-        self.streams_created: Counter = PCounter(
-            "streams_created", "Streams created (PUT)", namespace=ns, registry=registry
-        )
-        self.streams_deleted: Counter = PCounter(
-            "streams_deleted", "Streams deleted (DELETE)", namespace=ns, registry=registry
-        )
-        self.commit_seconds: Histogram = PHistogram(
+        self.commit_seconds = PHistogram(
             "store_commit_seconds",
             "Store commit latency: one group commit with its fsync (embedded), one append "
             "round trip (redis)",
@@ -161,85 +191,20 @@ class Metrics:
             namespace=ns,
             registry=registry,
         )
-        self.commit_batch: Histogram = PHistogram(
+        self.commit_batch = PHistogram(
             "store_commit_batch_size",
             "Operations per group commit (embedded store)",
             buckets=BATCH_BUCKETS,
             namespace=ns,
             registry=registry,
         )
-        self.store_unavailable: Counter = PCounter(
-            "store_unavailable_events",
-            "Times the shared store (Redis) was lost",
-            namespace=ns,
-            registry=registry,
-        )
-        self._store_up = PGauge(
-            "store_available",
-            "1 while the store is reachable (always 1 for local stores)",
-            namespace=ns,
-            registry=registry,
-        )
-        self._store_up.set(1)
-        self._long_polls = PGauge(
-            "open_long_polls", "Long-poll GETs waiting", namespace=ns, registry=registry
-        )
-        self._sse = PGauge(
-            "open_sse_streams", "SSE responses open", namespace=ns, registry=registry
-        )
-        self.websockets: Gauge = PGauge(
-            "open_websockets", "WebSocket connections open", namespace=ns, registry=registry
-        )
-        self._rooms_loaded = PGauge(
-            "rooms_loaded", "Rooms loaded on this node", namespace=ns, registry=registry
-        )
-        self._room_members = PGauge(
-            "room_members",
-            "Room members (connections) on this node",
-            namespace=ns,
-            registry=registry,
-        )
-        self.room_messages: Counter = PCounter(
-            "room_messages_sequenced",
-            "CRDT messages sequenced into room journals",
-            namespace=ns,
-            registry=registry,
-        )
-        self.room_frames_relayed: Counter = PCounter(
-            "room_frames_relayed",
-            "Frames queued to room members by broadcasts (one per member reached)",
-            namespace=ns,
-            registry=registry,
-        )
-        self.room_slow_consumers: Counter = PCounter(
-            "room_slow_consumer_disconnects",
-            "Members dropped because their send queue overflowed (4008)",
-            namespace=ns,
-            registry=registry,
-        )
-        self.room_rate_limited: Counter = PCounter(
-            "room_rate_limited_frames",
-            "Client frames refused with RATE_LIMITED",
-            namespace=ns,
-            registry=registry,
-        )
-        self.room_snapshot_seconds: Histogram = PHistogram(
+        self.room_snapshot_seconds = PHistogram(
             "room_snapshot_seconds",
             "Time to build and store one room snapshot",
             buckets=SNAPSHOT_BUCKETS,
             namespace=ns,
             registry=registry,
         )
-
-    def _bind_noop(self) -> None:
-        self.appends = self.appended_messages = self.appended_bytes = _NOOP
-        self.streams_created = self.streams_deleted = _NOOP
-        self.commit_seconds = self.commit_batch = _NOOP
-        self.store_unavailable = _NOOP
-        self.websockets = _NOOP
-        self.room_messages = self.room_frames_relayed = _NOOP
-        self.room_slow_consumers = self.room_rate_limited = _NOOP
-        self.room_snapshot_seconds = _NOOP
 
     # -- labelled counters, bound on first use --------------------------------------------
 
@@ -250,9 +215,8 @@ class Metrics:
         if child is None:
             if not self.enabled:
                 return
-            child = self._http_requests.labels(route, status_class(status))
-            self._requests[key] = child
-        child.inc()
+            child = self._requests[key] = _Count()
+        child.value += 1
 
     def error(self, layer: str, code: str) -> None:
         """Count one error answer or frame (``layer``: ``streams``, ``rooms``, ``http``)."""
@@ -263,25 +227,22 @@ class Metrics:
                 return
             if len(self._errors) >= MAX_ERROR_CODES or not _CODE_RE.fullmatch(code):
                 key = (layer, "OTHER")
-                child = self._errors.get(key)
+            child = self._errors.get(key)
             if child is None:
-                child = self._error_counter.labels(layer, key[1])
-                self._errors[key] = child
-        child.inc()
+                child = self._errors[key] = _Count()
+        child.value += 1
 
     # -- scrape-time gauges and store hooks -------------------------------------------------
 
     def watch_rooms(self, loaded: Callable[[], float], members: Callable[[], float]) -> None:
         """Read the number of loaded rooms and of members when scraped."""
-        if self.enabled:
-            self._rooms_loaded.set_function(loaded)
-            self._room_members.set_function(members)
+        self._gauge_fns["rooms_loaded"] = loaded
+        self._gauge_fns["room_members"] = members
 
     def watch_streams(self, long_polls: Callable[[], float], sse: Callable[[], float]) -> None:
         """Read the numbers of open long-polls and SSE responses when scraped."""
-        if self.enabled:
-            self._long_polls.set_function(long_polls)
-            self._sse.set_function(sse)
+        self._gauge_fns["open_long_polls"] = long_polls
+        self._gauge_fns["open_sse_streams"] = sse
 
     def commit(self, seconds: float, operations: int | None) -> None:
         """A store commit took ``seconds``; ``operations``: the batch size if it batched.
@@ -292,9 +253,7 @@ class Metrics:
 
     def availability(self, available: bool) -> None:
         """The shared store was lost (``False``) or regained (``True``)."""
-        if not self.enabled:
-            return
-        self._store_up.set(1 if available else 0)
+        self.store_up = 1 if available else 0
         if not available:
             self.store_unavailable.inc()
 
@@ -309,3 +268,54 @@ class Metrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+#: Gauges read when scraped: (key in ``Metrics._gauge_fns``, help).
+_GAUGES: Final = (
+    ("open_long_polls", "Long-poll GETs waiting"),
+    ("open_sse_streams", "SSE responses open"),
+    ("rooms_loaded", "Rooms loaded on this node"),
+    ("room_members", "Room members (connections) on this node"),
+)
+
+
+class _Collector:
+    """Exports the plain counters and gauges of a :class:`Metrics` when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = self.metrics
+        requests = CounterMetricFamily(
+            "durasync_http_requests",
+            "HTTP requests answered, by route template and status class",
+            labels=["route", "status"],
+        )
+        for (route, klass), child in list(m._requests.items()):
+            requests.add_metric([route, status_class(klass * 100)], child.value)
+        yield requests
+        errors = CounterMetricFamily(
+            "durasync_errors",
+            "Error answers and error frames sent, by layer and error code",
+            labels=["layer", "code"],
+        )
+        for (layer, code), child in list(m._errors.items()):
+            errors.add_metric([layer, code], child.value)
+        yield errors
+        for attribute, name, documentation in _COUNTERS:
+            count = getattr(m, attribute)
+            yield CounterMetricFamily("durasync_" + name, documentation, value=count.value)
+        yield GaugeMetricFamily(
+            "durasync_store_available",
+            "1 while the store is reachable (always 1 for local stores)",
+            value=m.store_up,
+        )
+        yield GaugeMetricFamily(
+            "durasync_open_websockets", "WebSocket connections open", value=m._websockets.value
+        )
+        for key, documentation in _GAUGES:
+            fn = m._gauge_fns.get(key)
+            yield GaugeMetricFamily("durasync_" + key, documentation, value=fn() if fn else 0)

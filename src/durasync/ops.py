@@ -208,15 +208,17 @@ class OpsApi:
         except StoreError as exc:
             return _error(503, "STORE_UNAVAILABLE", str(exc))
         out: list[dict[str, Any]] = []
+        truncated = len(infos) >= _SCAN_LIMIT
         for info in infos:
             if info.soft_deleted or self.reserved.hidden(info.path):
                 continue
             if not self.authorizer.authorize(principal, "read", "stream/" + info.path):
                 continue
-            out.append(stream_summary(info))
-            if len(out) >= limit:
+            if len(out) == limit:
+                truncated = True  # one more readable stream than asked for
                 break
-        return _json({"streams": out, "truncated": len(out) >= limit or len(infos) >= _SCAN_LIMIT})
+            out.append(stream_summary(info))
+        return _json({"streams": out, "truncated": truncated})
 
     async def room(self, request: Request) -> Response:
         name = request.path_params["room"]
