@@ -512,8 +512,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
         else:
             task = self.loop.create_task(cycle.run_asgi(app))
-        task.add_done_callback(self._request_done)
-        if recorder is not None:
+        if recorder is None:
+            task.add_done_callback(self._request_done)
+        else:
+            # One done callback either way (each is a loop callback of its own).
+            recorder.then = self._request_done
             task.add_done_callback(recorder.done)
         self.tasks.add(task)
 
@@ -530,7 +533,7 @@ class _Recorder:
     observer when the request's task ends. ``send`` is a plain function returning uvicorn's
     own send coroutine: no extra coroutine frame per message."""
 
-    __slots__ = ("_send", "nbytes", "observer", "scope", "started", "status")
+    __slots__ = ("_send", "nbytes", "observer", "scope", "started", "status", "then")
 
     def __init__(self, cycle: RequestResponseCycle, observer: RequestObserver) -> None:
         self._send = cycle.send
@@ -540,6 +543,8 @@ class _Recorder:
         self.started = time.perf_counter()
         self.status = 0
         self.nbytes = 0
+        #: The protocol's own done callback, run first.
+        self.then: Callable[[asyncio.Task[None]], None] | None = None
 
     def send(self, message: Any) -> Any:
         if message["type"] == "http.response.body":
@@ -549,6 +554,8 @@ class _Recorder:
         return self._send(message)
 
     def done(self, task: asyncio.Task[None]) -> None:
+        if self.then is not None:
+            self.then(task)
         self.observer.request_done(
             self.scope, self.status, self.nbytes, time.perf_counter() - self.started
         )

@@ -171,9 +171,12 @@ class RequestLog:
         """The route template that served ``scope`` (bounded set; module docstring)."""
         path = scope.get("path", "")
         # The streams fast path (create_app) serves every path under the prefix.
-        if self._stream_prefix != "/" and isinstance(path, str):
-            if path.startswith(self._stream_prefix):
-                return self._stream_route
+        if (
+            self._stream_prefix != "/"
+            and isinstance(path, str)
+            and path.startswith(self._stream_prefix)
+        ):
+            return self._stream_route
         template = getattr(scope.get("route"), "path", None)
         if isinstance(template, str):
             return template
