@@ -23,12 +23,13 @@ from js_client.browser import chromium
 from rooms.test_e2e import msg
 from streams.serverproc import ServerProcess
 
+# Tokens made at import time must outlive a whole `make test` run: valid for a day.
 SECRET = "inspector-test-secret-0123456789abcdef"
 TIMEOUT_MS = 15_000
 
 
 def token(**claims: object) -> str:
-    return jwt.encode({"exp": time.time() + 600, **claims}, SECRET, algorithm="HS256")
+    return jwt.encode({"exp": time.time() + 86_400, **claims}, SECRET, algorithm="HS256")
 
 
 ALL = token(sub="ops", read=[""], write=[""])

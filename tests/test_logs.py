@@ -20,7 +20,7 @@ SECRET = "ops-log-test-secret-0123456789abcdef"
 
 
 def token(**claims: object) -> str:
-    return jwt.encode({"exp": time.time() + 600, **claims}, SECRET, algorithm="HS256")
+    return jwt.encode({"exp": time.time() + 86_400, **claims}, SECRET, algorithm="HS256")
 
 
 async def test_json_lines_with_access_lines_and_no_token() -> None:

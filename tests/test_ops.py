@@ -14,12 +14,13 @@ import pytest
 from durasync.server import ServerSettings, create_app
 from durasync.store import MemoryStore
 
+# Tokens made at import time must outlive a whole `make test` run: valid for a day.
 SECRET = "ops-api-test-secret-0123456789abcdef"
 JSON = {"content-type": "application/json"}
 
 
 def bearer(**claims: object) -> dict[str, str]:
-    token = jwt.encode({"exp": time.time() + 600, **claims}, SECRET, algorithm="HS256")
+    token = jwt.encode({"exp": time.time() + 86_400, **claims}, SECRET, algorithm="HS256")
     return {"authorization": f"Bearer {token}"}
 
 
