@@ -130,50 +130,162 @@ function isInt(v: unknown): v is number {
 }
 
 // -- decoding -----------------------------------------------------------------------------
-
-const OP_STR = ["ot", "key", "path", "separator", "order", "targetMsgId", "id"] as const;
-const OP_INT = ["seq", "position", "length", "from", "to"] as const;
+// Decoding runs once per message of a join (thousands per frame): it walks each object's own
+// fields once, builds no closures, arrays or field-name strings on the way, and names the bad
+// field only when it throws (`withPrefix`).
 
 function wrong(field: string, expected: string, v: unknown): CRDTValidationError {
   return new CRDTValidationError(field, `Expected \`${expected}\`, got \`${pyType(v)}\``);
 }
 
-/** Decode one op object (long or compact otype name); unknown fields are dropped. */
-export function decodeOp(raw: unknown, p: string): Op {
-  if (!isObj(raw)) throw wrong(p, "object", raw);
+/** `err` with its field moved under `prefix` (`ops[2]` + `value` -> `ops[2].value`). */
+function withPrefix(err: unknown, prefix: string): unknown {
+  if (!(err instanceof CRDTValidationError)) return err;
+  return new CRDTValidationError(err.field ? `${prefix}.${err.field}` : prefix, err.detail);
+}
+
+/** One op object; errors name fields relative to the op ("" for the op itself). */
+function readOp(raw: unknown): Op {
+  if (!isObj(raw)) throw wrong("", "object", raw);
   const op: Op = { ot: "", key: "", path: "" };
   const o = op as unknown as Record<string, unknown>;
-  for (const f of OP_STR) {
+  let otype: string | undefined;
+  for (const f in raw) {
     const v = raw[f];
     if (v === undefined) continue;
-    if (typeof v !== "string") throw wrong(`${p}.${f}`, "str", v);
-    o[f] = v;
+    switch (f) {
+      case "ot":
+      case "key":
+      case "path":
+      case "separator":
+      case "order":
+      case "targetMsgId":
+      case "id":
+        if (typeof v !== "string") throw wrong(f, "str", v);
+        o[f] = v;
+        break;
+      case "otype":
+        if (typeof v !== "string") throw wrong(f, "str", v);
+        otype = v;
+        break;
+      case "seq":
+      case "position":
+      case "length":
+      case "from":
+      case "to":
+        if (!isInt(v)) throw wrong(f, "int", v);
+        if (v > MAX_SAFE_INTEGER || v < -MAX_SAFE_INTEGER) throw outOfRange(f);
+        o[f] = v;
+        break;
+      case "intrinsic":
+        if (typeof v !== "boolean") throw wrong(f, "bool", v);
+        op.intrinsic = v;
+        break;
+      case "ts":
+        if (typeof v !== "number") throw wrong(f, "int | float", v);
+        op.ts = v;
+        break;
+      case "rm":
+        if (!Array.isArray(v)) throw wrong(f, "array", v);
+        op.rm = v as [string, number][];
+        break;
+      case "value":
+        op.value = v as Json;
+        break;
+      default: // unknown fields are dropped
+    }
   }
-  if (raw["otype"] !== undefined) {
-    if (typeof raw["otype"] !== "string") throw wrong(`${p}.otype`, "str", raw["otype"]);
-    if (!op.ot) op.ot = raw["otype"];
-  }
-  for (const f of OP_INT) {
-    const v = raw[f];
-    if (v === undefined) continue;
-    if (!isInt(v)) throw wrong(`${p}.${f}`, "int", v);
-    if (Math.abs(v) > MAX_SAFE_INTEGER) throw outOfRange(`${p}.${f}`);
-    o[f] = v;
-  }
-  if (raw["intrinsic"] !== undefined) {
-    if (typeof raw["intrinsic"] !== "boolean") throw wrong(`${p}.intrinsic`, "bool", raw["intrinsic"]);
-    op.intrinsic = raw["intrinsic"];
-  }
-  if (raw["ts"] !== undefined) {
-    if (typeof raw["ts"] !== "number") throw wrong(`${p}.ts`, "int | float", raw["ts"]);
-    op.ts = raw["ts"];
-  }
-  if (raw["rm"] !== undefined) {
-    if (!Array.isArray(raw["rm"])) throw wrong(`${p}.rm`, "array", raw["rm"]);
-    op.rm = raw["rm"] as [string, number][];
-  }
-  if ("value" in raw && raw["value"] !== undefined) op.value = raw["value"] as Json;
+  if (otype !== undefined && !op.ot) op.ot = otype;
   return op;
+}
+
+/** Decode one op object (long or compact otype name); unknown fields are dropped. */
+export function decodeOp(raw: unknown, p: string): Op {
+  try {
+    return readOp(raw);
+  } catch (exc) {
+    throw withPrefix(exc, p);
+  }
+}
+
+/** The message fields of `obj` (no validation beyond the field types); errors name the field. */
+function readMessage(obj: Record<string, unknown>): Message {
+  let id = "";
+  let client = "";
+  let sessionId = "";
+  let lt: number | undefined;
+  let longLt: number | undefined;
+  let ts: number | null | undefined;
+  let longTs: number | undefined;
+  let rawOps: unknown;
+  let rawClock: unknown;
+  let ss: number | null = null;
+  for (const f in obj) {
+    const v = obj[f];
+    if (v === undefined) continue;
+    switch (f) {
+      case "id":
+        if (typeof v !== "string") throw wrong(f, "str", v);
+        id = v;
+        break;
+      case "client":
+        if (typeof v !== "string") throw wrong(f, "str", v);
+        client = v;
+        break;
+      case "sessionId":
+        if (typeof v !== "string") throw wrong(f, "str", v);
+        sessionId = v;
+        break;
+      case "lt":
+        if (!isInt(v)) throw wrong(f, "int", v);
+        lt = v;
+        break;
+      case "lamportTime":
+        if (!isInt(v)) throw wrong(f, "int", v);
+        longLt = v;
+        break;
+      case "ts":
+        if (v !== null && typeof v !== "number") throw wrong(f, "int | float | null", v);
+        ts = v;
+        break;
+      case "timestamp":
+        if (typeof v !== "number") throw wrong(f, "int | float", v);
+        longTs = v;
+        break;
+      case "ops":
+        rawOps = v;
+        break;
+      case "clock":
+        rawClock = v;
+        break;
+      case "serverSeq":
+        if (v !== null && !isInt(v)) throw wrong(f, "int | null", v);
+        ss = v;
+        break;
+      default: // unknown fields are dropped
+    }
+  }
+  if (lt === undefined || lt < 0) lt = longLt ?? lt ?? -1;
+  if (ts === undefined || ts === null) ts = longTs;
+  rawOps ??= [];
+  if (!Array.isArray(rawOps)) throw wrong("ops", "array", rawOps);
+  const ops: Op[] = new Array<Op>(rawOps.length);
+  for (let i = 0; i < rawOps.length; i++) {
+    try {
+      ops[i] = readOp(rawOps[i]);
+    } catch (exc) {
+      throw withPrefix(exc, `ops[${i}]`);
+    }
+  }
+  rawClock ??= {};
+  if (!isObj(rawClock)) throw wrong("clock", "object", rawClock);
+  const clock: Record<string, number> = {};
+  for (const k in rawClock) {
+    const v = rawClock[k];
+    if (!isInt(v)) throw wrong(`clock.${k}`, "int", v);
+    clock[k] = v;
+  }
+  return { id, client: client || sessionId, lt, ts: ts as number, ops, clock, serverSeq: ss };
 }
 
 /**
@@ -188,43 +300,7 @@ export function decodeMessage(obj: unknown, limits: Limits = DEFAULT_LIMITS): Me
     obj = obj["msg"];
   }
   if (!isObj(obj)) throw wrong("message", "object", obj);
-  const str = (name: string): string | undefined => {
-    const v = obj[name];
-    if (v === undefined) return undefined;
-    if (typeof v !== "string") throw wrong(name, "str", v);
-    return v;
-  };
-  const int = (name: string): number | undefined => {
-    const v = obj[name];
-    if (v === undefined) return undefined;
-    if (!isInt(v)) throw wrong(name, "int", v);
-    return v;
-  };
-  const id = str("id") ?? "";
-  const client = str("client") || str("sessionId") || "";
-  if (obj["sessionId"] !== undefined) str("sessionId");
-  let lt = int("lt");
-  const longLt = int("lamportTime");
-  if (lt === undefined || lt < 0) lt = longLt ?? lt ?? -1;
-  let ts: unknown = obj["ts"];
-  if (ts !== undefined && ts !== null && typeof ts !== "number") throw wrong("ts", "int | float | null", ts);
-  const longTs = obj["timestamp"];
-  if (longTs !== undefined && typeof longTs !== "number") throw wrong("timestamp", "int | float", longTs);
-  if (ts === undefined || ts === null) ts = longTs;
-  const rawOps = obj["ops"] ?? [];
-  if (!Array.isArray(rawOps)) throw wrong("ops", "array", rawOps);
-  const ops = rawOps.map((o, i) => decodeOp(o, `ops[${i}]`));
-  const rawClock = obj["clock"] ?? {};
-  if (!isObj(rawClock)) throw wrong("clock", "object", rawClock);
-  const clock: Record<string, number> = {};
-  for (const k of Object.keys(rawClock)) {
-    const v = rawClock[k];
-    if (!isInt(v)) throw wrong(`clock.${k}`, "int", v);
-    clock[k] = v;
-  }
-  const ss = obj["serverSeq"];
-  if (ss !== undefined && ss !== null && !isInt(ss)) throw wrong("serverSeq", "int | null", ss);
-  const msg = { id, client, lt, ts: ts as number, ops, clock, serverSeq: (ss as number | null | undefined) ?? null };
+  const msg = readMessage(obj);
   validateMessage(msg, limits);
   return msg;
 }
@@ -495,10 +571,116 @@ export function validateMessage(msg: Message, limits: Limits = DEFAULT_LIMITS, l
   if (msg.lt > MAX_SAFE_INTEGER) throw outOfRange("lt");
   if (msg.ts === undefined || msg.ts === null) throw new CRDTValidationError("ts", "missing timestamp (ts / timestamp)");
   checkNum(msg.ts, "ts");
-  for (const [k, c] of Object.entries(msg.clock)) {
+  const clock = msg.clock;
+  for (const k in clock) {
+    const c = clock[k] as number;
     if (c < 0) throw new CRDTValidationError(`clock.${k}`, "negative counter");
     if (c > MAX_SAFE_INTEGER) throw outOfRange(`clock.${k}`);
   }
-  if (msg.ops.length > limits.maxOps) throw new CRDTValidationError("ops", `more than ${limits.maxOps} ops`);
-  msg.ops.forEach((op, i) => validateOp(op, `ops[${i}]`, limits, local));
+  const ops = msg.ops;
+  if (ops.length > limits.maxOps) throw new CRDTValidationError("ops", `more than ${limits.maxOps} ops`);
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i] as Op;
+    if (!fastOk(op, limits)) validateOp(op, `ops[${i}]`, limits, local);
+  }
+}
+
+// -- fast acceptance of the common ops ------------------------------------------------------
+// `fastOk` is true only when the op is certainly valid (the same rules as `validateOp`); false
+// sends it through `validateOp`, which names the bad field. Nothing is allocated on this path:
+// no field-name strings, no arrays (a join validates thousands of messages at once).
+
+function finite3(v: unknown): boolean {
+  return Array.isArray(v) && v.length === 3 && isNum(v[0]) && isNum(v[1]) && isNum(v[2]);
+}
+
+function finite4(v: unknown): boolean {
+  return Array.isArray(v) && v.length === 4 && isNum(v[0]) && isNum(v[1]) && isNum(v[2]) && isNum(v[3]);
+}
+
+/** Items left for the value being checked by `jsonOk` (one check at a time, never reentrant). */
+let jsonBudget = 0;
+
+function jsonItemOk(x: unknown, depth: number, limits: Limits): boolean {
+  if (--jsonBudget < 0) return false;
+  switch (typeof x) {
+    case "string":
+      return x.length <= limits.maxString || cpLen(x) <= limits.maxString;
+    case "number":
+      return Number.isFinite(x);
+    case "boolean":
+      return true;
+    case "object": {
+      if (x === null) return true;
+      if (depth >= limits.maxDepth) return false;
+      if (Array.isArray(x)) {
+        for (let i = 0; i < x.length; i++) if (!jsonItemOk(x[i], depth + 1, limits)) return false;
+        return true;
+      }
+      const o = x as Record<string, unknown>;
+      for (const k in o) if (!jsonItemOk(o[k], depth + 1, limits)) return false;
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/** `checkJson` as a yes/no answer (recursion depth is bounded by `maxDepth`). */
+function jsonOk(v: unknown, limits: Limits): boolean {
+  jsonBudget = limits.maxValueItems;
+  return jsonItemOk(v, 0, limits);
+}
+
+function nodeInsertOk(v: unknown, limits: Limits): boolean {
+  if (!isObj(v)) return false;
+  const nk = v["key"];
+  if (typeof nk !== "string" || !nk) return false;
+  if ("tag" in v && typeof v["tag"] !== "string") return false;
+  if ("name" in v && typeof v["name"] !== "string") return false;
+  const ch = v["children"];
+  if (ch !== undefined && ch !== null) {
+    if (!Array.isArray(ch)) return false;
+    for (let i = 0; i < ch.length; i++) if (typeof ch[i] !== "string") return false;
+  }
+  return jsonOk(v, limits);
+}
+
+function fastOk(op: Op, limits: Limits): boolean {
+  if (op.key.length > limits.maxKey || op.path.length > limits.maxKey) return false;
+  const v = op.value;
+  switch (op.ot) {
+    case "number.set":
+    case "number.add":
+    case "number.multiply":
+    case "number.min":
+    case "number.max":
+      return isNum(v);
+    case "vector3.set":
+    case "vector3.add":
+    case "vector3.multiply":
+    case "euler.set":
+    case "euler.add":
+      return finite3(v);
+    case "quaternion.set":
+    case "quaternion.multiply":
+    case "vector3.applyQuaternion":
+      return finite4(v);
+    case "string.set":
+      // string.concat and a separator go through the full check
+      return typeof v === "string" && v.length <= limits.maxString && op.separator === undefined;
+    case "color.set":
+    case "color.blend":
+      return typeof v === "string" && COLOR_RE.test(v);
+    case "boolean.set":
+    case "boolean.or":
+    case "boolean.and":
+      return typeof v === "boolean";
+    case "node.insert":
+      return nodeInsertOk(v, limits);
+    case "node.remove":
+      return typeof v === "string";
+    default:
+      return false;
+  }
 }

@@ -409,7 +409,7 @@ export class Replica {
       });
     }
     const start = this._foldInOrder(msgs, serverSeqs);
-    if (start > 0) this._emitFor(msgs.slice(0, start), "remote");
+    if (start > 0 && this._listeners.size > 0) this._emitFor(msgs.slice(0, start), "remote");
     if (start === n) return start;
     let added = start;
     let low: number | null = null;

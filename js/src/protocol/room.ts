@@ -35,7 +35,7 @@
  * `connectionLost()` when the transport ends.
  */
 
-import { decode as mpDecode, encode as mpEncode } from "@msgpack/msgpack";
+import { Decoder, encode as mpEncode } from "@msgpack/msgpack";
 
 import { textKey } from "../crdt/graph.js";
 import { CRDTValidationError, decodeMessage, messageToObject, type Message, type Op } from "../crdt/messages.js";
@@ -133,6 +133,9 @@ function strOf(f: Frame, name: string, mtype: string, nullable = false): string 
   throw bad(`${mtype}.${name} must be a string`);
 }
 
+/** One decoder for every msgpack frame (it keeps its buffers and its cache of map keys). */
+const mpDecoder = new Decoder();
+
 function decodeMsg(raw: unknown, where: string): Message {
   try {
     return decodeMessage(raw);
@@ -140,6 +143,27 @@ function decodeMsg(raw: unknown, where: string): Message {
     if (exc instanceof CRDTValidationError) throw bad(`${where}.${exc.field}: ${exc.detail}`);
     throw exc;
   }
+}
+
+/** The messages of a `state` journal, decoded and validated, and their serverSeqs. */
+function decodeJournal(raw: unknown[]): [Message[], number[]] {
+  const n = raw.length;
+  const journal: Message[] = new Array<Message>(n);
+  const seqs: number[] = new Array<number>(n);
+  let i = 0;
+  try {
+    for (; i < n; i++) {
+      const m = decodeMessage(raw[i]);
+      if (typeof m.serverSeq !== "number") throw bad(`state.journal[${i}].serverSeq is missing`);
+      journal[i] = m;
+      seqs[i] = m.serverSeq;
+    }
+  } catch (exc) {
+    // the field name is built here, on error only: not once per message
+    if (exc instanceof CRDTValidationError) throw bad(`state.journal[${i}].${exc.field}: ${exc.detail}`);
+    throw exc;
+  }
+  return [journal, seqs];
 }
 
 /** The owner of a message id: everything before its last `:` (docs/protocol.md "Id namespaces"). */
@@ -269,7 +293,7 @@ export class ClientRoomSession {
   receiveData(data: Payload, now: number): void {
     let obj: unknown;
     try {
-      obj = typeof data === "string" ? JSON.parse(data) : mpDecode(data);
+      obj = typeof data === "string" ? JSON.parse(data) : mpDecoder.decode(data);
     } catch (exc) {
       throw bad(`undecodable server frame: ${String((exc as Error).message ?? exc)}`);
     }
@@ -387,14 +411,7 @@ export class ClientRoomSession {
     if (!Array.isArray(rawJournal)) throw bad("state.journal must be an array");
     const snapshot = f["snapshot"];
     if (snapshot !== null && snapshot !== undefined && !isObj(snapshot)) throw bad("state.snapshot must be a map or null");
-    const journal: Message[] = new Array(rawJournal.length);
-    const seqs: number[] = new Array(rawJournal.length);
-    for (let i = 0; i < rawJournal.length; i++) {
-      const m = decodeMsg(rawJournal[i], `state.journal[${i}]`);
-      if (typeof m.serverSeq !== "number") throw bad(`state.journal[${i}].serverSeq is missing`);
-      journal[i] = m;
-      seqs[i] = m.serverSeq;
-    }
+    const [journal, seqs] = decodeJournal(rawJournal);
     if (recovered && epoch === this.epoch) {
       this.origin = "remote";
       this.replica.receiveMany(journal, seqs, { validate: false });
