@@ -270,6 +270,19 @@ for (const c of cases) {
       out.push({ transitions: D.TRANSITIONS, delays, events: buf.drainEvents(), left: buf.clear() });
     } else if (c.kind === "sequenced") {
       out.push(sequenced(c.seed, c.sessions, c.steps));
+    } else if (c.kind === "validate") {
+      // decodeMessage on each raw message: accepted, or the field and reason it was refused for
+      out.push(
+        c.messages.map((m) => {
+          try {
+            D.decodeMessage(m);
+            return { ok: true };
+          } catch (e) {
+            if (!(e instanceof D.CRDTValidationError)) throw e;
+            return { ok: false, field: e.field, detail: e.detail };
+          }
+        }),
+      );
     } else if (c.kind === "generate") {
       out.push(generate(c.seed, c.sessions, c.steps));
     } else {

@@ -26,8 +26,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from durasync.crdt import Message, Replica, Snapshot, format_number
-from durasync.crdt.messages import message_to_dict
+from durasync.crdt import CRDTValidationError, Message, Replica, Snapshot, format_number
+from durasync.crdt.messages import decode_message_obj, message_to_dict
 
 from .jsbuild import REPLAY, ensure_built, run_cases
 
@@ -525,3 +525,117 @@ def test_node_replay_bad_input_exits_2_with_line_and_field(tmp_path: Path) -> No
     (tmp_path / "cut.jsonl").write_text('{"id": "x", "client": "c"\n')
     res = _node_replay(str(tmp_path / "cut.jsonl"))
     assert res.returncode == 2 and "line 1" in res.stderr
+
+
+def _validation_corpus() -> list[dict[str, Any]]:
+    """Messages with one op each: every otype the validators accept on their fast path, with
+    good values and with values of the wrong kind, length or size; plus a few message-level
+    faults. Each must be accepted or refused alike by both validators."""
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    values: dict[str, list[Any]] = {
+        "number.set": [1, 2.5, "x", None, [1], {"a": 1}],
+        "number.add": [-3, "1", [1, 2]],
+        "number.max": [0.5, None],
+        "vector3.set": [[1, 2, 3], [1, 2], [1, 2, "a"], [1, 2, 3, 4], "x", None, [[1], 2, 3]],
+        "vector3.add": [[0.1, 0.2, 0.3], [1, 2, None]],
+        "vector3.multiply": [[1, 1, 1], [1]],
+        "euler.set": [[0, 0, 1], [0, 0], {"x": 1}],
+        "euler.add": [[0, 0, 1], [0, "0", 1]],
+        "quaternion.set": [[0, 0, 0, 1], [0, 0, 1], [0, 0, 0, "1"]],
+        "quaternion.multiply": [[0, 0, 0, 1], [0, 0, 0, 1, 0]],
+        "vector3.applyQuaternion": [[0, 0, 0, 1], [0, 0, 1]],
+        "string.set": ["hello", "", 5, None, ["a"], "x" * (1 << 20), "x" * ((1 << 20) + 1)],
+        "color.set": ["#ff0000", "ff0000", "red", "#12345", "#1234567", 5],
+        "color.blend": ["#00ff00", "#00ff0"],
+        "boolean.set": [True, False, "true", None, [True]],
+        "boolean.or": [True, "x"],
+        "node.remove": ["child", 5, None, ["child"]],
+        "node.insert": [
+            {"key": "n1", "tag": "Mesh", "name": "n1", "children": ["a"], "p": [1, 2, 3]},
+            {"key": "n1"},
+            "n1",
+            {},
+            {"key": ""},
+            {"key": 5},
+            {"key": "n1", "tag": 5},
+            {"key": "n1", "name": None},
+            {"key": "n1", "children": "a"},
+            {"key": "n1", "children": [1]},
+            {"key": "n1", "children": None},
+            {"key": "n1", "deep": deep},
+            {"key": "n1", "big": list(range(100_001))},
+            {"key": "n1", "s": "x" * ((1 << 20) + 1)},
+        ],
+    }
+    out: list[dict[str, Any]] = []
+    for ot, vs in values.items():
+        for v in vs:
+            out.append(
+                {
+                    "id": "c:1",
+                    "client": "c",
+                    "lt": 1,
+                    "ts": 1,
+                    "ops": [
+                        {"ot": "node.insert", "key": "", "path": "children", "value": {"key": "a"}},
+                        {"ot": ot, "key": "a", "path": "p", "value": v},
+                    ],
+                }
+            )
+    good = {"ot": "number.set", "key": "a", "path": "p", "value": 1}
+    for op in (
+        {**good, "key": "k" * 1024},
+        {**good, "key": "k" * 1025},
+        {**good, "path": "p" * 1025},
+        {**good, "separator": ","},
+        {"ot": "string.set", "key": "a", "path": "p", "value": "v", "separator": 5},
+        {"ot": "nope.set", "key": "a", "path": "p", "value": 1},
+        {"key": "a", "path": "p", "value": 1},
+        {**good, "ot": 5},
+        {**good, "seq": "1"},
+    ):
+        out.append({"id": "c:1", "client": "c", "lt": 1, "ts": 1, "ops": [op]})
+    base = {"id": "c:1", "client": "c", "lt": 1, "ts": 1, "ops": [good]}
+    for change in (
+        {"id": ""},
+        {"id": 5},
+        {"client": ""},
+        {"lt": -1},
+        {"lt": "1"},
+        {"ts": None},
+        {"ts": "1"},
+        {"clock": {"c": -1}},
+        {"clock": {"c": "1"}},
+        {"clock": []},
+        {"ops": {}},
+        {"ops": [good] * 10_001},
+        {"serverSeq": "1"},
+    ):
+        out.append({**base, **change})
+    return out
+
+
+def _same_field(py: str, js: str) -> bool:
+    # msgspec names a bad entry of a map "clock[...]", the JS decoder "clock.<key>"
+    return py == js or (py.endswith("[...]") and js.startswith(py[: -len("[...]")] + "."))
+
+
+def test_validation_agrees_with_python_on_good_and_bad_ops() -> None:
+    """decodeMessage accepts exactly what Python's decoder accepts, and names the same field
+    when it refuses (the JS validator takes a fast path for the common ops)."""
+    corpus = _validation_corpus()
+    (got,) = run_cases([{"kind": "validate", "messages": corpus}])
+    assert isinstance(got, list), got
+    mismatches = []
+    for raw, js in zip(corpus, got, strict=True):
+        try:
+            decode_message_obj(raw)
+            py: dict[str, Any] = {"ok": True}
+        except CRDTValidationError as exc:
+            py = {"ok": False, "field": exc.field}
+        if py["ok"] != js["ok"] or (not py["ok"] and not _same_field(py["field"], js["field"])):
+            mismatches.append((json.dumps(raw)[:200], py, js))
+    assert mismatches == []
+    assert sum(not g["ok"] for g in got) > len(got) // 2  # the corpus is mostly bad ops
