@@ -1,4 +1,9 @@
-"""``durasync tail`` / ``durasync append`` as subprocesses against a real ``durasync serve``."""
+"""``durasync tail`` / ``durasync append`` as subprocesses against a real ``durasync serve``.
+
+Every process a test starts (servers, ``tail``, ``append``) is registered and stopped by its PID
+in a fixture's teardown, whatever the test did; children start with SIGINT at its default, so
+the Ctrl-C tests do not depend on a parent shell that ignores SIGINT (a background job).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import asyncio
 import json
 import os
 import pty
+import re
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +38,69 @@ def server() -> Iterator[ServerProc]:
         proc.stop()
 
 
+#: CLI processes started by the running test; the autouse fixture below stops them.
+_children: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _stop_children() -> AsyncIterator[None]:
+    """Kill (by PID) and reap every CLI process the test started and left running."""
+    _children.clear()
+    try:
+        yield
+    finally:
+        for proc in _children:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        _children.clear()
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[..., ServerProc]]:
+    """Starts ``durasync serve`` processes (ServerProc's arguments); all stopped at teardown."""
+    started: list[ServerProc] = []
+
+    def start(**kwargs: object) -> ServerProc:
+        proc = ServerProc("durasync", **kwargs)  # type: ignore[arg-type]
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.stop(signal.SIGKILL)
+
+
+def _default_sigint() -> None:
+    # In the child before exec: a parent that ignores SIGINT (a shell's background job) must
+    # not make the CLI ignore it too, or the Ctrl-C tests would test the shell.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+async def _spawn(*args: str, stdin: int) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_ENV,
+        preexec_fn=_default_sigint,
+    )
+    _children.append(proc)
+    return proc
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
 _n = iter(range(10**6))
 
 
@@ -42,21 +112,11 @@ async def run(
     *args: str, stdin: bytes | None = None, limit: float = 30.0
 ) -> tuple[int, bytes, str]:
     """Run the CLI to completion: (exit code, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=_ENV,
+    proc = await _spawn(
+        *args, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL
     )
-    try:
-        async with asyncio.timeout(limit):
-            out, err = await proc.communicate(stdin)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
+    async with asyncio.timeout(limit):
+        out, err = await proc.communicate(stdin)
     assert proc.returncode is not None
     return proc.returncode, out, err.decode()
 
@@ -72,16 +132,7 @@ class Tail:
 
     @classmethod
     async def start(cls, *args: str) -> Tail:
-        proc = await asyncio.create_subprocess_exec(
-            *CLI,
-            "tail",
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=_ENV,
-        )
-        return cls(proc)
+        return cls(await _spawn("tail", *args, stdin=asyncio.subprocess.DEVNULL))
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -107,17 +158,13 @@ class Tail:
         return (await self.proc.stderr.read()).decode()
 
     async def interrupt(self) -> tuple[int, str]:
-        """Ctrl-C: returns (exit code, stderr)."""
+        """Ctrl-C: returns (exit code, stderr). A tail that does not exit is killed by the
+        fixture."""
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGINT)
-        try:
-            async with asyncio.timeout(10):
-                await self.proc.wait()
-                await self._reader
-        except TimeoutError:
-            self.proc.kill()
+        async with asyncio.timeout(10):
             await self.proc.wait()
-            raise
+            await self._reader
         assert self.proc.returncode is not None
         return self.proc.returncode, await self.stderr()
 
@@ -128,9 +175,9 @@ class Tail:
 async def test_append_data_and_stdin_lines_then_tail(server: ServerProc) -> None:
     u = url(server, "text")
     rc, _, err = await run("append", u, "--create", "--content-type", "text/plain", "one\n")
-    assert (rc, err) == (0, "")
+    assert rc == 0 and re.fullmatch(r"appended 1 message \(4 bytes\) in \d+\.\d\d s\n", err)
     rc, _, err = await run("append", u, stdin=b"two\nthree\n\nfour")
-    assert (rc, err) == (0, "")  # quiet when stderr is not a terminal
+    assert rc == 0 and re.fullmatch(r"appended 4 messages \(15 bytes\) in \d+\.\d\d s\n", err)
     rc, out, err = await run("tail", u, "--until-up-to-date")
     assert (rc, err) == (0, "")
     assert out == b"one\ntwo\nthree\n\nfour"
@@ -141,8 +188,8 @@ async def test_json_stream_one_message_per_line(server: ServerProc) -> None:
     ct = ["--content-type", "application/json"]
     assert (await run("append", u, "--create", *ct, "[1, 2]"))[0] == 0  # one message: the array
     lines = b'{"a": 1}\n\n"x"\n' + b"".join(b'{"i": %d}\n' % i for i in range(2500))
-    rc, _, err = await run("append", u, stdin=lines)
-    assert (rc, err) == (0, "")
+    rc, _, err = await run("append", u, "--quiet", stdin=lines)
+    assert (rc, err) == (0, "")  # --quiet: no summary line
     rc, out, _ = await run("tail", u, "--until-up-to-date", "--json")
     assert rc == 0
     got = out.decode().splitlines()
@@ -154,7 +201,7 @@ async def test_binary_stream_raw_to_pipe_and_json_base64(server: ServerProc) -> 
     u = url(server, "bin")
     blob = bytes(range(256)) * 4  # no trailing newline: a single "line"
     rc, _, err = await run("append", u, "--create", stdin=blob)
-    assert (rc, err) == (0, "")
+    assert rc == 0 and err.startswith("appended 5 messages (1024 bytes)")  # 4 b"\n" in blob
     rc, out, _ = await run("tail", u, "--until-up-to-date")
     assert rc == 0 and out == blob  # unchanged bytes when stdout is a pipe
     rc, out, _ = await run("tail", u, "--until-up-to-date", "--json")
@@ -181,10 +228,33 @@ async def test_usage_and_failure_exit_codes(server: ServerProc) -> None:
     await run("append", u, "--create", "--content-type", "application/json", "1")
     rc, _, err = await run("append", u, stdin=b"2\nnot json\n")
     assert rc == 1 and "line 2 is not JSON" in err and "Traceback" not in err
+    rc, _, err = await run("append", u, "not json")
+    assert rc == 1 and err.startswith("durasync append: DATA is not JSON: "), err
     rc, _, err = await run("append", u, "--content-type", "text/plain", "x")
     assert rc == 1 and "409" in err  # the server's content-type check, reported
     rc, out, _ = await run("tail", "--help")
     assert rc == 0 and b"--checkpoint" in out
+
+
+async def test_bad_line_in_the_middle_says_what_was_appended(server: ServerProc) -> None:
+    u = url(server, "badmiddle")
+    await run("append", u, "--create", "--content-type", "application/json")
+    good = b"".join(b"%d\n" % i for i in range(1, 2501))  # lines 1-2500, over two POSTs
+    rc, _, err = await run("append", u, stdin=good + b"{oops\n2502\n")
+    assert rc == 1
+    assert "stdin line 2501 is not JSON" in err, err
+    assert "lines 1-2500 were appended, line 2501 and after were not" in err, err
+    rc, out, _ = await run("tail", u, "--until-up-to-date")
+    assert out == good  # exactly the lines the message names
+    rc, _, err = await run("append", u, stdin=b"[\n")
+    assert rc == 1 and "stdin line 1 is not JSON" in err and "nothing was appended" in err
+
+
+async def test_append_to_a_server_that_is_down_names_the_url() -> None:
+    down = f"http://127.0.0.1:{closed_port()}/v1/stream/x"
+    rc, _, err = await run("append", down, "x", limit=60)
+    assert rc == 1
+    assert err.startswith(f"durasync append: cannot reach {down}: ConnectError"), err
 
 
 # -- live tail ------------------------------------------------------------------------
@@ -197,13 +267,11 @@ async def test_tail_prints_live_messages_and_ctrl_c_exits_cleanly(
     u = url(server, "live")
     await run("append", u, "--create", "--content-type", "application/json", '"first"')
     tail = await Tail.start(u, "--live", live)
-    try:
-        await tail.wait_lines(1)
-        for i in range(3):
-            assert (await run("append", u, json.dumps({"n": i})))[0] == 0
-            await tail.wait_lines(2 + i)
-    finally:
-        rc, err = await tail.interrupt()
+    await tail.wait_lines(1)
+    for i in range(3):
+        assert (await run("append", u, json.dumps({"n": i})))[0] == 0
+        await tail.wait_lines(2 + i)
+    rc, err = await tail.interrupt()
     assert tail.lines == [b'"first"\n', b'{"n":0}\n', b'{"n":1}\n', b'{"n":2}\n']
     assert rc == 130 and "Traceback" not in err
 
@@ -228,27 +296,54 @@ async def test_checkpoint_resumes_where_the_last_run_stopped(
 
 
 @pytest.mark.parametrize("live", ["long-poll", "sse"])
-async def test_tail_survives_server_kill_and_restart(tmp_path: Path, live: str) -> None:
+async def test_tail_survives_server_kill_and_restart(
+    tmp_path: Path, live: str, servers: Callable[..., ServerProc]
+) -> None:
     data = tmp_path / "data"
-    srv = ServerProc("durasync", data_dir=data)
+    srv = servers(data_dir=data)
     port = srv.port
-    tail: Tail | None = None
-    try:
-        u = f"{srv.base}restart"
-        assert (await run("append", u, "--create", stdin=b"0\n1\n"))[0] == 0
-        tail = await Tail.start(u, "--live", live)
-        await tail.wait_lines(2)
-        srv.stop(signal.SIGKILL)
-        # The tail keeps retrying while the server is gone, then resumes.
-        srv = ServerProc("durasync", port=port, data_dir=data)
-        assert (await run("append", u, stdin=b"2\n3\n"))[0] == 0
-        await tail.wait_lines(4, limit=30)
-        assert tail.proc.returncode is None
-    finally:
-        if tail is not None:
-            await tail.interrupt()
-        srv.stop()
+    u = f"{srv.base}restart"
+    assert (await run("append", u, "--create", stdin=b"0\n1\n"))[0] == 0
+    tail = await Tail.start(u, "--live", live)
+    await tail.wait_lines(2)
+    srv.stop(signal.SIGKILL)
+    # The tail keeps retrying while the server is gone, then resumes.
+    srv = servers(port=port, data_dir=data)
+    assert (await run("append", u, stdin=b"2\n3\n"))[0] == 0
+    await tail.wait_lines(4, limit=30)
+    assert tail.proc.returncode is None
+    rc, err = await tail.interrupt()
     assert tail.lines == [b"0\n", b"1\n", b"2\n", b"3\n"]
+    assert rc == 130
+    # Each retry while the server was down said so, with the URL and the reason.
+    assert f"cannot reach {u}" in err and "retrying in" in err, err
+
+
+async def test_ctrl_c_works_when_the_parent_ignores_sigint(server: ServerProc) -> None:
+    """A shell's background job ignores SIGINT and its children inherit that; the tests'
+    children must still get Ctrl-C (their SIGINT is reset before exec)."""
+    u = url(server, "sigign")
+    await run("append", u, "--create", stdin=b"a\n")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        tail = await Tail.start(u)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    await tail.wait_lines(1)
+    rc, _ = await tail.interrupt()
+    assert rc == 130
+
+
+async def test_tail_reports_retries_and_gives_up() -> None:
+    down = f"http://127.0.0.1:{closed_port()}/v1/stream/nothing-here"
+    rc, out, err = await run("tail", down, "--give-up-after", "1")
+    assert rc == 1 and out == b""
+    lines = err.splitlines()
+    assert all(f"cannot reach {down}: ConnectError" in line for line in lines), err
+    assert "retrying in" in lines[0] and "retrying" not in lines[-1]
+    # --until-up-to-date gives up on its own (after 30 s by default); 0 = forever.
+    rc, _, err = await run("tail", down, "--until-up-to-date", "--give-up-after", "0.5")
+    assert rc == 1 and "cannot reach" in err
 
 
 # -- append through faults ------------------------------------------------------------
@@ -265,12 +360,24 @@ async def test_append_through_fault_proxy_never_duplicates(server: ServerProc) -
     assert rc == 0  # no DATA and an empty stdin: creates the stream, appends nothing
     async with FaultProxy("127.0.0.1", server.port, seed=5, plan=plan) as proxy:
         flaky = f"http://127.0.0.1:{proxy.port}/v1/stream/{name}"
-        rc, _, err = await run("append", flaky, stdin=b"".join(lines), limit=60)
+        rc, _, err = await run("append", flaky, "--quiet", stdin=b"".join(lines), limit=60)
         assert (rc, err) == (0, "")
         assert proxy.stats.cut > 0
     rc, out, _ = await run("tail", direct, "--until-up-to-date")
     assert rc == 0
     assert out == b"".join(lines)
+
+
+async def _wait_stream_bytes(u: str, n: int, limit: float = 20.0) -> None:
+    """Wait until the (byte) stream at ``u`` holds at least ``n`` bytes."""
+    import httpx
+
+    async with httpx.AsyncClient() as client, asyncio.timeout(limit):
+        while True:
+            resp = await client.get(u, params={"offset": "-1"})
+            if len(resp.content) >= n:
+                return
+            await asyncio.sleep(0.05)
 
 
 async def test_progress_bar_on_a_terminal_only_for_long_inputs(server: ServerProc) -> None:
@@ -307,8 +414,10 @@ async def test_progress_bar_on_a_terminal_only_for_long_inputs(server: ServerPro
         assert proc.stdin is not None
         proc.stdin.write(b"x\n" * 3000)
         await proc.stdin.drain()
-        # A slow producer on stdin (input lasting longer than the bar's delay),
-        # not a synchronisation wait.
+        # Once the first part is appended (append reads whatever is ready, so a slow start
+        # could otherwise see the whole input at once), a slow producer on stdin: the input
+        # lasts longer than the bar's delay. Not a synchronisation wait.
+        await _wait_stream_bytes(u, 6000)
         await asyncio.sleep(1.0)
         proc.stdin.write(b"y\n" * 3000)
         proc.stdin.close()
@@ -321,7 +430,7 @@ async def test_progress_bar_on_a_terminal_only_for_long_inputs(server: ServerPro
         os.close(master)
     text = bytes(shown).decode(errors="replace")
     assert "appending" in text  # the bar was drawn on the terminal
-    assert "appended 6000 lines (12000 bytes)" in text
+    assert "appended 6000 messages (12000 bytes) in" in text
     rc, out, _ = await run("tail", u, "--until-up-to-date")
     assert rc == 0
     assert out == b"x\n" * 3000 + b"y\n" * 3000

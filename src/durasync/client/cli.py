@@ -30,6 +30,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -38,6 +39,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -53,8 +55,15 @@ EXIT_INTERRUPTED = 130
 #: body limit is 16 MiB; smaller batches keep a retry cheap).
 MAX_BATCH_LINES = 1000
 MAX_BATCH_BYTES = 1 << 20
-#: Lines read ahead of the appender (bounded: a fast stdin waits for the network).
-READ_AHEAD_LINES = 4 * MAX_BATCH_LINES
+#: stdin is read in chunks of up to this many bytes; the lines of one chunk are handed to the
+#: sender at once, and at most READ_AHEAD_CHUNKS chunks wait (a fast stdin waits for the
+#: network), so the input read ahead stays under about 4 MiB plus one line.
+READ_CHUNK_BYTES = 1 << 20
+READ_AHEAD_CHUNKS = 4
+#: The longest input line ``append`` takes (the server's default body limit is 16 MiB).
+MAX_LINE_BYTES = 16 << 20
+#: ``tail --until-up-to-date`` gives up after this many seconds of failures in a row.
+UNTIL_UP_TO_DATE_GIVE_UP = 30.0
 #: The progress bar appears once an input has run this long (short inputs stay quiet).
 PROGRESS_AFTER_S = 0.5
 
@@ -70,6 +79,16 @@ def _stream_url(text: str) -> str:
     if not parts.path.strip("/"):
         raise argparse.ArgumentTypeError(f"the URL names no stream: {text!r}")
     return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number of seconds: {text!r}")
+    return value
 
 
 def _offset(text: str) -> str:
@@ -154,6 +173,16 @@ def add_tail_command(subparsers: Any) -> None:
         action="store_true",
         help="exit once everything written so far was printed, instead of waiting",
     )
+    parser.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="exit 1 once the server could not be reached (or kept failing) for SECONDS in a "
+        "row; 0 = retry forever. Default: forever, or "
+        f"{UNTIL_UP_TO_DATE_GIVE_UP:g} s with --until-up-to-date. Each retry prints one line "
+        "to stderr",
+    )
     parser.set_defaults(func=run_tail)
 
 
@@ -200,6 +229,11 @@ def add_append_command(subparsers: Any) -> None:
         action="store_true",
         help="create the stream first if it does not exist (with --content-type)",
     )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no summary line on stderr (errors are still reported)",
+    )
     parser.set_defaults(func=run_append)
 
 
@@ -211,8 +245,9 @@ def _fail(command: str, message: str) -> int:
     return EXIT_FAILURE
 
 
-def _run(command: str, main: Any) -> int:
-    """Run ``main`` (a coroutine) mapping errors to exit codes and messages."""
+def _run(command: str, main: Any, url: str) -> int:
+    """Run ``main`` (a coroutine) mapping errors to exit codes and one-line messages;
+    network errors name ``url``."""
     from durasync.client.errors import StreamError, StreamNotFound
 
     try:
@@ -233,14 +268,20 @@ def _run(command: str, main: Any) -> int:
         return _fail(command, str(exc))
     except ValueError as exc:  # bad checkpoint file, bad JSON input line
         return _fail(command, str(exc))
-    except OSError as exc:  # network down past the retries, unwritable checkpoint
-        return _fail(command, f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # httpx errors past the retries
+    except Exception as exc:  # network down past the retries, unwritable checkpoint
         import httpx
 
-        if isinstance(exc, httpx.HTTPError):
-            return _fail(command, f"{type(exc).__name__}: {exc or 'network error'}")
+        if isinstance(exc, (httpx.HTTPError, TimeoutError)):
+            return _fail(command, f"cannot reach {url}: {_reason(exc)}")
+        if isinstance(exc, OSError):
+            return _fail(command, f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: message`` of a network error (the type alone when it has no message)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -258,7 +299,7 @@ def _client() -> Any:
 
 def run_tail(args: argparse.Namespace) -> int:
     """``durasync tail``: returns the exit code."""
-    return _run("tail", _tail(args))
+    return _run("tail", _tail(args), args.url)
 
 
 class _Printer:
@@ -309,8 +350,16 @@ async def _tail(args: argparse.Namespace) -> int:
         # The checkpoint is written here, after the batch is printed and
         # flushed (not by StreamClient.tail, which writes it only when the
         # next batch is requested): Ctrl-C then never reprints a batch.
+        give_up: float | None = args.give_up_after
+        if give_up is None and args.until_up_to_date:
+            give_up = UNTIL_UP_TO_DATE_GIVE_UP
         tail = client.tail(
-            args.url, offset=offset, live=args.live, stop_at_up_to_date=args.until_up_to_date
+            args.url,
+            offset=offset,
+            live=args.live,
+            stop_at_up_to_date=args.until_up_to_date,
+            on_retry=lambda exc, delay: _retrying(args.url, exc, delay),
+            give_up_after=give_up or None,
         )
         async with contextlib.aclosing(tail):
             async for batch in tail:
@@ -320,12 +369,19 @@ async def _tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _retrying(url: str, exc: BaseException, delay: float) -> None:
+    from durasync.client.errors import StreamError
+
+    reason = str(exc) if isinstance(exc, StreamError) else f"cannot reach {url}: {_reason(exc)}"
+    print(f"durasync tail: {reason}; retrying in {delay:.1f} s", file=sys.stderr, flush=True)
+
+
 # -- append ---------------------------------------------------------------------------
 
 
 def run_append(args: argparse.Namespace) -> int:
     """``durasync append``: returns the exit code."""
-    return _run("append", _append(args))
+    return _run("append", _append(args), args.url)
 
 
 async def _prepare(client: Any, args: argparse.Namespace) -> str:
@@ -342,11 +398,11 @@ async def _prepare(client: Any, args: argparse.Namespace) -> str:
     return str(info.content_type or "application/octet-stream")
 
 
-def _json_line(line: bytes, number: int) -> bytes | None:
+def _json_value(line: bytes) -> bytes | None:
     """The JSON value of an input line (None for a blank line).
 
     Raises:
-        ValueError: the line is not one JSON value.
+        ValueError: the line is not one JSON value (the decoder's reason).
     """
     import msgspec
 
@@ -356,8 +412,17 @@ def _json_line(line: bytes, number: int) -> bytes | None:
     try:
         msgspec.json.decode(stripped)
     except msgspec.DecodeError as exc:
-        raise ValueError(f"stdin line {number} is not JSON: {exc}") from None
+        raise ValueError(str(exc)) from None
     return stripped
+
+
+class BadLine(ValueError):
+    """An input line ``append`` cannot send; every line before it was appended, none after."""
+
+
+def _bad_line(number: int, problem: str) -> BadLine:
+    done = f"lines 1-{number - 1} were appended" if number > 1 else "nothing was appended"
+    return BadLine(f"stdin line {number} {problem}; {done}, line {number} and after were not")
 
 
 async def _append(args: argparse.Namespace) -> int:
@@ -366,16 +431,21 @@ async def _append(args: argparse.Namespace) -> int:
         producer = client.producer(args.url, content_type=content_type)
         is_json = _is_json(content_type)
         if args.data != "-":
+            started = time.monotonic()
             data: bytes = args.data.encode("utf-8", errors="surrogateescape")
             if is_json:
-                value = _json_line(data, 1)
+                try:
+                    value = _json_value(data)
+                except ValueError as exc:
+                    raise ValueError(f"DATA is not JSON: {exc}") from None
                 if value is None:
                     raise ValueError("DATA is empty, not a JSON value")
                 # Wrapped: a JSON array DATA is one message, not one per element (DS §5).
                 data = b"[" + value + b"]"
             await producer.append(data)
+            _summary(_Counts(messages=1, lines=1, bytes=len(data)), started, args.quiet)
             return EXIT_OK
-        return await _append_lines(producer, is_json)
+        return await _append_lines(producer, is_json, args.quiet)
 
 
 def _input_size() -> int | None:
@@ -386,64 +456,176 @@ def _input_size() -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-async def _append_lines(producer: Any, is_json: bool) -> int:
+@dataclasses.dataclass
+class _Counts:
+    """What ``append`` has sent so far (acknowledged by the server)."""
+
+    messages: int = 0
+    lines: int = 0
+    bytes: int = 0
+
+
+def _summary(counts: _Counts, started: float, quiet: bool) -> None:
+    if quiet:
+        return
+    seconds = time.monotonic() - started
+    noun = "message" if counts.messages == 1 else "messages"
+    print(
+        f"appended {counts.messages} {noun} ({counts.bytes} bytes) in {seconds:.2f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def _append_lines(producer: Any, is_json: bool, quiet: bool) -> int:
+    """Append each stdin line as one message, in batches of what is ready.
+
+    A reader thread reads stdin in chunks (whatever one read returns, up to
+    :data:`READ_CHUNK_BYTES`), splits them into lines and hands each chunk's
+    lines over at once (at most :data:`READ_AHEAD_CHUNKS` chunks wait); the
+    sender joins what is ready into POSTs of at most :data:`MAX_BATCH_LINES`
+    lines and :data:`MAX_BATCH_BYTES` bytes, one POST at a time.
+
+    Raises:
+        BadLine: a line of a JSON stream is not JSON, or a line is longer than
+            :data:`MAX_LINE_BYTES`; every line before it was appended, none after.
+    """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(READ_AHEAD_LINES)
-    failure: list[BaseException] = []
+    queue: asyncio.Queue[list[bytes] | BaseException | None] = asyncio.Queue(READ_AHEAD_CHUNKS)
+    stop = threading.Event()
+
+    def hand_over(item: list[bytes] | BaseException | None) -> None:
+        # The loop may be gone (RuntimeError) or have cancelled the put when
+        # the append failed and the command is exiting: nothing left to tell.
+        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
     def reader() -> None:
         # A daemon thread: blocking stdin reads must not hold up Ctrl-C.
         try:
-            for line in sys.stdin.buffer:
-                asyncio.run_coroutine_threadsafe(queue.put(line), loop).result()
+            for lines in _read_lines(sys.stdin.buffer, stop):
+                hand_over(lines)
         except BaseException as exc:
-            failure.append(exc)
-        # The loop may be gone (RuntimeError) or have cancelled the put when
-        # the append failed and the command is exiting: nothing left to tell.
-        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+            hand_over(exc)
+            return
+        hand_over(None)
 
     threading.Thread(target=reader, name="durasync-append-stdin", daemon=True).start()
     progress = _Progress(total=_input_size())
-    lines = sent_bytes = 0
-    eof = False
+    counts = _Counts()
+    pending: list[bytes] = []  # lines received and not yet sent, in order
+    failure: BaseException | None = None
+    done = False  # the reader ended (end of input or failure)
     try:
-        while not eof:
-            first = await queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first)
-            while len(batch) < MAX_BATCH_LINES and size < MAX_BATCH_BYTES:
+        while pending or not done:
+            if not pending:
+                item = await queue.get()
+            else:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    item = []
+            while True:  # everything already waiting joins this batch
+                if item is None or isinstance(item, BaseException):
+                    failure = item
+                    done = True
+                    break
+                pending.extend(item)
+                if len(pending) >= MAX_BATCH_LINES:
+                    break
                 try:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-                if item is None:
-                    eof = True
-                    break
-                batch.append(item)
-                size += len(item)
-            if is_json:
-                values = []
-                for i, line in enumerate(batch, lines + 1):
-                    value = _json_line(line, i)
-                    if value is not None:
-                        values.append(value)
-                body = b"[" + b",".join(values) + b"]" if values else b""
-            else:
-                body = b"".join(batch)
-            if body:
-                await producer.append(body)
-            lines += len(batch)
-            sent_bytes += size
-            progress.update(sent_bytes, lines)
+            while pending:
+                batch = _cut_batch(pending)
+                await _send_batch(producer, batch, is_json, counts)
+                progress.update(counts.bytes, counts.lines)
+                if not done and len(pending) < MAX_BATCH_LINES:
+                    break  # not a full batch left: first take what arrived meanwhile
     finally:
+        stop.set()
         progress.stop()
-    if failure:
-        raise failure[0]
-    progress.summary(sent_bytes, lines)
+    if isinstance(failure, LineTooLong):
+        raise _bad_line(counts.lines + 1, str(failure)) from None
+    if failure is not None:
+        raise failure
+    _summary(counts, progress.started, quiet)
     return EXIT_OK
+
+
+def _cut_batch(pending: list[bytes]) -> list[bytes]:
+    """Remove and return the first lines of ``pending`` that fit one POST (at least one)."""
+    size = n = 0
+    for line in pending:
+        if n >= MAX_BATCH_LINES or (n and size + len(line) > MAX_BATCH_BYTES):
+            break
+        size += len(line)
+        n += 1
+    batch = pending[:n]
+    del pending[:n]
+    return batch
+
+
+async def _send_batch(producer: Any, batch: list[bytes], is_json: bool, counts: _Counts) -> None:
+    """POST ``batch`` (one message per line) and count it.
+
+    Raises:
+        BadLine: a line of a JSON stream is not JSON; the lines before it are sent first.
+    """
+    bad: BadLine | None = None
+    if is_json:
+        values = []
+        for i, line in enumerate(batch):
+            try:
+                value = _json_value(line)
+            except ValueError as exc:
+                bad = _bad_line(counts.lines + i + 1, f"is not JSON: {exc}")
+                batch = batch[:i]
+                break
+            if value is not None:
+                values.append(value)
+        body = b"[" + b",".join(values) + b"]" if values else b""
+        messages = len(values)
+    else:
+        body = b"".join(batch)
+        messages = len(batch)
+    if body:
+        await producer.append(body)
+    counts.messages += messages
+    counts.lines += len(batch)
+    counts.bytes += sum(map(len, batch))
+    if bad is not None:
+        raise bad
+
+
+class LineTooLong(ValueError):
+    """An input line is longer than :data:`MAX_LINE_BYTES` (raised by the stdin reader)."""
+
+
+def _read_lines(stream: IO[bytes], stop: threading.Event) -> Iterator[list[bytes]]:
+    """The complete lines of each chunk read from ``stream`` (the last line of the input may
+    lack its newline).
+
+    Raises:
+        LineTooLong: a line is longer than :data:`MAX_LINE_BYTES`.
+    """
+    rest = b""
+    read = getattr(stream, "read1", stream.read)
+    while not stop.is_set():
+        chunk = read(READ_CHUNK_BYTES)
+        if not chunk:
+            break
+        data = rest + chunk if rest else chunk
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        if len(rest) > MAX_LINE_BYTES:
+            raise LineTooLong(f"is longer than {MAX_LINE_BYTES} bytes")
+        if cut:
+            # Lines end at b"\n" only (bytes.splitlines would also cut at b"\r").
+            yield [line + b"\n" for line in data[: cut - 1].split(b"\n")]
+    if rest and not stop.is_set():
+        yield [rest]
 
 
 class _Progress:
@@ -492,7 +674,3 @@ class _Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
-
-    def summary(self, done_bytes: int, lines: int) -> None:
-        if self.enabled:
-            print(f"appended {lines} lines ({done_bytes} bytes)", file=sys.stderr, flush=True)

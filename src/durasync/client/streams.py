@@ -34,6 +34,7 @@ import json
 import os
 import random
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -338,6 +339,8 @@ class StreamClient:
         live: LiveMode = "long-poll",
         checkpoint: str | os.PathLike[str] | None = None,
         stop_at_up_to_date: bool = False,
+        on_retry: Callable[[BaseException, float], None] | None = None,
+        give_up_after: float | None = None,
     ) -> AsyncIterator[Batch]:
         """Yield the stream from ``offset``, live, exactly once and in order.
 
@@ -348,13 +351,19 @@ class StreamClient:
             checkpoint: file keeping the offset across process restarts
                 (written atomically after each batch the consumer finished).
             stop_at_up_to_date: end once caught up instead of waiting for more.
+            on_retry: called with the error and the delay (seconds) before each
+                retry of a transient failure.
+            give_up_after: raise the last transient error once requests have
+                failed for this many seconds in a row (None: retry forever).
 
         Ends when the stream is closed and everything was delivered (DS
-        ``Stream-Closed``). Retries transient failures forever from the last
-        delivered offset.
+        ``Stream-Closed``). Retries transient failures from the last delivered
+        offset, forever unless ``give_up_after`` is given.
 
         Raises:
-            StreamNotFound / StreamGone / StreamError: permanent failures.
+            StreamNotFound / StreamGone / StreamError: permanent failures (and
+                a transient one past ``give_up_after``).
+            httpx.TransportError / TimeoutError: network failures past ``give_up_after``.
         """
         url = self.url(stream)
         ckpt = Path(checkpoint) if checkpoint is not None else None
@@ -364,6 +373,7 @@ class StreamClient:
                 offset = saved
         backoff = Backoff(self._retry, rng=self._rng)
         state = _TailState(offset)
+        failing_since: float | None = None  # monotonic time of the first failure in a row
         while True:
             try:
                 if live == "sse" and state.caught_up:
@@ -375,6 +385,7 @@ class StreamClient:
                 async with contextlib.aclosing(reader):
                     async for batch in reader:
                         backoff.reset()
+                        failing_since = None
                         yield batch
                         # The consumer asked for more: this batch is done.
                         state.offset = batch.next_offset
@@ -384,14 +395,26 @@ class StreamClient:
                             return
                 if state.closed or (stop_at_up_to_date and state.caught_up):
                     return
+                failing_since = None
                 continue
-            except _TRANSIENT_ERRORS:
-                pass
+            except _TRANSIENT_ERRORS as exc:
+                error: BaseException = exc
             except StreamError as exc:
                 if exc.status not in _RETRY_STATUSES:
                     raise
+                error = exc
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = now
+            elif give_up_after is not None and now - failing_since >= give_up_after:
+                raise error
             delay = backoff.next_delay()
-            await asyncio.sleep(delay if delay is not None else self._retry.max_delay)
+            delay = delay if delay is not None else self._retry.max_delay
+            if give_up_after is not None:
+                delay = min(delay, max(0.0, failing_since + give_up_after - now))
+            if on_retry is not None:
+                on_retry(error, delay)
+            await asyncio.sleep(delay)
 
     # -- tail readers -------------------------------------------------------------
 
