@@ -14,7 +14,7 @@ the reference implementation.
 
 from __future__ import annotations
 
-from durasync.crdt.canonical import canonical_json, checksum, format_number
+from durasync.crdt.canonical import canonical_json, checksum, format_number, format_tree
 from durasync.crdt.errors import CRDTError, CRDTUsageError, CRDTValidationError
 from durasync.crdt.graph import TEXT, Node, SceneGraph
 from durasync.crdt.messages import (
@@ -54,6 +54,7 @@ __all__ = [
     "encode_message_json",
     "encode_message_msgpack",
     "format_number",
+    "format_tree",
     "lamport_next",
     "merge_clocks",
     "sort_key",

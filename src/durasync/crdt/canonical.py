@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from durasync.crdt.graph import TEXT, SceneGraph
 
-__all__ = ["canonical_json", "checksum", "digest", "format_number", "graph_to_obj"]
+__all__ = ["canonical_json", "checksum", "digest", "format_number", "format_tree", "graph_to_obj"]
 
 _encode_str: Final = json.encoder.encode_basestring
 #: The largest integer every format carries exactly (docs/crdt.md "Numbers").
@@ -180,6 +180,42 @@ def canonical_json(g: SceneGraph, *, live: bool = False, with_meta: bool = False
 def graph_to_obj(g: SceneGraph, *, live: bool = False, with_meta: bool = False) -> Any:
     """The canonical form as plain Python values (``json.loads(canonical_json(...))``)."""
     return json.loads(canonical_json(g, live=live, with_meta=with_meta))
+
+
+def format_tree(g: SceneGraph, *, live: bool = True) -> str:
+    """``g`` as an indented tree for people, one node per line (``print(graph)`` prints it).
+
+    Each line: ``key <tag> "name"`` then the properties as ``path=value`` (values in compact
+    canonical JSON, text properties as their string), children indented below their parent.
+    Nodes nobody lists as a child start a tree of their own, root first. ``live=False`` also
+    shows tombstoned nodes, marked ``(deleted)``. Not a stable format: for comparisons use
+    :func:`canonical_json`.
+    """
+    obj = graph_to_obj(g, live=live)
+    nodes: dict[str, Any] = obj["nodes"]
+    listed = {c for n in nodes.values() for c in n["children"]}
+    tops = [k for k in nodes if k not in listed]
+    tops.sort(key=lambda k: (k != obj["rootKey"], k))
+    lines: list[str] = []
+    seen: set[str] = set()
+    stack: list[tuple[str, int]] = [(k, 0) for k in reversed(tops)]
+    while stack:
+        key, depth = stack.pop()
+        node = nodes.get(key)
+        if node is None or key in seen:
+            continue
+        seen.add(key)
+        parts = [key or '""', f"<{node['tag']}>" if node["tag"] else "<>"]
+        if node["name"]:
+            parts.append(json.dumps(node["name"], ensure_ascii=False))
+        if node["deleted"]:
+            parts.append("(deleted)")
+        for path, value in node["props"].items():
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            parts.append(f"{path}={text}")
+        lines.append("  " * depth + " ".join(parts))
+        stack.extend((c, depth + 1) for c in reversed(node["children"]))
+    return "\n".join(lines) if lines else "(empty graph)"
 
 
 def checksum(g: SceneGraph, *, live: bool = True) -> str:

@@ -180,6 +180,19 @@ class SceneGraph:
         #: (key, path) of text docs that saw an op naming a char id they do not hold
         self.missing_refs: set[tuple[str, str]] = set()
 
+    def __repr__(self) -> str:
+        deleted = sum(1 for n in self.nodes.values() if n.deleted_at is not None)
+        return (
+            f"<SceneGraph root={self.root_key!r} nodes={len(self.nodes) - deleted}"
+            f" deleted={deleted} texts={len(self.texts)}>"
+        )
+
+    def __str__(self) -> str:
+        """The graph as an indented tree (:func:`durasync.crdt.canonical.format_tree`)."""
+        from durasync.crdt.canonical import format_tree
+
+        return format_tree(self)
+
     # -- copy-on-write -------------------------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
