@@ -19,6 +19,10 @@
 The lifespan opens the store and starts the subscription service, and on
 shutdown ends open long-polls and SSE streams, stops subscriptions and closes
 the store. Later layers (rooms) add routes through ``extra_routes``.
+
+Embedding (README.md "Embedding"): a framework runs only the lifespan of
+its top-level app, never a mounted one's, so the host app runs durasync's with
+:func:`lifespan` from its own, and mounts the app under any prefix.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from starlette.applications import Starlette
@@ -60,7 +64,7 @@ from durasync.streams.app import (
 from durasync.streams.protocol import error_body
 from durasync.streams.registry import REGISTRY_PATH, StreamRegistry
 
-__all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app"]
+__all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app", "lifespan"]
 
 log = logging.getLogger("durasync.server")
 
@@ -214,6 +218,29 @@ class _StreamsFirstApp(Starlette):
             await send(message)
 
         return reporting_send
+
+
+def lifespan(app: Starlette) -> contextlib.AbstractAsyncContextManager[None]:
+    """The lifespan of ``app`` (built by :func:`create_app`) as an async context manager, for
+    an app that mounts it: entering opens the store and starts rooms and subscriptions, leaving
+    ends live reads and closes everything. Starlette and FastAPI run only the top-level app's
+    lifespan, so call this from the host app's own::
+
+        sync = create_app(EmbeddedStore("./data"))
+
+        @contextlib.asynccontextmanager
+        async def host_lifespan(host):
+            async with durasync.server.lifespan(sync):
+                yield
+
+        host = FastAPI(lifespan=host_lifespan)  # or Starlette(lifespan=...)
+        host.mount("/sync", sync)
+
+    Raises:
+        StoreError: the store cannot be opened (on entering).
+    """
+    # create_app's lifespan yields None (no state mapping).
+    return cast(contextlib.AbstractAsyncContextManager[None], app.router.lifespan_context(app))
 
 
 def create_app(

@@ -1758,7 +1758,12 @@ def _location(scope: Scope, headers: dict[bytes, bytes]) -> bytes:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}".encode() if server else b"localhost"
     scheme = scope.get("scheme", "http")
-    path = quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=-._~")
+    # ``path`` already holds the mount prefix under Starlette's Mount and uvicorn's --root-path
+    # (ASGI: the full path); add ``root_path`` only for servers that leave it out of ``path``.
+    root, path = scope.get("root_path", ""), scope["path"]
+    if root and not path.startswith(root.rstrip("/") + "/") and path != root:
+        path = root + path
+    path = quote(path, safe="/:@!$&'()*+,;=-._~")
     return f"{scheme}://".encode() + host + path.encode()
 
 
