@@ -289,3 +289,58 @@ def test_secrets_from_env_and_config_reach_the_server(tmp_path: Path) -> None:
         assert r.status_code == 201
     finally:
         assert server.stop() == 0
+
+
+def test_serve_help_covers_rooms_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "/v1/rooms/<room>" in out and "--room-rate" in out
+    assert "Exit status: 0" in out and "3 could not start" in out and "port is in use" in out
+
+
+def test_unknown_serve_option_shows_serves_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: durasync serve ") and "unrecognized arguments: --bogus" in err
+
+
+def test_data_path_that_is_a_file_exits_3_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    proc = subprocess.run(
+        [sys.executable, "-m", "durasync", "serve", "--port", "0", "--data", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 3  # as documented in serve --help
+    assert f"{path}: not a directory" in proc.stderr and "Errno" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+async def test_websocket_to_a_path_without_endpoint_is_404() -> None:
+    import websockets
+
+    server = start_server("--port", "0", "--memory")
+    try:
+        ws_url = server.url.replace("http://", "ws://")
+        for path in ("/v1/stream/x", "/nowhere"):
+            with pytest.raises(websockets.InvalidStatus) as exc:
+                async with websockets.connect(ws_url + path):
+                    pass
+            assert exc.value.response.status_code == 404, path
+            assert b"NOT_FOUND" in exc.value.response.body
+    finally:
+        assert server.stop() == 0
+
+
+def test_shutdown_is_announced() -> None:
+    server = start_server("--port", "0", "--memory")
+    assert server.stop() == 0
+    out = "".join(server.output)
+    assert "durasync shutting down (SIGTERM)\n" in out
+    assert out.endswith("durasync stopped\n"), out[-500:]

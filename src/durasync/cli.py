@@ -104,7 +104,10 @@ _SERVE_EPILOG = (
     "FILE reads a TOML file whose keys are the option names without '--' (auth-secret = "
     '"...", memory = true, cors-origin = ["https://app.example"], room-rate = 500). '
     "Precedence: flag > environment > config file > default; a bad file stops serve with one "
-    "line naming the problem."
+    "line naming the problem. "
+    "Exit status: 0 stopped by SIGTERM or Ctrl-C after a clean shutdown; 1 failed while running; "
+    "2 bad arguments, environment or config file; 3 could not start (the store cannot be opened, "
+    "or the address cannot be bound, e.g. the port is in use)."
 )
 
 
@@ -114,8 +117,11 @@ def add_serve_command(subparsers: Any) -> None:
         "serve",
         help="run the durasync server",
         description=(
-            "Serve Durable Streams under /v1/stream/<path> (and /healthz). "
-            "Without --auth-secret only loopback clients are admitted."
+            "Serve Durable Streams under /v1/stream/<path> (HTTP: catch-up, long-poll, SSE) and "
+            "collaborative rooms under /v1/rooms/<room> (WebSocket; GET /v1/rooms lists them, "
+            "GET /v1/rooms/<room> shows one's graph, DELETE /v1/rooms/<room> removes it), plus "
+            "GET /healthz. Without --auth-secret only loopback clients are admitted. Rooms "
+            "options are in the 'rooms' group below (docs/protocol.md)."
         ),
         epilog=_SERVE_EPILOG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -639,6 +645,12 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         # Called from the signal handler: schedule the drain on the loop.
+        if not self.should_exit and self.started:
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:
+                name = str(sig)
+            print(f"durasync shutting down ({name})", file=sys.stderr, flush=True)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_exit)
         # Unlike uvicorn's own handler we do not record the signal to re-raise
@@ -723,14 +735,27 @@ def run_serve(args: argparse.Namespace) -> int:
         server.run()
     if not server.started:
         return 1
+    print("durasync stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> Any:
+    """The parser of subcommand ``name`` (None if there is none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name is not None:
+            return action.choices.get(name)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(arguments)
+    args, unknown = parser.parse_known_args(arguments)
+    if unknown:
+        # Reported with the subcommand's usage (argparse would show the top-level one).
+        sub = _subparser(parser, getattr(args, "command", None)) or parser
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     func: Command | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)

@@ -49,6 +49,7 @@ from durasync.metrics import Metrics
 from durasync.ops import OpsApi
 from durasync.p2p.rendezvous import RendezvousSettings
 from durasync.p2p.server import RendezvousService
+from durasync.protocol.closecodes import CloseCode
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore, StoreError, StreamInfo
@@ -170,6 +171,30 @@ async def _not_found(request: Request, exc: Exception) -> Response:
         status_code=404,
         media_type="application/json",
     )
+
+
+def _no_route(http_default: ASGIApp) -> ASGIApp:
+    """The router's answer when no route matches: HTTP as before (404 through the exception
+    handler); a WebSocket handshake gets an HTTP 404 with a JSON body where the server supports
+    the WebSocket Denial Response extension (uvicorn does), else a close (1008 would read as an
+    auth failure, and Starlette's default close becomes a bare 403 at the handshake)."""
+
+    async def no_route(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await http_default(scope, receive, send)
+            return
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send(
+                {"type": "websocket.close", "code": CloseCode.NORMAL, "reason": "no endpoint"}
+            )
+            return
+        path = scope.get("path", "")
+        body = error_body("NOT_FOUND", f"no WebSocket endpoint at {path}")
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+
+    return no_route
 
 
 class _StreamsFirstApp(Starlette):
@@ -393,6 +418,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.begin_shutdown = begin_shutdown
+    app.router.default = _no_route(app.router.default)
     app.state.streams = streams
     app.state.rendezvous = rendezvous
     app.state.store = store

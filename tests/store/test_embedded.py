@@ -75,6 +75,13 @@ async def test_backpressure_bounds_pending_writes(tmp_path: Path) -> None:
         assert (await store.head("/bp")).message_count == 50
 
 
+async def test_data_path_that_is_a_file_says_not_a_directory(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(StoreUnavailable, match=r"file: not a directory$"):
+        await EmbeddedStore(path).open()
+
+
 async def test_second_process_cannot_open_the_same_directory(tmp_path: Path) -> None:
     first = EmbeddedStore(tmp_path)
     await first.open()

@@ -360,7 +360,7 @@ class EmbeddedStore(LogStore):
         try:
             await asyncio.to_thread(self._open_sync)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailable(f"cannot open the store in {self.data_dir}: {exc}") from exc
+            raise StoreUnavailable(f"{self.data_dir}: {exc}") from exc
         self._writer_done = self._loop.create_future()
         self._pool = ThreadPoolExecutor(self._readers, thread_name_prefix="durasync-read")
         self._writer = threading.Thread(
@@ -369,13 +369,15 @@ class EmbeddedStore(LogStore):
         self._writer.start()
 
     def _open_sync(self) -> None:
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise OSError("not a directory")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            raise OSError(f"{self.data_dir} is in use by another process") from exc
+            raise OSError("in use by another process (one process per data directory)") from exc
         self._lock_fd = fd
         conn = _connect(self.db_path)
         conn.executescript(_SCHEMA)
