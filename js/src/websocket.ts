@@ -17,7 +17,7 @@
  * Dropped messages are always reported (`overflow` events). Failures are transient (retry
  * after a backoff delay) or permanent (stop in `failed`, with the reason): a session `error`
  * frame marked permanent, a protocol violation, permanent close codes (1002, 1003, 1007-1010,
- * 4400, 4401, 4403), and HTTP 401/403 -- which a browser cannot see on a refused upgrade, so
+ * 4400, 4401, 4403, 4404), and HTTP 401/403 -- which a browser cannot see on a refused upgrade, so
  * it is learned from `authProbe` (an HTTP URL fetched after a connection fails before opening)
  * or from `negotiate` (an `HttpError`). Browsers cannot send WebSocket pings: the heartbeat
  * is the session's `ping`/`pong` frames (stateful) or `heartbeatMessage` (other modes).

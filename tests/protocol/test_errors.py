@@ -42,6 +42,7 @@ def test_http_status(status: int, kind: ErrorKind) -> None:
         (4401, ErrorKind.PERMANENT),
         (4403, ErrorKind.PERMANENT),
         (4400, ErrorKind.PERMANENT),
+        (4404, ErrorKind.PERMANENT),
         (4009, ErrorKind.TRANSIENT),
         (4008, ErrorKind.TRANSIENT),
         (4011, ErrorKind.TRANSIENT),

@@ -48,6 +48,9 @@ class CloseCode(enum.IntEnum):
     """A newer connection with the same client id took over; retried (see docs)."""
     ROOM_FAILED = 4011
     """The room failed (store error, lost conditional appends); reconnect after backoff."""
+    ROOM_DELETED = 4404
+    """The room was deleted (``DELETE /v1/rooms/{room}``); do not retry (a rejoin would create a
+    new, empty room)."""
     BAD_REQUEST = 4400
     """Malformed URL (room name, ``client``, ``format``, ``since``); fix it, do not retry."""
     UNAUTHORIZED = 4401
@@ -74,5 +77,6 @@ PERMANENT_CLOSE_CODES: Final = frozenset(
         CloseCode.BAD_REQUEST,
         CloseCode.UNAUTHORIZED,
         CloseCode.FORBIDDEN,
+        CloseCode.ROOM_DELETED,
     }
 )

@@ -8,7 +8,10 @@ Routes (mounted by :func:`durasync.server.create_app`):
   ``Room-Epoch`` headers;
 - ``GET|HEAD /v1/rooms/{room}/journal``: the journal stream with Durable Streams read semantics
   (served by a :class:`~durasync.streams.app.StreamsApp`, so catch-up, long-poll and SSE behave
-  exactly as on ``/v1/stream``).
+  exactly as on ``/v1/stream``);
+- ``DELETE /v1/rooms/{room}`` (write access): removes the room (members closed with 4404);
+  ``POST /v1/rooms/{room}/reset`` (write access): empties it under a new epoch (members closed
+  with 4008, so they rejoin and reload).
 
 Rooms load lazily on first use and leave memory after ``idle_timeout`` without members.
 """
@@ -42,8 +45,16 @@ from durasync.protocol.room_server import (
     parse_join,
 )
 from durasync.rooms.presence import LocalPresenceBus, PresenceBus
-from durasync.rooms.room import Member, Room, RoomFailed, RoomSettings, journal_path
-from durasync.store.base import LogStore, StoreError, StreamNotFound
+from durasync.rooms.room import (
+    Member,
+    Room,
+    RoomFailed,
+    RoomSettings,
+    journal_path,
+    meta_path,
+    snapshot_path,
+)
+from durasync.store.base import LogStore, StoreError, StreamGone, StreamNotFound
 from durasync.streams.app import StreamsApp, StreamSettings
 
 __all__ = ["RoomService"]
@@ -96,6 +107,8 @@ class RoomService:
         self.authorizer = authorizer
         self.rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Future[Room]] = {}
+        #: Rooms being removed (delete or reset): loads wait until it is done.
+        self._removing: dict[str, asyncio.Future[None]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
         # Serves the reserved __rooms/<room>/journal stream, only under /v1/rooms/{room}/journal.
@@ -107,7 +120,9 @@ class RoomService:
         return [
             Route("/v1/rooms", self._list, methods=["GET"]),
             Route("/v1/rooms/{room}/journal", self._journal, methods=["GET", "HEAD"]),
+            Route("/v1/rooms/{room}/reset", self._reset, methods=["POST"]),
             Route("/v1/rooms/{room}", self._view, methods=["GET"]),
+            Route("/v1/rooms/{room}", self._delete, methods=["DELETE"]),
             WebSocketRoute("/v1/rooms/{room}", _WsEndpoint(self)),
         ]
 
@@ -136,6 +151,8 @@ class RoomService:
         Raises:
             StreamNotFound: the room does not exist and ``create`` is False.
         """
+        while (removing := self._removing.get(name)) is not None:
+            await asyncio.shield(removing)
         room = self.rooms.get(name)
         if room is not None and not room.failed:
             return room
@@ -167,6 +184,52 @@ class RoomService:
         )
         fut.set_result(room)
         return room
+
+    async def remove_room(self, name: str, *, reset: bool = False) -> str | None:
+        """Delete room ``name`` from the store (meta, journal, snapshot), first closing its
+        members on this node: with 4404 (do not rejoin), or with ``reset`` 4008 and the room is
+        created again, empty, under a new epoch (members rejoin and reload). Loads of the room
+        wait until this is done. Returns the new epoch (reset) or None.
+
+        Other nodes of a cluster notice on their next journal read: their members are closed
+        with 4011 and reconnect (a member with write access then creates the room anew).
+
+        Raises:
+            StreamNotFound: there is no such room.
+            StoreError: the store failed (the room may be partly deleted; deleting again
+                finishes it).
+        """
+        while (removing := self._removing.get(name)) is not None:
+            await asyncio.shield(removing)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._removing[name] = done
+        try:
+            pending = self._loading.get(name)
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
+            room = self.rooms.pop(name, None)
+            if room is not None:
+                if reset:
+                    await room.close(CloseCode.RESUME, "room reset: rejoin for the new epoch")
+                else:
+                    await room.close(CloseCode.ROOM_DELETED, "room deleted")
+            found = room is not None
+            # Meta first: from then on the room does not exist for any node that loads it.
+            for path in (meta_path(name), journal_path(name), snapshot_path(name)):
+                try:
+                    await self.store.delete(path)
+                    found = True
+                except (StreamNotFound, StreamGone):
+                    pass
+            if not found:
+                raise StreamNotFound(f"no room {name!r}")
+        finally:
+            del self._removing[name]
+            done.set_result(None)
+        if not reset:
+            return None
+        return (await self.get_room(name, create=True)).epoch
 
     async def _tick(self) -> None:
         """Presence expiry, pings and idle-room eviction, once a second."""
@@ -237,6 +300,41 @@ class RoomService:
                 "Room-Epoch": room.epoch,
                 "Cache-Control": "no-store",
             },
+        )
+
+    async def _delete(self, request: object) -> object:
+        return await self._remove(request, reset=False)
+
+    async def _reset(self, request: object) -> object:
+        return await self._remove(request, reset=True)
+
+    async def _remove(self, request: object, *, reset: bool) -> object:
+        from starlette.requests import Request
+        from starlette.responses import Response
+
+        assert isinstance(request, Request)
+        name = request.path_params["room"]
+        try:
+            principal = self._principal(request.scope)
+            if not self.authorizer.authorize(principal, "write", "room/" + name):
+                raise AuthError(403, "FORBIDDEN", f"not allowed to write room/{name}")
+        except AuthError as exc:
+            return _json_error(exc.status, exc.code, exc.message)
+        problem = room_name_problem(name)
+        if problem is not None:
+            return _json_error(400, "BAD_ROOM", problem)
+        try:
+            epoch = await self.remove_room(name, reset=reset)
+        except StreamNotFound:
+            return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
+        except (StoreError, RoomFailed) as exc:
+            return _json_error(503, "STORE_UNAVAILABLE", str(exc))
+        if epoch is None:
+            return Response(status_code=204, headers={"Cache-Control": "no-store"})
+        return Response(
+            msgspec.json.encode({"room": name, "epoch": epoch}),
+            media_type="application/json",
+            headers={"Room-Epoch": epoch, "Cache-Control": "no-store"},
         )
 
     async def _list(self, request: object) -> object:
