@@ -54,8 +54,9 @@ export function classifyHttpStatus(status: number): Classification {
   return { permanent: false, reason: `unexpected handshake response (HTTP ${status})` };
 }
 
-// RFC 6455 §7.4.1 codes that say the peer found us at fault, our auth codes 4401/4403 and the
-// rooms' 4400 (malformed URL): resending the same traffic fails again (as in Python).
+// RFC 6455 §7.4.1 codes that say the peer found us at fault, our auth codes 4401/4403, the
+// rooms' 4400 (malformed URL) and 4404 (room deleted): resending the same traffic fails again or
+// would re-create a deleted room (as in Python).
 const PERMANENT_CLOSE_CODES = new Set([1002, 1003, 1007, 1008, 1009, 1010, 4400, 4401, 4403, 4404]);
 
 /** The close code of a connection that ended (null = none, e.g. 1006 abnormal closure). */
