@@ -195,8 +195,9 @@ def add_append_command(subparsers: Any) -> None:
             "Append DATA as one message, or each line of stdin as one message (DATA omitted "
             "or '-'). Lines are sent in batches through an idempotent producer, so a retry "
             "after a timeout or a server restart never duplicates a line. On a JSON stream "
-            "each line must be one JSON value. A progress bar is shown on a terminal for "
-            "long inputs."
+            "each line must be one JSON value; a bad line stops the run after every line before "
+            "it was appended. A progress bar is shown on a terminal for long inputs, and one "
+            "summary line on stderr at the end (--quiet: none)."
         ),
         epilog=(
             "examples:\n"
