@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -55,11 +54,11 @@ EXIT_INTERRUPTED = 130
 #: body limit is 16 MiB; smaller batches keep a retry cheap).
 MAX_BATCH_LINES = 1000
 MAX_BATCH_BYTES = 1 << 20
-#: stdin is read in chunks of up to this many bytes; the lines of one chunk are handed to the
-#: sender at once, and at most READ_AHEAD_CHUNKS chunks wait (a fast stdin waits for the
-#: network), so the input read ahead stays under about 4 MiB plus one line.
+#: stdin is read in chunks of up to this many bytes, split into lines, and the lines wait for
+#: the sender in a buffer of at most READ_AHEAD_BYTES (then the reader waits: a fast stdin
+#: waits for the network), so the input read ahead stays under about 5 MiB plus one line.
 READ_CHUNK_BYTES = 1 << 20
-READ_AHEAD_CHUNKS = 4
+READ_AHEAD_BYTES = 4 << 20
 #: The longest input line ``append`` takes (the server's default body limit is 16 MiB).
 MAX_LINE_BYTES = 16 << 20
 #: ``tail --until-up-to-date`` gives up after this many seconds of failures in a row.
@@ -482,90 +481,125 @@ async def _append_lines(producer: Any, is_json: bool, quiet: bool) -> int:
     """Append each stdin line as one message, in batches of what is ready.
 
     A reader thread reads stdin in chunks (whatever one read returns, up to
-    :data:`READ_CHUNK_BYTES`), splits them into lines and hands each chunk's
-    lines over at once (at most :data:`READ_AHEAD_CHUNKS` chunks wait); the
-    sender joins what is ready into POSTs of at most :data:`MAX_BATCH_LINES`
-    lines and :data:`MAX_BATCH_BYTES` bytes, one POST at a time.
+    :data:`READ_CHUNK_BYTES`), splits them into lines and adds them to a
+    :class:`_LineBuffer` (at most :data:`READ_AHEAD_BYTES` wait); the sender
+    takes every line that is ready and sends POSTs of at most
+    :data:`MAX_BATCH_LINES` lines and :data:`MAX_BATCH_BYTES` bytes, one at a
+    time, so lines read while a POST is in flight go into the next one.
 
     Raises:
         BadLine: a line of a JSON stream is not JSON, or a line is longer than
             :data:`MAX_LINE_BYTES`; every line before it was appended, none after.
     """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[list[bytes] | BaseException | None] = asyncio.Queue(READ_AHEAD_CHUNKS)
-    stop = threading.Event()
-
-    def hand_over(item: list[bytes] | BaseException | None) -> None:
-        # The loop may be gone (RuntimeError) or have cancelled the put when
-        # the append failed and the command is exiting: nothing left to tell.
-        with contextlib.suppress(RuntimeError, concurrent.futures.CancelledError):
-            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+    buffer = _LineBuffer(asyncio.get_running_loop(), READ_AHEAD_BYTES)
 
     def reader() -> None:
         # A daemon thread: blocking stdin reads must not hold up Ctrl-C.
         try:
-            for lines in _read_lines(sys.stdin.buffer, stop):
-                hand_over(lines)
+            for lines, size in _read_lines(sys.stdin.buffer, buffer.stopped):
+                buffer.put(lines, size)
         except BaseException as exc:
-            hand_over(exc)
+            buffer.finish(exc)
             return
-        hand_over(None)
+        buffer.finish(None)
 
     threading.Thread(target=reader, name="durasync-append-stdin", daemon=True).start()
     progress = _Progress(total=_input_size())
     counts = _Counts()
-    pending: list[bytes] = []  # lines received and not yet sent, in order
-    failure: BaseException | None = None
-    done = False  # the reader ended (end of input or failure)
+    pending: list[bytes] = []  # lines taken from the buffer; pending[sent:] not yet sent
+    sent = 0
     try:
-        while pending or not done:
-            if not pending:
-                item = await queue.get()
-            else:
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    item = []
-            while True:  # everything already waiting joins this batch
-                if item is None or isinstance(item, BaseException):
-                    failure = item
-                    done = True
-                    break
-                pending.extend(item)
-                if len(pending) >= MAX_BATCH_LINES:
-                    break
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-            while pending:
-                batch = _cut_batch(pending)
-                await _send_batch(producer, batch, is_json, counts)
-                progress.update(counts.bytes, counts.lines)
-                if not done and len(pending) < MAX_BATCH_LINES:
-                    break  # not a full batch left: first take what arrived meanwhile
+        while True:
+            if len(pending) - sent < MAX_BATCH_LINES:
+                # Everything ready joins; wait only when there is nothing to send.
+                more = await buffer.take(wait=sent == len(pending))
+                pending = pending[sent:] + more if sent < len(pending) else more
+                sent = 0
+            if sent == len(pending):
+                break  # end of input (or the reader failed: raised below)
+            batch = _cut_batch(pending, sent)
+            sent += len(batch)
+            await _send_batch(producer, batch, is_json, counts)
+            progress.update(counts.bytes, counts.lines)
     finally:
-        stop.set()
+        buffer.stop()
         progress.stop()
-    if isinstance(failure, LineTooLong):
-        raise _bad_line(counts.lines + 1, str(failure)) from None
-    if failure is not None:
-        raise failure
+    if isinstance(buffer.error, LineTooLong):
+        raise _bad_line(counts.lines + 1, str(buffer.error)) from None
+    if buffer.error is not None:
+        raise buffer.error
     _summary(counts, progress.started, quiet)
     return EXIT_OK
 
 
-def _cut_batch(pending: list[bytes]) -> list[bytes]:
-    """Remove and return the first lines of ``pending`` that fit one POST (at least one)."""
+class _LineBuffer:
+    """Lines handed from the stdin reader thread to the sender on the event loop, bounded in
+    bytes: the reader blocks while :attr:`limit` bytes wait (a fast stdin waits for the
+    network)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.limit = limit
+        self.error: BaseException | None = None
+        #: Set when the sender stops taking (done or failed): the reader stops reading.
+        self.stopped = threading.Event()
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._lines: list[bytes] = []
+        self._bytes = 0
+        self._done = False
+        self._ready = asyncio.Event()
+
+    def _wake(self) -> None:
+        # The loop may be gone when the command is exiting: nobody left to tell.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    def put(self, lines: list[bytes], size: int) -> None:
+        """(Reader thread) add ``lines`` (``size`` bytes), waiting while the buffer is full."""
+        with self._cond:
+            while self._bytes >= self.limit and not self.stopped.is_set():
+                self._cond.wait()
+            self._lines.extend(lines)
+            self._bytes += size
+        self._wake()
+
+    def finish(self, error: BaseException | None) -> None:
+        """(Reader thread) the input ended, or reading it failed with ``error``."""
+        with self._cond:
+            self._done = True
+            self.error = error
+        self._wake()
+
+    async def take(self, *, wait: bool) -> list[bytes]:
+        """(Sender) every line ready; with ``wait``, first wait for one or for the end."""
+        while True:
+            self._ready.clear()
+            with self._cond:
+                if self._lines or self._done or not wait:
+                    lines, self._lines, self._bytes = self._lines, [], 0
+                    self._cond.notify_all()
+                    return lines
+            await self._ready.wait()
+
+    def stop(self) -> None:
+        """(Sender) no more taking: release a reader waiting for room."""
+        self.stopped.set()
+        with self._cond:
+            self._cond.notify_all()
+
+
+def _cut_batch(pending: list[bytes], start: int) -> list[bytes]:
+    """The lines of ``pending`` from ``start`` that fit one POST (at least one)."""
+    batch = pending[start : start + MAX_BATCH_LINES]
+    if sum(map(len, batch)) <= MAX_BATCH_BYTES:
+        return batch  # the usual case: lines shorter than MAX_BATCH_BYTES / MAX_BATCH_LINES
     size = n = 0
-    for line in pending:
-        if n >= MAX_BATCH_LINES or (n and size + len(line) > MAX_BATCH_BYTES):
+    for line in batch:
+        if n and size + len(line) > MAX_BATCH_BYTES:
             break
         size += len(line)
         n += 1
-    batch = pending[:n]
-    del pending[:n]
-    return batch
+    return batch[:n]
 
 
 async def _send_batch(producer: Any, batch: list[bytes], is_json: bool, counts: _Counts) -> None:
@@ -576,16 +610,24 @@ async def _send_batch(producer: Any, batch: list[bytes], is_json: bool, counts: 
     """
     bad: BadLine | None = None
     if is_json:
-        values = []
-        for i, line in enumerate(batch):
-            try:
-                value = _json_value(line)
-            except ValueError as exc:
-                bad = _bad_line(counts.lines + i + 1, f"is not JSON: {exc}")
-                batch = batch[:i]
-                break
-            if value is not None:
-                values.append(value)
+        import msgspec
+
+        values = [v for v in (line.strip() for line in batch) if v]
+        try:
+            for value in values:
+                msgspec.json.decode(value)
+        except msgspec.DecodeError:
+            # Find the first bad line (and its number) the slow way.
+            values = []
+            for i, line in enumerate(batch):
+                try:
+                    v = _json_value(line)
+                except ValueError as exc:
+                    bad = _bad_line(counts.lines + i + 1, f"is not JSON: {exc}")
+                    batch = batch[:i]
+                    break
+                if v is not None:
+                    values.append(v)
         body = b"[" + b",".join(values) + b"]" if values else b""
         messages = len(values)
     else:
@@ -604,9 +646,9 @@ class LineTooLong(ValueError):
     """An input line is longer than :data:`MAX_LINE_BYTES` (raised by the stdin reader)."""
 
 
-def _read_lines(stream: IO[bytes], stop: threading.Event) -> Iterator[list[bytes]]:
-    """The complete lines of each chunk read from ``stream`` (the last line of the input may
-    lack its newline).
+def _read_lines(stream: IO[bytes], stop: threading.Event) -> Iterator[tuple[list[bytes], int]]:
+    """The complete lines of each chunk read from ``stream``, with their size in bytes (the
+    last line of the input may lack its newline).
 
     Raises:
         LineTooLong: a line is longer than :data:`MAX_LINE_BYTES`.
@@ -624,9 +666,9 @@ def _read_lines(stream: IO[bytes], stop: threading.Event) -> Iterator[list[bytes
             raise LineTooLong(f"is longer than {MAX_LINE_BYTES} bytes")
         if cut:
             # Lines end at b"\n" only (bytes.splitlines would also cut at b"\r").
-            yield [line + b"\n" for line in data[: cut - 1].split(b"\n")]
+            yield [line + b"\n" for line in data[: cut - 1].split(b"\n")], cut
     if rest and not stop.is_set():
-        yield [rest]
+        yield [rest], len(rest)
 
 
 class _Progress:
