@@ -27,6 +27,7 @@ from durasync.store import (
     StreamExists,
     StreamGone,
     StreamNotFound,
+    TailMismatch,
 )
 from durasync.store.offsets import ZERO_OFFSET, decode_offset
 
@@ -568,3 +569,106 @@ async def test_many_concurrent_appends_keep_one_order(store: LogStore) -> None:
     for w in range(8):
         mine = [d for d in data if d.startswith(f"{w}:".encode())]
         assert mine == [f"{w}:{i}".encode() for i in range(20)]
+
+
+# -- replica append (append_at) ------------------------------------------------------------
+
+
+async def test_append_at_lands_at_the_named_offset_with_the_source_offsets(store: LogStore) -> None:
+    await store.create("/src", TEXT, initial=[b"a", b"bcd"])
+    src = await store.append("/src", [b"ef", b"g"])
+    await store.create("/rep", TEXT)
+    first = await store.append_at("/rep", ZERO_OFFSET, [b"a", b"bcd"])
+    assert first.status == "appended" and first.offsets[0] == ZERO_OFFSET
+    second = await store.append_at("/rep", first.tail, [b"ef", b"g"])
+    assert second.offsets == src.offsets and second.tail == src.tail
+    assert await all_data(store, "/rep") == [b"a", b"bcd", b"ef", b"g"]
+    # The same read from every offset on both.
+    for offset in [ZERO_OFFSET, *(e.offset for e in (await store.read("/src")).entries)]:
+        assert (await store.read("/rep", offset)).entries == (
+            await store.read("/src", offset)
+        ).entries
+
+
+async def test_append_at_elsewhere_than_the_tail_changes_nothing(store: LogStore) -> None:
+    await store.create("/r1", TEXT)
+    done = await store.append_at("/r1", ZERO_OFFSET, [b"xy", b"z"])
+    behind, ahead = done.offsets[1], "0000000000000009_0000000000000099"
+    for offset in (behind, ZERO_OFFSET, ahead):
+        with pytest.raises(TailMismatch) as info:
+            await store.append_at("/r1", offset, [b"q"])
+        assert info.value.tail == done.tail
+    assert await all_data(store, "/r1") == [b"xy", b"z"]
+    with pytest.raises(BadOffset):
+        await store.append_at("/r1", "nonsense", [b"q"])
+    with pytest.raises(StreamNotFound):
+        await store.append_at("/none", ZERO_OFFSET, [b"q"])
+    with pytest.raises(ValueError):
+        await store.append_at("/r1", done.tail, [])
+
+
+async def test_append_at_moves_the_start_of_a_stream_that_retains_nothing(store: LogStore) -> None:
+    await store.create("/r2", TEXT)
+    start = "0000000000000005_0000000000000040"
+    result = await store.append_at("/r2", start, [b"m5", b"m6"])
+    assert result.offsets[0] == start and decode_offset(result.tail) == (7, 44)
+    info = await store.head("/r2")
+    assert info.start == start and info.message_count == 2
+    assert await all_data(store, "/r2") == [b"m5", b"m6"]
+    with pytest.raises(StreamGone):
+        await store.read("/r2", ZERO_OFFSET)
+    # Holding messages, it no longer jumps.
+    with pytest.raises(TailMismatch):
+        await store.append_at("/r2", "0000000000000009_0000000000000050", [b"x"])
+    # Trimmed to its tail it retains nothing again, and may jump again.
+    await store.trim("/r2", result.tail)
+    jumped = await store.append_at("/r2", "0000000000000009_0000000000000050", [b"x"])
+    assert jumped.offsets == ["0000000000000009_0000000000000050"]
+    assert await all_data(store, "/r2") == [b"x"]
+
+
+async def test_append_at_closes_and_a_repeated_close_is_idempotent(store: LogStore) -> None:
+    await store.create("/r3", TEXT)
+    done = await store.append_at("/r3", ZERO_OFFSET, [b"last"], close=True)
+    assert done.closed and done.status == "appended"
+    again = await store.append_at("/r3", done.tail, [], close=True)
+    assert again.status == "closed_only" and again.closed
+    with pytest.raises(StreamClosed):
+        await store.append_at("/r3", done.tail, [b"more"])
+    read = await store.read("/r3")
+    assert read.closed and [e.data for e in read.entries] == [b"last"]
+    await store.create("/r4", TEXT)
+    closed = await store.append_at("/r4", ZERO_OFFSET, [], close=True)
+    assert closed.closed and closed.status == "closed_only"
+
+
+async def test_append_at_wakes_live_readers(store: LogStore) -> None:
+    await store.create("/r5", TEXT)
+    waiter = asyncio.ensure_future(store.wait_for("/r5", ZERO_OFFSET, 5.0))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await store.append_at("/r5", ZERO_OFFSET, [b"x"])
+    assert await asyncio.wait_for(waiter, 5.0)
+
+
+async def test_concurrent_append_at_one_wins(store: LogStore) -> None:
+    await store.create("/r6", TEXT)
+    results = await asyncio.gather(
+        *(store.append_at("/r6", ZERO_OFFSET, [f"w{i}".encode()]) for i in range(6)),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    assert len(wins) == 1
+    assert all(isinstance(r, TailMismatch) for r in results if isinstance(r, BaseException))
+    assert len(await all_data(store, "/r6")) == 1
+
+
+async def test_head_reports_the_last_stream_seq(store: LogStore) -> None:
+    await store.create("/r7", TEXT)
+    assert (await store.head("/r7")).last_stream_seq is None
+    await store.append("/r7", [b"a"], stream_seq="0005")
+    assert (await store.head("/r7")).last_stream_seq == "0005"
+    with pytest.raises(SeqConflict):
+        await store.append("/r7", [b"b"], stream_seq="0005")
+    assert (await store.head("/r7")).last_stream_seq == "0005"
+    assert [i.last_stream_seq for i in await store.list_streams("/r7")] == ["0005"]

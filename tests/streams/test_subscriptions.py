@@ -391,6 +391,17 @@ class FakeStore(LogStore):
         self.streams[path].extend(messages)
         return AppendResult(status="appended", offsets=[], tail=self.tail(path), closed=False)
 
+    async def append_at(
+        self,
+        path: str,
+        offset: str,
+        messages: Sequence[bytes],
+        *,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        raise NotImplementedError
+
     async def read(
         self,
         path: str,

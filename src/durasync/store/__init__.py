@@ -34,6 +34,7 @@ from durasync.store.base import (
     StreamGone,
     StreamInfo,
     StreamNotFound,
+    TailMismatch,
 )
 from durasync.store.embedded import EmbeddedStore
 from durasync.store.memory import MemoryStore
@@ -68,6 +69,7 @@ __all__ = [
     "StreamGone",
     "StreamInfo",
     "StreamNotFound",
+    "TailMismatch",
     "open_store",
 ]
 

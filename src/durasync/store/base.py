@@ -90,6 +90,10 @@ class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float = 0.0
     #: Last time an append or read touched the stream (sliding TTL).
     touched_at: float = 0.0
+    #: The last ``Stream-Seq`` accepted (None: none yet). It is stored atomically with the
+    #: data, so a writer that puts its own position in it (a replica copying another log)
+    #: reads here exactly how far its writes got, also after a crash.
+    last_stream_seq: str | None = None
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -209,6 +213,15 @@ class ProducerBadEpochStart(StoreClientError):
     """A new producer epoch must start at seq 0 (400)."""
 
 
+class TailMismatch(StoreClientError):
+    """A replica append (:meth:`LogStore.append_at`) named an offset that is not where the
+    stream ends (409). ``tail`` is the stream's actual tail: entries below it are there."""
+
+    def __init__(self, message: str, *, tail: str) -> None:
+        super().__init__(message)
+        self.tail = tail
+
+
 class BadOffset(StoreClientError):
     """The offset is malformed or not a message boundary of this stream (400)."""
 
@@ -321,6 +334,43 @@ class LogStore(abc.ABC):
         Raises:
             StreamNotFound, StreamGone, StreamClosed, ContentTypeMismatch,
             ProducerFenced, ProducerSeqGap, ProducerBadEpochStart, SeqConflict,
+            StoreUnavailable.
+        """
+
+    @abc.abstractmethod
+    async def append_at(
+        self,
+        path: str,
+        offset: str,
+        messages: Sequence[bytes],
+        *,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        """Replica append: append ``messages`` so that the first lands exactly at ``offset``
+        (and optionally close the stream), atomically, or change nothing.
+
+        For a writer that copies another log and must keep its offsets: it names where each
+        batch starts in the source, and the store checks, atomically with the write, that this
+        is where the stream ends. So a replica holds the source's messages at the source's
+        offsets, without holes or duplicates, even when a crash or a second writer intervenes.
+
+        - The stream's tail is ``offset``: the batch is appended (``status="appended"``; with
+          no messages and ``close``: closed, ``closed_only``).
+        - The stream retains no message (its start is its tail, e.g. new and empty) and
+          ``offset`` lies beyond its tail: the stream's start and tail first move to
+          ``offset``, as if the messages before it had been trimmed (reads below it raise
+          :class:`StreamGone`); then the batch is appended. Not for forks.
+        - Otherwise :class:`TailMismatch` with the actual tail (the caller skips what is
+          already there, or starts over).
+
+        No content type, producer or ``Stream-Seq`` check: the caller created the stream with
+        the source's content type. Renews a sliding TTL and wakes live readers like
+        :meth:`append`. ``messages`` empty without ``close`` is the caller's bug (ValueError).
+
+        Raises:
+            StreamNotFound, StreamGone, TailMismatch, BadOffset (malformed ``offset``),
+            StreamClosed (closed stream; a repeated close at the tail is ``closed_only``),
             StoreUnavailable.
         """
 

@@ -637,6 +637,21 @@ class EmbeddedStore(LogStore):
             )
         )
 
+    async def append_at(
+        self,
+        path: str,
+        offset: str,
+        messages: Sequence[bytes],
+        *,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        if not messages and not close:
+            raise ValueError("append of no messages without close")
+        when = self._now(now)
+        batch = list(messages)
+        return await self._submit(lambda e: e.append_at(path, offset, batch, close=close, now=when))
+
     async def read(
         self,
         path: str,

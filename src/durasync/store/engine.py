@@ -33,11 +33,13 @@ from durasync.store.base import (
     Producer,
     ReadResult,
     StoreError,
+    StreamClosed,
     StreamConfig,
     StreamExists,
     StreamGone,
     StreamInfo,
     StreamNotFound,
+    TailMismatch,
 )
 from durasync.store.notify import WaitState
 from durasync.store.offsets import decode_offset, encode_offset
@@ -146,6 +148,7 @@ def stream_info(meta: StreamMeta) -> StreamInfo:
         byte_count=meta.tail_byte - meta.start_byte,
         created_at=meta.created_at,
         touched_at=meta.touched_at,
+        last_stream_seq=meta.last_stream_seq,
     )
 
 
@@ -608,6 +611,56 @@ class Engine:
             closed=meta.closed,
             producer_epoch=plan.producer_state.epoch if plan.producer_state else None,
             producer_seq=plan.producer_state.last_seq if plan.producer_state else None,
+        )
+
+    def append_at(
+        self, path: str, offset: str, messages: Sequence[bytes], *, close: bool, now: float
+    ) -> AppendResult:
+        """See :meth:`LogStore.append_at` (without the durability wait)."""
+        if not messages and not close:
+            raise ValueError("append of no messages without close")
+        meta = self.live(path, now)
+        index, byte_pos = decode_offset(offset)
+        at_tail = index == meta.tail_index and byte_pos == meta.tail_byte
+        if meta.closed:
+            if at_tail and not messages:
+                self.touched[path] = now
+                return AppendResult(status="closed_only", offsets=[], tail=meta.tail, closed=True)
+            raise StreamClosed("stream is closed", tail=meta.tail)
+        if not at_tail:
+            if not (
+                meta.start_index == meta.tail_index
+                and meta.config.forked_from is None
+                and index > meta.tail_index
+                and byte_pos >= meta.tail_byte
+            ):
+                raise TailMismatch(
+                    f"offset {offset} is not the tail {meta.tail} of {path!r}", tail=meta.tail
+                )
+            # Nothing retained: the stream starts over at ``offset`` (as if trimmed there).
+            meta = msgspec.structs.replace(
+                meta,
+                start_index=index,
+                start_byte=byte_pos,
+                tail_index=index,
+                tail_byte=byte_pos,
+            )
+        offsets: list[str] = []
+        for data in messages:
+            offsets.append(_OFFSET_FMT % (index, byte_pos))
+            index, byte_pos = index + 1, byte_pos + len(data)
+        if messages:
+            self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)
+        meta = msgspec.structs.replace(
+            meta, tail_index=index, tail_byte=byte_pos, touched_at=now, closed=close
+        )
+        self._put(meta)
+        self.touched[path] = now
+        return AppendResult(
+            status="appended" if messages else "closed_only",
+            offsets=offsets,
+            tail=meta.tail,
+            closed=meta.closed,
         )
 
     # -- delete / trim ---------------------------------------------------------

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import msgspec
+
 from durasync.store.base import (
     OFFSET_START,
     AppendResult,
@@ -162,6 +164,20 @@ class MemoryStore(LogStore):
             self._notifier.notify(path)
         return result
 
+    async def append_at(
+        self,
+        path: str,
+        offset: str,
+        messages: Sequence[bytes],
+        *,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        result = self._engine.append_at(path, offset, messages, close=close, now=self._now(now))
+        if result.offsets or result.closed:
+            self._notifier.notify(path)
+        return result
+
     async def read(
         self,
         path: str,
@@ -208,18 +224,7 @@ class MemoryStore(LogStore):
         info = stream_info(meta)
         info_touched = self._engine.last_touch(meta)
         if info_touched != info.touched_at:
-            info = StreamInfo(
-                path=info.path,
-                config=info.config,
-                tail=info.tail,
-                start=info.start,
-                closed=info.closed,
-                soft_deleted=info.soft_deleted,
-                message_count=info.message_count,
-                byte_count=info.byte_count,
-                created_at=info.created_at,
-                touched_at=info_touched,
-            )
+            info = msgspec.structs.replace(info, touched_at=info_touched)
         return info
 
     async def delete(self, path: str) -> None:

@@ -39,6 +39,7 @@ from durasync.store.base import (
     StreamConfig,
     StreamGone,
     StreamNotFound,
+    TailMismatch,
 )
 from durasync.store.engine import StreamMeta
 from durasync.store.offsets import decode_offset, encode_offset
@@ -47,6 +48,7 @@ from durasync.store.rules import PRODUCER_STATE_TTL_SECONDS, media_type
 
 __all__ = [
     "APPEND",
+    "APPEND_AT",
     "CREATE",
     "DATA_IN_MESSAGE_MAX",
     "DELETE",
@@ -58,6 +60,7 @@ __all__ = [
     "TailHeader",
     "Written",
     "append_args",
+    "append_at_args",
     "append_error",
     "append_reply",
     "carried_messages",
@@ -310,6 +313,91 @@ return 'ok ' .. fmt(m.ti) .. ' ' .. fmt(m.tb) .. ' ' .. fmt(ti) .. ' ' .. fmt(tb
   .. ' ' .. pe .. ' ' .. ps .. ' ' .. lens .. ' ' .. m.ct
 """
 
+# ARGV: P, path, now, index, byte (where the batch must start), close ('1'/'0'),
+# messages... The replica append (LogStore.append_at): no content type, producer or
+# Stream-Seq check; the tail check is the point. Replies like the append script ("ok ..."
+# with no producer fields; "rebased ..." when the stream first moved to a new start) or
+# {'tail_mismatch', tail index, tail byte} / the append errors.
+_LUA_APPEND_AT = """
+local path, now_s = ARGV[2], ARGV[3]
+local now = tonumber(now_s)
+local want_i, want_b = tonumber(ARGV[4]), tonumber(ARGV[5])
+local close = ARGV[6] == '1'
+local first = 7
+local n = #ARGV - first + 1
+local mkey = P .. 'm:' .. path
+local v = redis.call('HMGET', mkey, 'ti', 'tb', 'ct', 'cl', 'sd', 'ttl', 'exp', 'ta', 'si', 'sb',
+                     'from', 'refs')
+if not v[1] then return {'not_found'} end
+local m = {path = path, ti = tonumber(v[1]), tb = tonumber(v[2]), ct = v[3], cl = v[4],
+           sd = v[5], ttl = v[6], exp = v[7], ta = v[8], si = tonumber(v[9]),
+           sb = tonumber(v[10]), from = v[11], refs = tonumber(v[12]) or 0}
+if expired(m, now) then return {'not_found'} end
+if m.sd then return {'gone'} end
+local at_tail = want_i == m.ti and want_b == m.tb
+if m.cl then
+  if at_tail and n == 0 then
+    if m.ttl then
+      redis.call('HSET', mkey, 'ta', now_s)
+      m.ta = now_s
+      gc_expire(m, now)
+    end
+    return {'closed_only', fmt(m.ti), fmt(m.tb)}
+  end
+  return {'closed', fmt(m.ti), fmt(m.tb)}
+end
+local rebased = false
+if not at_tail then
+  -- Nothing retained: the stream starts over at the offset (as if trimmed there).
+  if m.si == m.ti and not m.from and want_i > m.ti and want_b >= m.tb then
+    rebased = true
+  else
+    return {'tail_mismatch', fmt(m.ti), fmt(m.tb)}
+  end
+end
+local ti, tb = want_i, want_b
+local dkey = P .. 'd:' .. path
+for i = first, #ARGV do
+  local d = ARGV[i]
+  redis.call('XADD', dkey, fmt(ti + 1) .. '-' .. fmt(tb), 'd', d)
+  ti = ti + 1
+  tb = tb + #d
+end
+local h = {'ti', fmt(ti), 'tb', fmt(tb), 'ta', now_s}
+if rebased then
+  h[#h + 1] = 'si'
+  h[#h + 1] = fmt(want_i)
+  h[#h + 1] = 'sb'
+  h[#h + 1] = fmt(want_b)
+end
+if close then
+  h[#h + 1] = 'cl'
+  h[#h + 1] = '1'
+end
+redis.call('HSET', mkey, unpack(h))
+m.ta = now_s
+gc_expire(m, now)
+local flag = '-'
+if close then flag = 'c' end
+local lens, body = '-', ''
+if rebased then
+  -- Nodes forget what they held of the stream and waiters re-check.
+  publish(path, 0, 0, ti, 'g', '-', '', '')
+else
+  if n > 0 and tb - m.tb <= DATA_IN_MESSAGE_MAX and not m.ttl and not m.exp then
+    local ls = {}
+    for i = first, #ARGV do ls[#ls + 1] = fmt(#ARGV[i]) end
+    lens = table.concat(ls, ',')
+    body = table.concat(ARGV, '', first, #ARGV)
+  end
+  publish(path, m.ti, m.tb, ti, flag, lens, m.ct, body)
+end
+local word = 'ok '
+if rebased then word = 'rebased ' end
+return word .. fmt(want_i) .. ' ' .. fmt(want_b) .. ' ' .. fmt(ti) .. ' ' .. fmt(tb) .. ' '
+  .. flag .. ' - - ' .. lens .. ' ' .. m.ct
+"""
+
 # ARGV: P, path, now, touch, kind ('s' start, 'n' now, 'o' offset), index,
 # byte, max bytes, max messages.
 # Returns {'ok', content type, closed, tail index, index, byte, then per entry
@@ -517,6 +605,7 @@ def _lua(body: str, *, allow_oom: bool = False) -> Script:
 
 
 APPEND = _lua(_LUA_APPEND)
+APPEND_AT = _lua(_LUA_APPEND_AT)
 READ = _lua(_LUA_READ, allow_oom=True)
 CREATE = _lua(_LUA_CREATE)
 DELETE = _lua(_LUA_DELETE, allow_oom=True)
@@ -663,7 +752,30 @@ def append_error(path: str, res: list[Any]) -> Exception:
         )
     if status == b"seq":
         return SeqConflict(f"Stream-Seq is not greater than {res[1].decode()!r}")
+    if status == b"tail_mismatch":
+        tail = OFFSET_FMT % (int(res[1]), int(res[2]))
+        return TailMismatch(f"the offset is not the tail {tail} of {path!r}", tail=tail)
     return StoreUnavailable(f"unexpected reply from the append script: {status!r}")
+
+
+def append_at_args(
+    prefix: str, path: str, offset: str, messages: Sequence[bytes], *, close: bool, now: float
+) -> list[Any]:
+    """The replica append script's ARGV for one :meth:`LogStore.append_at` call.
+
+    Raises:
+        BadOffset: ``offset`` is malformed.
+    """
+    index, byte_pos = decode_offset(offset)
+    return [
+        prefix,
+        path,
+        time_text(now),
+        str(index),
+        str(byte_pos),
+        "1" if close else "0",
+        *messages,
+    ]
 
 
 # --------------------------------------------------------------------------

@@ -381,6 +381,32 @@ class RedisStore(LogStore):
             self._tail.appended(path, written, messages)
         return result
 
+    async def append_at(
+        self,
+        path: str,
+        offset: str,
+        messages: Sequence[bytes],
+        *,
+        close: bool = False,
+        now: float | None = None,
+    ) -> AppendResult:
+        if not messages and not close:
+            raise ValueError("append of no messages without close")
+        _check_text(path)
+        args = scripts.append_at_args(
+            self.prefix, path, offset, messages, close=close, now=self._now(now)
+        )
+        res = await self._run(scripts.APPEND_AT, args)
+        result, written = scripts.append_reply(path, messages, None, res)
+        if written is not None:
+            if isinstance(res, bytes) and res.startswith(b"rebased "):
+                # The stream moved to a new start: local waiters re-check, as the script
+                # published for the other nodes.
+                self._tail.deleted(path)
+            else:
+                self._tail.appended(path, written, messages)
+        return result
+
     # -- read --------------------------------------------------------------------
 
     async def read(
