@@ -50,6 +50,7 @@ from durasync.ops import OpsApi
 from durasync.p2p.rendezvous import RendezvousSettings
 from durasync.p2p.server import RendezvousService
 from durasync.protocol.closecodes import CloseCode
+from durasync.replication.config import ReplicationConfig
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
 from durasync.store.base import LogStore, StoreError, StreamInfo
@@ -95,6 +96,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics: bool = True
     #: Keep the publicly readable ``__registry__`` stream of stream creations and deletions.
     registry_stream: bool = False
+    #: Replication links to other servers (``serve --replicate FILE``; durasync.replication).
+    #: The peer API other servers' links use is served either way.
+    replication: ReplicationConfig | None = None
 
 
 _SECURITY_HEADERS: list[tuple[bytes, bytes]] = list(SECURITY_HEADERS)
@@ -318,6 +322,10 @@ def create_app(
         from durasync.streams.subscriptions import SubscriptionService
 
         subscriptions = SubscriptionService(store, stream_prefix=stream_settings.prefix)
+    from durasync.replication.api import replication_routes
+    from durasync.replication.service import ReplicationService
+
+    replication = ReplicationService(store, settings.replication)
     streams = StreamsApp(
         store,
         stream_settings,
@@ -326,6 +334,7 @@ def create_app(
         metrics=metrics,
         on_created=on_stream_created,
         on_deleted=on_stream_deleted,
+        write_guard=replication.mirror_reason,
     )
     presence: PresenceBus | None = None
     if settings.redis_url:
@@ -381,12 +390,17 @@ def create_app(
         await rooms.start()
         if settings.rendezvous.enabled:
             await rendezvous.start()
+        await replication.start()
         try:
             yield
         finally:
             log.info("shutting down", extra={"event": "shutdown"})
             begin_shutdown()
             await rendezvous.aclose()
+            try:
+                await replication.aclose()
+            except Exception:
+                log.exception("closing replication failed")
             try:
                 await rooms.aclose()
             except Exception:
@@ -407,6 +421,7 @@ def create_app(
         *bundle_routes(),
         *demo_routes(),
         *(rendezvous.routes() if settings.rendezvous.enabled else ()),
+        *replication_routes(replication, auth),
         *extra_routes,
     ]
     app = _StreamsFirstApp(
@@ -427,6 +442,7 @@ def create_app(
     app.state.cors = streams.cors
     app.state.metrics = metrics
     app.state.request_log = request_log
+    app.state.replication = replication
     return app
 
 

@@ -429,8 +429,12 @@ class StreamsApp:
         metrics: Metrics | None = None,
         on_created: StreamCreatedHook | None = None,
         on_deleted: StreamDeletedHook | None = None,
+        write_guard: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
+        #: Says why a stream may not be written through this API (a read-only replica of
+        #: another server's stream), or None; such writes get 403 ``READ_ONLY_MIRROR``.
+        self.write_guard = write_guard
         #: Counters (no-op children when metrics are off or not given).
         self.metrics = metrics or Metrics(enabled=False)
         #: Lifecycle hooks for embedders (registry stream); a hook's error is logged and the
@@ -566,6 +570,10 @@ class StreamsApp:
             action: Action = "read" if method in ("GET", "HEAD") else "write"
             if not self.authorizer.authorize(principal, action, "stream/" + path):
                 raise AuthError(403, "FORBIDDEN", f"token does not allow {action} on stream/{path}")
+            if action == "write" and self.write_guard is not None:
+                refused = self.write_guard(path)
+                if refused is not None:
+                    raise p.ProtocolError(403, "READ_ONLY_MIRROR", refused)
             headers = dict(scope["headers"])
             if method == "POST":
                 await self._post(

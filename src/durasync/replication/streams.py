@@ -1,0 +1,603 @@
+"""Streams across a link: mirror (pull) and forward (push), one unit per stream.
+
+**Mirror, exact** (the remote is durasync): the unit reads the remote stream with the framed
+replication read (message bytes with their boundaries) and appends each batch with
+:meth:`~durasync.store.base.LogStore.append_at` at the offset the source gave, so the mirror
+holds the same messages at the same offsets: a reader can move between source and mirror
+with the offset it holds. The resume point is the mirror's own tail (written atomically with
+the data), so a crash can neither skip nor repeat a message; the ledger keeps the source's
+``(server, epoch)`` domain and reports the checkpoint. A 410 gap (the source was re-created,
+replaced or cannot serve the cursor) makes the link repair: the mirror is dropped and copied
+again from the source's start.
+
+**Mirror, plain** (any other Durable Streams server): ordinary catch-up and long-poll reads;
+each answer becomes one local append (JSON answers keep their message boundaries, others
+become one message), carrying the source's ``Stream-Next-Offset`` as the local append's
+``Stream-Seq``: stored atomically with the data, it is the resume point (content identical,
+offsets the mirror's own).
+
+**Forward**: every local message is appended once, in local order, to the same path on the
+remote, with an idempotent producer (DS §3) whose id is derived from the link, the local
+stream and its incarnation. Batch ``[p, q)`` is sent with ``Producer-Epoch = q`` and
+``Producer-Seq = 0``, so the remote's producer epoch is always the end position of the last
+batch it applied:
+
+- a retry of a batch that was applied is a duplicate (same epoch): 204, nothing twice;
+- after a restart the first batch is a single message ``[p, p+1)``: a remote that already
+  holds more answers 403 with ``Producer-Epoch: e`` (fenced), and the unit continues at
+  ``e``; one that holds exactly ``p+1`` answers duplicate; otherwise it applies it. No
+  message is skipped or repeated, whatever happened before the restart.
+
+Outcomes: 2xx succeeded; transient failures are retried (0 / 250 ms / 1 s / 2 s, Retry-After
+honoured) and then the link is marked ``needs_reconcile`` and the unit keeps retrying with
+backoff (re-probing when it gets through); a permanent refusal (401, 403, 409 closed,
+413, ...) records a dead letter and parks that stream's push there (later messages wait, so
+order holds) until the operator retries; every other stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import random
+from typing import TYPE_CHECKING, Final, Literal
+
+from durasync.protocol.backoff import Backoff, BackoffPolicy
+from durasync.replication.core import Checkpoint, Token, retry_delay
+from durasync.replication.remote import GapError, RemoteError
+from durasync.replication.wire import StreamEntry
+from durasync.store.base import (
+    OFFSET_START,
+    AppendResult,
+    SeqConflict,
+    StoreClientError,
+    StoreError,
+    StreamClosed,
+    StreamConfig,
+    StreamExists,
+    StreamGone,
+    StreamInfo,
+    StreamNotFound,
+    TailMismatch,
+)
+from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.rules import is_json
+
+if TYPE_CHECKING:
+    from durasync.replication.link import LinkRunner
+
+__all__ = ["StreamMirror", "StreamPush", "stream_epoch"]
+
+log = logging.getLogger("durasync.replication")
+
+#: Reconnect backoff of a unit whose remote does not answer (seconds).
+UNIT_BACKOFF: Final = BackoffPolicy(
+    initial_delay=0.2, max_delay=5.0, multiplier=2.0, min_delay=0.05, stable_after=1.0
+)
+
+
+def stream_epoch(info: StreamInfo) -> str:
+    """The incarnation of a stream: its creation time (a re-created stream has a new one)."""
+    return f"{info.created_at:.6f}"
+
+
+def _position(offset: str) -> int:
+    return decode_offset(offset)[0]
+
+
+class _Unit:
+    """What mirror and push units share: their task, repair flag, dead-letter park, lag."""
+
+    kind: Literal["stream", "room"] = "stream"
+    direction: Literal["pull", "push"] = "pull"
+
+    def __init__(self, link: LinkRunner, path: str) -> None:
+        self.link = link
+        self.path = path
+        self.task: asyncio.Task[None] | None = None
+        #: Why the unit waits for the link's repair (None: it does not).
+        self.repair_reason: str | None = None
+        #: Parked on a dead letter until the operator retries.
+        self.parked = False
+        #: Entries known to be behind and since when (for the lag view).
+        self.behind = 0
+        self.behind_since: float | None = None
+        self.done = False
+        self._backoff = Backoff(UNIT_BACKOFF, rng=random.random)
+
+    @property
+    def key(self) -> tuple[Literal["pull", "push"], Literal["stream", "room"], str]:
+        return (self.direction, self.kind, self.path)
+
+    def note_lag(self, behind: int) -> None:
+        self.behind = max(0, behind)
+        if self.behind == 0:
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = self.link.clock()
+
+    async def pause_after_failure(self, error: Exception) -> None:
+        delay = self._backoff.next_delay() or UNIT_BACKOFF.max_delay
+        log.debug("link %s %s %s: %s; retry in %.2fs", self.link.name, self.direction,
+                  self.path, error, delay)
+        await self.link.sleep(delay)
+
+    def reset_backoff(self) -> None:
+        self._backoff = Backoff(UNIT_BACKOFF, rng=random.random)
+
+    async def run(self) -> None:
+        raise NotImplementedError
+
+    async def repair(self) -> None:
+        """Bring the unit back to a state it can continue from (raises on failure)."""
+
+
+# ------------------------------------------------------------------------------------ mirror
+
+
+class StreamMirror(_Unit):
+    """Mirrors one remote stream into the local store (see the module docstring)."""
+
+    direction = "pull"
+
+    def __init__(self, link: LinkRunner, path: str, entry: StreamEntry | None) -> None:
+        super().__init__(link, path)
+        #: What the last listing said about the source (exact mode).
+        self.entry = entry
+
+    # -- shared ------------------------------------------------------------------------
+
+    async def _local(self) -> StreamInfo | None:
+        try:
+            return await self.link.store.head(self.path)
+        except (StreamNotFound, StreamGone):
+            return None
+
+    async def _drop_local(self) -> None:
+        try:
+            await self.link.store.delete(self.path)
+        except (StreamNotFound, StreamGone):
+            pass
+        self.link.ledger.forget(self.key)
+        await self.link.ledger.flush()
+
+    async def run(self) -> None:
+        exact = self.link.remote_id is not None
+        while not self.link.stopping and self.repair_reason is None and not self.done:
+            try:
+                if exact:
+                    await self._step_exact()
+                else:
+                    await self._step_plain()
+                self.reset_backoff()
+            except GapError as exc:
+                self.link.gap(self, exc.body.reason, exc.body)
+                return
+            except RemoteError as exc:
+                if exc.transient:
+                    await self.pause_after_failure(exc)
+                else:
+                    log.warning("link %s: mirror of %s: %s", self.link.name, self.path, exc)
+                    await self.link.sleep(self.link.settings.discover_interval)
+            except StoreError as exc:
+                await self.pause_after_failure(exc)
+
+    async def repair(self) -> None:
+        """Start over: drop the local copy and its checkpoint; the next run copies the
+        source's current incarnation from its start."""
+        await self._drop_local()
+        self.repair_reason = None
+
+    # -- exact ---------------------------------------------------------------------------
+
+    async def _step_exact(self) -> None:
+        link = self.link
+        ledger = link.ledger
+        info = ledger.info(self.key)
+        local = await self._local()
+        if "epoch" not in info:
+            entry = self.entry
+            if entry is None:
+                self.done = True  # not (or no longer) listed: discovery decides
+                return
+            if local is not None:
+                log.error(
+                    "link %s: local stream %r exists and is not a mirror; not touching it",
+                    link.name, self.path,
+                )
+                self.done = True
+                return
+            # Record the source's domain durably before the local stream exists, so a crash
+            # in between can never leave a local stream the ledger does not explain.
+            info = {"mode": "exact", "server": link.remote_id, "epoch": entry.epoch}
+            ledger.record_checkpoint(self.key, ledger.checkpoint(self.key), info)
+            await ledger.flush()
+        if local is None:
+            content_type = self.entry.content_type if self.entry else "application/octet-stream"
+            try:
+                await link.store.create(self.path, StreamConfig(content_type=content_type))
+            except StreamExists:
+                pass
+            local = await self._local()
+            if local is None:
+                return
+        if local.closed:
+            self.note_lag(0)
+            self.done = True
+            return
+        caught_up = self.behind == 0 and self.entry is not None
+        read = await link.remote.read_stream(
+            self.path,
+            local.tail,
+            server=str(info["server"]),
+            epoch=str(info["epoch"]),
+            wait=link.settings.live_wait if caught_up else 0.0,
+        )
+        if read is None:
+            log.info("link %s: %s was deleted at the source", link.name, self.path)
+            await self._drop_local()
+            self.done = True
+            return
+        token_stream = f"{info['server']}:{self.path}"
+        tail = local.tail
+        close = read.closed and read.up_to_date
+        if read.entries or (close and not local.closed):
+            try:
+                result = await link.store.append_at(
+                    self.path, read.offset, read.entries, close=close
+                )
+                tail = result.tail
+            except TailMismatch as exc:
+                tail = exc.tail  # written meanwhile (a replay): continue from there
+            except StreamClosed:
+                return
+        self.note_lag(_position(read.tail) - _position(tail))
+        cp = ledger.checkpoint(self.key)
+        epoch = str(info["epoch"])
+        cp.note_received(Token(stream=token_stream, epoch=epoch, position=_position(read.tail),
+                               ref=read.tail))
+        if cp.commit(Token(stream=token_stream, epoch=epoch, position=_position(tail), ref=tail)):
+            ledger.record_checkpoint(self.key, cp)
+            link.advanced("pull", self.path, cp)
+        if close:
+            self.done = True
+
+    # -- plain ---------------------------------------------------------------------------
+
+    async def _step_plain(self) -> None:
+        link = self.link
+        remote = link.remote
+        local = await self._local()
+        if local is not None and local.closed:
+            self.note_lag(0)
+            self.done = True
+            return
+        if local is None:
+            head = await remote.request("HEAD", remote.stream_url(self.path), what="head")
+            if head.status_code == 404:
+                self.done = True
+                return
+            if head.status_code != 200:
+                raise remote.fail(head, f"head {self.path!r}")
+            content_type = head.headers.get("content-type") or "application/octet-stream"
+            link.ledger.record_checkpoint(
+                self.key, link.ledger.checkpoint(self.key), {"mode": "plain"}
+            )
+            await link.ledger.flush()
+            try:
+                await link.store.create(self.path, StreamConfig(content_type=content_type))
+            except StreamExists:
+                pass
+            local = await self._local()
+            if local is None:
+                return
+        offset = local.last_stream_seq or OFFSET_START
+        params = {"offset": offset}
+        wait = 0.0
+        if self.behind == 0 and local.last_stream_seq is not None:
+            params["live"] = "long-poll"
+            wait = link.settings.live_wait
+        resp = await remote.request(
+            "GET", remote.stream_url(self.path), params=params, what=f"read {self.path!r}",
+            wait=wait,
+        )
+        if resp.status_code == 404:
+            log.info("link %s: %s was deleted at the source", link.name, self.path)
+            await self._drop_local()
+            self.done = True
+            return
+        if resp.status_code == 410:
+            link.gap(self, "token_too_old", None)
+            return
+        if resp.status_code not in (200, 204):
+            raise remote.fail(resp, f"read {self.path!r}")
+        next_offset = resp.headers.get("stream-next-offset") or offset
+        closed = resp.headers.get("stream-closed", "").lower() == "true"
+        up_to_date = resp.headers.get("stream-up-to-date", "").lower() == "true"
+        messages: list[bytes] = []
+        if resp.status_code == 200 and resp.content:
+            if is_json(local.config.content_type):
+                from durasync.streams.protocol import ProtocolError, parse_json_messages
+
+                try:
+                    messages = parse_json_messages(resp.content, allow_empty_array=True)
+                except ProtocolError as exc:
+                    raise RemoteError(
+                        classify_permanent(f"invalid JSON from the source: {exc.message}"),
+                        f"read {self.path!r}",
+                    ) from None
+            else:
+                messages = [resp.content]
+        close = closed and up_to_date
+        moved = next_offset != offset
+        result: AppendResult | None = None
+        try:
+            if messages:
+                result = await link.store.append(
+                    self.path, messages, stream_seq=next_offset if moved else None, close=close
+                )
+            elif close:
+                result = await link.store.append(self.path, [], close=True)
+        except SeqConflict:
+            result = None  # applied before (a replay): the next round reads from past it
+        except StreamClosed:
+            self.done = True
+            return
+        self.note_lag(0 if up_to_date else 1)
+        if result is not None and result.offsets:
+            cp = link.ledger.checkpoint(self.key)
+            token = Token(
+                stream=f"{remote.base}:{self.path}",
+                epoch="plain",
+                position=_position(result.tail),
+                ref=next_offset,
+            )
+            if not cp.accepts(token):
+                cp.reset()
+            if cp.commit(token):
+                link.ledger.record_checkpoint(self.key, cp)
+                link.advanced("pull", self.path, cp)
+        if close:
+            self.done = True
+
+
+def classify_permanent(detail: str):  # type: ignore[no-untyped-def]
+    from durasync.replication.core import Outcome
+
+    return Outcome(kind="permanent", status=200, detail=detail)
+
+
+# -------------------------------------------------------------------------------------- push
+
+
+def producer_id(server_id: str, link_id: str, path: str, epoch: str) -> str:
+    """The producer id a link forwards one incarnation of one local stream with."""
+    digest = hashlib.sha256(f"{server_id}\n{link_id}\n{path}\n{epoch}".encode()).digest()
+    return "durasync-" + base64.urlsafe_b64encode(digest[:18]).decode()
+
+
+class StreamPush(_Unit):
+    """Forwards one local stream to the same path on the remote (module docstring)."""
+
+    direction = "push"
+
+    def __init__(self, link: LinkRunner, path: str) -> None:
+        super().__init__(link, path)
+        self._uncertain = True
+        self._remote_ready = False
+        #: True after a transient failure exhausted its retries (the link reconciles).
+        self._exhausted = False
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def reset_probe(self) -> None:
+        """Re-probe the remote with the next batch (the periodic integrity reconcile)."""
+        self._uncertain = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self.link.stopping and not self.done and not self.parked:
+            try:
+                await self._step()
+                self.reset_backoff()
+            except RemoteError as exc:
+                await self.pause_after_failure(exc)
+            except StoreError as exc:
+                await self.pause_after_failure(exc)
+
+    async def _start(self, info: StreamInfo) -> tuple[dict[str, object], Checkpoint]:
+        """The ledger facts of the local incarnation being forwarded (reset when it changed)."""
+        link = self.link
+        ledger = link.ledger
+        epoch = stream_epoch(info)
+        facts = ledger.info(self.key)
+        cp = ledger.checkpoint(self.key)
+        if facts.get("epoch") != epoch:
+            facts = {
+                "epoch": epoch,
+                "producer": producer_id(link.server_id, link.config.link_id, self.path, epoch),
+                "closed": False,
+            }
+            cp.reset()
+            ledger.record_checkpoint(self.key, cp, facts)
+            await ledger.flush()
+            self._uncertain = True
+            self._remote_ready = False
+        return facts, cp
+
+    async def _ensure_remote(self, content_type: str) -> None:
+        remote = self.link.remote
+        url = remote.stream_url(self.path)
+        head = await remote.request("HEAD", url, what=f"head {self.path!r}")
+        if head.status_code == 200:
+            self._remote_ready = True
+            return
+        if head.status_code != 404:
+            raise remote.fail(head, f"head {self.path!r}")
+        put = await remote.request(
+            "PUT", url, headers={"Content-Type": content_type}, what=f"create {self.path!r}"
+        )
+        if put.status_code not in (200, 201):
+            raise remote.fail(put, f"create {self.path!r}")
+        self._remote_ready = True
+
+    async def _step(self) -> None:
+        link = self.link
+        store = link.store
+        try:
+            info = await store.head(self.path)
+        except (StreamNotFound, StreamGone):
+            self.done = True  # deleted locally: nothing more to forward (deletes stay local)
+            return
+        facts, cp = await self._start(info)
+        if facts.get("closed"):
+            self.note_lag(0)
+            self.done = True
+            return
+        start_index, start_byte = decode_offset(info.start)
+        if cp.applied is None or cp.applied.position < start_index:
+            offset = info.start
+        else:
+            offset = cp.applied.ref or encode_offset(start_index, start_byte)
+        position = _position(offset)
+        tail_index = _position(info.tail)
+        self.note_lag(tail_index - position)
+        if position >= tail_index and not info.closed:
+            self._wake.clear()
+            waiter = asyncio.ensure_future(store.wait_for(self.path, offset, link.settings.live_wait))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({waiter, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                waker.cancel()
+            return
+        if not self._remote_ready:
+            await self._ensure_remote(info.config.content_type)
+        json_mode = is_json(info.config.content_type)
+        entries = []
+        if position < tail_index:
+            many = json_mode and not self._uncertain
+            read = await store.read(
+                self.path,
+                offset,
+                max_bytes=link.settings.batch_bytes if many else 1,
+                max_messages=link.settings.batch_messages if many else 1,
+            )
+            entries = read.entries
+        end = entries[-1].next_offset if entries else offset
+        close = info.closed and _position(end) >= tail_index
+        if entries:
+            body = (
+                b"[" + b",".join(e.data for e in entries) + b"]"
+                if json_mode
+                else b"".join(e.data for e in entries)
+            )
+            epoch = _position(end)
+        else:
+            body = b""
+            epoch = _position(end) + 1  # a close after everything: one past the last batch
+        await self._send(facts, cp, offset, end, epoch, body, info.config.content_type, close)
+
+    async def _send(
+        self,
+        facts: dict[str, object],
+        cp: Checkpoint,
+        offset: str,
+        end: str,
+        epoch: int,
+        body: bytes,
+        content_type: str,
+        close: bool,
+    ) -> None:
+        link = self.link
+        remote = link.remote
+        headers = {
+            "Producer-Id": str(facts["producer"]),
+            "Producer-Epoch": str(epoch),
+            "Producer-Seq": "0",
+        }
+        if body:
+            headers["Content-Type"] = content_type
+        if close:
+            headers["Stream-Closed"] = "true"
+        what = f"forward {self.path!r}"
+        attempt = 0
+        while True:
+            try:
+                resp = await remote.request(
+                    "POST", remote.stream_url(self.path), headers=headers, content=body, what=what
+                )
+            except RemoteError as exc:
+                error = exc
+            else:
+                if 200 <= resp.status_code <= 299:
+                    confirmed = end
+                    break
+                fenced = resp.headers.get("producer-epoch")
+                if resp.status_code == 403 and fenced is not None and fenced.isdigit():
+                    # The remote holds everything up to its producer epoch (module docstring).
+                    held = int(fenced)
+                    local_tail = _position((await link.store.head(self.path)).tail)
+                    if held <= _position(offset) or held > local_tail:
+                        self._dead(offset, 409, f"remote producer epoch {held} out of range")
+                        return
+                    read = await link.store.read(
+                        self.path, offset, max_messages=held - _position(offset), max_bytes=1 << 62
+                    )
+                    confirmed = read.next_offset
+                    break
+                if resp.status_code == 404:
+                    self._remote_ready = False
+                error = remote.fail(resp, what)
+                if not error.transient:
+                    self._dead(offset, resp.status_code, error.outcome.detail)
+                    return
+            attempt += 1
+            delay = retry_delay(attempt, link.settings.push_retry_delays, error.outcome.retry_after)
+            if delay is None:
+                if not self._exhausted:
+                    self._exhausted = True
+                    await link.needs_reconcile("push-retry-exhausted")
+                self._uncertain = True
+                raise error
+            await link.sleep(delay)
+            if link.stopping:
+                return
+        self._uncertain = False
+        if self._exhausted:
+            self._exhausted = False
+            await link.reconciled()
+        token = Token(
+            stream=f"{link.server_id}:{self.path}",
+            epoch=str(facts["epoch"]),
+            position=_position(confirmed),
+            ref=confirmed,
+        )
+        changed = cp.commit(token)
+        if close and _position(confirmed) >= _position(end):
+            facts = dict(facts, closed=True)
+            link.ledger.record_checkpoint(self.key, cp, facts)
+            changed = True
+        elif changed:
+            link.ledger.record_checkpoint(self.key, cp)
+        if changed:
+            link.advanced("push", self.path, cp)
+
+    def _dead(self, offset: str, status: int, error: str) -> None:
+        self.parked = True
+        self.link.dead_letter("stream", self.path, offset, status, error)
+
+    async def retry(self) -> None:
+        """The operator retries after a fix: unpark (the next batch starts with a probe)."""
+        self.parked = False
+        self._uncertain = True
+        self._remote_ready = False
+
+
+__all__ += ["producer_id"]
+_ = (StoreClientError,)

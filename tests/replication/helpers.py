@@ -1,0 +1,79 @@
+"""Helpers of the replication tests: in-process servers, conditions, small HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from starlette.applications import Starlette
+
+from durasync.replication.config import ReplicationConfig, ReplicationSettings, parse_config
+from durasync.server import ServerSettings, create_app
+from durasync.store import LogStore, MemoryStore
+from durasync.streams.app import StreamSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rooms.inprocess import serving  # noqa: E402
+
+__all__ = ["app_with", "eventually", "fast_settings", "links", "serving"]
+
+#: Short timers so the tests run in seconds.
+FAST = {
+    "discover-interval": 0.2,
+    "request-timeout": 3.0,
+    "live-wait": 1.0,
+    "repair-delays": [0.1, 0.2, 0.3],
+    "poll-min": 0.5,
+    "poll-jitter": 0.2,
+    "push-retry-delays": [0.0, 0.05, 0.1, 0.2],
+}
+
+
+def fast_settings() -> dict[str, Any]:
+    return dict(FAST)
+
+
+def links(*items: dict[str, Any], **settings: Any) -> ReplicationConfig:
+    replication = fast_settings()
+    replication.update({k.replace("_", "-"): v for k, v in settings.items()})
+    return parse_config({"replication": replication, "links": list(items)})
+
+
+def app_with(
+    store: LogStore | None = None, replication: ReplicationConfig | None = None
+) -> Starlette:
+    settings = ServerSettings(
+        streams=StreamSettings(long_poll_timeout=1.0), replication=replication
+    )
+    return create_app(store or MemoryStore(), settings)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], within: float = 20.0, step: float = 0.05
+) -> None:
+    """Wait until ``await check()`` holds; fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while not await check():
+            await asyncio.sleep(step)
+
+
+async def read_all(client: httpx.AsyncClient, url: str, offset: str = "-1") -> tuple[bytes, str]:
+    """Catch-up read to the tail: the bytes and the final offset."""
+    out = b""
+    while True:
+        r = await client.get(url, params={"offset": offset})
+        assert r.status_code == 200, (r.status_code, r.text)
+        out += r.content
+        offset = r.headers["stream-next-offset"]
+        if r.headers.get("stream-up-to-date") == "true":
+            return out, offset
+
+
+_ = (ReplicationSettings, msgspec, contextlib, AsyncIterator)
