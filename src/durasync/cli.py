@@ -35,6 +35,7 @@ from durasync import __version__
 from durasync.auth import MIN_SECRET_BYTES
 from durasync.client.cli import add_append_command, add_tail_command
 from durasync.p2p.cli import add_p2p_command
+from durasync.replication.cli import add_links_command, add_replication_options
 
 __all__ = ["build_parser", "main"]
 
@@ -225,6 +226,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_http_options(parser)
     add_room_options(parser)
+    add_replication_options(parser)
     add_ops_options(parser)
     parser.set_defaults(func=run_serve)
 
@@ -586,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_tail_command(subparsers)
     add_append_command(subparsers)
     add_p2p_command(subparsers)
+    add_links_command(subparsers)
     return parser
 
 
@@ -599,11 +602,13 @@ class _Server(uvicorn.Server):
         store_label: str,
         on_exit: Callable[[], None],
         json_lines: bool = False,
+        on_started: Callable[[asyncio.AbstractEventLoop], None] | None = None,
     ):
         super().__init__(config)
         self._json_lines = json_lines
         self._store_label = store_label
         self._on_exit = on_exit
+        self._on_started = on_started
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -632,6 +637,8 @@ class _Server(uvicorn.Server):
                 port = sock.getsockname()[1]
                 break
         shown = f"[{host}]" if ":" in host else host
+        if self._on_started is not None:
+            self._on_started(self._loop)
         line = f"durasync listening on http://{shown}:{port} (store: {self._store_label})"
         if self._json_lines:
             # Whatever the log level, like the text line; same words, so one pattern finds both.
@@ -671,6 +678,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
     log_format = getattr(args, "log_format", "text")
     configure(log_format, args.log_level)
+    from durasync.replication.cli import load_replication
+    from durasync.replication.config import ConfigError
+
+    try:
+        replication = load_replication(args.replicate)
+    except ConfigError as exc:
+        print(f"durasync: {exc}", file=sys.stderr)
+        return 2
     if args.redis is not None:
         from durasync.store.redis import redact_url
 
@@ -706,6 +721,7 @@ def run_serve(args: argparse.Namespace) -> int:
         redis_url=args.redis,
         metrics=not getattr(args, "no_metrics", False),
         registry_stream=getattr(args, "registry_stream", False),
+        replication=replication,
     )
     app = create_app(store, settings)
     config = uvicorn.Config(
@@ -730,6 +746,7 @@ def run_serve(args: argparse.Namespace) -> int:
         store_label=label,
         on_exit=app.state.begin_shutdown,
         json_lines=log_format == "json",
+        on_started=lambda loop: _reload_on_sighup(loop, args.replicate, app.state.replication),
     )
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
@@ -745,6 +762,32 @@ def _subparser(parser: argparse.ArgumentParser, name: str | None) -> Any:
         if isinstance(action, argparse._SubParsersAction) and name is not None:
             return action.choices.get(name)
     return None
+
+
+def _reload_on_sighup(loop: asyncio.AbstractEventLoop, path: Path | None, service: Any) -> None:
+    """SIGHUP re-reads ``--replicate FILE`` and applies it; a bad file is logged and the
+    running links stay as they are."""
+    if path is None:
+        return
+    log = logging.getLogger("durasync.replication")
+
+    def reload() -> None:
+        from durasync.replication.cli import load_replication
+        from durasync.replication.config import ConfigError
+
+        try:
+            config = load_replication(path)
+        except ConfigError as exc:
+            log.error("SIGHUP: %s (the links stay as they were)", exc)
+            return
+
+        async def apply() -> None:
+            changes = await service.reload(config)
+            log.warning("SIGHUP: replication reloaded: %s", changes)
+
+        loop.create_task(apply())
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

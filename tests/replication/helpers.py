@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 from starlette.applications import Starlette
 
-from durasync.replication.config import ReplicationConfig, ReplicationSettings, parse_config
+from durasync.replication.config import ReplicationConfig, parse_config
 from durasync.server import ServerSettings, create_app
 from durasync.store import LogStore, MemoryStore
 from durasync.streams.app import StreamSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rooms.inprocess import serving  # noqa: E402
+from rooms.inprocess import serving
 
-__all__ = ["app_with", "eventually", "fast_settings", "links", "serving"]
+__all__ = ["Progress", "app_with", "eventually", "fast_settings", "links", "serving"]
 
 #: Short timers so the tests run in seconds.
 FAST = {
@@ -59,9 +57,32 @@ async def eventually(
     check: Callable[[], Awaitable[bool]], within: float = 20.0, step: float = 0.05
 ) -> None:
     """Wait until ``await check()`` holds; fail after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not await check():
-            await asyncio.sleep(step)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    for _ in range(int(within / step) + 1):
+        if await check():
+            return
+        if loop.time() > deadline:
+            break
+        await asyncio.sleep(step)
+    raise AssertionError(f"condition not reached within {within} s")
+
+
+class Progress:
+    """A counter tasks can wait on (``await progress.reach(n)``)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._changed = asyncio.Condition()
+
+    async def add(self, n: int = 1) -> None:
+        async with self._changed:
+            self.value += n
+            self._changed.notify_all()
+
+    async def reach(self, n: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.value >= n)
 
 
 async def read_all(client: httpx.AsyncClient, url: str, offset: str = "-1") -> tuple[bytes, str]:
@@ -74,6 +95,3 @@ async def read_all(client: httpx.AsyncClient, url: str, offset: str = "-1") -> t
         offset = r.headers["stream-next-offset"]
         if r.headers.get("stream-up-to-date") == "true":
             return out, offset
-
-
-_ = (ReplicationSettings, msgspec, contextlib, AsyncIterator)

@@ -14,8 +14,9 @@ async def test_mirror_copies_streams_with_the_same_offsets() -> None:
         base = source_url + "/v1/stream/"
         await http.put(base + "sensors/a", headers={"Content-Type": "text/plain"})
         for i in range(5):
-            r = await http.post(base + "sensors/a", content=f"m{i}".encode(),
-                                headers={"Content-Type": "text/plain"})
+            r = await http.post(
+                base + "sensors/a", content=f"m{i}".encode(), headers={"Content-Type": "text/plain"}
+            )
             assert r.status_code == 204
         edge_store = MemoryStore()
         config = links({"name": "up", "remote": source_url, "pull": ["sensors/"]})
@@ -28,22 +29,31 @@ async def test_mirror_copies_streams_with_the_same_offsets() -> None:
 
             await eventually(mirrored)
             await http.put(base + "sensors/b", headers={"Content-Type": "application/json"})
-            await http.post(base + "sensors/b", content=b'[1, {"x": 2}]',
-                            headers={"Content-Type": "application/json"})
-            await http.post(base + "sensors/a", content=b"late",
-                            headers={"Content-Type": "text/plain"})
+            await http.post(
+                base + "sensors/b",
+                content=b'[1, {"x": 2}]',
+                headers={"Content-Type": "application/json"},
+            )
+            await http.post(
+                base + "sensors/a", content=b"late", headers={"Content-Type": "text/plain"}
+            )
 
             async def live() -> bool:
                 a = await http.get(ebase + "sensors/a", params={"offset": "-1"})
                 b = await http.get(ebase + "sensors/b", params={"offset": "-1"})
-                return a.content.endswith(b"late") and b.status_code == 200 and b.content == b'[1,{"x": 2}]'
+                return (
+                    a.content.endswith(b"late")
+                    and b.status_code == 200
+                    and b.content == b'[1,{"x": 2}]'
+                )
 
             await eventually(live)
             src = await http.get(base + "sensors/a", params={"offset": "-1"})
             dst = await http.get(ebase + "sensors/a", params={"offset": "-1"})
             assert src.headers["stream-next-offset"] == dst.headers["stream-next-offset"]
-            w = await http.post(ebase + "sensors/a", content=b"x",
-                                headers={"Content-Type": "text/plain"})
+            w = await http.post(
+                ebase + "sensors/a", content=b"x", headers={"Content-Type": "text/plain"}
+            )
             assert w.status_code == 403 and "READ_ONLY_MIRROR" in w.text and source_url in w.text
             view = (await http.get(edge_url + "/v1/replication/links")).json()
             assert view["links"][0]["status"] == "live", view
@@ -57,10 +67,16 @@ async def test_forward_appends_each_message_once_in_order() -> None:
             await http.put(ebase + "outbox/j", headers={"Content-Type": "application/json"})
             await http.put(ebase + "outbox/t", headers={"Content-Type": "text/plain"})
             for i in range(20):
-                await http.post(ebase + "outbox/j", content=f"[{i}]".encode(),
-                                headers={"Content-Type": "application/json"})
-                await http.post(ebase + "outbox/t", content=f"<{i}>".encode(),
-                                headers={"Content-Type": "text/plain"})
+                await http.post(
+                    ebase + "outbox/j",
+                    content=f"[{i}]".encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                await http.post(
+                    ebase + "outbox/t",
+                    content=f"<{i}>".encode(),
+                    headers={"Content-Type": "text/plain"},
+                )
             await http.post(ebase + "outbox/t", headers={"Stream-Closed": "true"})
 
             async def arrived() -> bool:

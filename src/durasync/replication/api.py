@@ -141,7 +141,9 @@ class _Api:
         except UnknownLink as exc:
             return _error(404, "UNKNOWN_LINK", f"no replication link named {exc.args[0]!r}")
         except StoreUnavailable:
-            return _error(503, "STORE_UNAVAILABLE", "the store is unavailable", {"Retry-After": "1"})
+            return _error(
+                503, "STORE_UNAVAILABLE", "the store is unavailable", {"Retry-After": "1"}
+            )
 
     # -- operator --------------------------------------------------------------------
 
@@ -166,7 +168,9 @@ class _Api:
             count = await self.service.retry_dead_letters(name)
             return _json({"link": name, "retried": count})
         else:
-            return _error(404, "NOT_FOUND", f"no action {action!r} (pause, resume, retry-dead-letters)")
+            return _error(
+                404, "NOT_FOUND", f"no action {action!r} (pause, resume, retry-dead-letters)"
+            )
         runner = self.service.runners.get(name)
         return _json({"link": name, "status": runner.machine.status if runner else None})
 
@@ -174,8 +178,9 @@ class _Api:
         self._require(principal, "read", "replication/events")
         bus = self.service.events
         if bus.subscribers >= bus.max_subscribers:
-            return _error(503, "TOO_MANY_SUBSCRIBERS", "too many event subscribers",
-                          {"Retry-After": "5"})
+            return _error(
+                503, "TOO_MANY_SUBSCRIBERS", "too many event subscribers", {"Retry-After": "5"}
+            )
         iterator = bus.subscribe()
 
         async def body() -> AsyncIterator[bytes]:
@@ -229,7 +234,9 @@ class _Api:
         for info in await self.service.store.list_streams(prefix, limit=_MAX_SCAN):
             if info.path <= after or info.path.startswith("__"):
                 continue
-            if not whole and not self.authorizer.authorize(principal, "read", "stream/" + info.path):
+            if not whole and not self.authorizer.authorize(
+                principal, "read", "stream/" + info.path
+            ):
                 continue
             if len(out) == limit:
                 more = True
@@ -258,7 +265,8 @@ class _Api:
         except (StreamNotFound, StreamGone):
             raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}") from None
         epoch = stream_epoch(info)
-        gap = self._gap(info, server, epoch, offset, asked_server, asked_epoch)
+        asked = (offset, asked_server, asked_epoch)
+        gap = self._gap(info, server, epoch, asked)
         if gap is not None:
             return gap
         try:
@@ -276,7 +284,7 @@ class _Api:
                 info = await store.head(path)
             except (StreamNotFound, StreamGone):
                 raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}") from None
-            gap = self._gap(info, server, stream_epoch(info), offset, asked_server, asked_epoch)
+            gap = self._gap(info, server, stream_epoch(info), asked)
             if gap is not None:
                 return gap
             raise ProtocolError(410, "GONE", "the offset is no longer retained") from None
@@ -316,11 +324,11 @@ class _Api:
         info: StreamInfo,
         server: str,
         epoch: str,
-        offset: str,
-        asked_server: str | None,
-        asked_epoch: str | None,
+        asked: tuple[str, str | None, str | None],
     ) -> Response | None:
-        """The 410 answer for a cursor this server cannot serve, or None."""
+        """The 410 answer for a cursor ``(offset, server, epoch)`` this server cannot serve,
+        or None."""
+        offset, asked_server, asked_epoch = asked
         stream = f"{server}:{info.path}"
         start_i = decode_offset(info.start)[0]
         tail_i = decode_offset(info.tail)[0]

@@ -100,8 +100,9 @@ class EventBus:
                     continue
                 if sub.dropped:
                     dropped, sub.dropped = sub.dropped, 0
-                    yield Event(type="events:dropped", link="", remote="", at=0.0,
-                                fields={"count": dropped})
+                    yield Event(
+                        type="events:dropped", link="", remote="", at=0.0, fields={"count": dropped}
+                    )
                 yield sub.queue.popleft()
         finally:
             self._subs.discard(sub)

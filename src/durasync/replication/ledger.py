@@ -311,9 +311,7 @@ class LinkLedger:
             needs_reconcile=s.needs_reconcile,
             at=self._clock(),
             entries=[
-                _Entry(
-                    dir=k[0], kind=k[1], key=k[2], cp=s.checkpoints.get(k), info=s.info.get(k)
-                )
+                _Entry(dir=k[0], kind=k[1], key=k[2], cp=s.checkpoints.get(k), info=s.info.get(k))
                 for k in sorted(keys)
             ],
             dead=list(s.dead.values()),

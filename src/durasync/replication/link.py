@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from durasync.replication.config import LinkConfig, ReplicationSettings
-from durasync.replication.core import Checkpoint, DeadLetter, LinkMachine, MachineEvent
+from durasync.replication.core import (
+    Checkpoint,
+    DeadLetter,
+    LinkMachine,
+    MachineEvent,
+    Outcome,
+)
 from durasync.replication.events import Event
 from durasync.replication.ledger import CheckpointKey, LinkLedger
 from durasync.replication.remote import Remote, RemoteError
@@ -137,8 +143,13 @@ class LinkRunner:
 
     def emit(self, type_: str, **fields: Any) -> None:
         self.service.events.publish(
-            Event(type=type_, link=self.name, remote=self.config.remote, at=self.clock(),
-                  fields=fields)
+            Event(
+                type=type_,
+                link=self.name,
+                remote=self.config.remote,
+                at=self.clock(),
+                fields=fields,
+            )
         )
 
     def _machine_events(self, events: list[MachineEvent]) -> None:
@@ -169,8 +180,9 @@ class LinkRunner:
         self._machine_events(self.machine.trouble(self.clock(), reason))
         self._wake.set()
 
-    def dead_letter(self, kind: Literal["stream", "room"], key: str, item: str, status: int,
-                    error: str) -> None:
+    def dead_letter(
+        self, kind: Literal["stream", "room"], key: str, item: str, status: int, error: str
+    ) -> None:
         letter = DeadLetter(
             id=secrets.token_hex(8),
             link=self.name,
@@ -182,8 +194,15 @@ class LinkRunner:
             at=self.clock(),
         )
         self.ledger.add_dead_letter(letter)
-        self.emit("dead-letter:added", id=letter.id, kind=kind, key=key, item=item,
-                  status=status, error=letter.error)
+        self.emit(
+            "dead-letter:added",
+            id=letter.id,
+            kind=kind,
+            key=key,
+            item=item,
+            status=status,
+            error=letter.error,
+        )
         self._wake.set()
 
     async def needs_reconcile(self, reason: str) -> None:
@@ -350,8 +369,9 @@ class LinkRunner:
         unit = self.units.get(key)
         if unit is None:
             if len(self.units) >= MAX_UNITS:
-                log.warning("link %s: more than %d streams; %s left out", self.name, MAX_UNITS,
-                            key[2])
+                log.warning(
+                    "link %s: more than %d streams; %s left out", self.name, MAX_UNITS, key[2]
+                )
                 return None
             unit = self.units[key] = make()
         return unit
@@ -381,14 +401,18 @@ class LinkRunner:
                     # The remote's store was replaced: every mirror is of a dead domain.
                     self.identified = False
                     raise RemoteError(
-                        _outcome("the remote's replication identity changed"), "list"
+                        Outcome(
+                            kind="transient", detail="the remote's replication identity changed"
+                        ),
+                        "list",
                     )
                 for entry in page.streams:
                     if entry.path.startswith("__") or not self.config.pulls(entry.path):
                         continue
                     listed.add(entry.path)
                     unit = self._unit(
-                        ("pull", "stream", entry.path), partial(StreamMirror, self, entry.path, entry)
+                        ("pull", "stream", entry.path),
+                        partial(StreamMirror, self, entry.path, entry),
                     )
                     if not isinstance(unit, StreamMirror):
                         continue
@@ -522,20 +546,17 @@ class LinkRunner:
             "scope": self.config.scope,
             "status": self.machine.status,
             "connectivity": self.connectivity,
-            "mode": "unknown" if not self.identified else (
-                "durasync" if self.remote_id is not None else "plain"
-            ),
+            "mode": "unknown"
+            if not self.identified
+            else ("durasync" if self.remote_id is not None else "plain"),
             "needsReconcile": self.ledger.state.needs_reconcile,
             "lastActivity": self.ledger.state.last_activity,
-            "lag": {"messages": lag_messages, "seconds": max((now - s for s in since), default=0.0)},
+            "lag": {
+                "messages": lag_messages,
+                "seconds": max((now - s for s in since), default=0.0),
+            },
             "deadLetters": len(self.ledger.state.dead),
             "repairReason": self.machine.reason,
             "lastError": self.last_error,
             "checkpoints": checkpoints,
         }
-
-
-def _outcome(detail: str):  # type: ignore[no-untyped-def]
-    from durasync.replication.core import Outcome
-
-    return Outcome(kind="transient", detail=detail)

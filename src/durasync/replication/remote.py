@@ -161,7 +161,9 @@ class Remote:
                 declared = resp.headers.get("content-length")
                 if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                     raise RemoteError(
-                        Outcome(kind="permanent", status=resp.status_code, detail="answer too large"),
+                        Outcome(
+                            kind="permanent", status=resp.status_code, detail="answer too large"
+                        ),
                         what,
                     )
                 chunks: list[bytes] = []
@@ -234,7 +236,9 @@ class Remote:
         try:
             return _stream_list_decoder.decode(resp.content)
         except msgspec.DecodeError as exc:
-            raise RemoteError(Outcome(kind="permanent", status=200, detail=str(exc)), what) from None
+            raise RemoteError(
+                Outcome(kind="permanent", status=200, detail=str(exc)), what
+            ) from None
 
     async def read_stream(
         self, path: str, offset: str, *, server: str, epoch: str, wait: float
@@ -273,7 +277,9 @@ class Remote:
         try:
             return _stream_read_decoder.decode(resp.content)
         except msgspec.DecodeError as exc:
-            raise RemoteError(Outcome(kind="permanent", status=200, detail=str(exc)), what) from None
+            raise RemoteError(
+                Outcome(kind="permanent", status=200, detail=str(exc)), what
+            ) from None
 
     @staticmethod
     def gap(resp: Answer) -> GapBody | None:

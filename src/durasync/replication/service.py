@@ -144,7 +144,11 @@ class ReplicationService:
         )
 
     def links_view(self) -> list[dict[str, Any]]:
-        return [self.runners[link.name].view() for link in self.config.links if link.name in self.runners]
+        return [
+            self.runners[link.name].view()
+            for link in self.config.links
+            if link.name in self.runners
+        ]
 
     def _runner(self, name: str) -> LinkRunner:
         runner = self.runners.get(name)

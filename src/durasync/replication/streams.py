@@ -39,20 +39,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import random
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from durasync.protocol.backoff import Backoff, BackoffPolicy
-from durasync.replication.core import Checkpoint, Token, retry_delay
+from durasync.replication.core import Checkpoint, Outcome, Token, retry_delay
 from durasync.replication.remote import GapError, RemoteError
 from durasync.replication.wire import StreamEntry
 from durasync.store.base import (
     OFFSET_START,
     AppendResult,
     SeqConflict,
-    StoreClientError,
     StoreError,
     StreamClosed,
     StreamConfig,
@@ -68,7 +68,7 @@ from durasync.store.rules import is_json
 if TYPE_CHECKING:
     from durasync.replication.link import LinkRunner
 
-__all__ = ["StreamMirror", "StreamPush", "stream_epoch"]
+__all__ = ["StreamMirror", "StreamPush", "producer_id", "stream_epoch"]
 
 log = logging.getLogger("durasync.replication")
 
@@ -120,8 +120,14 @@ class _Unit:
 
     async def pause_after_failure(self, error: Exception) -> None:
         delay = self._backoff.next_delay() or UNIT_BACKOFF.max_delay
-        log.debug("link %s %s %s: %s; retry in %.2fs", self.link.name, self.direction,
-                  self.path, error, delay)
+        log.debug(
+            "link %s %s %s: %s; retry in %.2fs",
+            self.link.name,
+            self.direction,
+            self.path,
+            error,
+            delay,
+        )
         await self.link.sleep(delay)
 
     def reset_backoff(self) -> None:
@@ -156,10 +162,8 @@ class StreamMirror(_Unit):
             return None
 
     async def _drop_local(self) -> None:
-        try:
+        with contextlib.suppress(StreamNotFound, StreamGone):
             await self.link.store.delete(self.path)
-        except (StreamNotFound, StreamGone):
-            pass
         self.link.ledger.forget(self.key)
         await self.link.ledger.flush()
 
@@ -205,7 +209,8 @@ class StreamMirror(_Unit):
             if local is not None:
                 log.error(
                     "link %s: local stream %r exists and is not a mirror; not touching it",
-                    link.name, self.path,
+                    link.name,
+                    self.path,
                 )
                 self.done = True
                 return
@@ -216,10 +221,8 @@ class StreamMirror(_Unit):
             await ledger.flush()
         if local is None:
             content_type = self.entry.content_type if self.entry else "application/octet-stream"
-            try:
+            with contextlib.suppress(StreamExists):
                 await link.store.create(self.path, StreamConfig(content_type=content_type))
-            except StreamExists:
-                pass
             local = await self._local()
             if local is None:
                 return
@@ -256,8 +259,9 @@ class StreamMirror(_Unit):
         self.note_lag(_position(read.tail) - _position(tail))
         cp = ledger.checkpoint(self.key)
         epoch = str(info["epoch"])
-        cp.note_received(Token(stream=token_stream, epoch=epoch, position=_position(read.tail),
-                               ref=read.tail))
+        cp.note_received(
+            Token(stream=token_stream, epoch=epoch, position=_position(read.tail), ref=read.tail)
+        )
         if cp.commit(Token(stream=token_stream, epoch=epoch, position=_position(tail), ref=tail)):
             ledger.record_checkpoint(self.key, cp)
             link.advanced("pull", self.path, cp)
@@ -286,10 +290,8 @@ class StreamMirror(_Unit):
                 self.key, link.ledger.checkpoint(self.key), {"mode": "plain"}
             )
             await link.ledger.flush()
-            try:
+            with contextlib.suppress(StreamExists):
                 await link.store.create(self.path, StreamConfig(content_type=content_type))
-            except StreamExists:
-                pass
             local = await self._local()
             if local is None:
                 return
@@ -300,7 +302,10 @@ class StreamMirror(_Unit):
             params["live"] = "long-poll"
             wait = link.settings.live_wait
         resp = await remote.request(
-            "GET", remote.stream_url(self.path), params=params, what=f"read {self.path!r}",
+            "GET",
+            remote.stream_url(self.path),
+            params=params,
+            what=f"read {self.path!r}",
             wait=wait,
         )
         if resp.status_code == 404:
@@ -325,7 +330,11 @@ class StreamMirror(_Unit):
                     messages = parse_json_messages(resp.content, allow_empty_array=True)
                 except ProtocolError as exc:
                     raise RemoteError(
-                        classify_permanent(f"invalid JSON from the source: {exc.message}"),
+                        Outcome(
+                            kind="permanent",
+                            status=200,
+                            detail=f"invalid JSON from the source: {exc.message}",
+                        ),
                         f"read {self.path!r}",
                     ) from None
             else:
@@ -363,13 +372,18 @@ class StreamMirror(_Unit):
             self.done = True
 
 
-def classify_permanent(detail: str):  # type: ignore[no-untyped-def]
-    from durasync.replication.core import Outcome
-
-    return Outcome(kind="permanent", status=200, detail=detail)
-
-
 # -------------------------------------------------------------------------------------- push
+
+
+class _Batch(NamedTuple):
+    """One push request: local messages ``[offset, end)``, sent with producer ``epoch``."""
+
+    offset: str
+    end: str
+    epoch: int
+    body: bytes
+    content_type: str
+    close: bool
 
 
 def producer_id(server_id: str, link_id: str, path: str, epoch: str) -> str:
@@ -468,7 +482,9 @@ class StreamPush(_Unit):
         self.note_lag(tail_index - position)
         if position >= tail_index and not info.closed:
             self._wake.clear()
-            waiter = asyncio.ensure_future(store.wait_for(self.path, offset, link.settings.live_wait))
+            waiter = asyncio.ensure_future(
+                store.wait_for(self.path, offset, link.settings.live_wait)
+            )
             waker = asyncio.ensure_future(self._wake.wait())
             try:
                 await asyncio.wait({waiter, waker}, return_when=asyncio.FIRST_COMPLETED)
@@ -501,19 +517,14 @@ class StreamPush(_Unit):
         else:
             body = b""
             epoch = _position(end) + 1  # a close after everything: one past the last batch
-        await self._send(facts, cp, offset, end, epoch, body, info.config.content_type, close)
+        batch = _Batch(offset, end, epoch, body, info.config.content_type, close)
+        await self._send(facts, cp, batch)
 
-    async def _send(
-        self,
-        facts: dict[str, object],
-        cp: Checkpoint,
-        offset: str,
-        end: str,
-        epoch: int,
-        body: bytes,
-        content_type: str,
-        close: bool,
-    ) -> None:
+    async def _send(self, facts: dict[str, object], cp: Checkpoint, batch: _Batch) -> None:
+        """Send one batch until it succeeds, is refused for good (dead letter), or the
+        retries run out (RemoteError; the link reconciles)."""
+        offset, end, epoch, body = batch.offset, batch.end, batch.epoch, batch.body
+        content_type, close = batch.content_type, batch.close
         link = self.link
         remote = link.remote
         headers = {
@@ -597,7 +608,3 @@ class StreamPush(_Unit):
         self.parked = False
         self._uncertain = True
         self._remote_ready = False
-
-
-__all__ += ["producer_id"]
-_ = (StoreClientError,)
