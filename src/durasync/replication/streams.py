@@ -226,11 +226,11 @@ class StreamMirror(_Unit):
             local = await self._local()
             if local is None:
                 return
-        if local.closed:
+        if local.closed and self.entry is not None:
             self.note_lag(0)
-            self.done = True
+            self.done = True  # complete; discovery notices a deletion or a re-creation
             return
-        caught_up = self.behind == 0 and self.entry is not None
+        caught_up = self.behind == 0 and self.entry is not None and not local.closed
         read = await link.remote.read_stream(
             self.path,
             local.tail,
@@ -242,6 +242,9 @@ class StreamMirror(_Unit):
             log.info("link %s: %s was deleted at the source", link.name, self.path)
             await self._drop_local()
             self.done = True
+            return
+        if local.closed:
+            self.done = True  # still there (a listing missed it): nothing to copy
             return
         token_stream = f"{info['server']}:{self.path}"
         tail = local.tail
@@ -275,16 +278,24 @@ class StreamMirror(_Unit):
         remote = link.remote
         local = await self._local()
         if local is not None and local.closed:
+            # Complete: only a deletion at the source is left to notice.
+            gone = await remote.request(
+                "GET", remote.stream_url(self.path), params={"offset": "now"}, what="inspect"
+            )
+            if gone.status_code == 404:
+                await self._drop_local()
             self.note_lag(0)
             self.done = True
             return
         if local is None:
-            head = await remote.request("HEAD", remote.stream_url(self.path), what="head")
+            head = await remote.request(
+                "GET", remote.stream_url(self.path), params={"offset": "now"}, what="inspect"
+            )
             if head.status_code == 404:
                 self.done = True
                 return
             if head.status_code != 200:
-                raise remote.fail(head, f"head {self.path!r}")
+                raise remote.fail(head, f"inspect {self.path!r}")
             content_type = head.headers.get("content-type") or "application/octet-stream"
             link.ledger.record_checkpoint(
                 self.key, link.ledger.checkpoint(self.key), {"mode": "plain"}
@@ -404,6 +415,8 @@ class StreamPush(_Unit):
         #: True after a transient failure exhausted its retries (the link reconciles).
         self._exhausted = False
         self._wake = asyncio.Event()
+        #: Local offset of the next message to forward (where a dead letter parks the push).
+        self._at = OFFSET_START
 
     def wake(self) -> None:
         self._wake.set()
@@ -419,7 +432,11 @@ class StreamPush(_Unit):
                 await self._step()
                 self.reset_backoff()
             except RemoteError as exc:
-                await self.pause_after_failure(exc)
+                if exc.transient:
+                    await self.pause_after_failure(exc)
+                else:
+                    # Refused for good (creating or inspecting the remote stream): park here.
+                    self._dead(self._at, exc.status or 0, exc.outcome.detail or str(exc))
             except StoreError as exc:
                 await self.pause_after_failure(exc)
 
@@ -446,12 +463,15 @@ class StreamPush(_Unit):
     async def _ensure_remote(self, content_type: str) -> None:
         remote = self.link.remote
         url = remote.stream_url(self.path)
-        head = await remote.request("HEAD", url, what=f"head {self.path!r}")
+        # A GET at the tail rather than HEAD: a refusal then carries the remote's reason.
+        head = await remote.request(
+            "GET", url, params={"offset": "now"}, what=f"inspect {self.path!r}"
+        )
         if head.status_code == 200:
             self._remote_ready = True
             return
         if head.status_code != 404:
-            raise remote.fail(head, f"head {self.path!r}")
+            raise remote.fail(head, f"inspect {self.path!r}")
         put = await remote.request(
             "PUT", url, headers={"Content-Type": content_type}, what=f"create {self.path!r}"
         )
@@ -477,9 +497,12 @@ class StreamPush(_Unit):
             offset = info.start
         else:
             offset = cp.applied.ref or encode_offset(start_index, start_byte)
+        self._at = offset
         position = _position(offset)
         tail_index = _position(info.tail)
         self.note_lag(tail_index - position)
+        if not self._remote_ready:
+            await self._ensure_remote(info.config.content_type)
         if position >= tail_index and not info.closed:
             self._wake.clear()
             waiter = asyncio.ensure_future(
@@ -492,8 +515,6 @@ class StreamPush(_Unit):
                 waiter.cancel()
                 waker.cancel()
             return
-        if not self._remote_ready:
-            await self._ensure_remote(info.config.content_type)
         json_mode = is_json(info.config.content_type)
         entries = []
         if position < tail_index:
