@@ -42,8 +42,11 @@ class CountingProxy:
         self.counts[key] += 1
         if self.failing:
             self.answers[(*key, 503)] += 1
-            return Response(b'{"error":{"code":"DOWN","message":"down"}}', status_code=503,
-                            headers={"Retry-After": self.retry_after})
+            return Response(
+                b'{"error":{"code":"DOWN","message":"down"}}',
+                status_code=503,
+                headers={"Retry-After": self.retry_after},
+            )
         resp = await self._client.request(
             request.method,
             self.upstream + request.url.path,

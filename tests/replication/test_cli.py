@@ -53,9 +53,7 @@ async def test_sighup_reloads_links_and_a_bad_file_keeps_them(
     serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
     source = serve("source")
-    conf = write_links(
-        tmp_path / "edge.toml", {"name": "a", "remote": source.url, "pull": ["a/"]}
-    )
+    conf = write_links(tmp_path / "edge.toml", {"name": "a", "remote": source.url, "pull": ["a/"]})
     edge = serve("edge", replicate=conf)
     async with httpx.AsyncClient(timeout=10) as http:
         for p in ("a/1", "b/1"):

@@ -32,9 +32,10 @@ async def collect_events(url: str) -> AsyncIterator[list[dict[str, Any]]]:
     ready = asyncio.Event()
 
     async def reader() -> None:
-        async with httpx.AsyncClient(timeout=None) as http, http.stream(
-            "GET", url + "/v1/replication/events"
-        ) as resp:
+        async with (
+            httpx.AsyncClient(timeout=None) as http,
+            http.stream("GET", url + "/v1/replication/events") as resp,
+        ):
             assert resp.status_code == 200
             ready.set()
             async for line in resp.aiter_lines():
@@ -53,8 +54,9 @@ async def collect_events(url: str) -> AsyncIterator[list[dict[str, Any]]]:
 
 
 async def append_json(http: httpx.AsyncClient, url: str, value: object) -> None:
-    r = await http.post(url, content=json.dumps(value),
-                        headers={"Content-Type": "application/json"})
+    r = await http.post(
+        url, content=json.dumps(value), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 204, r.text
 
 
@@ -81,8 +83,9 @@ async def test_permanent_refusals_are_dead_letters_for_that_prefix_only(
                 auth = {"Authorization": f"Bearer {token}"}
 
                 async def ok_arrived(n: int) -> bool:
-                    r = await http.get(cloud.base + "outbox/ok/a", params={"offset": "-1"},
-                                       headers=auth)
+                    r = await http.get(
+                        cloud.base + "outbox/ok/a", params={"offset": "-1"}, headers=auth
+                    )
                     return r.status_code == 200 and r.json() == list(range(n))
 
                 await eventually(lambda: ok_arrived(3))
@@ -107,8 +110,9 @@ async def test_permanent_refusals_are_dead_letters_for_that_prefix_only(
                 await eventually(lambda: ok_arrived(6))
                 # A stream created now arrives only through a later discovery round: the
                 # parked one would have been tried again by then if it were retried.
-                r = await http.put(edge.base + "outbox/ok/c",
-                                   headers={"Content-Type": "application/json"})
+                r = await http.put(
+                    edge.base + "outbox/ok/c", headers={"Content-Type": "application/json"}
+                )
                 assert r.status_code == 201
 
                 async def new_stream_arrived() -> bool:

@@ -75,8 +75,9 @@ async def test_a_recreated_source_is_a_gap_and_the_mirror_repairs() -> None:
             gap = next(e for e in events if e.type == "gap:detected")
             assert gap.fields["reason"] == "epoch_mismatch"
             assert gap.link == "up" and gap.remote == src
-            statuses = [(e.fields["from"], e.fields["to"]) for e in events
-                        if e.type == "link:status-change"]
+            statuses = [
+                (e.fields["from"], e.fields["to"]) for e in events if e.type == "link:status-change"
+            ]
             assert ("repairing", "live") in statuses
             assert ("live", "repairing") in statuses or ("initializing", "repairing") in statuses
 
