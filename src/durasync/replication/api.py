@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -67,6 +68,10 @@ log = logging.getLogger("durasync.replication")
 
 _JSON: Final = "application/json"
 _MSGPACK: Final = "application/msgpack"
+#: Length-prefixed msgpack frames of a live framed read.
+_FRAMES: Final = "application/vnd.durasync.frames"
+#: Longest live framed read (the client then reconnects from its tail).
+_STREAM_SECONDS: Final = 300.0
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 _MAX_LIST: Final = 1000
 #: Streams one listing scans (a link follows at most 10,000).
@@ -269,6 +274,13 @@ class _Api:
         gap = self._gap(info, server, epoch, asked)
         if gap is not None:
             return gap
+        if request.query_params.get("live") == "stream":
+            frames = self._frames(
+                path, offset, (server, epoch), max_bytes, max_messages, max(wait, 1.0)
+            )
+            return StreamingResponse(
+                frames, media_type=_FRAMES, headers={"Cache-Control": "no-store"}
+            )
         try:
             result = await store.read(path, offset, max_bytes=max_bytes, max_messages=max_messages)
             if not result.entries and not result.closed and wait > 0:
@@ -310,7 +322,62 @@ class _Api:
         )
         return Response(_msgpack.encode(body), media_type=_MSGPACK, headers=_NO_STORE)
 
-    async def _wait(self, path: str, offset: str, wait: float) -> None:
+    async def _frames(
+        self,
+        path: str,
+        offset: str,
+        identity: tuple[str, str],
+        max_bytes: int,
+        max_messages: int,
+        heartbeat: float,
+    ) -> AsyncIterator[bytes]:
+        """A live framed read: one frame (4-byte big-endian length, then a msgpack
+        :class:`StreamRead`) per batch from ``offset`` on, as the data arrives; an empty frame
+        at least every ``heartbeat`` seconds; the response ends when the stream is closed and
+        sent, deleted or re-created, after :data:`_STREAM_SECONDS`, or at shutdown (the
+        client reconnects from its tail)."""
+        store = self.service.store
+        server, epoch = identity
+        deadline = time.monotonic() + _STREAM_SECONDS
+        first = True
+        while not self.service.closing.is_set():
+            try:
+                result = await store.read(
+                    path, offset, max_bytes=max_bytes, max_messages=max_messages
+                )
+                info = await store.head(path)
+            except (StreamNotFound, StreamGone, BadOffset):
+                return
+            if stream_epoch(info) != epoch:
+                return
+            if result.entries or result.closed or first:
+                first = False
+                body = _msgpack.encode(
+                    StreamRead(
+                        server=server,
+                        epoch=epoch,
+                        content_type=info.config.content_type,
+                        start=info.start,
+                        tail=info.tail,
+                        offset=result.entries[0].offset if result.entries else offset,
+                        next=result.next_offset,
+                        entries=[e.data for e in result.entries],
+                        up_to_date=result.up_to_date,
+                        closed=result.closed,
+                    )
+                )
+                yield len(body).to_bytes(4, "big") + body
+            if result.closed:
+                return
+            offset = result.next_offset
+            if result.up_to_date:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if not await self._wait(path, offset, min(left, heartbeat)):
+                    first = True  # nothing new: a heartbeat frame
+
+    async def _wait(self, path: str, offset: str, wait: float) -> bool:
         waiter = asyncio.ensure_future(self.service.store.wait_for(path, offset, wait))
         closing = asyncio.ensure_future(self.service.closing.wait())
         try:
@@ -318,6 +385,7 @@ class _Api:
         finally:
             waiter.cancel()
             closing.cancel()
+        return waiter.done() and not waiter.cancelled() and waiter.result()
 
     def _gap(
         self,

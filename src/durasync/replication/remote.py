@@ -15,7 +15,7 @@ status; False: no answer), so the link tracks its connectivity.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -26,7 +26,7 @@ from durasync.replication.config import ReplicationSettings
 from durasync.replication.core import Outcome, classify_failure, classify_response
 from durasync.replication.wire import GapBody, ServerInfo, StreamList, StreamRead
 
-__all__ = ["Answer", "GapError", "Remote", "RemoteError", "quote_path"]
+__all__ = ["Answer", "GapError", "Remote", "RemoteError", "StreamMissing", "quote_path"]
 
 #: Largest answer body read from a remote (a framed read holds at most ``batch_bytes``).
 _MAX_BODY_SLACK: Final = 1 << 20
@@ -58,6 +58,10 @@ class RemoteError(Exception):
     @property
     def transient(self) -> bool:
         return self.outcome.kind == "transient"
+
+
+class StreamMissing(RemoteError):
+    """The remote has no such stream (404)."""
 
 
 class GapError(Exception):
@@ -280,6 +284,74 @@ class Remote:
             raise RemoteError(
                 Outcome(kind="permanent", status=200, detail=str(exc)), what
             ) from None
+
+    async def follow_stream(
+        self, path: str, offset: str, *, server: str, epoch: str, heartbeat: float
+    ) -> AsyncIterator[StreamRead]:
+        """A live framed read of ``path`` from ``offset`` (``live=stream``): one
+        :class:`StreamRead` per batch as the source gets data, until the response ends
+        (closed and sent, re-created, the source's time limit, shutdown). The source sends
+        at least one frame every ``heartbeat`` seconds; a silent connection is dropped.
+
+        Raises:
+            StreamMissing: 404, no such stream. GapError: 410 with a gap body.
+            RemoteError: other failures, a frame over the bound or that does not decode.
+        """
+        params = {
+            "offset": offset,
+            "server": server,
+            "epoch": epoch,
+            "live": "stream",
+            "wait": f"{heartbeat:.3f}",
+            "max_bytes": str(self.settings.batch_bytes),
+            "max_messages": str(self.settings.batch_messages),
+        }
+        what = f"follow {path!r}"
+        timeout = httpx.Timeout(
+            self.settings.request_timeout, read=self.settings.request_timeout + heartbeat
+        )
+        url = f"{self.base}/v1/replication/streams/{quote_path(path)}"
+        try:
+            async with self._client.stream(
+                "GET", url, params=dict(sorted(params.items())), timeout=timeout
+            ) as resp:
+                self._on_contact(True)
+                if resp.status_code != 200:
+                    body = b""
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) > 1 << 16:
+                            break
+                    answer = Answer(resp.status_code, resp.headers, body)
+                    if resp.status_code == 404:
+                        raise StreamMissing(Outcome(kind="permanent", status=404), what)
+                    gap = self.gap(answer) if resp.status_code == 410 else None
+                    if gap is not None:
+                        raise GapError(gap)
+                    raise self.fail(answer, what)
+                buf = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    buf += chunk
+                    while len(buf) >= 4:
+                        size = int.from_bytes(buf[:4], "big")
+                        if size > self.max_body:
+                            raise RemoteError(
+                                Outcome(kind="permanent", status=200, detail="frame too large"),
+                                what,
+                            )
+                        if len(buf) < 4 + size:
+                            break
+                        frame = bytes(buf[4 : 4 + size])
+                        del buf[: 4 + size]
+                        try:
+                            yield _stream_read_decoder.decode(frame)
+                        except msgspec.DecodeError as exc:
+                            raise RemoteError(
+                                Outcome(kind="permanent", status=200, detail=str(exc)), what
+                            ) from None
+        except (httpx.HTTPError, OSError) as exc:
+            self._on_contact(False)
+            raise RemoteError(classify_failure(f"{type(exc).__name__}: {exc}"), what) from None
 
     @staticmethod
     def gap(resp: Answer) -> GapBody | None:

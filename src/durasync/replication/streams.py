@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import hashlib
 import logging
@@ -47,8 +48,8 @@ from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from durasync.protocol.backoff import Backoff, BackoffPolicy
 from durasync.replication.core import Checkpoint, Outcome, Token, retry_delay
-from durasync.replication.remote import GapError, RemoteError
-from durasync.replication.wire import StreamEntry
+from durasync.replication.remote import GapError, RemoteError, StreamMissing
+from durasync.replication.wire import StreamEntry, StreamRead
 from durasync.store.base import (
     OFFSET_START,
     AppendResult,
@@ -85,6 +86,54 @@ def stream_epoch(info: StreamInfo) -> str:
 
 def _position(offset: str) -> int:
     return decode_offset(offset)[0]
+
+
+class _FrameQueue:
+    """Frames of a live read waiting to be written: bounded in bytes (the reader waits, and
+    TCP pushes back on the source), taken in contiguous runs."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._frames: collections.deque[StreamRead] = collections.deque()
+        self._bytes = 0
+        self._ended = False
+        self._changed = asyncio.Condition()
+
+    @staticmethod
+    def _size(read: StreamRead) -> int:
+        return sum(len(e) for e in read.entries) + 64
+
+    async def put(self, read: StreamRead) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._bytes < self.max_bytes)
+            self._frames.append(read)
+            self._bytes += self._size(read)
+            self._changed.notify_all()
+
+    async def end(self) -> None:
+        """No more frames will come: wake the writer."""
+        self._ended = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def take(self, max_messages: int, max_bytes: int) -> list[StreamRead]:
+        """The frames queued now (at least one; at most the bounds, beyond the first), or
+        ``[]`` once the reader ended and everything was taken."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._frames) or self._ended)
+            out: list[StreamRead] = []
+            messages = size = 0
+            while self._frames:
+                read = self._frames[0]
+                n, b = len(read.entries), self._size(read)
+                if out and (messages + n > max_messages or size + b > max_bytes):
+                    break
+                out.append(self._frames.popleft())
+                self._bytes -= b
+                messages += n
+                size += b
+            self._changed.notify_all()
+            return out
 
 
 class _Unit:
@@ -179,6 +228,10 @@ class StreamMirror(_Unit):
             except GapError as exc:
                 self.link.gap(self, exc.body.reason, exc.body)
                 return
+            except StreamMissing:
+                log.info("link %s: %s was deleted at the source", self.link.name, self.path)
+                await self._drop_local()
+                self.done = True
             except RemoteError as exc:
                 if exc.transient:
                     await self.pause_after_failure(exc)
@@ -230,46 +283,87 @@ class StreamMirror(_Unit):
             self.note_lag(0)
             self.done = True  # complete; discovery notices a deletion or a re-creation
             return
-        caught_up = self.behind == 0 and self.entry is not None and not local.closed
-        read = await link.remote.read_stream(
-            self.path,
-            local.tail,
-            server=str(info["server"]),
-            epoch=str(info["epoch"]),
-            wait=link.settings.live_wait if caught_up else 0.0,
-        )
-        if read is None:
-            log.info("link %s: %s was deleted at the source", link.name, self.path)
-            await self._drop_local()
-            self.done = True
-            return
-        if local.closed:
-            self.done = True  # still there (a listing missed it): nothing to copy
-            return
-        token_stream = f"{info['server']}:{self.path}"
+        await self._follow_exact(local, str(info["server"]), str(info["epoch"]))
+
+    async def _follow_exact(self, local: StreamInfo, server: str, epoch: str) -> None:
+        """Copy from the local tail on with a live framed read: the source sends batch after
+        batch as it gets data, so catching up and following are one loop. Frames are read
+        by a task of their own into a bounded queue while this one writes: every local
+        append takes all the frames that arrived during the previous one (one fsync for
+        them all, never one per frame behind a slow disk). Returns when the response ends
+        (the caller reconnects), the stream is closed and copied or deleted, a gap, or the
+        link stops; errors are raised."""
+        link = self.link
+        frames = _FrameQueue(link.settings.batch_bytes)
+        reader = asyncio.ensure_future(self._receive(local.tail, server, epoch, frames))
+        try:
+            await self._write_frames(local, server, epoch, frames)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        if reader.done() and not reader.cancelled():
+            error = reader.exception()
+            if error is not None:
+                raise error
+
+    async def _receive(self, tail: str, server: str, epoch: str, frames: _FrameQueue) -> None:
+        try:
+            async for read in self.link.remote.follow_stream(
+                self.path, tail, server=server, epoch=epoch, heartbeat=self.link.settings.live_wait
+            ):
+                await frames.put(read)
+        finally:
+            await frames.end()
+
+    async def _write_frames(
+        self, local: StreamInfo, server: str, epoch: str, frames: _FrameQueue
+    ) -> None:
+        link = self.link
+        ledger = link.ledger
+        token_stream = f"{server}:{self.path}"
         tail = local.tail
-        close = read.closed and read.up_to_date
-        if read.entries or (close and not local.closed):
-            try:
-                result = await link.store.append_at(
-                    self.path, read.offset, read.entries, close=close
-                )
-                tail = result.tail
-            except TailMismatch as exc:
-                tail = exc.tail  # written meanwhile (a replay): continue from there
-            except StreamClosed:
+        while not link.stopping and self.repair_reason is None:
+            batch = await frames.take(link.settings.batch_messages, link.settings.batch_bytes)
+            if not batch:
+                return  # the response ended (or the reader failed: raised by the caller)
+            last = batch[-1]
+            if any(r.epoch != epoch or r.server != server for r in batch):
+                link.gap(self, "epoch_mismatch", None)
                 return
-        self.note_lag(_position(read.tail) - _position(tail))
-        cp = ledger.checkpoint(self.key)
-        epoch = str(info["epoch"])
-        cp.note_received(
-            Token(stream=token_stream, epoch=epoch, position=_position(read.tail), ref=read.tail)
-        )
-        if cp.commit(Token(stream=token_stream, epoch=epoch, position=_position(tail), ref=tail)):
-            ledger.record_checkpoint(self.key, cp)
-            link.advanced("pull", self.path, cp)
-        if close:
-            self.done = True
+            if local.closed:
+                self.done = True  # still there (a listing missed it): nothing to copy
+                return
+            if batch[0].offset != tail:
+                return  # not where this side ends: reconnect from the tail
+            entries = [data for r in batch for data in r.entries]
+            close = last.closed and last.up_to_date
+            if entries or close:
+                try:
+                    result = await link.store.append_at(
+                        self.path, batch[0].offset, entries, close=close
+                    )
+                    tail = result.tail
+                except TailMismatch:
+                    return  # written meanwhile (a replay): reconnect from the tail
+                except StreamClosed:
+                    self.done = True
+                    return
+            self.note_lag(_position(last.tail) - _position(tail))
+            cp = ledger.checkpoint(self.key)
+            cp.note_received(
+                Token(
+                    stream=token_stream, epoch=epoch, position=_position(last.tail), ref=last.tail
+                )
+            )
+            if cp.commit(
+                Token(stream=token_stream, epoch=epoch, position=_position(tail), ref=tail)
+            ):
+                ledger.record_checkpoint(self.key, cp)
+                link.advanced("pull", self.path, cp)
+            if close:
+                self.done = True
+                return
 
     # -- plain ---------------------------------------------------------------------------
 
