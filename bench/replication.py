@@ -106,14 +106,16 @@ async def _writer_baseline(base: str, path: str, count: int) -> float:
     return elapsed
 
 
-async def _wait_tail(base: str, path: str, want: str, timeout: float) -> float:
+async def _wait_tail(base: str, path: str, want: str, within: float) -> float:
     """Poll until ``path`` on ``base`` reaches offset ``want``; returns when (perf_counter)."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
+    deadline = time.perf_counter() + within
+    for _ in range(int(within / 0.005) + 1):
         if await _tail(base, path) == want:
             return time.perf_counter()
+        if time.perf_counter() > deadline:
+            break
         await asyncio.sleep(0.005)
-    raise TimeoutError(f"{path} did not reach {want} within {timeout} s")
+    raise TimeoutError(f"{path} did not reach {want} within {within} s")
 
 
 async def _sse_reader(base: str, path: str, stop_at: float, arrivals: dict[int, float]) -> None:
@@ -195,7 +197,9 @@ async def _live(source: str, target: str, rate: float, duration: float) -> dict[
     )
     want = await _tail(source, path)
     await _wait_tail(target, path, want, 60)
-    while len(remote) < count and time.time() < stop_at:
+    for _ in range(200):  # the target's SSE reader sees the last messages (bounded wait)
+        if len(remote) >= count or time.time() > stop_at:
+            break
         await asyncio.sleep(0.05)
     for task in readers:
         task.cancel()

@@ -276,7 +276,7 @@ class _Api:
             return gap
         if request.query_params.get("live") == "stream":
             frames = self._frames(
-                path, offset, (server, epoch), max_bytes, max_messages, max(wait, 1.0)
+                path, offset, (server, epoch), (max_bytes, max_messages), max(wait, 1.0)
             )
             return StreamingResponse(
                 frames, media_type=_FRAMES, headers={"Cache-Control": "no-store"}
@@ -327,8 +327,7 @@ class _Api:
         path: str,
         offset: str,
         identity: tuple[str, str],
-        max_bytes: int,
-        max_messages: int,
+        bounds: tuple[int, int],
         heartbeat: float,
     ) -> AsyncIterator[bytes]:
         """A live framed read: one frame (4-byte big-endian length, then a msgpack
@@ -338,6 +337,7 @@ class _Api:
         client reconnects from its tail)."""
         store = self.service.store
         server, epoch = identity
+        max_bytes, max_messages = bounds
         deadline = time.monotonic() + _STREAM_SECONDS
         first = True
         while not self.service.closing.is_set():
