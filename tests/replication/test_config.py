@@ -94,6 +94,11 @@ def test_scope_id_is_canonical_and_changes_with_the_scope() -> None:
             "[[links]]\nname='b'\nremote='http://g'\npull=['x/y/']\n",
             "exactly one source",
         ),
+        (
+            "[[links]]\nname='a'\nremote='http://h'\npull=['x/']\n"
+            "[[links]]\nname='b'\nremote='http://h'\npush=['x/1']\n",
+            "back to the server",
+        ),
         ("links = 3\n", "array of tables"),
         ("[replication]\nreconcile-interval = -1\n", "reconcile_interval"),
         ("[replication]\nmax-in-flight = 1.5\n", "integer"),

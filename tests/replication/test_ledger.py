@@ -2,22 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis as redis_sync
 
 from durasync.replication.config import LinkConfig
 from durasync.replication.core import Checkpoint, DeadLetter, Token
 from durasync.replication.ledger import LinkLedger, ledger_path, server_identity
 from durasync.store import EmbeddedStore, LogStore, MemoryStore
+from durasync.store.redis import RedisStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from redisproc import RedisServer
 
 LINK = LinkConfig(name="l", remote="http://127.0.0.1:1", pull=("a/",), rooms=("r-",))
 
 
-@pytest.fixture(params=["memory", "embedded"])
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One redis-server for this module, stopped by PID at the end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "embedded", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogStore]:
-    s: LogStore = MemoryStore() if request.param == "memory" else EmbeddedStore(tmp_path / "d")
+    s: LogStore
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "embedded":
+        s = EmbeddedStore(tmp_path / "d")
+    else:
+        url = request.getfixturevalue("redis_url")
+        client = redis_sync.Redis.from_url(url, socket_timeout=5)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        s = RedisStore(url)
     async with s:
         yield s
 

@@ -26,8 +26,8 @@ Ownership rules checked here (so that no stream has two writers and nothing loop
 
 - a stream path prefix pulled by one link is pulled by no other link (prefixes overlap when
   one starts with the other): a mirrored stream has exactly one source;
-- within one link, no pull prefix overlaps a push prefix (a stream would be mirrored from the
-  remote and forwarded back to it);
+- no pull prefix overlaps a push prefix to the same remote, within one link or across links
+  (a stream would be mirrored from the remote and forwarded back to it);
 - prefixes never reach the server's reserved namespace (paths whose first segment starts
   with ``__``).
 """
@@ -402,6 +402,17 @@ def parse_config(raw: Mapping[str, object], where: str = "replication config") -
                             f"{where}: links {a.name!r} and {b.name!r} both pull {pa!r}/{pb!r}: "
                             "a mirrored stream has exactly one source"
                         )
+            if a.remote != b.remote:
+                continue
+            for x, y in ((a, b), (b, a)):
+                for pull in x.pull:
+                    for push in y.push:
+                        if _overlap(pull, push):
+                            raise ConfigError(
+                                f"{where}: link {x.name!r} pulls {pull!r} from {x.remote} and "
+                                f"link {y.name!r} pushes {push!r} to it (a stream would go back "
+                                "to the server it came from)"
+                            )
     return ReplicationConfig(settings=settings or ReplicationSettings(), links=tuple(links))
 
 
