@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,21 +14,7 @@ from durasync.replication.ledger import LinkLedger, ledger_path, server_identity
 from durasync.store import EmbeddedStore, LogStore, MemoryStore
 from durasync.store.redis import RedisStore
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from redisproc import RedisServer
-
 LINK = LinkConfig(name="l", remote="http://127.0.0.1:1", pull=("a/",), rooms=("r-",))
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One redis-server for this module, stopped by PID at the end."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["memory", "embedded", "redis"])

@@ -181,3 +181,39 @@ async def test_operator_api_errors_and_unknown_links() -> None:
             assert gap["oldestAvailable"]["position"] == 0
             assert gap["latestAvailable"]["position"] == 1
             assert gap["requested"]["ref"] == params["offset"]
+
+
+async def test_a_link_stays_initializing_and_offline_until_the_remote_answers() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from faultproxy import FaultProxy
+
+    async with serving(app_with()) as src, httpx.AsyncClient() as http:
+        port = int(src.rsplit(":", 1)[1])
+        async with FaultProxy("127.0.0.1", port) as proxy:
+            proxy.refuse_for(3600)
+            config = links(
+                {"name": "up", "remote": f"http://127.0.0.1:{proxy.port}", "pull": ["s/"]}
+            )
+            edge_app = app_with(MemoryStore(), config)
+            async with serving(edge_app) as edge:
+
+                async def view() -> dict[str, Any]:
+                    r = await http.get(edge + "/v1/replication/links")
+                    link: dict[str, Any] = r.json()["links"][0]
+                    return link
+
+                async def offline() -> bool:
+                    return (await view())["connectivity"] == "offline"
+
+                await eventually(offline)
+                assert (await view())["status"] == "initializing"
+                assert proxy.stats.refused > 0
+                proxy.refuse_for(0)
+
+                async def live() -> bool:
+                    v = await view()
+                    return v["status"] == "live" and v["connectivity"] == "online"
+
+                await eventually(live)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from durasync.store import MemoryStore
+from durasync.store import LogStore, MemoryStore
 
 from .helpers import app_with, eventually, links, serving
 
 
-async def test_mirror_copies_streams_with_the_same_offsets() -> None:
+async def test_mirror_copies_streams_with_the_same_offsets(any_store: LogStore) -> None:
     async with serving(app_with()) as source_url, httpx.AsyncClient() as http:
         base = source_url + "/v1/stream/"
         await http.put(base + "sensors/a", headers={"Content-Type": "text/plain"})
@@ -18,9 +18,8 @@ async def test_mirror_copies_streams_with_the_same_offsets() -> None:
                 base + "sensors/a", content=f"m{i}".encode(), headers={"Content-Type": "text/plain"}
             )
             assert r.status_code == 204
-        edge_store = MemoryStore()
         config = links({"name": "up", "remote": source_url, "pull": ["sensors/"]})
-        async with serving(app_with(edge_store, config)) as edge_url:
+        async with serving(app_with(any_store, config)) as edge_url:
             ebase = edge_url + "/v1/stream/"
 
             async def mirrored() -> bool:
@@ -92,3 +91,64 @@ async def test_forward_appends_each_message_once_in_order() -> None:
             await eventually(arrived)
             t = await http.get(cloud_url + "/v1/stream/outbox/t", params={"offset": "-1"})
             assert t.content == b"".join(f"<{i}>".encode() for i in range(20))
+
+
+async def test_mirror_from_the_npm_reference_server_through_the_plain_protocol() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from client.servers import ServerProc
+
+    ref = ServerProc("ref")
+    try:
+        async with httpx.AsyncClient() as http:
+            base = ref.base
+            await http.put(base + "feed/j", headers={"Content-Type": "application/json"})
+            await http.put(base + "feed/t", headers={"Content-Type": "text/plain"})
+            for i in range(5):
+                await http.post(
+                    base + "feed/j",
+                    content=f'{{"n":{i}}}',
+                    headers={"Content-Type": "application/json"},
+                )
+                await http.post(
+                    base + "feed/t", content=f"<{i}>", headers={"Content-Type": "text/plain"}
+                )
+            # A plain server cannot list its streams: each pull entry names one stream.
+            config = links({"name": "ref", "remote": ref.url, "pull": ["feed/j", "feed/t"]})
+            edge_app = app_with(MemoryStore(), config)
+            async with serving(edge_app) as edge:
+                ebase = edge + "/v1/stream/"
+
+                async def copied(n: int) -> bool:
+                    j = await http.get(ebase + "feed/j", params={"offset": "-1"})
+                    t = await http.get(ebase + "feed/t", params={"offset": "-1"})
+                    return (
+                        j.status_code == 200
+                        and j.json() == [{"n": i} for i in range(n)]
+                        and t.content == b"".join(f"<{i}>".encode() for i in range(n))
+                    )
+
+                await eventually(lambda: copied(5))
+                for i in range(5, 8):
+                    await http.post(
+                        base + "feed/j",
+                        content=f'{{"n":{i}}}',
+                        headers={"Content-Type": "application/json"},
+                    )
+                    await http.post(
+                        base + "feed/t", content=f"<{i}>", headers={"Content-Type": "text/plain"}
+                    )
+                await eventually(lambda: copied(8))
+                await http.post(base + "feed/t", headers={"Stream-Closed": "true"})
+
+                async def closed() -> bool:
+                    t = await http.get(ebase + "feed/t", params={"offset": "-1"})
+                    return t.headers.get("stream-closed") == "true"
+
+                await eventually(closed)
+                view = (await http.get(edge + "/v1/replication/links")).json()["links"][0]
+                assert view["mode"] == "plain" and view["status"] == "live"
+    finally:
+        ref.stop()
