@@ -16,6 +16,8 @@ from durasync.store import EmbeddedStore, MemoryStore
 
 from .helpers import app_with, eventually, links, serving
 
+from faultproxy import FaultProxy  # isort: skip  (tests/ is on sys.path through .helpers)
+
 TEXT = {"Content-Type": "text/plain"}
 
 
@@ -184,11 +186,6 @@ async def test_operator_api_errors_and_unknown_links() -> None:
 
 
 async def test_a_link_stays_initializing_and_offline_until_the_remote_answers() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from faultproxy import FaultProxy
-
     async with serving(app_with()) as src, httpx.AsyncClient() as http:
         port = int(src.rsplit(":", 1)[1])
         async with FaultProxy("127.0.0.1", port) as proxy:

@@ -8,6 +8,8 @@ from durasync.store import LogStore, MemoryStore
 
 from .helpers import app_with, eventually, links, serving
 
+from client.servers import ServerProc  # isort: skip  (tests/ is on sys.path through .helpers)
+
 
 async def test_mirror_copies_streams_with_the_same_offsets(any_store: LogStore) -> None:
     async with serving(app_with()) as source_url, httpx.AsyncClient() as http:
@@ -94,12 +96,6 @@ async def test_forward_appends_each_message_once_in_order() -> None:
 
 
 async def test_mirror_from_the_npm_reference_server_through_the_plain_protocol() -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from client.servers import ServerProc
-
     ref = ServerProc("ref")
     try:
         async with httpx.AsyncClient() as http:
