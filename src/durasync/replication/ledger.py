@@ -188,6 +188,8 @@ class LinkLedger:
         self._max_buffered = max_buffered
         self.state = LinkState()
         self._buffer: list[bytes] = []
+        #: Checkpoints moved since the last flush (written then, newest state only).
+        self._dirty: dict[CheckpointKey, Checkpoint] = {}
         self._since_compact = 0
         self._lock = asyncio.Lock()
         #: Records skipped while loading (undecodable): logged, never fatal.
@@ -250,13 +252,22 @@ class LinkLedger:
     def record_checkpoint(
         self, key: CheckpointKey, cp: Checkpoint, info: dict[str, Any] | None = None
     ) -> None:
-        """Buffer the current ``cp`` (and optionally new ``info``) of one log."""
+        """Record ``cp`` (and optionally new ``info``) of one log.
+
+        A checkpoint alone is coalesced: the next flush writes one record per log with its
+        newest state, however often it moved meanwhile. New ``info`` is written in order with
+        everything else (it says which source a checkpoint belongs to).
+        """
         if info is None:
-            info = self.state.info.get(key, {})
+            self.state.checkpoints[key] = cp
+            self._dirty[key] = cp
+            return
+        self._dirty.pop(key, None)
         self._add(_Cp(dir=key[0], kind=key[1], key=key[2], cp=cp, info=dict(info)))
 
     def forget(self, key: CheckpointKey) -> None:
         """Drop one log's checkpoint and info (its stream was deleted or left the scope)."""
+        self._dirty.pop(key, None)
         if key in self.state.checkpoints or key in self.state.info:
             self._add(_Cp(dir=key[0], kind=key[1], key=key[2], cp=None, info=None))
 
@@ -278,12 +289,12 @@ class LinkLedger:
 
     @property
     def pending(self) -> int:
-        """Records buffered and not yet durable."""
-        return len(self._buffer)
+        """Records (and moved checkpoints) buffered and not yet durable."""
+        return len(self._buffer) + len(self._dirty)
 
     @property
     def must_flush(self) -> bool:
-        return len(self._buffer) >= self._max_buffered
+        return self.pending >= self._max_buffered
 
     async def flush(self) -> None:
         """Make every buffered record durable (then maybe compact).
@@ -292,6 +303,13 @@ class LinkLedger:
             StoreError: the append failed; the records stay buffered for the next flush.
         """
         async with self._lock:
+            if self._dirty:
+                dirty, self._dirty = self._dirty, {}
+                for key, cp in dirty.items():
+                    info = self.state.info.get(key)
+                    self._buffer.append(
+                        _encoder.encode(_Cp(dir=key[0], kind=key[1], key=key[2], cp=cp, info=info))
+                    )
             if not self._buffer:
                 return
             batch = list(self._buffer)
