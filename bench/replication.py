@@ -10,11 +10,13 @@ and measures in one run:
    HTTP writer appending the same number of messages, one per POST and each waiting for its
    ack (closed loop), to a fresh stream of the same target server. Printed: messages/s of
    both and the ratio (target: the link at least 5x the writer; batching is the point).
-2. **Live lag.** Writers append to a source stream at ``--rate`` (1,000) messages/s for
-   ``--duration`` s, each message carrying its send time; one SSE reader on the source and
-   one on the target's mirror record when each message arrives. Printed: the local SSE
-   delivery p50/p99 on the source and the replication lag p50/p99 (send -> visible on the
-   target), and the ratio of the p99s (target: lag p99 at most 2x the local p99).
+2. **Live lag.** On the target server, writers append to a local stream at ``--rate``
+   (1,000) messages/s for ``--duration`` s while an SSE reader on the same server records
+   when each message arrives: the local SSE delivery latency (send -> arrival). Then the
+   same writers append to a stream of the source at the same rate, and an SSE reader on the
+   target's mirror records the replication lag (send on the source -> arrival from the
+   target). Printed: both p50/p99 and the ratio of the p99s (target: lag p99 at most 2x the
+   local p99 of the same server).
 
 Never part of the test suite's pass/fail. Usage::
 
@@ -172,46 +174,56 @@ async def _paced_writer(
     await conn.close()
 
 
+async def _deliveries(
+    write_to: str, read_from: str, path: str, rate: float, duration: float
+) -> tuple[int, list[float]]:
+    """Append to ``path`` on ``write_to`` at ``rate`` for ``duration`` s (4 paced writers,
+    each message carrying its id), while one SSE reader follows ``path`` on ``read_from``;
+    the latencies send -> arrival of every message (seconds)."""
+    writers = 4
+    count = int(rate * duration)
+    start_at = time.time() + 1.0
+    stop_at = start_at + duration + 10.0
+    sent: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    reader = asyncio.create_task(_sse_reader(read_from, path, stop_at, seen))
+    await asyncio.gather(
+        *(
+            _paced_writer(write_to, path, range(w, count, writers), rate / writers, start_at, sent)
+            for w in range(writers)
+        )
+    )
+    await _wait_tail(read_from, path, await _tail(write_to, path), 60)
+    for _ in range(200):  # the reader sees the last messages (bounded wait)
+        if len(seen) >= count or time.time() > stop_at:
+            break
+        await asyncio.sleep(0.05)
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    return count, [seen[i] - sent[i] for i in sent if i in seen]
+
+
 async def _live(source: str, target: str, rate: float, duration: float) -> dict[str, Any]:
+    """Local SSE delivery on the target (writers and reader on the target), then the
+    replication lag (writers on the source, reader on the target's mirror): the same server
+    delivers, at the same rate."""
+    local_path = "/v1/stream/bench/local"
+    conn = Conn(target)
+    await create_stream(conn, local_path)
+    await conn.close()
+    count, local = await _deliveries(target, target, local_path, rate, duration)
     path = "/v1/stream/sensors/live"
     conn = Conn(source)
     await create_stream(conn, path)
     await conn.close()
     await _wait_tail(target, path, await _tail(source, path), 30)  # the mirror exists
-    writers = 4
-    count = int(rate * duration)
-    start_at = time.time() + 1.0
-    stop_at = start_at + duration + 5.0
-    sent: dict[int, float] = {}
-    local: dict[int, float] = {}
-    remote: dict[int, float] = {}
-    readers = [
-        asyncio.create_task(_sse_reader(source, path, stop_at, local)),
-        asyncio.create_task(_sse_reader(target, path, stop_at, remote)),
-    ]
-    await asyncio.gather(
-        *(
-            _paced_writer(source, path, range(w, count, writers), rate / writers, start_at, sent)
-            for w in range(writers)
-        )
-    )
-    want = await _tail(source, path)
-    await _wait_tail(target, path, want, 60)
-    for _ in range(200):  # the target's SSE reader sees the last messages (bounded wait)
-        if len(remote) >= count or time.time() > stop_at:
-            break
-        await asyncio.sleep(0.05)
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
-    local_lat = [local[i] - sent[i] for i in sent if i in local]
-    lag = [remote[i] - sent[i] for i in sent if i in remote]
+    _, lag = await _deliveries(source, target, path, rate, duration)
     return {
         "messages": count,
-        "local_seen": len(local_lat),
+        "local_seen": len(local),
         "target_seen": len(lag),
-        "local_p50_ms": _pct(local_lat, 0.50) * 1000,
-        "local_p99_ms": _pct(local_lat, 0.99) * 1000,
+        "local_p50_ms": _pct(local, 0.50) * 1000,
+        "local_p99_ms": _pct(local, 0.99) * 1000,
         "lag_p50_ms": _pct(lag, 0.50) * 1000,
         "lag_p99_ms": _pct(lag, 0.99) * 1000,
         "lag_mean_ms": statistics.fmean(lag) * 1000 if lag else float("nan"),
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({live['target_seen']}/{live['messages']} seen on the target):"
     )
     print(
-        f"  local SSE delivery (source)    : p50 {live['local_p50_ms']:6.2f} ms  "
+        f"  local SSE delivery (target)    : p50 {live['local_p50_ms']:6.2f} ms  "
         f"p99 {live['local_p99_ms']:6.2f} ms"
     )
     print(
