@@ -41,6 +41,24 @@ from starlette.routing import BaseRoute, Route
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
 from durasync.replication.core import Token
+from durasync.replication.reconcile import answer_queries
+from durasync.replication.rooms import (
+    ROOM_PREFIX,
+    FetchAnswer,
+    FetchBody,
+    JournalFrame,
+    PushAnswer,
+    PushBody,
+    ReconcileAnswer,
+    ReconcileBody,
+    RoomHead,
+    RoomIndex,
+    RoomList,
+    decode_record,
+    room_epoch,
+    room_head,
+)
+from durasync.replication.rooms import journal_path as room_journal_path
 from durasync.replication.service import ReplicationService, UnknownLink
 from durasync.replication.streams import stream_epoch
 from durasync.replication.wire import (
@@ -51,6 +69,7 @@ from durasync.replication.wire import (
     StreamRead,
     gap_body,
 )
+from durasync.rooms.core import room_name_problem
 from durasync.store.base import (
     OFFSET_START,
     BadOffset,
@@ -72,6 +91,10 @@ _MSGPACK: Final = "application/msgpack"
 _FRAMES: Final = "application/vnd.durasync.frames"
 #: Longest live framed read (the client then reconnects from its tail).
 _STREAM_SECONDS: Final = 300.0
+#: Journal records per frame, messages per push and ids per fetch request.
+_ROOM_BATCH: Final = 1000
+#: Room id indexes kept for reconciliations.
+_MAX_INDEXES: Final = 64
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 _MAX_LIST: Final = 1000
 #: Streams one listing scans (a link follows at most 10,000).
@@ -124,6 +147,8 @@ class _Api:
     def __init__(self, service: ReplicationService, authorizer: Authorizer) -> None:
         self.service = service
         self.authorizer = authorizer
+        #: Message-id indexes of rooms other servers reconcile with (bounded, LRU).
+        self._indexes: dict[str, RoomIndex] = {}
 
     def _principal(self, request: Request) -> Principal:
         return self.authorizer.authenticate(credentials_from_scope(request.scope))
@@ -427,6 +452,230 @@ class _Api:
             headers=_NO_STORE,
         )
 
+    # -- rooms (peer) ----------------------------------------------------------------
+
+    def _room(self, request: Request, principal: Principal, action: Action) -> str:
+        room: str = request.path_params["room"]
+        problem = room_name_problem(room)
+        if problem is not None:
+            raise ProtocolError(400, "BAD_ROOM", problem)
+        self._require(principal, action, "room/" + room)
+        return room
+
+    async def rooms(self, request: Request, principal: Principal) -> Response:
+        prefix = request.query_params.get("prefix", "")
+        if len(prefix) > 128:
+            raise ProtocolError(400, "INVALID_PARAMETER", "prefix is a room name prefix")
+        server = await self.service.identity()
+        store = self.service.store
+        heads: list[RoomHead] = []
+        if request.query_params.get("exact") == "1":
+            if room_name_problem(prefix) is None and self.authorizer.authorize(
+                principal, "read", "room/" + prefix
+            ):
+                head = await room_head(store, prefix)
+                if head is not None:
+                    heads.append(head)
+            return _json(RoomList(server=server, rooms=heads))
+        for info in await store.list_streams(ROOM_PREFIX + prefix, limit=_MAX_SCAN):
+            parts = info.path.split("/")
+            if len(parts) != 3 or parts[2] != "meta":
+                continue
+            name = parts[1]
+            if not self.authorizer.authorize(principal, "read", "room/" + name):
+                continue
+            head = await room_head(store, name)
+            if head is not None:
+                heads.append(head)
+            if len(heads) >= _MAX_LIST:
+                break
+        return _json(RoomList(server=server, rooms=heads))
+
+    async def room_journal(self, request: Request, principal: Principal) -> Response:
+        room = self._room(request, principal, "read")
+        store = self.service.store
+        server = await self.service.identity()
+        offset = request.query_params.get("offset", OFFSET_START)
+        if offset not in (OFFSET_START, "now") and not is_offset(offset):
+            raise ProtocolError(400, "INVALID_OFFSET", "offset must be -1, now or an offset")
+        peer = request.query_params.get("peer")
+        wait = _float_param(request, "wait", self.service.max_wait)
+        head = await room_head(store, room)
+        if head is None:
+            raise ProtocolError(404, "ROOM_NOT_FOUND", f"no room {room!r}")
+        stream = f"{server}:{room}"
+        asked_server = request.query_params.get("server")
+        asked_epoch = request.query_params.get("epoch")
+        position = decode_offset(offset)[0] if is_offset(offset) else 0
+        requested = Token(
+            stream=f"{asked_server or server}:{room}",
+            epoch=asked_epoch or head.epoch,
+            position=position,
+            ref=offset,
+        )
+        oldest = Token(stream=stream, epoch=head.epoch, position=head.first_seq - 1)
+        latest = Token(stream=stream, epoch=head.epoch, position=head.last_seq)
+        reason: GapReason | None = None
+        if asked_server is not None and asked_server != server:
+            reason = "stream_mismatch"
+        elif asked_epoch is not None and asked_epoch != head.epoch:
+            reason = "epoch_mismatch"
+        elif is_offset(offset) and position < head.first_seq - 1:
+            reason = "token_too_old"
+        elif is_offset(offset) and position > head.last_seq:
+            reason = "token_too_new"
+        if reason is not None:
+            return Response(
+                gap_body(reason, requested, oldest, latest, f"cannot serve this cursor: {reason}"),
+                status_code=410,
+                media_type=_JSON,
+                headers=_NO_STORE,
+            )
+        if request.query_params.get("live") == "stream":
+            frames = self._journal_frames(room, offset, (server, head.epoch), peer, max(wait, 1.0))
+            return StreamingResponse(
+                frames, media_type=_FRAMES, headers={"Cache-Control": "no-store"}
+            )
+        frame = await self._journal_frame(room, offset, (server, head.epoch), peer)
+        if frame is None:
+            raise ProtocolError(410, "GONE", "the journal changed; ask again")
+        return Response(_msgpack.encode(frame), media_type=_MSGPACK, headers=_NO_STORE)
+
+    async def _journal_frame(
+        self, room: str, offset: str, identity: tuple[str, str], peer: str | None
+    ) -> JournalFrame | None:
+        """One frame of the journal from ``offset``, leaving out the records whose origin or
+        via is ``peer``; None if the journal cannot be read there any more."""
+        store = self.service.store
+        server, epoch = identity
+        try:
+            res = await store.read(
+                room_journal_path(room), offset, max_bytes=4 << 20, max_messages=_ROOM_BATCH
+            )
+            info = await store.head(room_journal_path(room))
+        except (StreamNotFound, StreamGone, BadOffset):
+            return None
+        records: list[bytes] = []
+        last = decode_offset(res.next_offset)[0]
+        for entry in res.entries:
+            rec = decode_record(entry.data)
+            if rec is None:
+                continue
+            if peer is not None and peer in (rec.origin, rec.via):
+                continue
+            records.append(entry.data)
+        return JournalFrame(
+            server=server,
+            epoch=epoch,
+            offset=res.entries[0].offset if res.entries else res.next_offset,
+            next=res.next_offset,
+            last=last,
+            first_seq=decode_offset(info.start)[0] + 1,
+            last_seq=decode_offset(info.tail)[0],
+            records=records,
+            up_to_date=res.up_to_date,
+        )
+
+    async def _journal_frames(
+        self,
+        room: str,
+        offset: str,
+        identity: tuple[str, str],
+        peer: str | None,
+        heartbeat: float,
+    ) -> AsyncIterator[bytes]:
+        """A live framed read of a room journal (as :meth:`_frames` for streams)."""
+        deadline = time.monotonic() + _STREAM_SECONDS
+        first = True
+        while not self.service.closing.is_set():
+            frame = await self._journal_frame(room, offset, identity, peer)
+            if frame is None:
+                return
+            if frame.next != offset or first:
+                first = False
+                body = _msgpack.encode(frame)
+                yield len(body).to_bytes(4, "big") + body
+            offset = frame.next
+            if frame.up_to_date:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                if not await self._wait(room_journal_path(room), offset, min(left, heartbeat)):
+                    first = True  # nothing new: a heartbeat frame
+
+    async def _body(self, request: Request, limit: int = 16 << 20) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ProtocolError(
+                    413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def room_messages(self, request: Request, principal: Principal) -> Response:
+        room = self._room(request, principal, "write")
+        port = self.service.rooms
+        if port is None:
+            raise ProtocolError(404, "NOT_FOUND", "rooms are not served here")
+        try:
+            body = msgspec.json.decode(await self._body(request), type=PushBody)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ProtocolError(400, "INVALID_BODY", f"not a push body: {exc}") from None
+        if len(body.items) > _ROOM_BATCH:
+            raise ProtocolError(413, "TOO_MANY_MESSAGES", f"at most {_ROOM_BATCH} per request")
+        items = [(i.msg, i.origin or body.server, body.server) for i in body.items]
+        for msg, _, _ in items:
+            msg.serverSeq = None
+        results = await port.apply(room, items)
+        index = self._indexes.get(room)
+        if index is not None:
+            for result in results:
+                if result.status != "rejected":
+                    index.ids.add(result.id)
+        return _json(PushAnswer(results=results))
+
+    def _index(self, room: str) -> RoomIndex:
+        index = self._indexes.pop(room, None)
+        if index is None:
+            index = RoomIndex(self.service.store, room)
+        self._indexes[room] = index
+        while len(self._indexes) > _MAX_INDEXES:
+            del self._indexes[next(iter(self._indexes))]
+        return index
+
+    async def room_reconcile(self, request: Request, principal: Principal) -> Response:
+        room = self._room(request, principal, "read")
+        try:
+            body = msgspec.json.decode(await self._body(request, 1 << 20), type=ReconcileBody)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ProtocolError(400, "INVALID_BODY", f"not a reconcile body: {exc}") from None
+        if await room_epoch(self.service.store, room) is None:
+            raise ProtocolError(404, "ROOM_NOT_FOUND", f"no room {room!r}")
+        index = self._index(room)
+        await index.refresh()
+        try:
+            answers = answer_queries(index.ids, body.queries)
+        except ValueError as exc:
+            raise ProtocolError(400, "INVALID_BODY", str(exc)) from None
+        return _json(ReconcileAnswer(answers=answers))
+
+    async def room_fetch(self, request: Request, principal: Principal) -> Response:
+        room = self._room(request, principal, "read")
+        try:
+            body = msgspec.json.decode(await self._body(request, 4 << 20), type=FetchBody)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise ProtocolError(400, "INVALID_BODY", f"not a fetch body: {exc}") from None
+        if len(body.ids) > _ROOM_BATCH:
+            raise ProtocolError(413, "TOO_MANY_IDS", f"at most {_ROOM_BATCH} ids per request")
+        records = await self._index(room).fetch(set(body.ids))
+        return _json(FetchAnswer(items=records))
+
 
 def replication_routes(service: ReplicationService, authorizer: Authorizer) -> list[BaseRoute]:
     """The Starlette routes of the operator and peer APIs (see the module docstring)."""
@@ -446,4 +695,9 @@ def replication_routes(service: ReplicationService, authorizer: Authorizer) -> l
         route("/v1/replication/links/{name}/dead-letters", api.dead_letters, ["GET"]),
         route("/v1/replication/links/{name}/{action}", api.control, ["POST"]),
         route("/v1/replication/events", api.events, ["GET"]),
+        route("/v1/replication/rooms", api.rooms, ["GET"]),
+        route("/v1/replication/rooms/{room}/journal", api.room_journal, ["GET"]),
+        route("/v1/replication/rooms/{room}/messages", api.room_messages, ["POST"]),
+        route("/v1/replication/rooms/{room}/reconcile", api.room_reconcile, ["POST"]),
+        route("/v1/replication/rooms/{room}/fetch", api.room_fetch, ["POST"]),
     ]

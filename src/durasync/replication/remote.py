@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -33,6 +33,7 @@ _MAX_BODY_SLACK: Final = 1 << 20
 _PATH_SAFE: Final = "/-._~!$&'()*+,;=:@"
 
 _stream_read_decoder = msgspec.msgpack.Decoder(StreamRead)
+_F = TypeVar("_F")
 _stream_list_decoder = msgspec.json.Decoder(StreamList)
 _server_decoder = msgspec.json.Decoder(ServerInfo)
 _gap_decoder = msgspec.json.Decoder(GapBody)
@@ -285,10 +286,10 @@ class Remote:
                 Outcome(kind="permanent", status=200, detail=str(exc)), what
             ) from None
 
-    async def follow_stream(
+    def follow_stream(
         self, path: str, offset: str, *, server: str, epoch: str, heartbeat: float
     ) -> AsyncIterator[StreamRead]:
-        """A live framed read of ``path`` from ``offset`` (``live=stream``): one
+        """A live framed read of stream ``path`` from ``offset`` (``live=stream``): one
         :class:`StreamRead` per batch as the source gets data, until the response ends
         (closed and sent, re-created, the source's time limit, shutdown). The source sends
         at least one frame every ``heartbeat`` seconds; a silent connection is dropped.
@@ -301,19 +302,27 @@ class Remote:
             "offset": offset,
             "server": server,
             "epoch": epoch,
-            "live": "stream",
-            "wait": f"{heartbeat:.3f}",
             "max_bytes": str(self.settings.batch_bytes),
             "max_messages": str(self.settings.batch_messages),
         }
+        return self.follow_frames(
+            f"/v1/replication/streams/{quote_path(path)}", params, StreamRead, heartbeat=heartbeat
+        )
+
+    async def follow_frames(
+        self, path: str, params: Mapping[str, str], kind: type[_F], *, heartbeat: float
+    ) -> AsyncIterator[_F]:
+        """Frames (4-byte big-endian length, then msgpack ``kind``) of a live framed read at
+        ``{base}{path}`` with ``live=stream`` (see :meth:`follow_stream`)."""
+        query = {**params, "live": "stream", "wait": f"{heartbeat:.3f}"}
         what = f"follow {path!r}"
+        decoder = msgspec.msgpack.Decoder(kind)
         timeout = httpx.Timeout(
             self.settings.request_timeout, read=self.settings.request_timeout + heartbeat
         )
-        url = f"{self.base}/v1/replication/streams/{quote_path(path)}"
         try:
             async with self._client.stream(
-                "GET", url, params=dict(sorted(params.items())), timeout=timeout
+                "GET", self.base + path, params=dict(sorted(query.items())), timeout=timeout
             ) as resp:
                 self._on_contact(True)
                 if resp.status_code != 200:
@@ -344,7 +353,7 @@ class Remote:
                         frame = bytes(buf[4 : 4 + size])
                         del buf[: 4 + size]
                         try:
-                            yield _stream_read_decoder.decode(frame)
+                            yield decoder.decode(frame)
                         except msgspec.DecodeError as exc:
                             raise RemoteError(
                                 Outcome(kind="permanent", status=200, detail=str(exc)), what

@@ -29,6 +29,7 @@ from durasync.replication.config import ReplicationConfig
 from durasync.replication.events import EventBus
 from durasync.replication.ledger import server_identity
 from durasync.replication.link import LinkRunner
+from durasync.replication.rooms import RoomPort
 from durasync.store.base import LogStore
 
 __all__ = ["ReplicationService", "UnknownLink"]
@@ -66,6 +67,8 @@ class ReplicationService:
         self._reload_lock = asyncio.Lock()
         self.closing = asyncio.Event()
         self.started = False
+        #: The rooms layer (replicated rooms; None: rooms are not served).
+        self.rooms: RoomPort | None = None
 
     async def identity(self) -> str:
         """This server's replication identity (read or created in the store on first use)."""
