@@ -29,6 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
+import msgspec
 
 from durasync.replication.config import LinkConfig, ReplicationSettings
 from durasync.replication.core import (
@@ -41,6 +42,7 @@ from durasync.replication.core import (
 from durasync.replication.events import Event
 from durasync.replication.ledger import CheckpointKey, LinkLedger
 from durasync.replication.remote import Remote, RemoteError
+from durasync.replication.rooms import ROOM_PREFIX, RoomList, RoomSync
 from durasync.replication.streams import StreamMirror, StreamPush, _Unit
 from durasync.replication.wire import GapBody
 from durasync.store.base import LogStore, StoreError
@@ -95,7 +97,7 @@ class LinkRunner:
         self.remote_id: str | None = None
         self.identified = False
         self.connectivity: Literal["online", "offline", "unknown"] = "unknown"
-        self.units: dict[CheckpointKey, _Unit] = {}
+        self.units: dict[CheckpointKey, _Unit | RoomSync] = {}
         self.stopping = False
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -168,7 +170,7 @@ class LinkRunner:
         """A unit's checkpoint moved; announced once the ledger flushed it."""
         self._advanced[(direction, key)] = cp
 
-    def gap(self, unit: _Unit, reason: str, body: GapBody | None) -> None:
+    def gap(self, unit: _Unit | RoomSync, reason: str, body: GapBody | None) -> None:
         """A unit met a gap: it waits for the link's repair."""
         unit.repair_reason = reason
         fields: dict[str, Any] = {"reason": reason, "kind": unit.kind, "key": unit.path}
@@ -336,7 +338,7 @@ class LinkRunner:
 
     # -- units ---------------------------------------------------------------------------
 
-    def _spawn(self, unit: _Unit) -> None:
+    def _spawn(self, unit: _Unit | RoomSync) -> None:
         if self.stopping or self.machine.status == "paused":
             return
         if unit.task is not None and not unit.task.done():
@@ -346,7 +348,7 @@ class LinkRunner:
             self._guard(unit), name=f"link {self.name} {unit.direction} {unit.path}"
         )
 
-    async def _guard(self, unit: _Unit) -> None:
+    async def _guard(self, unit: _Unit | RoomSync) -> None:
         generation = self.machine.generation
         try:
             await unit.run()
@@ -365,7 +367,9 @@ class LinkRunner:
             with contextlib.suppress(BaseException):
                 await t
 
-    def _unit(self, key: CheckpointKey, make: Callable[[], _Unit]) -> _Unit | None:
+    def _unit(
+        self, key: CheckpointKey, make: Callable[[], _Unit | RoomSync]
+    ) -> _Unit | RoomSync | None:
         unit = self.units.get(key)
         if unit is None:
             if len(self.units) >= MAX_UNITS:
@@ -379,6 +383,37 @@ class LinkRunner:
     async def _discover(self) -> None:
         await self._discover_pull()
         await self._discover_push()
+        await self._discover_rooms()
+
+    async def _discover_rooms(self) -> None:
+        """Every room under a ``rooms`` prefix, here or at the remote, gets a unit (rooms
+        need a durasync remote and a server that serves rooms)."""
+        port = self.service.rooms
+        if not self.config.rooms or port is None or self.remote_id is None:
+            return
+        names: set[str] = set()
+        for prefix in self.config.rooms:
+            resp = await self.remote.request(
+                "GET",
+                f"{self.remote.base}/v1/replication/rooms",
+                params={"prefix": prefix},
+                what=f"list rooms {prefix!r}",
+            )
+            if resp.status_code != 200:
+                raise self.remote.fail(resp, f"list rooms {prefix!r}")
+            try:
+                listing = msgspec.json.decode(resp.content, type=RoomList)
+            except msgspec.DecodeError as exc:
+                raise self.remote.fail(resp, f"list rooms: {exc}") from None
+            names.update(h.room for h in listing.rooms if h.room.startswith(prefix))
+            for info in await self.store.list_streams(ROOM_PREFIX + prefix, limit=MAX_UNITS):
+                parts = info.path.split("/")
+                if len(parts) == 3 and parts[2] == "meta" and parts[1].startswith(prefix):
+                    names.add(parts[1])
+        for name in sorted(names):
+            unit = self._unit(("pull", "room", name), partial(RoomSync, self, name, port))
+            if unit is not None and unit.repair_reason is None:
+                self._spawn(unit)
 
     async def _discover_pull(self) -> None:
         if not self.config.pull:
@@ -488,12 +523,31 @@ class LinkRunner:
 
     async def _reconcile(self) -> None:
         """The periodic integrity check of a live link: every forward re-probes the remote
-        (its producer epoch says what the remote holds) and discovery runs again."""
-        for unit in self.units.values():
+        (its producer epoch says what the remote holds), every room is reconciled with the
+        remote's (hash tree: only differing buckets are compared, only missing messages
+        move), and discovery runs again."""
+        fetched = pushed = 0
+        failed: str | None = None
+        for unit in list(self.units.values()):
             if isinstance(unit, StreamPush):
                 unit.reset_probe()
+            elif isinstance(unit, RoomSync) and unit.repair_reason is None:
+                try:
+                    got, sent = await unit.reconcile(reset_cursors=False)
+                except (RemoteError, StoreError) as exc:
+                    failed = str(exc)
+                    continue
+                fetched += got
+                pushed += sent
         self._next_discover = 0.0
-        self.emit("reconcile:completed")
+        if failed is not None:
+            await self.needs_reconcile(f"reconcile failed: {failed}")
+            self._exhausted = max(0, self._exhausted - 1)
+            return
+        if self.ledger.state.needs_reconcile and self._exhausted == 0:
+            self.ledger.set_needs_reconcile(False)
+            await self.ledger.flush()
+        self.emit("reconcile:completed", fetched=fetched, pushed=pushed)
 
     async def _flush_loop(self) -> None:
         while not self.stopping:

@@ -422,10 +422,10 @@ class RoomSync:
                     return
                 backoff = 0.2
             except GapError as exc:
-                self.link.gap(self, exc.body.reason, exc.body)  # type: ignore[arg-type]
+                self.link.gap(self, exc.body.reason, exc.body)
                 return
             except _LocalGap as exc:
-                self.link.gap(self, exc.reason, None)  # type: ignore[arg-type]
+                self.link.gap(self, exc.reason, None)
                 return
             except (RemoteError, StoreError) as exc:
                 log.debug("link %s room %s: %s", self.link.name, self.room, exc)
@@ -609,9 +609,8 @@ class RoomSync:
                 continue
             rec.msg.serverSeq = None
             items.append(PushItem(msg=rec.msg, origin=rec.origin or link.server_id))
-        if items:
-            if not await self._send(items):
-                return True
+        if items and not await self._send(items):
+            return True
         if res.entries:
             token = Token(stream=at.stream, epoch=at.epoch, position=last, ref=res.next_offset)
             if cp.commit(token):
