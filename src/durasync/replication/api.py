@@ -40,6 +40,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.protocol.room_rules import room_name_problem
 from durasync.replication.core import Token
 from durasync.replication.reconcile import answer_queries
 from durasync.replication.rooms import (
@@ -69,7 +70,6 @@ from durasync.replication.wire import (
     StreamRead,
     gap_body,
 )
-from durasync.rooms.core import room_name_problem
 from durasync.store.base import (
     OFFSET_START,
     BadOffset,
