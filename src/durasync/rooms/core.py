@@ -61,10 +61,15 @@ class DedupeWindow:
         """The window, oldest first (what the snapshot record stores)."""
         return list(self._ids.items())
 
-    def ids_of(self, client: str) -> list[str]:
-        """Ids in the window owned by ``client`` (:func:`id_owner`; ids are ``<client>:<lt>``)."""
+    def ids_of(self, client: str, *, upto: int | None = None) -> list[str]:
+        """Ids in the window owned by ``client`` (:func:`id_owner`; ids are ``<client>:<lt>``),
+        only those sequenced at or before ``upto`` when given."""
         prefix = client + ":"
-        return [i for i in self._ids if i.startswith(prefix) and id_owner(i) == client]
+        return [
+            i
+            for i, seq in self._ids.items()
+            if i.startswith(prefix) and id_owner(i) == client and (upto is None or seq <= upto)
+        ]
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -916,12 +916,15 @@ class Room:
                 serverSeq=self.sequencer.last_seq,
                 epoch=self.epoch,
                 recovered=True,
+                order=order,
             )
         else:
-            # The client's own recent ids ride along so its replica does not re-apply a pending
-            # message that is already folded into the snapshot.
+            # The client's own recent ids folded into the snapshot ride along so its replica
+            # does not re-apply a pending message that is already in it. Only those: an id in
+            # ``seen`` is taken as folded, so one of the journal tail would be skipped.
             snapshot = msgspec.structs.replace(
-                self.snap.snapshot, seen=self.sequencer.dedupe.ids_of(member.client)
+                self.snap.snapshot,
+                seen=self.sequencer.dedupe.ids_of(member.client, upto=self.snap.seq),
             )
             frame = StateFrame(
                 snapshot=snapshot,
