@@ -323,6 +323,7 @@ def create_app(
 
         subscriptions = SubscriptionService(store, stream_prefix=stream_settings.prefix)
     from durasync.replication.api import replication_routes
+    from durasync.replication.rooms import ServiceRoomPort
     from durasync.replication.service import ReplicationService
 
     replication = ReplicationService(store, settings.replication)
@@ -346,6 +347,7 @@ def create_app(
         authorizer=auth,
         stream_settings=stream_settings,
         presence=presence,
+        replicated=replication.room_replicated,
         metrics=metrics,
     )
     request_log = RequestLog(metrics, stream_settings.prefix)
@@ -361,6 +363,7 @@ def create_app(
         public_reserved=stream_settings.public_reserved,
         redis_url=settings.redis_url,
     )
+    replication.rooms = ServiceRoomPort(rooms, replication.room_indexes)
     rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)
     # What draining ends: every layer that holds live HTTP requests (long-polls, SSE) open.
     drain_hooks: list[Callable[[], None]] = [streams.begin_shutdown, rendezvous.begin_shutdown]

@@ -154,6 +154,9 @@ class ClientRoomSession:
         """Epoch of the room incarnation ``server_seq`` belongs to."""
         self.reloads = 0
         """Full states received (``recovered: false``), the first join included."""
+        self.lamport = False
+        """The room is replicated between servers: its messages fold in Lamport order, not by
+        serverSeq (the ``state`` frame's ``order``; docs/replication.md "Rooms")."""
         self.presence: dict[str, Any] = {}
         """Presence state of every member present (client id -> state)."""
         self.connected = False
@@ -249,7 +252,7 @@ class ClientRoomSession:
         """Process one decoded server frame (see :meth:`receive_data`)."""
         if isinstance(frame, BroadcastFrame):
             self._advance(frame.serverSeq)
-            if self.replica.receive(frame.msg, frame.serverSeq):
+            if self._take(frame.msg, frame.serverSeq):
                 self._emit(RoomChange(self._keys([frame.msg]), "remote"))
         elif isinstance(frame, AckFrame):
             self._receive_ack(frame)
@@ -318,23 +321,35 @@ class ClientRoomSession:
 
     # -- frames -----------------------------------------------------------------------
 
+    def _take(self, msg: Message, seq: int) -> bool:
+        """Fold a confirmed message at ``seq`` (by serverSeq, or in Lamport order)."""
+        if self.lamport:
+            return self.replica.receive(msgspec.structs.replace(msg, serverSeq=None))
+        return self.replica.receive(msg, seq)
+
+    def _take_many(self, replica: Replica, msgs: list[Message]) -> None:
+        if self.lamport:
+            replica.receive_many([msgspec.structs.replace(m, serverSeq=None) for m in msgs])
+        else:
+            replica.receive_many(msgs, [m.serverSeq for m in msgs])
+
     def _receive_ack(self, frame: AckFrame) -> None:
         self._advance(frame.serverSeq)
         msg = self._outbox.pop(frame.msgId, None)
-        if not self.replica.ack(frame.msgId, frame.serverSeq) and (
-            msg is not None and not self.replica.has(msg.id)
-        ):
+        acked = self.replica.ack(frame.msgId, None if self.lamport else frame.serverSeq)
+        if not acked and msg is not None and not self.replica.has(msg.id):
             # Reloaded while it was in flight: the new replica does not hold it yet.
-            self.replica.receive(msg, frame.serverSeq)
+            self._take(msg, frame.serverSeq)
             self._emit(RoomChange(self._keys([msg]), "remote"))
 
     def _receive_state(self, frame: StateFrame, now: float) -> None:
         if frame.recovered and frame.epoch == self.epoch:
             msgs = frame.journal
-            self.replica.receive_many(msgs, [m.serverSeq for m in msgs])
+            self._take_many(self.replica, msgs)
             if msgs:
                 self._emit(RoomChange(self._keys(msgs), "remote"))
         else:
+            self.lamport = frame.order == "lamport"
             self._reload(frame, now)
         self.server_seq = frame.serverSeq
         self.epoch = frame.epoch
@@ -361,7 +376,7 @@ class ClientRoomSession:
             new = Replica(self.client_id, sequenced=True, snapshot=frame.snapshot)
         else:
             new = Replica(self.client_id, sequenced=True)
-        new.receive_many(journal, [m.serverSeq for m in journal])
+        self._take_many(new, journal)
         # Message ids are "<client>:<lt>": never reuse a Lamport time we already used.
         new.lt = max(new.lt, old.lt)
         own = max(old.clock.get(self.client_id, 0), new.clock.get(self.client_id, 0))

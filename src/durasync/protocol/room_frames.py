@@ -115,15 +115,20 @@ ClientFrame = CrdtFrame | SyncFrame | SyncCheckFrame | HeartbeatFrame | Presence
 # ----------------------------------------------------------------------------- server -> client
 
 
-class StateFrame(msgspec.Struct, tag_field="mtype", tag="state", kw_only=True):
+class StateFrame(msgspec.Struct, tag_field="mtype", tag="state", kw_only=True, omit_defaults=True):
     """Full state (``recovered=False``: snapshot + journal tail) or a resume
-    (``recovered=True``: ``snapshot`` is None and ``journal`` is exactly the missed messages)."""
+    (``recovered=True``: ``snapshot`` is None and ``journal`` is exactly the missed messages).
+
+    ``order`` is ``"lamport"`` in a replicated room: fold its messages in the Lamport order
+    ``(lt, client, id)``, not by serverSeq (docs/replication.md "Rooms"); absent otherwise.
+    """
 
     snapshot: Snapshot | None
     journal: list[Message]
     serverSeq: int
     epoch: str
     recovered: bool
+    order: Literal["lamport"] | None = None
 
 
 class AckFrame(msgspec.Struct, tag_field="mtype", tag="ack"):

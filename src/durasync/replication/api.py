@@ -93,8 +93,6 @@ _FRAMES: Final = "application/vnd.durasync.frames"
 _STREAM_SECONDS: Final = 300.0
 #: Journal records per frame, messages per push and ids per fetch request.
 _ROOM_BATCH: Final = 1000
-#: Room id indexes kept for reconciliations.
-_MAX_INDEXES: Final = 64
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 _MAX_LIST: Final = 1000
 #: Streams one listing scans (a link follows at most 10,000).
@@ -147,8 +145,6 @@ class _Api:
     def __init__(self, service: ReplicationService, authorizer: Authorizer) -> None:
         self.service = service
         self.authorizer = authorizer
-        #: Message-id indexes of rooms other servers reconcile with (bounded, LRU).
-        self._indexes: dict[str, RoomIndex] = {}
 
     def _principal(self, request: Request) -> Principal:
         return self.authorizer.authenticate(credentials_from_scope(request.scope))
@@ -454,12 +450,16 @@ class _Api:
 
     # -- rooms (peer) ----------------------------------------------------------------
 
-    def _room(self, request: Request, principal: Principal, action: Action) -> str:
+    async def _room(self, request: Request, principal: Principal, action: Action) -> str:
+        """The room a peer asks about (validated, authorized), marked replicated: from now on
+        it folds in Lamport order here too."""
         room: str = request.path_params["room"]
         problem = room_name_problem(room)
         if problem is not None:
             raise ProtocolError(400, "BAD_ROOM", problem)
         self._require(principal, action, "room/" + room)
+        if action == "write" or await room_epoch(self.service.store, room) is not None:
+            await self.service.mark_room(room)
         return room
 
     async def rooms(self, request: Request, principal: Principal) -> Response:
@@ -492,7 +492,7 @@ class _Api:
         return _json(RoomList(server=server, rooms=heads))
 
     async def room_journal(self, request: Request, principal: Principal) -> Response:
-        room = self._room(request, principal, "read")
+        room = await self._room(request, principal, "read")
         store = self.service.store
         server = await self.service.identity()
         offset = request.query_params.get("offset", OFFSET_START)
@@ -619,7 +619,7 @@ class _Api:
         return b"".join(chunks)
 
     async def room_messages(self, request: Request, principal: Principal) -> Response:
-        room = self._room(request, principal, "write")
+        room = await self._room(request, principal, "write")
         port = self.service.rooms
         if port is None:
             raise ProtocolError(404, "NOT_FOUND", "rooms are not served here")
@@ -633,24 +633,13 @@ class _Api:
         for msg, _, _ in items:
             msg.serverSeq = None
         results = await port.apply(room, items)
-        index = self._indexes.get(room)
-        if index is not None:
-            for result in results:
-                if result.status != "rejected":
-                    index.ids.add(result.id)
         return _json(PushAnswer(results=results))
 
     def _index(self, room: str) -> RoomIndex:
-        index = self._indexes.pop(room, None)
-        if index is None:
-            index = RoomIndex(self.service.store, room)
-        self._indexes[room] = index
-        while len(self._indexes) > _MAX_INDEXES:
-            del self._indexes[next(iter(self._indexes))]
-        return index
+        return self.service.room_indexes.get(room)
 
     async def room_reconcile(self, request: Request, principal: Principal) -> Response:
-        room = self._room(request, principal, "read")
+        room = await self._room(request, principal, "read")
         try:
             body = msgspec.json.decode(await self._body(request, 1 << 20), type=ReconcileBody)
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -666,7 +655,7 @@ class _Api:
         return _json(ReconcileAnswer(answers=answers))
 
     async def room_fetch(self, request: Request, principal: Principal) -> Response:
-        room = self._room(request, principal, "read")
+        room = await self._room(request, principal, "read")
         try:
             body = msgspec.json.decode(await self._body(request, 4 << 20), type=FetchBody)
         except (msgspec.DecodeError, RecursionError) as exc:

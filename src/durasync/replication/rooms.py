@@ -52,6 +52,7 @@ import msgspec
 
 from durasync.crdt.errors import CRDTValidationError
 from durasync.crdt.messages import Limits, Message, validate_message
+from durasync.protocol.room_rules import id_owner
 from durasync.replication.core import OrdinalTracker, Token, retry_delay
 from durasync.replication.reconcile import (
     BucketAnswer,
@@ -71,6 +72,7 @@ from durasync.store.offsets import decode_offset
 
 if TYPE_CHECKING:
     from durasync.replication.link import LinkRunner
+    from durasync.rooms.service import RoomService
 
 __all__ = [
     "ROOM_PREFIX",
@@ -174,10 +176,6 @@ class ApplyResult(msgspec.Struct, frozen=True, kw_only=True):
 class RoomPort(Protocol):
     """What replication needs from the rooms layer."""
 
-    def replicated(self, room: str) -> bool:
-        """Whether ``room`` is replicated (its graph folds in Lamport order)."""
-        ...
-
     async def apply(
         self, room: str, items: Sequence[tuple[Message, str | None, str | None]]
     ) -> list[ApplyResult]:
@@ -260,6 +258,68 @@ class RoomIndex:
                 if res.up_to_date or not res.entries:
                     break
         return list(found.values())
+
+
+class RoomIndexes:
+    """The :class:`RoomIndex` of recently used rooms, shared by the peer API, the room port
+    and the links (bounded: the least recently used ones are dropped and rebuilt on use)."""
+
+    def __init__(self, store: LogStore, limit: int = 64) -> None:
+        self.store = store
+        self.limit = limit
+        self._indexes: dict[str, RoomIndex] = {}
+
+    def get(self, room: str) -> RoomIndex:
+        index = self._indexes.pop(room, None)
+        if index is None:
+            index = RoomIndex(self.store, room)
+        self._indexes[room] = index
+        while len(self._indexes) > self.limit:
+            del self._indexes[next(iter(self._indexes))]
+        return index
+
+
+class ServiceRoomPort:
+    """:class:`RoomPort` over the rooms layer: validates relayed messages with the room's
+    limits and the id namespace rule, leaves out those the room holds (its complete id set,
+    :class:`RoomIndex`, and the room's own dedupe window for concurrent arrivals) and
+    sequences the rest with :meth:`~durasync.rooms.room.Room.submit_relayed`."""
+
+    def __init__(self, service: RoomService, indexes: RoomIndexes) -> None:
+        self.service = service
+        self.indexes = indexes
+
+    async def apply(
+        self, room: str, items: Sequence[tuple[Message, str | None, str | None]]
+    ) -> list[ApplyResult]:
+        limits = self.service.settings.limits()
+        results: list[ApplyResult | None] = [None] * len(items)
+        index = self.indexes.get(room)
+        await index.refresh()
+        fresh: list[int] = []
+        for i, (msg, _, _) in enumerate(items):
+            try:
+                validate_message(msg, limits=limits)
+            except CRDTValidationError as exc:
+                results[i] = ApplyResult(id=msg.id, status="rejected", error=str(exc)[:500])
+                continue
+            if id_owner(msg.id) != msg.client:
+                results[i] = ApplyResult(
+                    id=msg.id, status="rejected", error="the id is not in its client's namespace"
+                )
+                continue
+            if msg.id in index.ids:
+                results[i] = ApplyResult(id=msg.id, status="duplicate")
+                continue
+            fresh.append(i)
+        if fresh:
+            target = await self.service.get_room(room, create=True)
+            seqs = await target.submit_relayed([items[i] for i in fresh])
+            for i, seq in zip(fresh, seqs, strict=True):
+                msg_id = items[i][0].id
+                results[i] = ApplyResult(id=msg_id, status="applied", seq=seq)
+                index.ids.add(msg_id)
+        return [r for r in results if r is not None]
 
 
 # ------------------------------------------------------------------------------ wire types
@@ -360,7 +420,7 @@ class RoomSync:
         self.behind_since: float | None = None
         self.done = False
         self.direction: Literal["pull", "push"] = "pull"
-        self.index = RoomIndex(link.store, room)
+        self.index = link.service.room_indexes.get(room)
         self._wake = asyncio.Event()
         #: Messages the remote refused for good (dead letters), left out of later pushes.
         self._refused: set[str] = set()
@@ -393,6 +453,7 @@ class RoomSync:
         backoff = 0.2
         while not self.link.stopping and self.repair_reason is None:
             try:
+                await self.link.service.mark_room(self.room)
                 if await self._needs_reconcile():
                     await self.reconcile(reset_cursors=True)
                 break

@@ -29,10 +29,14 @@ from durasync.replication.config import ReplicationConfig
 from durasync.replication.events import EventBus
 from durasync.replication.ledger import server_identity
 from durasync.replication.link import LinkRunner
-from durasync.replication.rooms import RoomPort
-from durasync.store.base import LogStore
+from durasync.replication.rooms import RoomIndexes, RoomPort
+from durasync.store.base import LogStore, StreamConfig, StreamGone, StreamNotFound
 
 __all__ = ["ReplicationService", "UnknownLink"]
+
+
+def _mark_path(room: str) -> str:
+    return f"__rooms/{room}/replicated"
 
 
 class UnknownLink(KeyError):
@@ -69,6 +73,10 @@ class ReplicationService:
         self.started = False
         #: The rooms layer (replicated rooms; None: rooms are not served).
         self.rooms: RoomPort | None = None
+        #: Message-id indexes of rooms (reconciliation, dedupe of relayed messages).
+        self.room_indexes = RoomIndexes(store)
+        #: Rooms known to carry the replication mark.
+        self._marked: set[str] = set()
 
     async def identity(self) -> str:
         """This server's replication identity (read or created in the store on first use)."""
@@ -135,6 +143,35 @@ class ReplicationService:
                 await runner.stop()
 
     # -- views and controls ------------------------------------------------------------
+
+    def replicates_room(self, room: str) -> bool:
+        """Whether a link of this server replicates ``room``."""
+        return any(link.replicates_room(room) for link in self.config.links)
+
+    async def room_replicated(self, room: str) -> bool:
+        """Whether ``room`` takes part in replication, here or at another server's initiative:
+        a link of ours covers it, or it carries the mark (``__rooms/<room>/replicated``) that
+        replication leaves on every room it touches. Such a room folds in Lamport order, for
+        good (unmarking would change its graph again)."""
+        if room in self._marked:
+            return True
+        if self.replicates_room(room):
+            await self.mark_room(room)
+            return True
+        try:
+            await self.store.head(_mark_path(room))
+        except (StreamNotFound, StreamGone):
+            return False
+        self._marked.add(room)
+        return True
+
+    async def mark_room(self, room: str) -> None:
+        """Mark ``room`` replicated (durable, idempotent); the rooms layer reloads it in
+        Lamport order on its next use."""
+        if room in self._marked:
+            return
+        await self.store.create(_mark_path(room), StreamConfig())
+        self._marked.add(room)
 
     def mirror_reason(self, path: str) -> str | None:
         """Why local writes to ``path`` are refused (it is a read-only mirror), or None."""

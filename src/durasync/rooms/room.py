@@ -110,6 +110,7 @@ from durasync.store.base import (
     StreamGone,
     StreamNotFound,
 )
+from durasync.store.offsets import decode_offset
 
 __all__ = [
     "MAX_CONFLICT_RETRIES",
@@ -202,11 +203,18 @@ def meta_path(room: str) -> str:
     return f"__rooms/{room}/meta"
 
 
-class JournalRecord(msgspec.Struct):
-    """One journal entry (JSON): what ``GET /v1/rooms/R/journal`` readers see."""
+class JournalRecord(msgspec.Struct, omit_defaults=True):
+    """One journal entry (JSON): what ``GET /v1/rooms/R/journal`` readers see.
+
+    A message that came over a replication link records the server where a client first
+    wrote it (``origin``) and the server it came from (``via``); replication never sends a
+    message back to either (docs/replication.md "Rooms"). Absent for local messages.
+    """
 
     serverSeq: int
     msg: Message
+    origin: str | None = None
+    via: str | None = None
 
 
 class MetaRecord(msgspec.Struct):
@@ -214,14 +222,21 @@ class MetaRecord(msgspec.Struct):
     created_at: float = 0.0
 
 
-class SnapshotRecord(msgspec.Struct, kw_only=True):
-    """Snapshot of a room at ``seq``; ``journal_offset`` is the journal offset after ``seq``."""
+class SnapshotRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Snapshot of a room at ``seq``; ``journal_offset`` is the journal offset after ``seq``.
+
+    Replicated rooms (folded in Lamport order, see :class:`Room`) also record the
+    ``frontier``, the Lamport key ``(lt, client, id)`` of the last message folded in, and
+    ``rebuilt_at``, the serverSeq at which the room last had to be refolded.
+    """
 
     epoch: str
     seq: int
     journal_offset: str
     snapshot: Snapshot
     recent: list[tuple[str, int]]
+    frontier: tuple[int, str, str] | None = None
+    rebuilt_at: int = 0
 
 
 _journal_decoder: Final = msgspec.json.Decoder(JournalRecord)
@@ -257,6 +272,52 @@ def decode_journal_record(data: bytes) -> JournalRecord:
     return rec
 
 
+def archive_path(room: str) -> str:
+    """Journal records a replicated room moved out of its journal before trimming them."""
+    return f"__rooms/{room}/archive"
+
+
+LamportKey = tuple[int, str, str]
+
+
+def lamport_key(msg: Message) -> LamportKey:
+    """A message's place in the Lamport order of replicated rooms (the canonical order of
+    messages without a serverSeq, docs/crdt.md)."""
+    return (msg.lt, msg.client, msg.id)
+
+
+def unsequenced(msgs: list[Message]) -> list[Message]:
+    """Copies of ``msgs`` without ``serverSeq`` (folded in Lamport order; the originals keep
+    their serverSeq for the frames)."""
+    return [msgspec.structs.replace(m, serverSeq=None) for m in msgs]
+
+
+def lamport_cut(msgs: list[Message], floor: LamportKey | None) -> int:
+    """How many of ``msgs`` (in serverSeq order) form the longest prefix that is also a
+    prefix of their Lamport order: every message of it sorts before every later one (and
+    after ``floor``). A snapshot of a replicated room folds only such a prefix, so that every
+    message after the snapshot sorts after everything folded in it."""
+    n = len(msgs)
+    if n == 0:
+        return 0
+    suffix_min: list[LamportKey | None] = [None] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        key = lamport_key(msgs[i])
+        after = suffix_min[i + 1]
+        suffix_min[i] = key if after is None or key < after else after
+    best = 0
+    high = floor
+    for i in range(n):
+        key = lamport_key(msgs[i])
+        if floor is not None and key < floor:
+            return best  # a message below the floor: the room is refolding anyway
+        high = key if high is None or key > high else high
+        after = suffix_min[i + 1]
+        if after is None or high < after:
+            best = i + 1
+    return best
+
+
 def _counters_of(replica: Replica) -> int:
     """The highest Lamport-like counter a loaded replica holds: its Lamport time, its merged
     vector clock's entries and its text docs' highest ``seq``."""
@@ -283,7 +344,9 @@ class _SnapshotPlan:
     __slots__ = (
         "base",
         "epoch",
+        "frontier",
         "journal_offset",
+        "lamport",
         "limits",
         "msgs",
         "recent",
@@ -306,7 +369,11 @@ class _SnapshotPlan:
         since_msgs: int,
         since_bytes: int,
         trim_journal_at: str | None,
+        lamport: bool = False,
+        frontier: LamportKey | None = None,
     ) -> None:
+        self.lamport = lamport
+        self.frontier = frontier
         self.base = base
         self.seq = seq
         self.epoch = epoch
@@ -327,7 +394,10 @@ def _build_snapshot(plan: _SnapshotPlan) -> tuple[Replica, SnapshotRecord, bytes
     keeps sequencing; msgspec's encode is one short C call).
     """
     replica = Replica("server", limits=plan.limits, snapshot=plan.base.snapshot)
-    replica.receive_many(plan.msgs, [m.serverSeq for m in plan.msgs], validate=False)
+    if plan.lamport:
+        replica.receive_many(unsequenced(plan.msgs), validate=False)
+    else:
+        replica.receive_many(plan.msgs, [m.serverSeq for m in plan.msgs], validate=False)
     # ``seen`` stays out of the record: dedupe is the sequencer's window (``recent``).
     snap = msgspec.structs.replace(replica.snapshot(), seen=[])
     rec = SnapshotRecord(
@@ -336,6 +406,8 @@ def _build_snapshot(plan: _SnapshotPlan) -> tuple[Replica, SnapshotRecord, bytes
         journal_offset=plan.journal_offset,
         snapshot=snap,
         recent=plan.recent,
+        frontier=plan.frontier,
+        rebuilt_at=plan.base.rebuilt_at,
     )
     data = _msgpack.encode(rec)
     # The room continues with this replica (caught up on the loop): it is what a reload from
@@ -583,11 +655,36 @@ class RoomConflict(RoomFailed):
     """Other nodes won :data:`MAX_CONFLICT_RETRIES` conditional appends in a row."""
 
 
+class _Relayed:
+    """A message that came over a replication link, waiting in the inbox: where it came
+    from, and the future its journaled serverSeq is set on."""
+
+    __slots__ = ("future", "origin", "via")
+
+    def __init__(self, origin: str | None, via: str | None, future: asyncio.Future[int]) -> None:
+        self.origin = origin
+        self.via = via
+        self.future = future
+
+
 class Room:
     """A loaded room. Create with :meth:`load`; feed messages with :meth:`submit`.
 
     It is the :class:`~durasync.protocol.room_server.RoomView` its members' sessions read
     (``failed``, ``epoch``, ``last_seq``, ``counter_high``, ``sync_status``).
+
+    **Replicated rooms** (``lamport=True``; docs/replication.md "Rooms") are journaled by
+    several servers, each in its own serverSeq order, so their graph is folded in the Lamport
+    order ``(lt, client, id)`` of the message set instead (the same on every server): the
+    messages' serverSeq still orders this server's journal, acks and resumes, and the
+    ``state`` frames say ``order: "lamport"`` so members fold the same way. Their snapshots
+    fold only a journal prefix that is also a Lamport prefix (:func:`lamport_cut`) and record
+    its ``frontier``; a message that arrives later and sorts below the frontier (edits made
+    offline elsewhere) makes the room refold everything from its archive and journal
+    (:meth:`_rebuild`) and send every member a full ``state``. Their epoch carries the mode
+    (``<epoch>-lamport``), so no client resumes a fold of the other order. Before trimming
+    their journal behind a snapshot they move the records into ``__rooms/R/archive``: the
+    message set stays complete for refolds and for reconciliation with other servers.
 
     Two tasks run per room: the writer (group commit of the inbox) and the follower (entries
     other nodes appended). Both hold :attr:`_lock` while they change the graph, the tail, the
@@ -604,10 +701,22 @@ class Room:
         store: LogStore,
         settings: RoomSettings,
         presence: RoomPresence | None = None,
+        *,
+        lamport: bool = False,
     ) -> None:
         self.name = name
         self.store = store
         self.settings = settings
+        #: Replicated: folded in Lamport order (class docstring).
+        self.lamport = lamport
+        #: The Lamport key of the last message folded into the snapshot (replicated rooms).
+        self.frontier: LamportKey | None = None
+        #: A message below the frontier was folded: the room must refold (replicated rooms).
+        self._stale = False
+        #: Refolds of the whole message set (replicated rooms; tests and metrics).
+        self.rebuilds = 0
+        #: Relayed messages waiting for their serverSeq (failed with the room).
+        self._relayed: set[asyncio.Future[int]] = set()
         self.epoch = ""
         self.replica = Replica("server", limits=settings.limits())
         self.sequencer = Sequencer(0, DedupeWindow(settings.dedupe_window))
@@ -628,7 +737,7 @@ class Room:
             presence if presence is not None else PresenceTable(settings.presence_timeout)
         )
         self._clients: collections.Counter[str] = collections.Counter()
-        self.inbox: asyncio.Queue[tuple[Member | None, Message]] = asyncio.Queue(
+        self.inbox: asyncio.Queue[tuple[Member | _Relayed | None, Message]] = asyncio.Queue(
             settings.inbox_size
         )
         self._writer: asyncio.Task[None] | None = None
@@ -660,6 +769,7 @@ class Room:
         *,
         create: bool,
         presence: PresenceBus | None = None,
+        lamport: bool = False,
     ) -> Room:
         """Load a room from its latest snapshot plus the journal tail and start following it.
 
@@ -669,13 +779,13 @@ class Room:
             StreamNotFound: the room does not exist and ``create`` is False.
             StoreError: the store failed while loading.
         """
-        room = cls(name, store, settings)
+        room = cls(name, store, settings, lamport=lamport)
         epoch = await room._read_epoch()
         if epoch is None:
             if not create:
                 raise StreamNotFound(f"no room {name!r}")
             epoch = await room._create()
-        room.epoch = epoch
+        room.epoch = f"{epoch}-lamport" if lamport else epoch
         await room._load_state()
         if presence is not None:
             room.presence = await presence.attach(name, room._on_remote_presence)
@@ -778,10 +888,28 @@ class Room:
             )
             self._tail.clear()
             self._since_snap_msgs = self._since_snap_bytes = 0
+            self.frontier = None
+            self._stale = False
             await self._load_snapshot()
             if await self._replay_journal(accept_gap=attempt == attempts - 1):
                 break
+        if self._stale:
+            await self._rebuild()
         self.counters.high = _counters_of(self.replica)
+
+    def _fold(self, replica: Replica, msgs: list[Message], seqs: list[int | None]) -> None:
+        """Fold journaled messages into ``replica``: by serverSeq, or in Lamport order in a
+        replicated room (which then notes a message below the snapshot's frontier)."""
+        if not self.lamport:
+            replica.receive_many(msgs, seqs, validate=False)
+            return
+        replica.receive_many(unsequenced(msgs), validate=False)
+        frontier = self.frontier
+        if frontier is not None and replica is self.replica:
+            for m in msgs:
+                if lamport_key(m) < frontier:
+                    self._stale = True
+                    break
 
     async def _load_snapshot(self) -> None:
         # Several records may be present for a moment (a node appended a newer snapshot and
@@ -807,6 +935,7 @@ class Room:
                 continue
             self.snap = rec
             self.replica = replica
+            self.frontier = rec.frontier
             for msg_id, seq in rec.recent:
                 self.sequencer.dedupe.add(msg_id, seq)
             self.sequencer.last_seq = rec.seq
@@ -869,7 +998,7 @@ class Room:
                 self._since_snap_bytes += size
         self._offset = offset
         if msgs:
-            self.replica.receive_many(msgs, seqs, validate=False)
+            self._fold(self.replica, msgs, seqs)
         return True
 
     def _remember(self, msg: Message, seq: int) -> None:
@@ -900,6 +1029,10 @@ class Room:
         """The encoded ``state`` frame answering a join or ``sync`` (docs/protocol.md "Join and
         resume")."""
         first = self._tail[0].seq if self._tail else self.sequencer.last_seq + 1
+        # A replicated room refolded at ``rebuilt_at``: a position before it belongs to a
+        # fold that no longer exists (the client needs the full state).
+        first = max(first, self.snap.rebuilt_at + 1)
+        order: Literal["lamport"] | None = "lamport" if self.lamport else None
         plan = plan_resume(
             since=since,
             epoch=epoch,
@@ -932,6 +1065,7 @@ class Room:
                 serverSeq=self.sequencer.last_seq,
                 epoch=self.epoch,
                 recovered=False,
+                order=order,
             )
         return encode_frame(frame, member.fmt)
 
@@ -1010,9 +1144,41 @@ class Room:
             raise RoomFailed(self.name)
         await self.inbox.put((member, msg))
 
+    async def submit_relayed(
+        self, items: list[tuple[Message, str | None, str | None]]
+    ) -> list[int]:
+        """Sequence messages that came over a replication link, each ``(message, origin,
+        via)`` (validated by the caller), and return their serverSeqs once they are journaled
+        (durable), in order. A message this room sequenced recently (its dedupe window) is not
+        journaled again: its original serverSeq is returned. Members get them as broadcasts.
+
+        Raises:
+            RoomFailed: the room failed (nothing returned is durable then).
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[int]] = []
+        for msg, origin, via in items:
+            if self.failed:
+                break
+            future: asyncio.Future[int] = loop.create_future()
+            self._relayed.add(future)
+            future.add_done_callback(self._relayed.discard)
+            futures.append(future)
+            await self.inbox.put((_Relayed(origin, via, future), msg))
+        if self.failed:
+            self._fail_relayed()
+        return [await f for f in futures]
+
+    def _fail_relayed(self) -> None:
+        for future in list(self._relayed):
+            if not future.done():
+                future.set_exception(RoomFailed(self.name))
+                future.exception()  # retrieved here: a caller that left must not warn
+
     def _fail(self, what: str) -> None:
         log.exception("room %s failed (%s); it will be reloaded from the store", self.name, what)
         self.failed = True
+        self._fail_relayed()
         for m in list(self.members):
             m.drop(ROOM_FAILED.code, ROOM_FAILED.reason)
 
@@ -1122,7 +1288,7 @@ class Room:
                 self.followed += len(msgs)
                 self._since_snap_msgs += len(msgs)
                 try:
-                    self.replica.receive_many(msgs, seqs, validate=False)
+                    self._fold(self.replica, msgs, seqs)
                 except Exception:
                     log.exception("room %s: applying a followed batch failed", self.name)
                 for m, s in zip(msgs, seqs, strict=True):
@@ -1131,6 +1297,8 @@ class Room:
             if res.up_to_date or not res.entries:
                 break
         self._trim_tail_memory()
+        if self._stale:
+            await self._rebuild()
 
     async def catch_up(self) -> None:
         """Bring this node's view up to the journal's tail now (instead of waiting for the
@@ -1146,7 +1314,7 @@ class Room:
     async def _resync(self) -> None:
         """Reload from the latest snapshot + tail (lock held); every member gets a full
         ``state`` (``recovered: false``), as a client does after a trimmed-journal resume."""
-        fresh = Room(self.name, self.store, self.settings)
+        fresh = Room(self.name, self.store, self.settings, lamport=self.lamport)
         fresh.epoch = self.epoch
         await fresh._load_state()
         log.warning(
@@ -1158,6 +1326,7 @@ class Room:
         self.replica = fresh.replica
         self.sequencer = fresh.sequencer
         self.snap = fresh.snap
+        self.frontier = fresh.frontier
         self._tail = fresh._tail
         self._offset = fresh._offset
         self._since_snap_msgs = fresh._since_snap_msgs
@@ -1169,16 +1338,27 @@ class Room:
     def _broadcast(self, msg: Message, seq: int, skip: Member | None) -> None:
         self._send_others(BroadcastFrame(msg, seq), skip)
 
-    async def _commit(self, batch: list[tuple[Member | None, Message]]) -> None:
+    async def _commit(self, batch: list[tuple[Member | _Relayed | None, Message]]) -> None:
         """Sequence ``batch`` (lock held): journal it durably, then ack and broadcast it."""
-        plan = await self._append([m for _, m in batch])
+        origins = {
+            msg.id: (sender.origin, sender.via)
+            for sender, msg in batch
+            if isinstance(sender, _Relayed)
+        }
+        plan = await self._append([m for _, m in batch], origins)
         self.metrics.room_messages.inc(len(plan.accepted))
         self.last_active = time.monotonic()
         self._answer(batch, plan)
         self._trim_tail_memory()
+        if self._stale:
+            await self._rebuild()
         self._start_snapshot_if_due()
 
-    async def _append(self, msgs: list[Message]) -> BatchPlan:
+    async def _append(
+        self,
+        msgs: list[Message],
+        origins: dict[str, tuple[str | None, str | None]] | None = None,
+    ) -> BatchPlan:
         """Journal the new messages of ``msgs`` with one conditional append and apply them.
 
         Durable before anything else happens (nothing is acked before the append returned);
@@ -1192,9 +1372,11 @@ class Room:
         """
         plan = self.sequencer.plan(msgs)
         attempts = 0
+        relayed = origins or {}
         while plan.accepted:
             records = [
-                _journal_encoder.encode(JournalRecord(seq, msg)) for msg, seq in plan.accepted
+                _journal_encoder.encode(JournalRecord(seq, msg, *relayed.get(msg.id, (None, None))))
+                for msg, seq in plan.accepted
             ]
             try:
                 res = await self.store.append(
@@ -1230,24 +1412,35 @@ class Room:
             self._since_snap_bytes += len(rec)
         self._since_snap_msgs += len(msgs)
         try:
-            self.replica.receive_many(msgs, seqs, validate=False)
+            self._fold(self.replica, msgs, seqs)
         except Exception:
             # The message is journaled (durable, acked): a fold failure is a bug in the CRDT
             # layer, not the sender's fault: log it and keep the room serving.
             log.exception("room %s: applying a journaled batch failed", self.name)
 
-    def _answer(self, batch: list[tuple[Member | None, Message]], plan: BatchPlan) -> None:
+    def _answer(
+        self, batch: list[tuple[Member | _Relayed | None, Message]], plan: BatchPlan
+    ) -> None:
         """Acks (to senders) then broadcasts (to the others), each frame encoded once per
-        format; recognised resends are acked with their original serverSeq."""
+        format; recognised resends are acked with their original serverSeq. A relayed
+        message's serverSeq goes to its future instead of an ack."""
         for (member, msg), (_, seq) in zip(
             [batch[i] for i in plan.accepted_index], plan.accepted, strict=True
         ):
+            if isinstance(member, _Relayed):
+                if not member.future.done():
+                    member.future.set_result(seq)
+                self._broadcast(msg, seq, None)
+                continue
             if member is not None:
                 member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
             self._broadcast(msg, seq, member)
         for i, seq in plan.duplicates:
             member, msg = batch[i]
-            if member is not None:
+            if isinstance(member, _Relayed):
+                if not member.future.done():
+                    member.future.set_result(seq)
+            elif member is not None:
                 member.enqueue(encode_frame(AckFrame(msg.id, seq), member.fmt))
 
     def _start_snapshot_if_due(self) -> None:
@@ -1288,6 +1481,23 @@ class Room:
         msgs = self._tail_after(base.seq)
         if len(msgs) != seq - base.seq:
             raise RoomFailed(f"room {self.name}: tail does not reach back to seq {base.seq}")
+        since_msgs, since_bytes = self._since_snap_msgs, self._since_snap_bytes
+        frontier: LamportKey | None = None
+        if self.lamport:
+            # Fold only a prefix that sorts before everything after it (class docstring).
+            cut = lamport_cut(msgs, base.frontier)
+            if cut == 0:
+                return None
+            if cut < len(msgs):
+                msgs = msgs[:cut]
+                seq = base.seq + cut
+                since_msgs, since_bytes = cut, 0
+            frontier = max(lamport_key(m) for m in msgs)
+            if base.frontier is not None and base.frontier > frontier:
+                frontier = base.frontier
+        journal_offset = self._offset
+        if seq != self.sequencer.last_seq:
+            journal_offset = next(item.offset for item in self._tail if item.seq == seq + 1)
         # The journal is trimmed behind the snapshot to ``retention_messages`` entries: the
         # offset of the first kept entry (entries are contiguous in the tail).
         keep_from = seq - self.settings.retention_messages + 1
@@ -1304,14 +1514,24 @@ class Room:
             base=base,
             seq=seq,
             epoch=self.epoch,
-            journal_offset=self._offset,
+            journal_offset=journal_offset,
             msgs=msgs,
             recent=self.sequencer.dedupe.items(),
             limits=self.settings.limits(),
-            since_msgs=self._since_snap_msgs,
-            since_bytes=self._since_snap_bytes,
+            since_msgs=since_msgs,
+            since_bytes=since_bytes,
             trim_journal_at=trim_at,
+            lamport=self.lamport,
+            frontier=frontier,
         )
+
+    def _below(self, plan: _SnapshotPlan) -> bool:
+        """A replicated room journaled, after the snapshot ``plan`` folds, a message that sorts
+        below its frontier: that snapshot must not be used."""
+        if not plan.lamport or plan.frontier is None:
+            return False
+        frontier = plan.frontier
+        return any(lamport_key(m) < frontier for m in self._tail_after(plan.seq))
 
     async def _store_snapshot(self, plan: _SnapshotPlan, data: bytes) -> str | None:
         """Append the record conditionally; its offset if it won, None if a newer one won."""
@@ -1341,7 +1561,7 @@ class Room:
             try:
                 for i in range(0, len(after), _CATCH_UP_CHUNK):
                     chunk = after[i : i + _CATCH_UP_CHUNK]
-                    replica.receive_many(chunk, [m.serverSeq for m in chunk], validate=False)
+                    self._fold(replica, chunk, [m.serverSeq for m in chunk])
                     caught = chunk[-1].serverSeq or caught
                     if loop.time() - started >= CATCH_UP_SLICE:
                         break
@@ -1361,15 +1581,18 @@ class Room:
         """
         if self.failed or self.snap is not plan.base or self.sequencer.last_seq < caught:
             return False
+        if self._below(plan):
+            return False
         # Entries sequenced since ``caught``: a short fold on the loop.
         after = self._tail_after(caught)
         if after:
             try:
-                replica.receive_many(after, [m.serverSeq for m in after], validate=False)
+                self._fold(replica, after, [m.serverSeq for m in after])
             except Exception:
                 log.exception("room %s: catching up a snapshot replica failed", self.name)
                 return False
         self.snap = rec
+        self.frontier = rec.frontier
         # The live replica held every message since the snapshot before ``plan.base`` (its
         # history, id set and fold checkpoints); the new one only those after ``plan.base``.
         self.replica = replica
@@ -1388,7 +1611,100 @@ class Room:
             await self.store.trim(snapshot_path(self.name), snapshot_offset)
         if plan.trim_journal_at is not None:
             with contextlib.suppress(StreamGone):
+                if self.lamport:
+                    await self._archive(plan.trim_journal_at)
                 await self.store.trim(journal_path(self.name), plan.trim_journal_at)
+
+    async def _archive(self, below: str) -> None:
+        """Append the journal records below offset ``below`` to the room's archive (before they
+        are trimmed: a replicated room keeps its whole message set). A crash between this and
+        the trim leaves records in both; readers take each id once.
+
+        Raises:
+            StreamGone: the journal was trimmed past them already (another node archived).
+            StoreError: the store failed (nothing is trimmed then).
+        """
+        path = archive_path(self.name)
+        await self.store.create(path, StreamConfig(content_type="application/json"))
+        stop = decode_offset(below)[0]
+        offset = OFFSET_START
+        while True:
+            res = await self.store.read(
+                journal_path(self.name), offset, max_bytes=4 << 20, max_messages=1_000
+            )
+            records = [e.data for e in res.entries if decode_offset(e.offset)[0] < stop]
+            if records:
+                await self.store.append(path, records)
+            if len(records) < len(res.entries) or res.up_to_date or not res.entries:
+                return
+            offset = res.next_offset
+
+    async def _rebuild(self) -> None:
+        """Refold a replicated room's whole message set (archive and journal) in Lamport order
+        (lock held): a message that sorts below the snapshot's frontier was journaled (edits
+        made offline elsewhere arrived). The result becomes the room's snapshot at the current
+        serverSeq (stored when it is newer than the stored one), ``rebuilt_at`` makes every
+        resume from before it a full state, and every member gets a full ``state`` now.
+
+        Raises:
+            StoreError: the store failed.
+        """
+        self._stale = False
+        seen: set[str] = set()
+        msgs: list[Message] = []
+        for path in (archive_path(self.name), journal_path(self.name)):
+            offset = OFFSET_START
+            while True:
+                try:
+                    res = await self.store.read(
+                        path, offset, max_bytes=8 << 20, max_messages=50_000
+                    )
+                except StreamNotFound:
+                    break
+                for e in res.entries:
+                    try:
+                        entry = decode_journal_record(e.data)
+                    except ValueError:
+                        continue
+                    if entry.msg.id not in seen:
+                        seen.add(entry.msg.id)
+                        msgs.append(entry.msg)
+                offset = res.next_offset
+                if res.up_to_date or not res.entries:
+                    break
+        replica = Replica("server", limits=self.settings.limits())
+        replica.receive_many(unsequenced(msgs), validate=False)
+        snapshot = msgspec.structs.replace(replica.snapshot(), seen=[])
+        seq = self.sequencer.last_seq
+        frontier = max((lamport_key(m) for m in msgs), default=None)
+        rec = SnapshotRecord(
+            epoch=self.epoch,
+            seq=seq,
+            journal_offset=self._offset,
+            snapshot=snapshot,
+            recent=self.sequencer.dedupe.items(),
+            frontier=frontier,
+            rebuilt_at=seq,
+        )
+        if seq > self.snap.seq:
+            with contextlib.suppress(SeqConflict):
+                await self.store.append(
+                    snapshot_path(self.name), [_msgpack.encode(rec)], stream_seq=f"{seq:016d}"
+                )
+        self.snap = rec
+        self.frontier = frontier
+        self.replica = Replica("server", limits=self.settings.limits(), snapshot=snapshot)
+        self._since_snap_msgs = self._since_snap_bytes = 0
+        self._checksum = None
+        self.rebuilds += 1
+        log.warning(
+            "room %s: refolded %d messages in Lamport order at serverSeq %d",
+            self.name,
+            len(msgs),
+            seq,
+        )
+        for m in tuple(self.members):
+            m.enqueue(self.state_frame(m, since=None, epoch=None))
 
     async def _snapshot_in_background(self, plan: _SnapshotPlan) -> None:
         """Build (worker thread), store, install and trim snapshots; fails the room if the
@@ -1403,7 +1719,7 @@ class Room:
                 plan = next_plan
                 started = time.perf_counter()
                 replica, rec, data = await asyncio.to_thread(_build_snapshot, plan)
-                won = await self._store_snapshot(plan, data)
+                won = None if self._below(plan) else await self._store_snapshot(plan, data)
                 self.metrics.room_snapshot_seconds.observe(time.perf_counter() - started)
                 caught = await self._catch_up_replica(plan, replica)
                 async with self._lock:

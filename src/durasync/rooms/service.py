@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -80,6 +81,10 @@ class _JournalAuthorizer:
         return self.base.authorize(principal, "read", "room/" + parts[2])
 
 
+async def _never(name: str) -> bool:
+    return False
+
+
 class RoomService:
     """Registry of loaded rooms plus the ASGI endpoints. ``start``/``aclose`` in the lifespan."""
 
@@ -92,6 +97,7 @@ class RoomService:
         stream_settings: StreamSettings | None = None,
         presence: PresenceBus | None = None,
         metrics: Metrics | None = None,
+        replicated: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         #: Counters and gauges (no-op when metrics are off or not given).
@@ -101,6 +107,9 @@ class RoomService:
         )
         #: Access lines of WebSocket connections (set by create_app).
         self.request_log: RequestLog | None = None
+        #: Whether a room is replicated with other servers (then it folds in Lamport order;
+        #: asked whenever a room is looked up). Given by the replication service.
+        self.replicated: Callable[[str], Awaitable[bool]] = replicated or _never
         self.settings = settings or RoomSettings()
         #: Where presence lives: this process (default) or shared by several nodes (Redis).
         self.presence: PresenceBus = presence or LocalPresenceBus(self.settings.presence_timeout)
@@ -153,10 +162,13 @@ class RoomService:
         """
         while (removing := self._removing.get(name)) is not None:
             await asyncio.shield(removing)
+        lamport = await self.replicated(name)
         room = self.rooms.get(name)
-        if room is not None and not room.failed:
+        if room is not None and not room.failed and room.lamport == lamport:
             return room
         if room is not None:
+            # Failed, or its replication changed (the fold order with it): reload. Its
+            # members resume elsewhere in time and get a full state (the epoch says the mode).
             self.rooms.pop(name, None)
             await room.close()
         pending = self._loading.get(name)
@@ -166,7 +178,12 @@ class RoomService:
         self._loading[name] = fut
         try:
             room = await Room.load(
-                name, self.store, self.settings, create=create, presence=self.presence
+                name,
+                self.store,
+                self.settings,
+                create=create,
+                presence=self.presence,
+                lamport=lamport,
             )
         except BaseException as exc:
             fut.set_exception(exc)
