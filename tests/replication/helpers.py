@@ -12,6 +12,7 @@ import httpx
 from starlette.applications import Starlette
 
 from durasync.replication.config import ReplicationConfig, parse_config
+from durasync.rooms import RoomSettings
 from durasync.server import ServerSettings, create_app
 from durasync.store import LogStore, MemoryStore
 from durasync.streams.app import StreamSettings
@@ -45,10 +46,14 @@ def links(*items: dict[str, Any], **settings: Any) -> ReplicationConfig:
 
 
 def app_with(
-    store: LogStore | None = None, replication: ReplicationConfig | None = None
+    store: LogStore | None = None,
+    replication: ReplicationConfig | None = None,
+    rooms: RoomSettings | None = None,
 ) -> Starlette:
     settings = ServerSettings(
-        streams=StreamSettings(long_poll_timeout=1.0), replication=replication
+        streams=StreamSettings(long_poll_timeout=1.0),
+        replication=replication,
+        rooms=rooms or RoomSettings(),
     )
     return create_app(store or MemoryStore(), settings)
 

@@ -176,6 +176,10 @@ class ApplyResult(msgspec.Struct, frozen=True, kw_only=True):
 class RoomPort(Protocol):
     """What replication needs from the rooms layer."""
 
+    async def reload(self, room: str) -> None:
+        """Reload ``room`` if it is loaded and its replication changed (its fold order)."""
+        ...
+
     async def apply(
         self, room: str, items: Sequence[tuple[Message, str | None, str | None]]
     ) -> list[ApplyResult]:
@@ -288,6 +292,11 @@ class ServiceRoomPort:
     def __init__(self, service: RoomService, indexes: RoomIndexes) -> None:
         self.service = service
         self.indexes = indexes
+
+    async def reload(self, room: str) -> None:
+        if room in self.service.rooms:
+            with contextlib.suppress(StreamNotFound):
+                await self.service.get_room(room, create=False)
 
     async def apply(
         self, room: str, items: Sequence[tuple[Message, str | None, str | None]]
@@ -424,6 +433,8 @@ class RoomSync:
         self._wake = asyncio.Event()
         #: Messages the remote refused for good (dead letters), left out of later pushes.
         self._refused: set[str] = set()
+        #: ``(fetched, pushed)`` by the last repair (tests and metrics).
+        self.transferred = (0, 0)
 
     @property
     def key(self) -> tuple[Literal["pull", "push"], Literal["stream", "room"], str]:
@@ -744,7 +755,7 @@ class RoomSync:
     async def repair(self) -> None:
         """Reconcile the two rooms' message sets and restart both cursors (raises on
         failure; the link retries)."""
-        await self.reconcile(reset_cursors=True)
+        self.transferred = await self.reconcile(reset_cursors=True)
         self.repair_reason = None
 
     async def reconcile(self, *, reset_cursors: bool) -> tuple[int, int]:

@@ -166,12 +166,14 @@ class ReplicationService:
         return True
 
     async def mark_room(self, room: str) -> None:
-        """Mark ``room`` replicated (durable, idempotent); the rooms layer reloads it in
-        Lamport order on its next use."""
+        """Mark ``room`` replicated (durable, idempotent); a loaded room is reloaded in
+        Lamport order at once (before it snapshots or trims anything more)."""
         if room in self._marked:
             return
         await self.store.create(_mark_path(room), StreamConfig())
         self._marked.add(room)
+        if self.rooms is not None:
+            await self.rooms.reload(room)
 
     def mirror_reason(self, path: str) -> str | None:
         """Why local writes to ``path`` are refused (it is a read-only mirror), or None."""
