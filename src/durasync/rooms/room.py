@@ -292,30 +292,10 @@ def unsequenced(msgs: list[Message]) -> list[Message]:
     return [msgspec.structs.replace(m, serverSeq=None) for m in msgs]
 
 
-def lamport_cut(msgs: list[Message], floor: LamportKey | None) -> int:
-    """How many of ``msgs`` (in serverSeq order) form the longest prefix that is also a
-    prefix of their Lamport order: every message of it sorts before every later one (and
-    after ``floor``). A snapshot of a replicated room folds only such a prefix, so that every
-    message after the snapshot sorts after everything folded in it."""
-    n = len(msgs)
-    if n == 0:
-        return 0
-    suffix_min: list[LamportKey | None] = [None] * (n + 1)
-    for i in range(n - 1, -1, -1):
-        key = lamport_key(msgs[i])
-        after = suffix_min[i + 1]
-        suffix_min[i] = key if after is None or key < after else after
-    best = 0
-    high = floor
-    for i in range(n):
-        key = lamport_key(msgs[i])
-        if floor is not None and key < floor:
-            return best  # a message below the floor: the room is refolding anyway
-        high = key if high is None or key > high else high
-        after = suffix_min[i + 1]
-        if after is None or high < after:
-            best = i + 1
-    return best
+def below(msgs: list[Message], floor: LamportKey | None) -> bool:
+    """Whether one of ``msgs`` sorts below ``floor`` in Lamport order (a snapshot's frontier:
+    the replicated room must refold before it may snapshot again)."""
+    return floor is not None and any(lamport_key(m) < floor for m in msgs)
 
 
 def _counters_of(replica: Replica) -> int:
@@ -678,8 +658,8 @@ class Room:
     order ``(lt, client, id)`` of the message set instead (the same on every server): the
     messages' serverSeq still orders this server's journal, acks and resumes, and the
     ``state`` frames say ``order: "lamport"`` so members fold the same way. Their snapshots
-    fold only a journal prefix that is also a Lamport prefix (:func:`lamport_cut`) and record
-    its ``frontier``; a message that arrives later and sorts below the frontier (edits made
+    record their ``frontier`` (the highest Lamport key folded); a message that arrives later
+    and sorts below the frontier (edits made
     offline elsewhere) makes the room refold everything from its archive and journal
     (:meth:`_rebuild`) and send every member a full ``state``. Their epoch carries the mode
     (``<epoch>-lamport``), so no client resumes a fold of the other order. Before trimming
@@ -904,12 +884,8 @@ class Room:
             replica.receive_many(msgs, seqs, validate=False)
             return
         replica.receive_many(unsequenced(msgs), validate=False)
-        frontier = self.frontier
-        if frontier is not None and replica is self.replica:
-            for m in msgs:
-                if lamport_key(m) < frontier:
-                    self._stale = True
-                    break
+        if replica is self.replica and below(msgs, self.frontier):
+            self._stale = True
 
     async def _load_snapshot(self) -> None:
         # Several records may be present for a moment (a node appended a newer snapshot and
@@ -1481,23 +1457,15 @@ class Room:
         msgs = self._tail_after(base.seq)
         if len(msgs) != seq - base.seq:
             raise RoomFailed(f"room {self.name}: tail does not reach back to seq {base.seq}")
-        since_msgs, since_bytes = self._since_snap_msgs, self._since_snap_bytes
         frontier: LamportKey | None = None
         if self.lamport:
-            # Fold only a prefix that sorts before everything after it (class docstring).
-            cut = lamport_cut(msgs, base.frontier)
-            if cut == 0:
+            # Every message after the previous snapshot sorts after its frontier (a message
+            # below it made the room refold): the new frontier is the highest key folded.
+            if below(msgs, base.frontier):
                 return None
-            if cut < len(msgs):
-                msgs = msgs[:cut]
-                seq = base.seq + cut
-                since_msgs, since_bytes = cut, 0
             frontier = max(lamport_key(m) for m in msgs)
             if base.frontier is not None and base.frontier > frontier:
                 frontier = base.frontier
-        journal_offset = self._offset
-        if seq != self.sequencer.last_seq:
-            journal_offset = next(item.offset for item in self._tail if item.seq == seq + 1)
         # The journal is trimmed behind the snapshot to ``retention_messages`` entries: the
         # offset of the first kept entry (entries are contiguous in the tail).
         keep_from = seq - self.settings.retention_messages + 1
@@ -1514,12 +1482,12 @@ class Room:
             base=base,
             seq=seq,
             epoch=self.epoch,
-            journal_offset=journal_offset,
+            journal_offset=self._offset,
             msgs=msgs,
             recent=self.sequencer.dedupe.items(),
             limits=self.settings.limits(),
-            since_msgs=since_msgs,
-            since_bytes=since_bytes,
+            since_msgs=self._since_snap_msgs,
+            since_bytes=self._since_snap_bytes,
             trim_journal_at=trim_at,
             lamport=self.lamport,
             frontier=frontier,
@@ -1528,10 +1496,7 @@ class Room:
     def _below(self, plan: _SnapshotPlan) -> bool:
         """A replicated room journaled, after the snapshot ``plan`` folds, a message that sorts
         below its frontier: that snapshot must not be used."""
-        if not plan.lamport or plan.frontier is None:
-            return False
-        frontier = plan.frontier
-        return any(lamport_key(m) < frontier for m in self._tail_after(plan.seq))
+        return plan.lamport and below(self._tail_after(plan.seq), plan.frontier)
 
     async def _store_snapshot(self, plan: _SnapshotPlan, data: bytes) -> str | None:
         """Append the record conditionally; its offset if it won, None if a newer one won."""
