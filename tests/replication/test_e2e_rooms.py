@@ -1,0 +1,228 @@
+"""Rooms replicated both ways between real ``durasync serve`` processes: clients on every
+server edit the same room (every otype, text included) while the link flaps through the
+fault proxy and each server is SIGKILLed and restarted once; a chain and a triangle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from durasync.client.room import RoomClient
+from durasync.crdt import Op
+from durasync.crdt.canonical import canonical_json
+
+from .helpers import Progress, eventually
+from .procs import Serve
+from .test_e2e_streams import write_links
+
+from crdt.crdt_histories import random_op  # isort: skip  (tests/ is on sys.path)
+from faultproxy import FaultPlan, FaultProxy  # isort: skip
+
+pytestmark = pytest.mark.slow
+
+ROOM = "lab-1"
+
+
+async def journal_ids(http: httpx.AsyncClient, server: Serve, room: str) -> list[str]:
+    out: list[str] = []
+    offset = "-1"
+    while True:
+        r = await http.get(f"{server.url}/v1/rooms/{room}/journal", params={"offset": offset})
+        assert r.status_code == 200, r.text
+        out.extend(rec["msg"]["id"] for rec in r.json())
+        offset = r.headers["stream-next-offset"]
+        if r.headers.get("stream-up-to-date") == "true":
+            return out
+
+
+async def view(http: httpx.AsyncClient, server: Serve, room: str) -> str:
+    r = await http.get(f"{server.url}/v1/rooms/{room}")
+    return r.text if r.status_code == 200 else f"<{r.status_code}>"
+
+
+def ws(server: Serve) -> str:
+    return server.url.replace("http://", "ws://")
+
+
+class Author:
+    """A RoomClient editing with random ops of every otype; remembers what it committed."""
+
+    def __init__(self, server: Serve, client_id: str, seed: int) -> None:
+        self.client = RoomClient(ws(server), ROOM, client_id=client_id)
+        self.rng = random.Random(seed)
+        self.committed: list[str] = []
+        self.counter = [0]
+
+    async def run(self, steps: int, progress: Progress) -> None:
+        c = self.client
+        for _ in range(steps):
+            for _ in range(self.rng.randint(1, 3)):
+                c.edit(random_op(self.rng, c.replica, c.client_id, self.counter, True))
+            msg = c.commit()
+            if msg is not None:
+                self.committed.append(msg.id)
+            await progress.add()
+            await asyncio.sleep(self.rng.uniform(0.005, 0.03))
+
+
+async def converge(
+    http: httpx.AsyncClient, servers: list[Serve], authors: list[Author], within: float = 60
+) -> str:
+    """Every author synced; every server holds every committed id once and the same graph;
+    every author's graph is that graph. Returns it."""
+    for a in authors:
+        async with asyncio.timeout(within):
+            await a.client.synced()
+    every = {i for a in authors for i in a.committed}
+
+    async def same() -> bool:
+        views = [await view(http, s, ROOM) for s in servers]
+        return len(set(views)) == 1 and views[0].startswith("{")
+
+    await eventually(same, within=within)
+    for s in servers:
+        ids = await journal_ids(http, s, ROOM)
+        assert len(ids) == len(set(ids)), f"a message journaled twice on {s.url}"
+        missing = every - set(ids)
+        assert not missing, f"acknowledged messages missing on {s.url}: {sorted(missing)[:5]}"
+    final = await view(http, servers[0], ROOM)
+
+    async def members_agree() -> bool:
+        return all(canonical_json(a.client.graph) == final for a in authors)
+
+    await eventually(members_agree, within=within)
+    return final
+
+
+async def seed_room(author: Author) -> None:
+    c = author.client
+    c.edit(Op(ot="node.insert", key="", path="children", value={"key": "scene", "tag": "S"}))
+    c.edit(Op(ot="node.insert", key="scene", path="children", value={"key": "n0", "tag": "T"}))
+    c.edit(Op(ot="node.insert", key="scene", path="children", value={"key": "n1", "tag": "T"}))
+    msg = c.commit()
+    assert msg is not None
+    author.committed.append(msg.id)
+    await c.synced()
+
+
+async def test_two_servers_converge_while_the_link_flaps_and_each_is_killed_once(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    hub = serve("hub")
+    async with (
+        FaultProxy(
+            "127.0.0.1", hub.port, seed=11, plan=FaultPlan(cut_rate=0.02, stall_rate=0.02)
+        ) as proxy,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        conf = write_links(
+            tmp_path / "edge.toml",
+            {"name": "hub", "remote": f"http://127.0.0.1:{proxy.port}", "rooms": ["lab-"]},
+        )
+        edge = serve("edge", replicate=conf)
+        authors = [
+            Author(hub, "hub-a", 1),
+            Author(hub, "hub-b", 2),
+            Author(edge, "edge-a", 3),
+            Author(edge, "edge-b", 4),
+        ]
+        for a in authors:
+            await a.client.join()
+        try:
+            await seed_room(authors[0])
+
+            async def seeded() -> bool:
+                return all("n1" in a.client.graph.nodes for a in authors)
+
+            await eventually(seeded, within=30)
+            progress = Progress()
+            runs = [asyncio.create_task(a.run(40, progress)) for a in authors]
+            try:
+                async with asyncio.timeout(150):
+                    await progress.reach(30)
+                    proxy.refuse_for(1.5)  # the link is down for a while...
+                    proxy.cut_all()
+                    await progress.reach(60)
+                    hub.kill()  # ... and each server dies once
+                    hub.start()
+                    await progress.reach(100)
+                    edge.kill()
+                    edge.start()
+                    proxy.cut_all()
+                    await asyncio.gather(*runs)
+            finally:
+                for t in runs:
+                    t.cancel()
+                await asyncio.gather(*runs, return_exceptions=True)
+            await converge(http, [hub, edge], authors)
+            assert proxy.stats.cut > 0 and proxy.stats.refused > 0
+        finally:
+            for a in authors:
+                with contextlib.suppress(Exception):
+                    await a.client.close()
+
+
+async def _topology(
+    serve: Callable[..., Serve], tmp_path: Path, names: list[str], edges: list[tuple[str, str]]
+) -> None:
+    """Servers ``names``; a link from ``a`` to ``b`` for every ``(a, b)``; two authors on
+    each; everyone converges."""
+    servers: dict[str, Serve] = {}
+    ports: dict[str, int] = {}
+    # Links need the remotes' ports: start the servers without links first, then restart
+    # them with their link files (same ports, same data).
+    for name in names:
+        servers[name] = serve(name)
+        ports[name] = servers[name].port
+    for name in names:
+        targets = [b for a, b in edges if a == name]
+        if not targets:
+            continue
+        conf = write_links(
+            tmp_path / f"{name}.toml",
+            *[
+                {"name": t, "remote": f"http://127.0.0.1:{ports[t]}", "rooms": ["lab-"]}
+                for t in targets
+            ],
+        )
+        servers[name].stop()
+        servers[name].replicate = conf
+        servers[name].start()
+    async with httpx.AsyncClient(timeout=10) as http:
+        authors = [
+            Author(servers[n], f"{n}-{k}", i * 10 + k)
+            for i, n in enumerate(names)
+            for k in range(2)
+        ]
+        for a in authors:
+            await a.client.join()
+        try:
+            await seed_room(authors[0])
+
+            async def seeded() -> bool:
+                return all("n1" in a.client.graph.nodes for a in authors)
+
+            await eventually(seeded, within=30)
+            progress = Progress()
+            await asyncio.gather(*(a.run(15, progress) for a in authors))
+            await converge(http, list(servers.values()), authors)
+        finally:
+            for a in authors:
+                with contextlib.suppress(Exception):
+                    await a.client.close()
+
+
+async def test_a_chain_of_three_servers_converges(
+    serve: Callable[..., Serve], tmp_path: Path
+) -> None:
+    await _topology(serve, tmp_path, ["a", "b", "c"], [("b", "a"), ("c", "b")])
+
+
+async def test_a_triangle_converges(serve: Callable[..., Serve], tmp_path: Path) -> None:
+    await _topology(serve, tmp_path, ["a", "b", "c"], [("a", "b"), ("b", "c"), ("c", "a")])
