@@ -133,3 +133,51 @@ async def test_a_paused_link_behind_a_trimmed_journal_repairs_by_reconciliation(
             assert hub_room.replica.dump() == edge_app.state.rooms.rooms["lab-gap"].replica.dump()
             await writer.close()
             await local.close()
+
+
+async def test_room_peer_routes_refuse_bad_input() -> None:
+    async with serving(app_with()) as srv, httpx.AsyncClient() as http:
+        base = srv + "/v1/replication/rooms"
+        r = await http.post(base + "/lab-x/messages", content=b"{nope")
+        assert r.status_code == 400
+        r = await http.post(base + "/../messages", json={"server": "s", "items": []})
+        assert r.status_code in (400, 404)
+        r = await http.post(base + "/" + "x" * 200 + "/messages", json={"server": "s", "items": []})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_ROOM"
+        item = {"msg": {"id": "c:1", "client": "c", "lt": 1, "ts": 1, "clock": {}, "ops": []}}
+        r = await http.post(base + "/lab-x/messages", json={"server": "s", "items": [item] * 1001})
+        assert r.status_code == 413
+        # A message outside its client's namespace, and an invalid one: rejected, not applied.
+        foreign = {"msg": {"id": "d:1", "client": "c", "lt": 1, "ts": 1, "clock": {}, "ops": []}}
+        bad = {
+            "msg": {
+                "id": "c:2",
+                "client": "c",
+                "lt": 2,
+                "ts": 1,
+                "clock": {},
+                "ops": [{"ot": "number.set", "key": "k", "path": "p", "value": "x"}],
+            }
+        }
+        r = await http.post(
+            base + "/lab-x/messages", json={"server": "s", "items": [item, foreign, bad]}
+        )
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [x["status"] for x in results] == ["applied", "rejected", "rejected"]
+        again = await http.post(base + "/lab-x/messages", json={"server": "s", "items": [item]})
+        assert again.json()["results"][0]["status"] == "duplicate"
+        r = await http.post(base + "/lab-x/reconcile", json={"queries": [["zz", False]]})
+        assert r.status_code == 400
+        r = await http.post(base + "/lab-nope/reconcile", json={"queries": [["", False]]})
+        assert r.status_code == 404
+        r = await http.post(base + "/lab-x/fetch", json={"ids": ["c:1", "c:9"]})
+        assert r.status_code == 200 and [i["msg"]["id"] for i in r.json()["items"]] == ["c:1"]
+        r = await http.get(
+            base + "/lab-x/journal", params={"offset": "0000000000000009_0000000000000009"}
+        )
+        assert r.status_code == 410 and r.json()["reason"] == "token_too_new"
+        r = await http.get(base + "/lab-nope/journal")
+        assert r.status_code == 404
+        r = await http.get(base, params={"prefix": "lab-"})
+        assert [h["room"] for h in r.json()["rooms"]] == ["lab-x"]

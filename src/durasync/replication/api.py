@@ -28,7 +28,6 @@ unavailable); parameters are bounded (limit, wait, batch sizes, path length).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -223,8 +222,7 @@ class _Api:
                         return
                     yield b"event: " + event.type.encode() + b"\ndata: " + event.to_json() + b"\n\n"
             finally:
-                with contextlib.suppress(Exception):
-                    await iterator.aclose()  # type: ignore[attr-defined]
+                await bus.aclose_subscription(iterator)
 
         return StreamingResponse(
             body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -61,6 +61,7 @@ from durasync.replication.reconcile import (
     Reconciler,
 )
 from durasync.replication.remote import GapError, RemoteError, StreamMissing
+from durasync.replication.wire import GapBody, GapReason
 from durasync.store.base import (
     OFFSET_START,
     LogStore,
@@ -535,6 +536,7 @@ class RoomSync:
         tracker: OrdinalTracker[Token] = OrdinalTracker(link.settings.max_in_flight)
         window = asyncio.Semaphore(link.settings.max_in_flight)
         pending: set[asyncio.Task[None]] = set()
+        errors: list[BaseException] = []
         params = {
             "offset": offset,
             "server": remote_id,
@@ -560,7 +562,13 @@ class RoomSync:
                 def done(t: asyncio.Task[None], o: int = ordinal) -> None:
                     pending.discard(t)
                     window.release()
-                    if t.cancelled() or t.exception() is not None:
+                    if t.cancelled():
+                        return
+                    error = t.exception()
+                    if error is not None:
+                        # The checkpoint never passes this frame: the pull starts over from
+                        # it (what was applied after it is a duplicate then).
+                        errors.append(error)
                         return
                     newest = tracker.commit(o)
                     if newest is not None and cp.commit(newest):
@@ -568,9 +576,8 @@ class RoomSync:
                         link.advanced("pull", self.room, cp)
 
                 task.add_done_callback(done)
-                failed = [t for t in pending if t.done() and t.exception() is not None]
-                if failed:
-                    raise failed[0].exception()  # type: ignore[misc]
+                if errors:
+                    raise errors[0]
             if pending:
                 await asyncio.gather(*pending)
         except StreamMissing:
@@ -884,13 +891,11 @@ def _unsequenced(msg: Message) -> Message:
     return msgspec.structs.replace(msg, serverSeq=None)
 
 
-def _gap_body(reason: str, requested: Token | None, head: RoomHead, stream: str) -> Any:
-    from durasync.replication.wire import GapBody
-
+def _gap_body(reason: GapReason, requested: Token | None, head: RoomHead, stream: str) -> GapBody:
     return GapBody(
         error={"code": "GAP", "message": reason},
         requested=requested or Token(stream=stream, epoch="", position=0),
         oldest_available=Token(stream=stream, epoch=head.epoch, position=head.first_seq - 1),
         latest_available=Token(stream=stream, epoch=head.epoch, position=head.last_seq),
-        reason=reason,  # type: ignore[arg-type]
+        reason=reason,
     )
