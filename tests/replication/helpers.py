@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,9 +20,16 @@ from durasync.streams.app import StreamSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rooms.inprocess import serving
 
-__all__ = ["Progress", "app_with", "eventually", "fast_settings", "links", "serving"]
+__all__ = [
+    "Progress",
+    "app_with",
+    "eventually",
+    "fast_settings",
+    "links",
+    "random_op",
+    "serving",
+]
 
 #: Short timers so the tests run in seconds.
 FAST = {
@@ -100,3 +108,21 @@ async def read_all(client: httpx.AsyncClient, url: str, offset: str = "-1") -> t
         offset = r.headers["stream-next-offset"]
         if r.headers.get("stream-up-to-date") == "true":
             return out, offset
+
+
+def _load(relative: str, name: str) -> Any:
+    """A module of tests/ by path: names such as ``crdt`` and ``rooms`` may be bench/'s
+    modules on sys.path (tests/interop puts bench/ first; tests/rooms/test_e2e.py does the
+    same)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: One random valid op of every otype family for a session's replica (tests/crdt).
+random_op = _load("crdt/crdt_histories.py", "crdt_histories_for_replication").random_op
+#: Serve an app in-process on a free loopback port (tests/rooms/inprocess.py).
+serving = _load("rooms/inprocess.py", "rooms_inprocess_for_replication").serving

@@ -17,11 +17,10 @@ from durasync.client.room import RoomClient
 from durasync.crdt import Op
 from durasync.crdt.canonical import canonical_json
 
-from .helpers import Progress, eventually
+from .helpers import Progress, eventually, random_op
 from .procs import Serve
 from .test_e2e_streams import write_links
 
-from crdt.crdt_histories import random_op  # isort: skip  (tests/ is on sys.path)
 from faultproxy import FaultPlan, FaultProxy  # isort: skip
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,7 @@ from durasync.client.room import RoomClient
 from durasync.crdt import Op
 from durasync.store import MemoryStore
 
-from .helpers import app_with, eventually, links, serving
-
-from crdt.crdt_histories import random_op  # isort: skip  (tests/ is on sys.path)
+from .helpers import app_with, eventually, links, random_op, serving
 
 
 async def graph(http: httpx.AsyncClient, url: str, room: str) -> str:
