@@ -3,13 +3,17 @@ refolds when a message sorts below the frontier, archive before trim, resume aft
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import msgspec
+import pytest
 
 from durasync.crdt import Message, Op, Replica
 from durasync.protocol.room_frames import StateFrame, decode_server_frame
 from durasync.replication.rooms import RoomIndex
 from durasync.rooms import Room, RoomSettings
-from durasync.rooms.room import archive_path, below, lamport_key
+from durasync.rooms.room import RoomFailed, archive_path, below, lamport_key
 from durasync.store import MemoryStore
 
 
@@ -134,3 +138,44 @@ async def test_serverseq_rooms_are_unchanged_and_epochs_differ_by_mode() -> None
 class _Member:
     client = "someone"
     fmt = "msgpack"
+
+
+class _StuckStore(MemoryStore):
+    """Journal appends wait until released (a store that stalls under the writer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stuck = False
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def append(self, path: str, *args: Any, **kw: Any) -> Any:
+        if self.stuck and path.endswith("/journal"):
+            self.entered.set()
+            await self.release.wait()
+        return await super().append(path, *args, **kw)
+
+
+async def test_relayed_messages_pending_when_the_room_closes_fail_instead_of_hanging() -> None:
+    store = _StuckStore()
+    await store.open()
+    room = await _room(store)
+
+    async def no_drain() -> None:  # the drain's deadline passed
+        return None
+
+    room._drain = no_drain  # type: ignore[method-assign]
+    store.stuck = True
+    relayed = asyncio.ensure_future(room.submit_relayed([(ROOT, "far", "far")]))
+    await asyncio.wait_for(store.entered.wait(), 5)
+    queued = asyncio.ensure_future(room.submit_relayed([(m("a", 1, 1), "far", "far")]))
+    try:
+        await room.close()
+        for task in (relayed, queued):
+            with pytest.raises(RoomFailed):
+                await asyncio.wait_for(task, 5)
+    finally:
+        store.release.set()
+        for task in (relayed, queued):
+            task.cancel()
+        await store.close()

@@ -69,6 +69,7 @@ from durasync.replication.wire import (
     StreamRead,
     gap_body,
 )
+from durasync.rooms.room import RoomFailed
 from durasync.store.base import (
     OFFSET_START,
     BadOffset,
@@ -168,6 +169,10 @@ class _Api:
         except StoreUnavailable:
             return _error(
                 503, "STORE_UNAVAILABLE", "the store is unavailable", {"Retry-After": "1"}
+            )
+        except RoomFailed:
+            return _error(
+                503, "ROOM_UNAVAILABLE", "the room is reloading, retry", {"Retry-After": "1"}
             )
 
     # -- operator --------------------------------------------------------------------

@@ -62,6 +62,7 @@ from durasync.replication.reconcile import (
 )
 from durasync.replication.remote import GapError, RemoteError, StreamMissing
 from durasync.replication.wire import GapBody, GapReason
+from durasync.rooms.room import RoomFailed
 from durasync.store.base import (
     OFFSET_START,
     LogStore,
@@ -469,7 +470,7 @@ class RoomSync:
                 if await self._needs_reconcile():
                     await self.reconcile(reset_cursors=True)
                 break
-            except (RemoteError, StoreError) as exc:
+            except (RemoteError, StoreError, RoomFailed) as exc:
                 log.debug("link %s room %s: %s", self.link.name, self.room, exc)
                 await self.link.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
@@ -500,7 +501,7 @@ class RoomSync:
             except _LocalGap as exc:
                 self.link.gap(self, exc.reason, None)
                 return
-            except (RemoteError, StoreError) as exc:
+            except (RemoteError, StoreError, RoomFailed) as exc:
                 log.debug("link %s room %s: %s", self.link.name, self.room, exc)
                 await self.link.sleep(backoff)
                 backoff = min(5.0, backoff * 2)

@@ -1771,6 +1771,8 @@ class Room:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
+        # Relayed messages still waiting were not journaled: their senders retry.
+        self._fail_relayed()
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
