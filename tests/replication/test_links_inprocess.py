@@ -214,3 +214,31 @@ async def test_a_link_stays_initializing_and_offline_until_the_remote_answers() 
                     return v["status"] == "live" and v["connectivity"] == "online"
 
                 await eventually(live)
+
+
+async def test_the_ledger_is_unreachable_through_the_public_api() -> None:
+    async with serving(app_with()) as src, httpx.AsyncClient() as http:
+        await http.put(src + "/v1/stream/s/a", headers=TEXT)
+        await http.post(src + "/v1/stream/s/a", content=b"x", headers=TEXT)
+        config = links({"name": "up", "remote": src, "pull": ["s/"]})
+        edge_app = app_with(MemoryStore(), config)
+        async with serving(edge_app) as edge:
+
+            async def mirrored() -> bool:
+                return (await body(http, edge + "/v1/stream/s/a")) == (200, b"x")
+
+            await eventually(mirrored)
+            store = edge_app.state.store
+            internal = [i.path for i in await store.list_streams("__replication/", limit=100)]
+            assert any(p.startswith("__replication/links/") for p in internal), internal
+            assert "__replication/server" in internal
+            for path in internal:
+                for method in ("GET", "HEAD", "POST", "PUT", "DELETE"):
+                    r = await http.request(method, f"{edge}/v1/stream/{path}", headers=TEXT)
+                    assert r.status_code == 404, (method, path, r.status_code)
+            # Neither does the peer API list or read them.
+            r = await http.get(edge + "/v1/replication/streams", params={"prefix": ""})
+            assert r.status_code == 200
+            assert all(not s["path"].startswith("__") for s in r.json()["streams"])
+            r = await http.get(edge + "/v1/replication/streams/__replication/server")
+            assert r.status_code == 404

@@ -162,12 +162,35 @@ async def test_room_peer_routes_refuse_bad_input() -> None:
                 "ops": [{"ot": "number.set", "key": "k", "path": "p", "value": "x"}],
             }
         }
+        # A text op creating a char id of another client: the member rule holds for relays.
+        chars = {
+            "msg": {
+                "id": "c:3",
+                "client": "c",
+                "lt": 3,
+                "ts": 1,
+                "clock": {},
+                "ops": [
+                    {
+                        "ot": "text.insert",
+                        "key": "k",
+                        "path": "t",
+                        "id": "victim:7",
+                        "value": [None, "x"],
+                        "seq": 1,
+                        "ts": 1,
+                    }
+                ],
+            }
+        }
         r = await http.post(
-            base + "/lab-x/messages", json={"server": "s", "items": [item, foreign, bad]}
+            base + "/lab-x/messages",
+            json={"server": "s", "items": [item, foreign, bad, chars]},
         )
         assert r.status_code == 200, r.text
         results = r.json()["results"]
-        assert [x["status"] for x in results] == ["applied", "rejected", "rejected"]
+        assert [x["status"] for x in results] == ["applied", "rejected", "rejected", "rejected"]
+        assert "ops[0].id" in results[3]["error"]
         again = await http.post(base + "/lab-x/messages", json={"server": "s", "items": [item]})
         assert again.json()["results"][0]["status"] == "duplicate"
         r = await http.post(base + "/lab-x/reconcile", json={"queries": [["zz", False]]})

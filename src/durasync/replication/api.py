@@ -39,6 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.namespaces import is_reserved
 from durasync.protocol.room_rules import room_name_problem
 from durasync.replication.core import Token
 from durasync.replication.reconcile import answer_queries
@@ -58,7 +59,6 @@ from durasync.replication.rooms import (
     room_epoch,
     room_head,
 )
-from durasync.replication.rooms import journal_path as room_journal_path
 from durasync.replication.service import ReplicationService, UnknownLink
 from durasync.replication.streams import stream_epoch
 from durasync.replication.wire import (
@@ -70,6 +70,7 @@ from durasync.replication.wire import (
     gap_body,
 )
 from durasync.rooms.room import RoomFailed
+from durasync.rooms.room import journal_path as room_journal_path
 from durasync.store.base import (
     OFFSET_START,
     BadOffset,
@@ -261,7 +262,7 @@ class _Api:
         out: list[StreamEntry] = []
         more = False
         for info in await self.service.store.list_streams(prefix, limit=_MAX_SCAN):
-            if info.path <= after or info.path.startswith("__"):
+            if info.path <= after or is_reserved(info.path):
                 continue
             if not whole and not self.authorizer.authorize(
                 principal, "read", "stream/" + info.path
@@ -276,7 +277,7 @@ class _Api:
     async def read(self, request: Request, principal: Principal) -> Response:
         path = request.path_params["path"]
         validate_stream_path(path)
-        if path.startswith("__"):
+        if is_reserved(path):
             raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}")
         self._require(principal, "read", "stream/" + path)
         store = self.service.store

@@ -46,6 +46,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from durasync.namespaces import is_reserved
+
 __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_LINKS",
@@ -303,7 +305,7 @@ def _stream_prefixes(where: str, key: str, value: object) -> tuple[str, ...]:
                 f"{where}: {key} prefix {prefix[:64]!r} must not start with '/' "
                 "(paths are relative to /v1/stream/)"
             )
-        if prefix.startswith("__"):
+        if is_reserved(prefix):
             # ("" and "_" also cover reserved paths: those are left out wherever they are used.)
             raise ConfigError(
                 f"{where}: {key} prefix {prefix[:64]!r} names the server's reserved "

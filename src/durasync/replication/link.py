@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 import msgspec
 
+from durasync.namespaces import is_reserved
+from durasync.protocol.room_rules import room_name_problem
 from durasync.replication.config import LinkConfig, ReplicationSettings
 from durasync.replication.core import (
     Checkpoint,
@@ -405,7 +407,12 @@ class LinkRunner:
                 listing = msgspec.json.decode(resp.content, type=RoomList)
             except msgspec.DecodeError as exc:
                 raise self.remote.fail(resp, f"list rooms: {exc}") from None
-            names.update(h.room for h in listing.rooms if h.room.startswith(prefix))
+            # A remote's listing is input: only valid room names under the prefix.
+            names.update(
+                h.room
+                for h in listing.rooms
+                if h.room.startswith(prefix) and room_name_problem(h.room) is None
+            )
             for info in await self.store.list_streams(ROOM_PREFIX + prefix, limit=MAX_UNITS):
                 parts = info.path.split("/")
                 if len(parts) == 3 and parts[2] == "meta" and parts[1].startswith(prefix):
@@ -421,7 +428,7 @@ class LinkRunner:
         if self.remote_id is None:
             # A plain Durable Streams server cannot list: each pull entry names one stream.
             for path in self.config.pull:
-                if not path or path.startswith("__"):
+                if not path or is_reserved(path):
                     continue
                 unit = self._unit(("pull", "stream", path), partial(StreamMirror, self, path, None))
                 if unit is not None and unit.repair_reason is None:
@@ -442,7 +449,7 @@ class LinkRunner:
                         "list",
                     )
                 for entry in page.streams:
-                    if entry.path.startswith("__") or not self.config.pulls(entry.path):
+                    if is_reserved(entry.path) or not self.config.pulls(entry.path):
                         continue
                     listed.add(entry.path)
                     unit = self._unit(
@@ -482,7 +489,7 @@ class LinkRunner:
         for prefix in self.config.push:
             for info in await self.store.list_streams(prefix, limit=MAX_UNITS):
                 path = info.path
-                if path.startswith("__") or not self.config.pushes(path):
+                if is_reserved(path) or not self.config.pushes(path):
                     continue
                 seen.add(path)
                 unit = self._unit(("push", "stream", path), partial(StreamPush, self, path))

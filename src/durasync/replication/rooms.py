@@ -52,7 +52,7 @@ import msgspec
 
 from durasync.crdt.errors import CRDTValidationError
 from durasync.crdt.messages import Limits, Message, validate_message
-from durasync.protocol.room_rules import id_owner
+from durasync.protocol.room_rules import namespace_problem
 from durasync.replication.core import OrdinalTracker, Token, retry_delay
 from durasync.replication.reconcile import (
     BucketAnswer,
@@ -62,7 +62,7 @@ from durasync.replication.reconcile import (
 )
 from durasync.replication.remote import GapError, RemoteError, StreamMissing
 from durasync.replication.wire import GapBody, GapReason
-from durasync.rooms.room import RoomFailed
+from durasync.rooms.room import RoomFailed, archive_path, journal_path, meta_path
 from durasync.store.base import (
     OFFSET_START,
     LogStore,
@@ -83,10 +83,7 @@ __all__ = [
     "RoomPort",
     "RoomRecord",
     "RoomSync",
-    "archive_path",
     "decode_record",
-    "journal_path",
-    "meta_path",
 ]
 
 log = logging.getLogger("durasync.replication")
@@ -100,18 +97,6 @@ FETCH_BATCH: Final = 1000
 _LOAD_LIMITS: Final = Limits(
     max_ops=1 << 40, max_string=1 << 40, max_value_items=1 << 40, max_key=1 << 40
 )
-
-
-def journal_path(room: str) -> str:
-    return f"{ROOM_PREFIX}{room}/journal"
-
-
-def meta_path(room: str) -> str:
-    return f"{ROOM_PREFIX}{room}/meta"
-
-
-def archive_path(room: str) -> str:
-    return f"{ROOM_PREFIX}{room}/archive"
 
 
 class RoomRecord(msgspec.Struct, omit_defaults=True):
@@ -287,9 +272,11 @@ class RoomIndexes:
 
 class ServiceRoomPort:
     """:class:`RoomPort` over the rooms layer: validates relayed messages with the room's
-    limits and the id namespace rule, leaves out those the room holds (its complete id set,
-    :class:`RoomIndex`, and the room's own dedupe window for concurrent arrivals) and
-    sequences the rest with :meth:`~durasync.rooms.room.Room.submit_relayed`."""
+    limits and the id namespace rule
+    (:func:`~durasync.protocol.room_rules.namespace_problem`), leaves out those the room
+    holds (its complete id set, :class:`RoomIndex`, and the room's own dedupe window for
+    concurrent arrivals) and sequences the rest with
+    :meth:`~durasync.rooms.room.Room.submit_relayed`."""
 
     def __init__(self, service: RoomService, indexes: RoomIndexes) -> None:
         self.service = service
@@ -314,10 +301,12 @@ class ServiceRoomPort:
             except CRDTValidationError as exc:
                 results[i] = ApplyResult(id=msg.id, status="rejected", error=str(exc)[:500])
                 continue
-            if id_owner(msg.id) != msg.client:
-                results[i] = ApplyResult(
-                    id=msg.id, status="rejected", error="the id is not in its client's namespace"
-                )
+            # The rule its first server applied to the member that wrote it (its own
+            # client): relayed messages cannot write in another client's namespace either.
+            # (No counter ceiling here: a server offline for long is legitimately far ahead.)
+            problem = namespace_problem(msg, msg.client)
+            if problem is not None:
+                results[i] = ApplyResult(id=msg.id, status="rejected", error=problem[1])
                 continue
             if msg.id in index.ids:
                 results[i] = ApplyResult(id=msg.id, status="duplicate")
