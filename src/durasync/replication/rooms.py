@@ -424,7 +424,9 @@ class RoomSync:
         self._wake = asyncio.Event()
         #: Messages the remote refused for good (dead letters), left out of later pushes.
         self._refused: set[str] = set()
-        #: ``(fetched, pushed)`` by the last repair (tests and metrics).
+        #: ``(fetched, pushed)`` by this unit's repairs so far (tests and metrics). A repair
+        #: can be followed by a second one that moves nothing: the messages it applied may
+        #: make the local room snapshot and trim its journal past the push cursor.
         self.transferred = (0, 0)
 
     @property
@@ -752,7 +754,8 @@ class RoomSync:
     async def repair(self) -> None:
         """Reconcile the two rooms' message sets and restart both cursors (raises on
         failure; the link retries)."""
-        self.transferred = await self.reconcile(reset_cursors=True)
+        fetched, pushed = await self.reconcile(reset_cursors=True)
+        self.transferred = (self.transferred[0] + fetched, self.transferred[1] + pushed)
         self.repair_reason = None
 
     async def reconcile(self, *, reset_cursors: bool) -> tuple[int, int]:
