@@ -285,7 +285,8 @@ def create_app(
 
     Call ``app.state.begin_shutdown()`` (no arguments, returns ``None``) when the server starts
     draining (the CLI does so on SIGTERM): it ends the open long-polls and SSE streams of the
-    streams API and of the rendezvous at once, so they do not hold the graceful shutdown until
+    streams API, of the rendezvous and of the replication API (live peer reads,
+    events) at once, so they do not hold the graceful shutdown until
     their timeouts, and live requests that arrive later end at once. The lifespan calls it too
     before it closes the store. ``app.state.streams`` is the :class:`StreamsApp`,
     ``app.state.rendezvous`` the :class:`RendezvousService`.
@@ -366,7 +367,11 @@ def create_app(
     replication.rooms = ServiceRoomPort(rooms, replication.room_indexes)
     rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)
     # What draining ends: every layer that holds live HTTP requests (long-polls, SSE) open.
-    drain_hooks: list[Callable[[], None]] = [streams.begin_shutdown, rendezvous.begin_shutdown]
+    drain_hooks: list[Callable[[], None]] = [
+        streams.begin_shutdown,
+        rendezvous.begin_shutdown,
+        replication.begin_shutdown,
+    ]
 
     def begin_shutdown() -> None:
         """End every open live request of every layer now; new ones end at once."""

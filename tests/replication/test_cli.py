@@ -108,3 +108,29 @@ def test_links_cli_usage_errors() -> None:
     assert run_cli("links", "ftp://x").returncode == 2
     unreachable = run_cli("links", "http://127.0.0.1:9", "--timeout", "2")
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+async def test_sigterm_ends_open_peer_reads_and_event_streams_at_once(
+    serve: Callable[..., Serve],
+) -> None:
+    server = serve("s")
+    async with httpx.AsyncClient(timeout=30) as http:
+        await http.put(server.base + "a", headers={"Content-Type": "text/plain"})
+        async with (
+            http.stream("GET", server.url + "/v1/replication/events") as events,
+            http.stream(
+                "GET",
+                server.url + "/v1/replication/streams/a",
+                params={"offset": "-1", "live": "stream", "wait": "30"},
+            ) as frames,
+        ):
+            assert events.status_code == 200 and frames.status_code == 200
+            server.signal(signal.SIGTERM)
+            # Both responses end (cleanly) instead of holding the graceful shutdown.
+            async for _ in events.aiter_bytes():
+                pass
+            async for _ in frames.aiter_bytes():
+                pass
+    assert server.proc is not None
+    assert await asyncio.to_thread(server.proc.wait, 30) == 0
+    assert "graceful shutdown exceeded" not in server.log()

@@ -133,9 +133,15 @@ class ReplicationService:
                         started.append(link.name)
             return {"started": started, "stopped": stopped, "kept": kept}
 
-    async def aclose(self) -> None:
+    def begin_shutdown(self) -> None:
+        """End the peer API's live reads and the event streams now (the server is draining:
+        open responses would hold its graceful shutdown until their timeouts). The links
+        run on until :meth:`aclose`."""
         self.closing.set()
         self.events.close()
+
+    async def aclose(self) -> None:
+        self.begin_shutdown()
         runners = list(self.runners.values())
         self.runners.clear()
         for runner in runners:
