@@ -22,6 +22,7 @@ from .procs import Serve
 from .test_e2e_streams import write_links
 
 from faultproxy import FaultPlan, FaultProxy  # isort: skip
+from redisproc import free_port  # isort: skip
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,8 @@ class Author:
         self.client = RoomClient(ws(server), ROOM, client_id=client_id)
         self.rng = random.Random(seed)
         self.committed: list[str] = []
+        #: The meta otypes this author committed.
+        self.metas: set[str] = set()
         self.counter = [0]
 
     async def run(self, steps: int, progress: Progress) -> None:
@@ -66,6 +69,12 @@ class Author:
             msg = c.commit()
             if msg is not None:
                 self.committed.append(msg.id)
+            # meta.undo / meta.redo too (of this author's own messages).
+            roll = self.rng.random()
+            meta = c.undo() if roll < 0.12 else c.redo() if roll < 0.2 else None
+            if meta is not None:
+                self.committed.append(meta.id)
+                self.metas.add(meta.ops[0].ot)
             await progress.add()
             await asyncio.sleep(self.rng.uniform(0.005, 0.03))
 
@@ -161,6 +170,7 @@ async def test_two_servers_converge_while_the_link_flaps_and_each_is_killed_once
                 await asyncio.gather(*runs, return_exceptions=True)
             await converge(http, [hub, edge], authors)
             assert proxy.stats.cut > 0 and proxy.stats.refused > 0
+            assert set().union(*(a.metas for a in authors)) == {"meta.undo", "meta.redo"}
         finally:
             for a in authors:
                 with contextlib.suppress(Exception):
@@ -173,26 +183,20 @@ async def _topology(
     """Servers ``names``; a link from ``a`` to ``b`` for every ``(a, b)``; two authors on
     each; everyone converges."""
     servers: dict[str, Serve] = {}
-    ports: dict[str, int] = {}
-    # Links need the remotes' ports: start the servers without links first, then restart
-    # them with their link files (same ports, same data).
-    for name in names:
-        servers[name] = serve(name)
-        ports[name] = servers[name].port
+    # Links need the remotes' ports before the servers start: take free ones.
+    ports = {name: free_port() for name in names}
     for name in names:
         targets = [b for a, b in edges if a == name]
-        if not targets:
-            continue
-        conf = write_links(
-            tmp_path / f"{name}.toml",
-            *[
-                {"name": t, "remote": f"http://127.0.0.1:{ports[t]}", "rooms": ["lab-"]}
-                for t in targets
-            ],
-        )
-        servers[name].stop()
-        servers[name].replicate = conf
-        servers[name].start()
+        conf = None
+        if targets:
+            conf = write_links(
+                tmp_path / f"{name}.toml",
+                *[
+                    {"name": t, "remote": f"http://127.0.0.1:{ports[t]}", "rooms": ["lab-"]}
+                    for t in targets
+                ],
+            )
+        servers[name] = serve(name, port=ports[name], replicate=conf)
     async with httpx.AsyncClient(timeout=10) as http:
         authors = [
             Author(servers[n], f"{n}-{k}", i * 10 + k)

@@ -9,6 +9,7 @@ import httpx
 
 from durasync.client.room import RoomClient
 from durasync.crdt import Op
+from durasync.crdt.messages import OTYPES
 from durasync.store import MemoryStore
 
 from .helpers import app_with, eventually, links, random_op, serving
@@ -40,13 +41,23 @@ async def test_edits_on_both_servers_converge_for_every_otype() -> None:
 
             await eventually(has_root)
             counter = [0]
-            for step in range(30):
+            # Random edits (stale views, both servers) until every otype was committed.
+            sent: set[str] = set()
+            step = 0
+            while sent != OTYPES and step < 500:
                 for client in (a, b):
                     for _ in range(rng.randint(1, 3)):
                         client.edit(random_op(rng, client.replica, client.client_id, counter, True))
-                    client.commit()
+                    msg = client.commit()
+                    roll = rng.random()
+                    meta = client.undo() if roll < 0.15 else client.redo() if roll < 0.25 else None
+                    for m in (msg, meta):
+                        if m is not None:
+                            sent.update(op.ot for op in m.ops)
                 if step % 7 == 0:
                     await asyncio.sleep(0.01)
+                step += 1
+            assert sent == OTYPES
             await a.synced()
             await b.synced()
 
@@ -57,6 +68,16 @@ async def test_edits_on_both_servers_converge_for_every_otype() -> None:
 
             await eventually(converged, within=30)
             final = await graph(http, hub, "lab-1")
+            otypes: set[str] = set()
+            offset = "-1"
+            while True:
+                r = await http.get(f"{hub}/v1/rooms/lab-1/journal", params={"offset": offset})
+                assert r.status_code == 200
+                otypes.update(op["ot"] for rec in r.json() for op in rec["msg"]["ops"])
+                offset = r.headers["stream-next-offset"]
+                if r.headers.get("stream-up-to-date") == "true":
+                    break
+            assert otypes == OTYPES
             # Members fold like their servers.
             await eventually(lambda: _same(a, final), within=10)
             await eventually(lambda: _same(b, final), within=10)
