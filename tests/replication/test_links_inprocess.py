@@ -39,6 +39,7 @@ async def recording(app: Any) -> AsyncIterator[list[Event]]:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
+        await iterator.aclose()
 
 
 async def body(http: httpx.AsyncClient, url: str) -> tuple[int, bytes]:

@@ -212,11 +212,15 @@ class _Api:
             return _error(
                 503, "TOO_MANY_SUBSCRIBERS", "too many event subscribers", {"Retry-After": "5"}
             )
-        iterator = bus.subscribe()
 
         async def body() -> AsyncIterator[bytes]:
-            yield b": durasync replication events\n\n"
+            # Subscribed before the first line goes out: a client that got it misses nothing.
             try:
+                iterator = bus.subscribe()
+            except RuntimeError:
+                return
+            try:
+                yield b": durasync replication events\n\n"
                 while True:
                     try:
                         async with asyncio.timeout(_HEARTBEAT):

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Event", "EventBus"]
+__all__ = ["Event", "EventBus", "Subscription"]
 
 log = logging.getLogger("durasync.replication")
 
@@ -82,8 +82,9 @@ class EventBus:
         for sub in self._subs:
             sub.wake.set()
 
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """Events published from now on, until the bus closes.
+    def subscribe(self) -> Subscription:
+        """Events published from now on (the subscription counts from this call, before
+        the first ``anext``), until the bus closes or :meth:`Subscription.aclose`.
 
         Raises:
             RuntimeError: ``max_subscribers`` are already subscribed.
@@ -92,20 +93,7 @@ class EventBus:
             raise RuntimeError("too many event subscribers")
         sub = _Subscriber()
         self._subs.add(sub)
-        try:
-            while not self._closed:
-                if not sub.queue:
-                    sub.wake.clear()
-                    await sub.wake.wait()
-                    continue
-                if sub.dropped:
-                    dropped, sub.dropped = sub.dropped, 0
-                    yield Event(
-                        type="events:dropped", link="", remote="", at=0.0, fields={"count": dropped}
-                    )
-                yield sub.queue.popleft()
-        finally:
-            self._subs.discard(sub)
+        return Subscription(self, sub)
 
     async def aclose_subscription(self, iterator: AsyncIterator[Event]) -> None:
         """Close an iterator returned by :meth:`subscribe` (idempotent)."""
@@ -113,3 +101,44 @@ class EventBus:
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+class Subscription:
+    """An async iterator of the events of one :meth:`EventBus.subscribe`. It ends when the
+    bus closes or :meth:`aclose` is called. A wait for the next event may be cancelled (a
+    timeout, for a heartbeat) and iterated again: nothing is lost. Call :meth:`aclose` when
+    done (it stays subscribed, and queues up to the bus's ``limit`` events, until then)."""
+
+    __slots__ = ("_bus", "_done", "_sub")
+
+    def __init__(self, bus: EventBus, sub: _Subscriber) -> None:
+        self._bus = bus
+        self._sub = sub
+        self._done = False
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        sub = self._sub
+        while not self._bus._closed and not self._done:
+            if not sub.queue:
+                sub.wake.clear()
+                await sub.wake.wait()
+                continue
+            if sub.dropped:
+                dropped, sub.dropped = sub.dropped, 0
+                return Event(
+                    type="events:dropped", link="", remote="", at=0.0, fields={"count": dropped}
+                )
+            return sub.queue.popleft()
+        self._close()
+        raise StopAsyncIteration
+
+    def _close(self) -> None:
+        self._done = True
+        self._bus._subs.discard(self._sub)
+
+    async def aclose(self) -> None:
+        """Unsubscribe (idempotent); the iterator ends."""
+        self._close()
