@@ -37,8 +37,8 @@ async def collect_events(url: str) -> AsyncIterator[list[dict[str, Any]]]:
             http.stream("GET", url + "/v1/replication/events") as resp,
         ):
             assert resp.status_code == 200
-            ready.set()
             async for line in resp.aiter_lines():
+                ready.set()  # the first line (a comment) is sent once subscribed
                 if line.startswith("data: "):
                     events.append(json.loads(line[6:]))
 

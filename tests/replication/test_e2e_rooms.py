@@ -284,18 +284,21 @@ async def test_a_paused_link_behind_a_trimmed_room_journal_repairs_and_converges
             r = await http.get(edge.url + "/v1/replication/links")
             assert r.json()["links"][0]["status"] == "paused"
             events: list[dict[str, object]] = []
+            subscribed = asyncio.Event()
 
             async def listen() -> None:
                 async with http.stream(
                     "GET", edge.url + "/v1/replication/events", timeout=None
                 ) as resp:
                     async for line in resp.aiter_lines():
+                        subscribed.set()  # the first line (a comment) comes once subscribed
                         if line.startswith("data: "):
                             events.append(json.loads(line[6:]))
 
             listener = asyncio.create_task(listen())
             try:
-                await asyncio.sleep(0)
+                async with asyncio.timeout(10):
+                    await subscribed.wait()
                 r = await http.post(edge.url + "/v1/replication/links/hub/resume")
                 assert r.status_code == 200
                 await converge(http, [hub, edge], [writer, local])
