@@ -1,32 +1,23 @@
-"""``serve --replicate``, SIGHUP reload and ``durasync links`` with real processes."""
+"""``serve --replicate`` (a bad file; SIGHUP reload and SIGTERM with real processes) and
+``durasync links`` (its main, against a real server)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from durasync.cli import main
+
 from .helpers import eventually
 from .procs import Serve
 from .test_e2e_streams import write_links
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "durasync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
@@ -37,20 +28,21 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_a_bad_replicate_file_stops_serve_with_one_line(
-    tmp_path: Path, text: str, needle: str
+    tmp_path: Path, text: str, needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # In-process (the console script's main): serve stops before it binds anything.
     conf = tmp_path / "links.toml"
     conf.write_text(text)
-    done = run_cli("serve", "--memory", "--port", "0", "--replicate", str(conf))
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
+    assert main(["serve", "--memory", "--port", "0", "--replicate", str(conf)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and str(conf) in lines[0]
-    missing = run_cli("serve", "--memory", "--port", "0", "--replicate", str(tmp_path / "none"))
-    assert missing.returncode == 2 and "cannot read" in missing.stderr
+    missing = tmp_path / "none"
+    assert main(["serve", "--memory", "--port", "0", "--replicate", str(missing)]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 async def test_sighup_reloads_links_and_a_bad_file_keeps_them(
-    serve: Callable[..., Serve], tmp_path: Path
+    serve: Callable[..., Serve], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = serve("source")
     conf = write_links(tmp_path / "edge.toml", {"name": "a", "remote": source.url, "pull": ["a/"]})
@@ -81,33 +73,39 @@ async def test_sighup_reloads_links_and_a_bad_file_keeps_them(
         edge.signal(signal.SIGHUP)
         await eventually(lambda: _logged(edge, "SIGHUP"))
         assert await names() == ["a", "b"]  # the running links stay
-        # The CLI: table, pause, resume.
-        table = await asyncio.to_thread(run_cli, "links", edge.url)
-        assert table.returncode == 0, table.stderr
-        lines = table.stdout.splitlines()
+        # The CLI (its main, in a thread: it blocks on HTTP): table, pause, resume.
+
+        async def cli(*args: str) -> tuple[int, str, str]:
+            code = await asyncio.to_thread(main, ["links", *args])
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        code, out, err = await cli(edge.url)
+        assert code == 0, err
+        lines = out.splitlines()
         assert lines[0].split()[:2] == ["NAME", "STATUS"]
         assert {line.split()[0] for line in lines[1:]} == {"a", "b"}
-        paused = await asyncio.to_thread(run_cli, "links", "pause", "b", edge.url)
-        assert paused.returncode == 0 and "paused" in paused.stdout
-        table = await asyncio.to_thread(run_cli, "links", edge.url)
-        assert any(line.split()[:2] == ["b", "paused"] for line in table.stdout.splitlines())
-        resumed = await asyncio.to_thread(run_cli, "links", "resume", "b", edge.url)
-        assert resumed.returncode == 0
-        unknown = await asyncio.to_thread(run_cli, "links", "pause", "zz", edge.url)
-        assert unknown.returncode == 1 and "404" in unknown.stderr
-        dead = await asyncio.to_thread(run_cli, "links", "dead", "a", edge.url)
-        assert dead.returncode == 0 and "no dead letters" in dead.stdout
+        code, out, _ = await cli("pause", "b", edge.url)
+        assert code == 0 and "paused" in out
+        r = await http.get(edge.url + "/v1/replication/links")
+        assert {link["name"]: link["status"] for link in r.json()["links"]}["b"] == "paused"
+        code, _, _ = await cli("resume", "b", edge.url)
+        assert code == 0
+        code, _, err = await cli("pause", "zz", edge.url)
+        assert code == 1 and "404" in err
+        code, out, _ = await cli("dead", "a", edge.url)
+        assert code == 0 and "no dead letters" in out
 
 
 async def _logged(server: Serve, needle: str) -> bool:
     return any(needle in line for line in server.output)
 
 
-def test_links_cli_usage_errors() -> None:
-    assert run_cli("links", "pause").returncode == 2
-    assert run_cli("links", "ftp://x").returncode == 2
-    unreachable = run_cli("links", "http://127.0.0.1:9", "--timeout", "2")
-    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+def test_links_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["links", "pause"]) == 2
+    assert main(["links", "ftp://x"]) == 2
+    assert main(["links", "http://127.0.0.1:9", "--timeout", "2"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
 
 
 async def test_sigterm_ends_open_peer_reads_and_event_streams_at_once(
