@@ -287,8 +287,13 @@ async def test_a_paused_link_behind_a_trimmed_room_journal_repairs_and_converges
             # The paused edge dies and comes back: still paused (the ledger says so).
             edge.kill()
             edge.start()
-            r = await http.get(edge.url + "/v1/replication/links")
-            assert r.json()["links"][0]["status"] == "paused"
+
+            async def paused() -> bool:
+                # (initializing until the link has read its ledger)
+                r = await http.get(edge.url + "/v1/replication/links")
+                return bool(r.json()["links"][0]["status"] == "paused")
+
+            await eventually(paused, within=30)
             events: list[dict[str, object]] = []
             subscribed = asyncio.Event()
 
