@@ -287,8 +287,9 @@ def create_app(
     draining (the CLI does so on SIGTERM): it ends the open long-polls and SSE streams of the
     streams API, of the rendezvous and of the replication API (live peer reads, events) at
     once, so they do not hold the graceful shutdown until their timeouts, and live requests
-    that arrive later end at once. The lifespan calls it too before it closes the store. ``app.state.streams`` is the :class:`StreamsApp`,
-    ``app.state.rendezvous`` the :class:`RendezvousService`.
+    that arrive later end at once. The lifespan calls it too before it closes the store.
+    ``app.state.streams`` is the :class:`StreamsApp`, ``app.state.rendezvous`` the
+    :class:`RendezvousService`, ``app.state.replication`` the replication service.
 
     ``on_stream_created(path, info)`` / ``on_stream_deleted(path)`` are awaited after a
     stream was created (PUT answered 201) or deleted (DELETE answered 204) through the
