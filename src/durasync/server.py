@@ -52,7 +52,8 @@ from durasync.p2p.server import RendezvousService
 from durasync.protocol.closecodes import CloseCode
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
-from durasync.store.base import LogStore, StoreError, StreamInfo
+from durasync.store.base import LogStore, StreamInfo
+from durasync.store.errors import StoreError
 from durasync.streams.app import (
     SECURITY_HEADERS,
     CorsPolicy,

@@ -16,17 +16,17 @@ from durasync.store import (
     OFFSET_START,
     BadOffset,
     ContentTypeMismatch,
+    DataGone,
     LogStore,
+    NoSuchStream,
     Producer,
     ProducerBadEpochStart,
-    ProducerFenced,
-    ProducerSeqGap,
+    ProducerSeqAhead,
     SeqConflict,
+    StaleProducerEpoch,
     StreamClosed,
     StreamConfig,
     StreamExists,
-    StreamGone,
-    StreamNotFound,
 )
 from durasync.store.offsets import ZERO_OFFSET, decode_offset
 
@@ -74,7 +74,7 @@ async def test_initial_offsets_start_at_zero_and_head(store: LogStore) -> None:
     info = await store.head("/h")
     assert info.byte_count == 5 and info.message_count == 2
     assert info.config.content_type == "text/plain"
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.head("/missing")
 
 
@@ -99,7 +99,7 @@ async def test_append_returns_increasing_offsets_and_reads_back(store: LogStore)
 
 
 async def test_append_to_missing_stream(store: LogStore) -> None:
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.append("/nope", [b"x"])
 
 
@@ -139,7 +139,7 @@ async def test_producer_accept_duplicate_gap(store: LogStore) -> None:
     assert dup.status == "duplicate" and dup.offsets == [] and dup.producer_seq == 1
     old = await store.append("/p", [b"a"], producer=Producer("w", 0, 0))
     assert old.status == "duplicate"
-    with pytest.raises(ProducerSeqGap) as gap:
+    with pytest.raises(ProducerSeqAhead) as gap:
         await store.append("/p", [b"d"], producer=Producer("w", 0, 3))
     assert (gap.value.expected, gap.value.received) == (2, 3)
     assert await all_data(store, "/p") == [b"a", b"b"]
@@ -147,7 +147,7 @@ async def test_producer_accept_duplicate_gap(store: LogStore) -> None:
 
 async def test_producer_unknown_must_start_at_zero(store: LogStore) -> None:
     await store.create("/p0", TEXT)
-    with pytest.raises(ProducerSeqGap) as gap:
+    with pytest.raises(ProducerSeqAhead) as gap:
         await store.append("/p0", [b"a"], producer=Producer("new", 0, 5))
     assert gap.value.expected == 0
 
@@ -155,7 +155,7 @@ async def test_producer_unknown_must_start_at_zero(store: LogStore) -> None:
 async def test_producer_epochs_fence_zombies(store: LogStore) -> None:
     await store.create("/e", TEXT)
     await store.append("/e", [b"a"], producer=Producer("w", 1, 0))
-    with pytest.raises(ProducerFenced) as fenced:
+    with pytest.raises(StaleProducerEpoch) as fenced:
         await store.append("/e", [b"z"], producer=Producer("w", 0, 1))
     assert fenced.value.current_epoch == 1
     with pytest.raises(ProducerBadEpochStart):
@@ -189,7 +189,7 @@ async def test_check_order_closed_before_content_type_before_producer(store: Log
         )
     # producer is checked before Stream-Seq
     await store.append("/o", [b"b"], stream_seq="z")
-    with pytest.raises(ProducerFenced):
+    with pytest.raises(StaleProducerEpoch):
         await store.append("/o", [b"x"], producer=Producer("w", 0, 0), stream_seq="a")
     await store.append("/o", [], close=True)
     # closed comes before everything
@@ -280,7 +280,7 @@ async def test_read_rejects_malformed_and_non_boundary_offsets(store: LogStore, 
 
 
 async def test_read_missing_stream(store: LogStore) -> None:
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("/missing")
 
 
@@ -346,9 +346,9 @@ async def test_delete_and_list(store: LogStore) -> None:
     assert [i.path for i in await store.list_streams("/x/")] == ["/x/1", "/x/2"]
     assert len(await store.list_streams(limit=2)) == 2
     await store.delete("/x/1")
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.delete("/x/1")
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("/x/1")
     assert [i.path for i in await store.list_streams("/x/")] == ["/x/2"]
     # A deleted path can be created again (DS §1 says SHOULD NOT reuse, but the
@@ -364,9 +364,9 @@ async def test_trim_makes_old_offsets_gone(store: LogStore) -> None:
     first = (await store.read("/t")).entries
     dropped = await store.trim("/t", first[2].offset)
     assert dropped == 2
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.read("/t", first[0].offset)
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.read("/t", created.info.start)
     assert await all_data(store, "/t") == [b"c"]
     info = await store.head("/t")
@@ -384,9 +384,9 @@ async def test_sliding_ttl_renewed_by_append_and_read_not_head(store: LogStore) 
     await store.read("/ttl", now=t0 + 16)
     await store.head("/ttl", now=t0 + 25)  # does not renew
     await store.read("/ttl", now=t0 + 25.9)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.head("/ttl", now=t0 + 36)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.append("/ttl", [b"b"], now=t0 + 36)
 
 
@@ -403,7 +403,7 @@ async def test_absolute_expiry_means_absent(store: LogStore) -> None:
     config = StreamConfig(content_type="text/plain", expires_at=t0 + 5)
     await store.create("/ex", config, initial=[b"a"], now=t0)
     assert await store.read("/ex", now=t0 + 4)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("/ex", now=t0 + 5)
     # An expired path is free again.
     assert (await store.create("/ex", TEXT, now=t0 + 6)).created
@@ -457,7 +457,7 @@ async def test_fork_defaults_to_source_tail_and_idempotent(store: LogStore) -> N
 
 async def test_fork_errors(store: LogStore) -> None:
     await store.create("/s3", TEXT, initial=[b"abc"])
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.create("/f3", StreamConfig(forked_from="/none"))
     for bad in ("9999999999999999_9999999999999999", "junk", "0000000000000000_0000000000000001"):
         with pytest.raises(BadOffset):
@@ -533,11 +533,11 @@ async def test_soft_delete_keeps_data_for_forks_then_gc(store: LogStore) -> None
         store.append("/s7", [b"x"]),
         store.delete("/s7"),
     ):
-        with pytest.raises(StreamGone):
+        with pytest.raises(DataGone):
             await op
     with pytest.raises(StreamExists):
         await store.create("/s7", TEXT)
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.create("/h7", StreamConfig(content_type="", forked_from="/s7"))
     assert "/s7" not in [i.path for i in await store.list_streams()]
     assert await all_data(store, "/f7") == [b"a", b"b"]

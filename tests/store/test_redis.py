@@ -25,13 +25,13 @@ import redis.asyncio as aioredis
 
 from durasync.store import (
     OFFSET_NOW,
+    DataGone,
+    NoSuchStream,
     Producer,
-    ProducerFenced,
+    StaleProducerEpoch,
     StoreClientError,
     StoreUnavailable,
     StreamConfig,
-    StreamGone,
-    StreamNotFound,
 )
 from durasync.store.base import ReadResult
 from durasync.store.redis import RedisStore
@@ -169,7 +169,7 @@ async def test_concurrent_producer_appends_from_two_nodes_stay_exact(
 
     # Epoch fencing across nodes: once B's new epoch is in, A's old one is fenced.
     await b.append("/prod", [b"e1"], producer=Producer("p", 1, 0))
-    with pytest.raises(ProducerFenced) as fenced:
+    with pytest.raises(StaleProducerEpoch) as fenced:
         await a.append("/prod", [b"zombie"], producer=Producer("p", 0, 40))
     assert fenced.value.current_epoch == 1
 
@@ -317,7 +317,7 @@ async def test_pipelined_calls_fail_independently(nodes: tuple[RedisStore, Redis
         return_exceptions=True,
     )
     assert not isinstance(ok, BaseException) and ok.status == "appended"
-    assert isinstance(missing, StreamNotFound)
+    assert isinstance(missing, NoSuchStream)
     assert not isinstance(closed_ok, BaseException) and closed_ok.closed
 
 
@@ -617,7 +617,7 @@ async def test_trim_drops_what_nodes_hold_for_live_readers(
     await a.trim("/trimmed", appended.offsets[1])
     await eventually(lambda: "/trimmed" not in b._tail._recent)
     go_on.set()
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await asyncio.wait_for(reader, 5.0)
 
 

@@ -17,7 +17,8 @@ import msgspec
 import pytest
 
 from durasync.store import MemoryStore
-from durasync.store.base import StoreUnavailable, StreamConfig
+from durasync.store.base import StreamConfig
+from durasync.store.errors import StoreUnavailable
 from durasync.streams.subscriptions import SubscriptionService
 from durasync.streams.subscriptions_core import (
     KEYS_PATH,

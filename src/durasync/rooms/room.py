@@ -100,16 +100,10 @@ from durasync.rooms.core import (
     journal_run,
     plan_resume,
 )
+from durasync.rooms.errors import RoomConflict, RoomFailed
 from durasync.rooms.presence import PresenceBus, RoomPresence
-from durasync.store.base import (
-    OFFSET_START,
-    LogStore,
-    SeqConflict,
-    StreamConfig,
-    StreamExists,
-    StreamGone,
-    StreamNotFound,
-)
+from durasync.store.base import OFFSET_START, LogStore, StreamConfig
+from durasync.store.errors import DataGone, NoSuchStream, SeqConflict, StreamExists
 
 __all__ = [
     "MAX_CONFLICT_RETRIES",
@@ -575,14 +569,6 @@ class Member:
 _background: set[asyncio.Task[None]] = set()
 
 
-class RoomFailed(Exception):
-    """The room's store failed; the room must be reloaded from the store."""
-
-
-class RoomConflict(RoomFailed):
-    """Other nodes won :data:`MAX_CONFLICT_RETRIES` conditional appends in a row."""
-
-
 class Room:
     """A loaded room. Create with :meth:`load`; feed messages with :meth:`submit`.
 
@@ -666,14 +652,14 @@ class Room:
         ``presence`` shares the room's presence with other nodes (default: this process only).
 
         Raises:
-            StreamNotFound: the room does not exist and ``create`` is False.
+            NoSuchStream: the room does not exist and ``create`` is False.
             StoreError: the store failed while loading.
         """
         room = cls(name, store, settings)
         epoch = await room._read_epoch()
         if epoch is None:
             if not create:
-                raise StreamNotFound(f"no room {name!r}")
+                raise NoSuchStream(f"no room {name!r}")
             epoch = await room._create()
         room.epoch = epoch
         await room._load_state()
@@ -699,7 +685,7 @@ class Room:
         await self.store.append(meta_path(self.name), [record])
         epoch = await self._first_epoch()
         if not isinstance(epoch, str):  # our own append cannot have vanished but by a wipe
-            raise StreamNotFound(f"room {self.name}: meta stream disappeared")
+            raise NoSuchStream(f"room {self.name}: meta stream disappeared")
         return epoch
 
     async def _first_epoch(self) -> str | Literal[False] | None:
@@ -709,7 +695,7 @@ class Room:
         while True:
             try:
                 res = await self.store.read(meta_path(self.name), offset, max_messages=16)
-            except StreamNotFound:
+            except NoSuchStream:
                 return None
             for e in res.entries:
                 try:
@@ -796,7 +782,7 @@ class Room:
                 offset = res.next_offset
                 if res.up_to_date or not res.entries:
                     break
-        except StreamNotFound:
+        except NoSuchStream:
             return
         for offset, data in reversed(records):
             try:
@@ -1085,7 +1071,7 @@ class Room:
                 res = await self.store.read(
                     path, self._offset, max_bytes=8 << 20, max_messages=10_000
                 )
-            except StreamGone:
+            except DataGone:
                 # Another node snapshotted and trimmed past our view (we lagged by more than
                 # the retention): the gap cannot be broadcast, so reload and resync members.
                 await self._resync()
@@ -1379,12 +1365,12 @@ class Room:
         """Trim the snapshot stream and the journal behind the snapshot that won.
 
         Another node may have stored a newer snapshot meanwhile and trimmed past these
-        offsets already (:class:`StreamGone`): then there is nothing left to trim here.
+        offsets already (:class:`DataGone`): then there is nothing left to trim here.
         """
-        with contextlib.suppress(StreamGone):
+        with contextlib.suppress(DataGone):
             await self.store.trim(snapshot_path(self.name), snapshot_offset)
         if plan.trim_journal_at is not None:
-            with contextlib.suppress(StreamGone):
+            with contextlib.suppress(DataGone):
                 await self.store.trim(journal_path(self.name), plan.trim_journal_at)
 
     async def _snapshot_in_background(self, plan: _SnapshotPlan) -> None:

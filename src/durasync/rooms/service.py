@@ -44,17 +44,18 @@ from durasync.protocol.room_server import (
     StateWanted,
     parse_join,
 )
+from durasync.rooms.errors import RoomFailed
 from durasync.rooms.presence import LocalPresenceBus, PresenceBus
 from durasync.rooms.room import (
     Member,
     Room,
-    RoomFailed,
     RoomSettings,
     journal_path,
     meta_path,
     snapshot_path,
 )
-from durasync.store.base import LogStore, StoreError, StreamGone, StreamNotFound
+from durasync.store.base import LogStore
+from durasync.store.errors import DataGone, NoSuchStream, StoreError
 from durasync.streams.app import StreamsApp, StreamSettings
 
 __all__ = ["RoomService"]
@@ -149,7 +150,7 @@ class RoomService:
         """The loaded room ``name``, loading it (lazily) from the store.
 
         Raises:
-            StreamNotFound: the room does not exist and ``create`` is False.
+            NoSuchStream: the room does not exist and ``create`` is False.
         """
         while (removing := self._removing.get(name)) is not None:
             await asyncio.shield(removing)
@@ -195,7 +196,7 @@ class RoomService:
         with 4011 and reconnect (a member with write access then creates the room anew).
 
         Raises:
-            StreamNotFound: there is no such room.
+            NoSuchStream: there is no such room.
             StoreError: the store failed (the room may be partly deleted; deleting again
                 finishes it).
         """
@@ -220,10 +221,10 @@ class RoomService:
                 try:
                     await self.store.delete(path)
                     found = True
-                except (StreamNotFound, StreamGone):
+                except (NoSuchStream, DataGone):
                     pass
             if not found:
-                raise StreamNotFound(f"no room {name!r}")
+                raise NoSuchStream(f"no room {name!r}")
         finally:
             del self._removing[name]
             done.set_result(None)
@@ -287,7 +288,7 @@ class RoomService:
             # Read-your-writes across nodes: include everything acknowledged by any node
             # before this request, not only what our follower has applied so far.
             await room.catch_up()
-        except StreamNotFound:
+        except NoSuchStream:
             return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
         except (StoreError, RoomFailed) as exc:
             return _json_error(503, "STORE_UNAVAILABLE", str(exc))
@@ -325,7 +326,7 @@ class RoomService:
             return _json_error(400, "BAD_ROOM", problem)
         try:
             epoch = await self.remove_room(name, reset=reset)
-        except StreamNotFound:
+        except NoSuchStream:
             return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
         except (StoreError, RoomFailed) as exc:
             return _json_error(503, "STORE_UNAVAILABLE", str(exc))
@@ -513,7 +514,7 @@ class _WsEndpoint:
         try:
             # Joining creates a missing room; a read-only member may only join existing ones.
             room = await service.get_room(join.room, create=can_write)
-        except StreamNotFound:
+        except NoSuchStream:
             raise join.missing_room() from None
         except (StoreError, RoomFailed) as exc:
             log.warning("room %s: load failed: %s", join.room, exc)

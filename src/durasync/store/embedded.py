@@ -68,8 +68,6 @@ from durasync.store.base import (
     LogStore,
     Producer,
     ReadResult,
-    StoreClientError,
-    StoreUnavailable,
     StreamConfig,
     StreamInfo,
 )
@@ -83,6 +81,7 @@ from durasync.store.engine import (
     wait_index,
     wait_state,
 )
+from durasync.store.errors import StoreClientError, StoreUnavailable
 from durasync.store.notify import Notifier
 from durasync.store.notify import answer as _answer
 from durasync.store.rules import ProducerState, is_expired

@@ -27,18 +27,14 @@ from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
     AppendResult,
-    BadOffset,
     CreateResult,
     Entry,
     Producer,
     ReadResult,
-    StoreError,
     StreamConfig,
-    StreamExists,
-    StreamGone,
     StreamInfo,
-    StreamNotFound,
 )
+from durasync.store.errors import BadOffset, DataGone, NoSuchStream, StoreError, StreamExists
 from durasync.store.notify import WaitState
 from durasync.store.offsets import decode_offset, encode_offset
 from durasync.store.rules import (
@@ -173,13 +169,13 @@ def live_meta(
     """``meta`` if the stream is readable at ``now`` (shared by backends).
 
     Raises:
-        StreamNotFound: absent or expired (DS §1: expired == absent).
-        StreamGone: soft-deleted (DS §6).
+        NoSuchStream: absent or expired (DS §1: expired == absent).
+        DataGone: soft-deleted (DS §6).
     """
     if meta is None or is_expired(meta.config, max(meta.touched_at, touched.get(path, 0.0)), now):
-        raise StreamNotFound(f"no stream at {path!r}")
+        raise NoSuchStream(f"no stream at {path!r}")
     if meta.soft_deleted:
-        raise StreamGone(f"stream {path!r} was deleted")
+        raise DataGone(f"stream {path!r} was deleted")
     return meta
 
 
@@ -196,7 +192,7 @@ def read_stream(
 
     Raises:
         BadOffset: malformed, beyond the tail, or not a message boundary.
-        StreamGone: below the retained start (trimmed).
+        DataGone: below the retained start (trimmed).
     """
     if offset == OFFSET_START:
         index, byte_pos = meta.start_index, meta.start_byte
@@ -219,7 +215,7 @@ def read_stream(
             content_type=content_type,
         )
     if index < meta.start_index:
-        raise StreamGone(f"offset {offset} is below the retained start")
+        raise DataGone(f"offset {offset} is below the retained start")
     # Own ranges along the fork chain, leaf first: each stream owns
     # [base_index, min(tail_index, the child's fork point)).
     segments: list[tuple[str, int, int]] = []
@@ -255,7 +251,7 @@ def read_stream(
         for row_index, row_byte, data in rows:
             if row_index != expect:
                 # A hole: the data below was trimmed (or a fork source's was).
-                raise StreamGone(f"offset {offset} is below the retained data")
+                raise DataGone(f"offset {offset} is below the retained data")
             if not entries and row_byte != byte_pos:
                 raise BadOffset(f"offset {offset} is not a message boundary")
             if entries and (used_bytes + len(data) > max_bytes or len(entries) >= max_messages):
@@ -276,7 +272,7 @@ def read_stream(
             # Limits reached (read_own stops early on its budget as well).
             break
     if not entries:
-        raise StreamGone(f"offset {offset} is below the retained data")
+        raise DataGone(f"offset {offset} is below the retained data")
     next_offset = entries[-1].next_offset
     up_to_date = expect == meta.tail_index
     return ReadResult(
@@ -401,7 +397,7 @@ class Engine:
         """The stream at ``path`` if it is readable.
 
         Raises:
-            StreamNotFound: absent or expired. StreamGone: soft-deleted.
+            NoSuchStream: absent or expired. DataGone: soft-deleted.
         """
         return live_meta(self.metas.get(path), path, self.touched, now)
 
@@ -445,9 +441,9 @@ class Engine:
             self._reap_expired(config.forked_from, now)
             source = self.metas.get(config.forked_from)
             if source is None:
-                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+                raise NoSuchStream(f"fork source {config.forked_from!r} does not exist")
             if source.soft_deleted:
-                raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+                raise DataGone(f"fork source {config.forked_from!r} was deleted")
             if config.fork_offset is None:
                 base_index, base_byte = source.tail_index, source.tail_byte
             else:
@@ -496,7 +492,7 @@ class Engine:
                 max_messages=1,
                 read_own=self.persistence.read_own,
             )
-        except StreamGone as exc:
+        except DataGone as exc:
             raise BadOffset(f"fork offset {offset} is below the source's retained data") from exc
         return index, byte_pos
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from durasync.store.base import BadOffset
+from durasync.store.errors import BadOffset
 
 #: Largest value either field can hold (16 decimal digits).
 MAX_FIELD = 10**16 - 1

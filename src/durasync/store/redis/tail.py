@@ -29,14 +29,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from durasync.store.base import (
-    OFFSET_NOW,
-    OFFSET_START,
-    BadOffset,
-    Entry,
-    ReadResult,
-    StoreUnavailable,
-)
+from durasync.store.base import OFFSET_NOW, OFFSET_START, Entry, ReadResult
+from durasync.store.errors import BadOffset, StoreUnavailable
 from durasync.store.notify import Deadlines
 from durasync.store.offsets import decode_offset
 from durasync.store.redis.scripts import (
