@@ -44,6 +44,7 @@ from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.browser_bundle import bundle_routes
 from durasync.demo import demo_routes
 from durasync.httpserver import HttpLimits
+from durasync.httpwire import error_body
 from durasync.logs import RequestLog
 from durasync.metrics import Metrics
 from durasync.ops import OpsApi
@@ -63,7 +64,6 @@ from durasync.streams.app import (
     StreamSettings,
     answer_preflight,
 )
-from durasync.streams.protocol import error_body
 from durasync.streams.registry import REGISTRY_PATH, StreamRegistry
 
 __all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app", "lifespan"]

@@ -22,6 +22,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from durasync.httpwire import media_type
 from durasync.store.base import Producer, StreamConfig
 from durasync.store.engine import StreamMeta, live_meta
 from durasync.store.errors import (
@@ -36,11 +37,11 @@ from durasync.store.errors import (
     StoreUnavailable,
     StreamClosed,
 )
+from durasync.store.offsets import OFFSET_FMT
 from durasync.store.redis import scripts
 from durasync.store.rules import (
     PRODUCER_STATE_TTL_SECONDS,
     ProducerState,
-    media_type,
     plan_append,
 )
 
@@ -107,7 +108,7 @@ def error(kind: type[StoreError], **detail: object) -> Outcome:
     return Outcome(kind, detail=detail)
 
 
-TAIL = scripts.OFFSET_FMT % (3, 30)
+TAIL = OFFSET_FMT % (3, 30)
 CLOSED = Before(closed=True)
 P14 = ProducerState(1, 4, T0)  # producer p at epoch 1, last seq 4
 CLOSER = Producer("p", 1, 4)

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from durasync.httpwire import error_body, is_json
 from durasync.streams import protocol as p
 
 
@@ -157,8 +158,8 @@ def test_content_type_normalization() -> None:
 
 
 def test_json_and_text_modes() -> None:
-    assert p.is_json_type("application/json; charset=utf-8")
-    assert not p.is_json_type("application/x-ndjson")
+    assert is_json("application/json; charset=utf-8")
+    assert not is_json("application/x-ndjson")
     assert p.is_text_type("text/csv")
     assert p.is_text_type("application/json")
     assert not p.is_text_type("application/octet-stream")
@@ -271,6 +272,6 @@ def test_sse_control_fields() -> None:
 
 
 def test_error_body_shape() -> None:
-    body = json.loads(p.error_body("X", "bad thing"))
+    body = json.loads(error_body("X", "bad thing"))
     assert body == {"error": {"code": "X", "message": "bad thing"}}
-    assert re.fullmatch(rb"[ -~]+", p.error_body("X", "y"))
+    assert re.fullmatch(rb"[ -~]+", error_body("X", "y"))

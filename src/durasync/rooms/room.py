@@ -505,10 +505,9 @@ class Member:
             self._task.cancel()
         if self.on_drop is not None:
             self.on_drop(self)
-        task = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
-        self._closing = task
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        # The member owns the close task (as it owns its sender): the connection handler holds
+        # the member until it returns, and it awaits this task in :meth:`stop` before that.
+        self._closing = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         try:
@@ -564,9 +563,6 @@ class Member:
         if self._closing is not None and not self._closing.done():
             # asyncio.wait: neither raises the close's outcome nor cancels it if we are.
             await asyncio.wait({self._closing})
-
-
-_background: set[asyncio.Task[None]] = set()
 
 
 class Room:

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.httpwire import error_body
 from durasync.logs import RequestLog
 from durasync.metrics import Metrics
 from durasync.protocol.closecodes import CloseCode
@@ -409,7 +410,7 @@ def _json_error(status: int, code: str, message: str) -> object:
     from starlette.responses import Response
 
     return Response(
-        msgspec.json.encode({"error": {"code": code, "message": message}}),
+        error_body(code, message),
         status_code=status,
         media_type="application/json",
     )

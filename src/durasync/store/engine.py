@@ -18,8 +18,8 @@ shared/reference/durable-streams-protocol.md ("DS").
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -35,8 +35,8 @@ from durasync.store.base import (
     StreamInfo,
 )
 from durasync.store.errors import BadOffset, DataGone, NoSuchStream, StoreError, StreamExists
-from durasync.store.notify import WaitState
-from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.notify import Notifier, WaitState, answer
+from durasync.store.offsets import OFFSET_FMT, decode_offset, encode_offset
 from durasync.store.rules import (
     DEFAULT_CONTENT_TYPE,
     ProducerState,
@@ -81,7 +81,7 @@ class StreamMeta(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def tail(self) -> str:
         # Hot (every append and read); both fields stay far below 10**16.
-        return _OFFSET_FMT % (self.tail_index, self.tail_byte)
+        return OFFSET_FMT % (self.tail_index, self.tail_byte)
 
 
 class Persistence(Protocol):
@@ -115,9 +115,6 @@ class Persistence(Protocol):
 
     def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None: ...
 
-
-#: ``<index>_<byte>`` (see :mod:`durasync.store.offsets`), for hot loops.
-_OFFSET_FMT = "%016d_%016d"
 
 #: :func:`decode_offset` for the live paths: every reader woken by an append
 #: presents the same offset (its read and its next wait both decode it), so
@@ -259,12 +256,12 @@ def read_stream(
                 break
             if row_byte != cur_byte:
                 # Not expected (rows are contiguous), but report what is stored.
-                current = _OFFSET_FMT % (row_index, row_byte)
+                current = OFFSET_FMT % (row_index, row_byte)
                 cur_byte = row_byte
             size = len(data)
             expect += 1
             cur_byte += size
-            following = _OFFSET_FMT % (expect, cur_byte)
+            following = OFFSET_FMT % (expect, cur_byte)
             append(Entry(data, current, following))
             current = following
             used_bytes += size
@@ -372,6 +369,26 @@ def wait_index(meta: StreamMeta | None, offset: str) -> int | None:
         return _decode_live_offset(offset)[0]
     except StoreError:
         return None
+
+
+def wait_for_append(
+    notifier: Notifier,
+    metas: Mapping[str, StreamMeta],
+    path: str,
+    offset: str,
+    timeout: float,
+) -> Coroutine[Any, Any, bool]:
+    """:meth:`LogStore.wait_for` of the in-process backends, over their visible ``metas``.
+
+    A plain function returning the notifier's coroutine (same contract as ``async def``):
+    one coroutine frame less that every suspend and resume of a live wait would pass
+    through. A malformed offset answers True at once: the caller's read reports it.
+    """
+    index = wait_index(metas.get(path), offset)
+    if index is None:
+        return answer(True)
+    start = index
+    return notifier.wait(path, lambda: wait_state(metas.get(path), start), timeout)
 
 
 class Engine:
@@ -563,7 +580,7 @@ class Engine:
         offsets: list[str] = []
         index, byte_pos = meta.tail_index, meta.tail_byte
         for data in messages:
-            offsets.append(_OFFSET_FMT % (index, byte_pos))
+            offsets.append(OFFSET_FMT % (index, byte_pos))
             index, byte_pos = index + 1, byte_pos + len(data)
         if messages:
             self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)

@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from durasync.httpwire import media_type
 from durasync.store.base import Producer, StreamConfig
 from durasync.store.errors import (
     BadOffset,
@@ -30,19 +31,9 @@ PRODUCER_STATE_TTL_SECONDS = 7 * 24 * 3600.0
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
-def media_type(content_type: str) -> str:
-    """The media type of a Content-Type, lower-cased, parameters dropped (DS §5)."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def same_media_type(a: str, b: str) -> bool:
     """Case-insensitive media-type equality ignoring parameters (DS §5)."""
     return media_type(a) == media_type(b)
-
-
-def is_json(content_type: str) -> bool:
-    """JSON mode is keyed on the media type ``application/json`` (DS §5)."""
-    return media_type(content_type) == "application/json"
 
 
 def is_expired(config: StreamConfig, touched_at: float, now: float) -> bool:

@@ -45,6 +45,7 @@ from durasync.auth import (
     LoopbackAuthorizer,
     credentials_from_scope,
 )
+from durasync.httpwire import error_body, is_json
 from durasync.metrics import Metrics
 from durasync.namespaces import ReservedAccess, is_reserved
 from durasync.store.base import (
@@ -687,7 +688,7 @@ class StreamsApp:
         body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
 
         prefix_messages: list[bytes] = []
-        json_mode = p.is_json_type(content_type or "application/octet-stream")
+        json_mode = is_json(content_type or "application/octet-stream")
         if forked_raw is not None:
             source = self._fork_source(forked_raw.decode("latin-1"))
             if not self.authorizer.authorize(principal, "read", "stream/" + source):
@@ -705,7 +706,7 @@ class StreamsApp:
                     # The body's framing and the sub-offset's unit follow the
                     # source's content type (a fork always has it, DS §6).
                     source_ct = (await self.store.head(source)).config.content_type
-                    json_mode = p.is_json_type(source_ct)
+                    json_mode = is_json(source_ct)
                 if sub_offset:
                     if fork_offset is None or fork_offset in (OFFSET_START, OFFSET_NOW):
                         raise p.RequestRefused(
@@ -877,7 +878,7 @@ class StreamsApp:
                     400, "MISSING_CONTENT_TYPE", "an append with a body needs a Content-Type"
                 )
             content_type = p.normalize_content_type(ct_raw.decode("latin-1"))
-            if p.is_json_type(content_type):
+            if is_json(content_type):
                 messages = p.parse_json_messages(
                     body, allow_empty_array=False, max_messages=self.settings.max_append_messages
                 )
@@ -1051,7 +1052,7 @@ class StreamsApp:
         offset: str,
         cursor: str | None,
     ) -> None:
-        json_mode = p.is_json_type(content_type)
+        json_mode = is_json(content_type)
         if live == "long-poll":
             await self._long_poll(
                 scope,
@@ -1444,7 +1445,7 @@ class StreamsApp:
         read_bytes = min(self.settings.read_chunk_bytes, self.settings.write_chunk_bytes)
         # First read before the response starts, so 404/400/410 are plain errors.
         res, content_type = await self._read(path, offset, read_bytes)
-        json_mode = p.is_json_type(content_type)
+        json_mode = is_json(content_type)
         binary = not p.is_text_type(content_type)
         out: Headers = [
             (H_CONTENT_TYPE, b"text/event-stream"),
@@ -1877,7 +1878,7 @@ async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"")
 async def _error(
     send: Send, status: int, code: str, message: str, extra: Headers | None = None
 ) -> None:
-    body = p.error_body(code, message)
+    body = error_body(code, message)
     headers: Headers = [JSON_CT, NO_STORE]
     if extra:
         headers.extend(extra)

@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
+from durasync.httpwire import media_type
 from durasync.streams.errors import RequestRefused
 
 __all__ = [
@@ -34,10 +35,8 @@ __all__ = [
     "check_expiry",
     "compute_cursor",
     "decode_path",
-    "error_body",
     "etag_for",
     "etag_matches",
-    "is_json_type",
     "is_text_type",
     "json_array",
     "normalize_content_type",
@@ -67,23 +66,6 @@ MAX_PRODUCER_ID_LEN: Final = 256
 MAX_CONTENT_TYPE_LEN: Final = 256
 #: Default cap on the messages of one JSON-mode append (PUT or POST body).
 MAX_APPEND_MESSAGES: Final = 100_000
-
-
-class _ErrorDetail(msgspec.Struct, frozen=True):
-    code: str
-    message: str
-
-
-class _ErrorBody(msgspec.Struct, frozen=True):
-    error: _ErrorDetail
-
-
-_json_encoder = msgspec.json.Encoder()
-
-
-def error_body(code: str, message: str) -> bytes:
-    """The JSON error body every 4xx/5xx carries."""
-    return _json_encoder.encode(_ErrorBody(_ErrorDetail(code, message)))
 
 
 def _bad(code: str, message: str) -> RequestRefused:
@@ -304,17 +286,6 @@ def normalize_content_type(value: str) -> str:
     return "; ".join([media, *params]) if params else media
 
 
-@functools.lru_cache(maxsize=256)
-def media_type(content_type: str) -> str:
-    """The media type of a content type, lower-cased, without parameters."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_json_type(content_type: str) -> bool:
-    """JSON mode is keyed on ``application/json`` ignoring parameters (DS §5)."""
-    return media_type(content_type) == "application/json"
-
-
 def is_text_type(content_type: str) -> bool:
     """SSE sends ``text/*`` and JSON as UTF-8 text; anything else as base64 (DS §2 SSE)."""
     mt = media_type(content_type)
@@ -325,6 +296,7 @@ def is_text_type(content_type: str) -> bool:
 # JSON mode (DS §5)
 # --------------------------------------------------------------------------
 
+_json_encoder = msgspec.json.Encoder()
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _JSON_WS = b" \t\r\n"

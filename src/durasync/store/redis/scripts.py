@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from durasync.httpwire import media_type
 from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
@@ -43,16 +44,15 @@ from durasync.store.errors import (
     StoreUnavailable,
     StreamClosed,
 )
-from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.offsets import OFFSET_FMT, decode_offset, encode_offset
 from durasync.store.redis.calls import Script
-from durasync.store.rules import PRODUCER_STATE_TTL_SECONDS, media_type
+from durasync.store.rules import PRODUCER_STATE_TTL_SECONDS
 
 __all__ = [
     "APPEND",
     "CREATE",
     "DATA_IN_MESSAGE_MAX",
     "DELETE",
-    "OFFSET_FMT",
     "PRUNE",
     "READ",
     "TRIM",
@@ -71,9 +71,6 @@ __all__ = [
     "read_reply",
     "time_text",
 ]
-
-#: ``<index>_<byte>`` (see :mod:`durasync.store.offsets`), for hot loops.
-OFFSET_FMT = "%016d_%016d"
 
 #: Appends of at most this many payload bytes carry their data in the tail
 #: message, so live readers on every node skip the read round trip.

@@ -32,9 +32,8 @@ import redis.asyncio as aioredis
 from durasync.store.base import OFFSET_NOW, OFFSET_START, Entry, ReadResult
 from durasync.store.errors import BadOffset, StoreUnavailable
 from durasync.store.notify import Deadlines
-from durasync.store.offsets import decode_offset
+from durasync.store.offsets import OFFSET_FMT, decode_offset
 from durasync.store.redis.scripts import (
-    OFFSET_FMT,
     Written,
     carried_messages,
     parse_tail_message,
