@@ -88,7 +88,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ASGI app itself.
     http: HttpLimits = HttpLimits()
     #: ``redis://`` URL when the store is Redis (several nodes share it): rooms share presence
-    #: and live delivery through it (issue 6). ``None`` on one node.
+    #: and live delivery through it. ``None`` on one node.
     redis_url: str | None = None
     #: The rendezvous service for peer-to-peer connections (``/v1/rendezvous``, docs/p2p.md).
     rendezvous: RendezvousSettings = RendezvousSettings()
@@ -330,7 +330,7 @@ def create_app(
     )
     presence: PresenceBus | None = None
     if settings.redis_url:
-        # Several nodes: room presence is shared (and expires) through Redis (issue 6 §3).
+        # Several nodes: room presence is shared (and expires) through Redis.
         presence = RedisPresenceBus(settings.redis_url, settings.rooms.presence_timeout)
     rooms = RoomService(
         store,

@@ -1,5 +1,5 @@
 """Chaos: stream tailers and room clients through the fault proxy while writers append and
-edit; the server is SIGKILLed and restarted once mid-run (issue 5 "How it is checked").
+edit; the server is SIGKILLed and restarted once mid-run.
 
 Scaled down to stay well under a minute; ``bench/chaos.py`` runs the full 50 + 50 version
 with the same scenario (:func:`run_chaos`).

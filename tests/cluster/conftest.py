@@ -1,4 +1,4 @@
-"""Fixtures of the cluster tests (issue 6): a real redis-server and two ``durasync serve`` nodes.
+"""Fixtures of the cluster tests: a real redis-server and two ``durasync serve`` nodes.
 
 - ``redis_server``: ``redis-server`` on a free loopback port, AOF ``appendfsync always``, its
   own directory under ``tmp_path`` (tests/redisproc.py); stopped by PID at the end.

@@ -1,4 +1,4 @@
-"""Node failover (issue 6): SIGKILL a node mid-run; nothing acknowledged is lost, clients go on.
+"""Node failover: SIGKILL a node mid-run; nothing acknowledged is lost, clients go on.
 
 A writer (idempotent producer, DS §3) appends through node A and a live SSE reader tails the
 stream on node A too. Node A is SIGKILLed mid-run; both clients move to node B (what a load

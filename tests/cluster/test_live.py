@@ -1,4 +1,4 @@
-"""Cross-node live delivery (issue 6 part 2): readers on node B see appends made through node A.
+"""Cross-node live delivery: readers on node B see appends made through node A.
 
 Each round starts a live read on B, waits until B reports it open (``/healthz`` ``live``), then
 appends through A and measures the time from A's acknowledgement to B's answer. The nodes'

@@ -1,4 +1,4 @@
-"""Split test (issue 6): a node that loses its Redis stops acknowledging, then recovers by itself.
+"""Split test: a node that loses its Redis stops acknowledging, then recovers by itself.
 
 While redis-server is down (SIGKILL, then restarted on the same port and AOF with
 ``appendfsync always``), node A must answer writes with 503 + ``Retry-After`` within a bound:

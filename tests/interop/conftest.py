@@ -35,5 +35,5 @@ def server(
     finally:
         code = proc.stop()
         if kind.startswith("ours"):
-            # SIGTERM must shut down cleanly (issue 2, CLI).
+            # SIGTERM must shut down cleanly.
             assert code == 0, f"{proc.name} exited with {code}:\n" + "\n".join(proc.output[-30:])

@@ -1,4 +1,4 @@
-"""Interop: clients we did not write drive the server (issue 2, "Interop").
+"""Interop: clients we did not write drive the server.
 
 - the npm ``@durable-streams/client`` through ``tests/js/interop.mjs``;
 - the PyPI ``durable-streams`` client, in-process.

@@ -1,4 +1,4 @@
-"""Subscriptions on a store shared by several nodes (DS §9 across a cluster, issue 6).
+"""Subscriptions on a store shared by several nodes (DS §9 across a cluster).
 
 Two :class:`SubscriptionService` instances ("node A" and "node B") over one real
 :class:`MemoryStore` in ``shared`` mode stand for two ``durasync serve`` processes on one
