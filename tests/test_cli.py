@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from durasync.cli import build_parser, main
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 
 def test_help_lists_serve_options(capsys: pytest.CaptureFixture[str]) -> None:

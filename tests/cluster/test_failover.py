@@ -16,9 +16,10 @@ import signal
 import httpx
 import pytest
 
+from helpers import eventually
 from redisproc import RedisServer
 
-from .conftest import eventually, start_node, stop_node
+from .conftest import start_node, stop_node
 
 N_MESSAGES = 80
 HEADERS = {"content-type": "application/json"}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from durable_streams import AsyncDurableStream, astream
 
-from _peers import JS_DIR, ServerProc
+from .conftest import JS_DIR, ServerProc
 
 pytestmark = pytest.mark.timeout(60)
 

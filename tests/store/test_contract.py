@@ -29,6 +29,9 @@ from durasync.store import (
     StreamExists,
 )
 from durasync.store.offsets import ZERO_OFFSET, decode_offset
+from helpers import eventually
+
+from .conftest import waiting
 
 TEXT = StreamConfig(content_type="text/plain")
 JSON = StreamConfig(content_type="application/json")
@@ -331,7 +334,7 @@ async def test_wait_for_is_woken_by_close_and_delete(store: LogStore) -> None:
 async def test_wait_for_now_waits_for_the_next_append(store: LogStore) -> None:
     await store.create("/wn", TEXT, initial=[b"old"])
     waiter = asyncio.create_task(store.wait_for("/wn", OFFSET_NOW, 5.0))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: waiting(store) == 1)
     assert not waiter.done()
     await store.append("/wn", [b"new"])
     assert await asyncio.wait_for(waiter, 5.0)
@@ -515,8 +518,11 @@ async def test_live_waits_on_fork_only_woken_by_fork_appends(store: LogStore) ->
     await store.create("/s6", TEXT, initial=[b"a"])
     fork = await store.create("/f6", StreamConfig(content_type="", forked_from="/s6"))
     waiter = asyncio.create_task(store.wait_for("/f6", fork.info.tail, 5.0))
+    source = asyncio.create_task(store.wait_for("/s6", OFFSET_NOW, 5.0))
+    await eventually(lambda: waiting(store) == 2)
     await store.append("/s6", [b"src"])
-    await asyncio.sleep(0.02)
+    # The source's waiter saw the append: a wake-up of the fork's would have come with it.
+    assert await asyncio.wait_for(source, 5.0)
     assert not waiter.done()
     await store.append("/f6", [b"own"])
     assert await asyncio.wait_for(waiter, 5.0)

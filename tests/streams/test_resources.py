@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -258,6 +258,11 @@ class Tail:
         self.closed = False
 
     @property
+    def waiters(self) -> int:
+        """Waits registered right now, over all paths (as :attr:`Notifier.waiters`)."""
+        return sum(len(w) for w in self._waiters.values())
+
+    @property
     def subscribed(self) -> bool:
         """The subscription is up: every tail message from now on reaches this node."""
         return self._up.is_set()
