@@ -61,8 +61,8 @@ async def store(new_store: LogStore) -> AsyncIterator[LogStore]:
 
 
 def waiting(store: LogStore) -> int:
-    """Live waits registered in ``store`` right now (its notifier's or its tail's count)."""
+    """Live waits parked in ``store`` right now (its notifier's or its tail's count)."""
     if isinstance(store, RedisStore):
-        return store._tail.waiters
+        return store._tail.parked
     assert isinstance(store, MemoryStore | EmbeddedStore)
     return store._notifier.waiters

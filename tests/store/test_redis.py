@@ -93,19 +93,19 @@ async def test_wait_on_one_node_wakes_on_append_through_the_other(
     created = await a.create("/live", TEXT)
     waiters = [asyncio.create_task(b.wait_for("/live", created.info.tail, 5.0)) for _ in range(3)]
     now_waiter = asyncio.create_task(b.wait_for("/live", OFFSET_NOW, 5.0))
-    await eventually(lambda: b._tail.waiters == 4)
+    await eventually(lambda: b._tail.parked == 4)
     assert not any(w.done() for w in [*waiters, now_waiter])
     await a.append("/live", [b"x"])
     assert await asyncio.wait_for(asyncio.gather(*waiters, now_waiter), 5.0) == [True] * 4
     # Close and delete through A also reach B's waiters.
     tail = (await b.head("/live")).tail
     closing = asyncio.create_task(b.wait_for("/live", tail, 5.0))
-    await eventually(lambda: b._tail.waiters == 1)
+    await eventually(lambda: b._tail.parked == 1)
     await a.append("/live", [], close=True)
     assert await asyncio.wait_for(closing, 5.0) is True
     await a.create("/doomed", TEXT)
     deleted = asyncio.create_task(b.wait_for("/doomed", OFFSET_NOW, 5.0))
-    await eventually(lambda: b._tail.waiters == 1)
+    await eventually(lambda: b._tail.parked == 1)
     await a.delete("/doomed")
     assert await asyncio.wait_for(deleted, 5.0) is False
 
@@ -178,7 +178,7 @@ async def test_subscriber_reconnect_wakes_waiters(nodes: tuple[RedisStore, Redis
     a, b = nodes
     created = await a.create("/resub", TEXT)
     waiter = asyncio.create_task(b.wait_for("/resub", created.info.tail, 10.0))
-    await eventually(lambda: b._tail.waiters == 1)
+    await eventually(lambda: b._tail.parked == 1)
     # Lose B's next tail message, as if it was published while B's
     # subscription was down.
     subscription = b._tail.subscription
@@ -440,7 +440,7 @@ async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
     # Data past the offset is known: True at once; at the tail: parks.
     assert await b.wait_for("/park", first.offsets[0], 5.0)
     waiter = asyncio.create_task(b.wait_for("/park", first.tail, 5.0))
-    await eventually(lambda: b._tail.waiters == 1)
+    await eventually(lambda: b._tail.parked == 1)
     assert not waiter.done()
     await a.append("/park", [b"2"])
     assert await asyncio.wait_for(waiter, 5.0)

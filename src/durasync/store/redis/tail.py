@@ -258,9 +258,10 @@ class Tail:
         self.closed = False
 
     @property
-    def waiters(self) -> int:
-        """Waits registered right now, over all paths (as :attr:`Notifier.waiters`)."""
-        return sum(len(w) for w in self._waiters.values())
+    def parked(self) -> int:
+        """Waits parked right now, over all paths: their position is resolved (``now`` is
+        fixed to a tail index) and they wait for news."""
+        return sum(1 for ws in self._waiters.values() for w in ws if w.index is not None)
 
     @property
     def subscribed(self) -> bool:
