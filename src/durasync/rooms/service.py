@@ -422,7 +422,7 @@ async def _deny(scope: Scope, send: Send, exc: AuthError) -> None:
     if "websocket.http.response" not in extensions:
         await _close(send, CloseCode.POLICY_VIOLATION, "")
         return
-    body = msgspec.json.encode({"error": {"code": exc.code, "message": exc.message}})
+    body = error_body(exc.code, exc.message)
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if exc.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
