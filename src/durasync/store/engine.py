@@ -39,6 +39,7 @@ from durasync.store.notify import Notifier, WaitState, answer
 from durasync.store.offsets import OFFSET_FMT, decode_offset, encode_offset
 from durasync.store.rules import (
     DEFAULT_CONTENT_TYPE,
+    AppendPlan,
     ProducerState,
     fork_config,
     is_expired,
@@ -391,6 +392,39 @@ def wait_for_append(
     return notifier.wait(path, lambda: wait_state(metas.get(path), start), timeout)
 
 
+def _advanced(
+    meta: StreamMeta,
+    plan: AppendPlan,
+    index: int,
+    byte_pos: int,
+    *,
+    producer: Producer | None,
+    now: float,
+) -> StreamMeta:
+    """``meta`` after an append that ends at ``(index, byte_pos)``: one replace per append."""
+    if plan.close:
+        return msgspec.structs.replace(
+            meta,
+            tail_index=index,
+            tail_byte=byte_pos,
+            touched_at=now,
+            last_stream_seq=plan.stream_seq
+            if plan.stream_seq is not None
+            else meta.last_stream_seq,
+            closed=True,
+            closed_by=producer,
+        )
+    if plan.stream_seq is not None:
+        return msgspec.structs.replace(
+            meta,
+            tail_index=index,
+            tail_byte=byte_pos,
+            touched_at=now,
+            last_stream_seq=plan.stream_seq,
+        )
+    return msgspec.structs.replace(meta, tail_index=index, tail_byte=byte_pos, touched_at=now)
+
+
 class Engine:
     """Authoritative stream state; see the module docstring.
 
@@ -534,7 +568,12 @@ class Engine:
         close: bool,
         now: float,
     ) -> AppendResult:
-        """See :meth:`LogStore.append` (without the durability wait)."""
+        """See :meth:`LogStore.append` (without the durability wait).
+
+        Three steps: the rules decide (:func:`~durasync.store.rules.plan_append`), an outcome
+        that writes nothing is answered at once, otherwise the messages are written and the
+        stream's meta and producer state advance together.
+        """
         meta = self.live(path, now)
         states = self.producers.get(path)
         state = states.get(producer.producer_id) if states and producer else None
@@ -552,6 +591,40 @@ class Engine:
             tail=meta.tail,
             now=now,
         )
+        if plan.kind != "append":
+            return self._answer_unwritten(path, meta, plan, producer, now)
+        offsets: list[str] = []
+        index, byte_pos = meta.tail_index, meta.tail_byte
+        for data in messages:
+            offsets.append(OFFSET_FMT % (index, byte_pos))
+            index, byte_pos = index + 1, byte_pos + len(data)
+        if messages:
+            self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)
+        meta = _advanced(meta, plan, index, byte_pos, producer=producer, now=now)
+        self._put(meta)
+        self.touched[path] = now
+        if producer is not None and plan.producer_state is not None:
+            self.producers.setdefault(path, {})[producer.producer_id] = plan.producer_state
+            self.persistence.save_producer(path, producer.producer_id, plan.producer_state)
+        return AppendResult(
+            status="appended" if messages else "closed_only",
+            offsets=offsets,
+            tail=meta.tail,
+            closed=meta.closed,
+            producer_epoch=plan.producer_state.epoch if plan.producer_state else None,
+            producer_seq=plan.producer_state.last_seq if plan.producer_state else None,
+        )
+
+    def _answer_unwritten(
+        self,
+        path: str,
+        meta: StreamMeta,
+        plan: AppendPlan,
+        producer: Producer | None,
+        now: float,
+    ) -> AppendResult:
+        """The answer of an append the rules settled without writing (a duplicate, or
+        close-only on a closed stream)."""
         if plan.kind == "closed_duplicate":
             assert producer is not None
             return AppendResult(
@@ -572,56 +645,10 @@ class Engine:
                 producer_epoch=plan.producer_state.epoch,
                 producer_seq=plan.producer_state.last_seq,
             )
-        if plan.kind == "closed_only":
-            # DS §2: close-only on a closed stream is 204, but still renews
-            # a sliding TTL (every append does).
-            self.touched[path] = now
-            return AppendResult(status="closed_only", offsets=[], tail=meta.tail, closed=True)
-        offsets: list[str] = []
-        index, byte_pos = meta.tail_index, meta.tail_byte
-        for data in messages:
-            offsets.append(OFFSET_FMT % (index, byte_pos))
-            index, byte_pos = index + 1, byte_pos + len(data)
-        if messages:
-            self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)
-        # One replace per append (the meta is rebuilt on every append).
-        if plan.close:
-            meta = msgspec.structs.replace(
-                meta,
-                tail_index=index,
-                tail_byte=byte_pos,
-                touched_at=now,
-                last_stream_seq=plan.stream_seq
-                if plan.stream_seq is not None
-                else meta.last_stream_seq,
-                closed=True,
-                closed_by=producer,
-            )
-        elif plan.stream_seq is not None:
-            meta = msgspec.structs.replace(
-                meta,
-                tail_index=index,
-                tail_byte=byte_pos,
-                touched_at=now,
-                last_stream_seq=plan.stream_seq,
-            )
-        else:
-            meta = msgspec.structs.replace(
-                meta, tail_index=index, tail_byte=byte_pos, touched_at=now
-            )
-        self._put(meta)
+        # "closed_only": DS §2: close-only on a closed stream is 204, but still renews a
+        # sliding TTL (every append does).
         self.touched[path] = now
-        if producer is not None and plan.producer_state is not None:
-            self.producers.setdefault(path, {})[producer.producer_id] = plan.producer_state
-            self.persistence.save_producer(path, producer.producer_id, plan.producer_state)
-        return AppendResult(
-            status="appended" if messages else "closed_only",
-            offsets=offsets,
-            tail=meta.tail,
-            closed=meta.closed,
-            producer_epoch=plan.producer_state.epoch if plan.producer_state else None,
-            producer_seq=plan.producer_state.last_seq if plan.producer_state else None,
-        )
+        return AppendResult(status="closed_only", offsets=[], tail=meta.tail, closed=True)
 
     # -- delete / trim ---------------------------------------------------------
 
