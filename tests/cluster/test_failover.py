@@ -101,7 +101,7 @@ async def test_sigkill_a_node_mid_run_loses_nothing_and_clients_continue_on_the_
                 asyncio.create_task(reader.run(path)),
             ]
             await eventually(
-                lambda: writer.acked >= N_MESSAGES // 3 and len(reader.seen) > 0, limit=30
+                lambda: writer.acked >= N_MESSAGES // 3 and len(reader.seen) > 0, timeout=30
             )
             await asyncio.to_thread(a.stop, signal.SIGKILL)
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
