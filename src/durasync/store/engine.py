@@ -177,6 +177,25 @@ def live_meta(
     return meta
 
 
+def _fork_segments(lookup: MetaLookup, meta: StreamMeta, index: int) -> list[tuple[str, int, int]]:
+    """The ``(path, lo, hi)`` index ranges a read from ``index`` covers along ``meta``'s fork
+    chain, oldest source first: each stream owns ``[base_index, min(tail_index, the child's
+    fork point))`` (DS §6)."""
+    segments: list[tuple[str, int, int]] = []
+    cur: StreamMeta | None = meta
+    upper = meta.tail_index
+    while cur is not None:
+        hi = min(upper, cur.tail_index)
+        if hi > cur.base_index:
+            segments.append((cur.path, cur.base_index, hi))
+        upper = min(upper, cur.base_index)
+        if upper <= index or cur.config.forked_from is None:
+            break
+        cur = lookup(cur.config.forked_from)
+    segments.reverse()
+    return segments
+
+
 def read_stream(
     lookup: MetaLookup,
     meta: StreamMeta,
@@ -214,20 +233,7 @@ def read_stream(
         )
     if index < meta.start_index:
         raise DataGone(f"offset {offset} is below the retained start")
-    # Own ranges along the fork chain, leaf first: each stream owns
-    # [base_index, min(tail_index, the child's fork point)).
-    segments: list[tuple[str, int, int]] = []
-    cur: StreamMeta | None = meta
-    upper = meta.tail_index
-    while cur is not None:
-        hi = min(upper, cur.tail_index)
-        if hi > cur.base_index:
-            segments.append((cur.path, cur.base_index, hi))
-        upper = min(upper, cur.base_index)
-        if upper <= index or cur.config.forked_from is None:
-            break
-        cur = lookup(cur.config.forked_from)
-    segments.reverse()
+    segments = _fork_segments(lookup, meta, index)
     entries: list[Entry] = []
     append = entries.append
     used_bytes = 0
