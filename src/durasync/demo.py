@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from durasync.streams.protocol import error_body
+from durasync.httpwire import error_body
 
 __all__ = ["DEMO_DIR", "demo_routes"]
 

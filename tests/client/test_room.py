@@ -291,9 +291,9 @@ async def test_undo_with_uncommitted_edits_sends_them_at_once(server: ServerProc
         assert undo is not None and undo.ops[0].targetMsgId == "ann:3"
         await a.synced()
         assert await journal_ids(server.url, name) == ["ann:1", "ann:2", "ann:3", "ann:4"]
-        await until(lambda: b.server_seq == 4)
+        await eventually(lambda: b.server_seq == 4)
         assert b.graph.nodes["root"].props["x"] == 1 and "y" not in b.graph.nodes["root"].props
         assert a.replica.dump() == b.replica.dump()
         assert a.redo() is not None
         await a.synced()
-        await until(lambda: b.graph.nodes["root"].props.get("y") == 5)
+        await eventually(lambda: b.graph.nodes["root"].props.get("y") == 5)
