@@ -57,6 +57,7 @@ from durasync.store.base import (
     Producer,
     ReadResult,
     StreamConfig,
+    StreamInfo,
 )
 from durasync.store.errors import (
     BadOffset,
@@ -71,7 +72,6 @@ from durasync.store.errors import (
     StoreUnavailable,
     StreamClosed,
     StreamExists,
-    StreamInfo,
 )
 from durasync.store.rules import fork_prefix
 from durasync.streams import protocol as p
