@@ -56,7 +56,7 @@ npm-deps:
 	  fi; \
 	done
 
-# redis-server for the cluster tests (issue 6): Debian's package, installed
+# redis-server for the cluster tests: Debian's package, installed
 # when missing (as root, or through sudo when it is available).
 redis-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -95,7 +95,7 @@ run: $(VENV)/.installed js-build
 	@echo "demo: open http://$(HOST):$(PORT)/demo/?room=lab in two windows"
 	$(BIN)/durasync serve --host $(HOST) --port $(PORT) --data $(DATA)
 
-# A two-node cluster on loopback for trying it (issue 6): redis-server (AOF,
+# A two-node cluster on loopback for trying it: redis-server (AOF,
 # appendfsync always, data in ./durasync-cluster/redis) on port 6390 plus
 # `durasync serve --redis` on ports 4437 and 4438. Ctrl-C stops all three.
 run-cluster: $(VENV)/.installed redis-deps

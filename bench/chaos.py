@@ -1,4 +1,4 @@
-"""The full chaos run of issue 5: 50 stream tailers and 50 room clients through the fault
+"""The full chaos run: 50 stream tailers and 50 room clients through the fault
 proxy while writers append and edit, with one SIGKILL + restart of the server mid-run.
 
     python bench/chaos.py [--tailers 50] [--rooms 50] [--writers 5] [--rounds 100]

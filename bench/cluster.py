@@ -1,4 +1,4 @@
-"""Cluster benchmark (issue 6): durasync nodes sharing one Redis vs the embedded store, one run.
+"""Cluster benchmark: durasync nodes sharing one Redis vs the embedded store, one run.
 
 Starts its own ``redis-server`` (AOF, ``appendfsync always``: an acknowledged append is fsync'd,
 as with the embedded store) on a free loopback port, two ``durasync serve --redis`` nodes

@@ -1,7 +1,7 @@
 """CRDT benchmark: durasync.crdt next to the reference's Python port (PyPI vuer-rtc==0.0.2).
 
 Both sides get the same op streams, built before timing (dicts for the port, validated
-msgspec ``Message`` objects for us). Workloads (issue 3, "Performance"):
+msgspec ``Message`` objects for us). Workloads:
 
   (a) 100k LWW sets over 1,000 nodes      (number/vector3/color.set, one op per message)
   (b) 100k additive drag deltas           (vector3.add on transform.position)

@@ -53,7 +53,7 @@ from durasync.p2p import (  # noqa: E402
 )
 from durasync.p2p.client import RendezvousClient, RendezvousError  # noqa: E402
 from durasync.p2p.rtc import DataChannel, PeerLink, limit_host_addresses  # noqa: E402
-from streams.serverproc import start_server  # noqa: E402
+from helpers import start_server  # noqa: E402
 
 FQN = "org.bench.p2p@1.0.0"
 HIGH, LOW = 128 << 10, 32 << 10  # the DurableChannel defaults (ChannelOptions)

@@ -1,4 +1,4 @@
-"""Rooms benchmark: durasync rooms vs pycrdt-websocket, same workload, one run (issue 4).
+"""Rooms benchmark: durasync rooms vs pycrdt-websocket, same workload, one run.
 
 Starts on loopback ``durasync serve --port 0 --data <tmp>`` (embedded durable store: every
 message fsync'd into the room journal before its ``ack``; ``--memory`` too with

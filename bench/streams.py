@@ -562,7 +562,8 @@ def print_metrics_cost(results: dict[str, dict[str, Any]]) -> None:
 
 
 def check_targets(results: dict[str, dict[str, Any]]) -> list[str]:
-    """The issue's targets, as pass/fail lines."""
+    """The streams layer's performance targets (ratios to the reference server), as pass/fail
+    lines."""
     out: list[str] = []
 
     def get(name: str, section: str, key: str) -> float | None:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from helpers import free_port
+
 __all__ = ["RedisServer", "free_port", "redis_server_path"]
 
 
@@ -32,12 +34,6 @@ def redis_server_path() -> str:
     if path is None:
         raise RuntimeError("redis-server not found: run `make test` (it installs it) or apt-get")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from durasync.cli import build_parser, main
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 
 def test_help_lists_serve_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,7 +92,7 @@ def test_store_that_cannot_open_is_one_clear_line(tmp_path: Path, second: str) -
     first = None
     if second == "redis":
         # Nothing listens on a port we just bound and released: Redis is "down".
-        from redisproc import free_port
+        from helpers import free_port
 
         store_args = ["--redis", f"redis://127.0.0.1:{free_port()}/0"]
     else:

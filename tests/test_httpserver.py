@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server, wait_until
 
 LIMITS = [
     "--max-header-bytes",
@@ -84,17 +84,6 @@ def _fds(server: ServerProcess) -> int:
 
 def _live(server: ServerProcess) -> int:
     return int(httpx.get(f"{server.url}/healthz").json()["live"])
-
-
-def _until(predicate: object, timeout: float) -> float:
-    """Seconds until ``predicate()`` held (bounded); raise on timeout."""
-    assert callable(predicate)
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_oversized_heads_are_431(server: ServerProcess) -> None:
@@ -194,7 +183,7 @@ def test_silent_connections_are_closed_while_a_client_is_served(server: ServerPr
             assert sock.recv(1) == b""  # closed by the server
         # Every one was closed within a few idle timeouts of opening (bounded waits above).
         assert time.monotonic() - opened < 10
-        _until(lambda: _fds(server) <= base_fds + 2, 5)
+        wait_until(lambda: _fds(server) <= base_fds + 2, 5)
     finally:
         for sock in silent:
             sock.close()
@@ -206,7 +195,7 @@ def test_connections_beyond_the_cap_get_503() -> None:
     )
     try:
         held = [_connect(server) for _ in range(5)]
-        _until(lambda: _fds(server) >= 5, 5)
+        wait_until(lambda: _fds(server) >= 5, 5)
         with _connect(server) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = _answer(sock)
@@ -214,7 +203,7 @@ def test_connections_beyond_the_cap_get_503() -> None:
         assert b"TOO_MANY_CONNECTIONS" in answer
         for sock in held:
             sock.close()
-        _until(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, 5)
+        wait_until(lambda: httpx.get(f"{server.url}/healthz").status_code == 200, 5)
     finally:
         assert server.stop() == 0
 
@@ -235,9 +224,8 @@ def test_a_client_that_does_not_read_is_cut_off(server: ServerProcess) -> None:
         sock.sendall(b"GET /v1/stream/big?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         readers.append(sock)
     try:
-        _until(lambda: _live(server) == 1, 5)
-        waited = _until(lambda: _live(server) == 0 and _fds(server) <= base_fds, 15)
-        assert waited < 10
+        wait_until(lambda: _live(server) == 1, 5)
+        wait_until(lambda: _live(server) == 0 and _fds(server) <= base_fds, 10)
     finally:
         for sock in readers:
             sock.close()
@@ -250,12 +238,12 @@ def test_a_gone_long_poll_client_leaves_the_live_count(server: ServerProcess) ->
         sock = _connect(server)
         sock.sendall(b"GET /v1/stream/lp?offset=now&live=long-poll HTTP/1.1\r\nHost: x\r\n\r\n")
         sockets.append(sock)
-    _until(lambda: _live(server) == 5, 5)
+    wait_until(lambda: _live(server) == 5, 5)
     for sock in sockets:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # reset, as a crashed client would
     # Well before the 30 s long-poll timeout.
-    assert _until(lambda: _live(server) == 0, 5) < 5
+    wait_until(lambda: _live(server) == 0, 5)
 
 
 def test_invalid_utf8_in_the_path_is_400_over_the_wire(server: ServerProcess) -> None:

@@ -20,8 +20,8 @@ from playwright.async_api import BrowserContext, Page, expect
 from websockets.asyncio.client import connect
 
 from browsers import watch_errors
+from helpers import ServerProcess
 from rooms.test_e2e import msg
-from streams.serverproc import ServerProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

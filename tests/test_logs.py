@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from durasync.logs import ACCESS_LOGGER, RedactTokens, RequestLog, TextFormatter
 from durasync.metrics import Metrics
-from streams.serverproc import ServerProcess
+from helpers import ServerProcess
 
 SECRET = "ops-log-test-secret-0123456789abcdef"
 

@@ -19,10 +19,10 @@ from durasync.metrics import Metrics
 from durasync.protocol.closecodes import CloseCode
 from durasync.rooms.room import Member, Room, RoomSettings
 from durasync.store.memory import MemoryStore
+from helpers import ServerProcess, start_server
 from opsutil import await_for, parse, scrape, value
 from rooms.conftest import RoomConn, unique_room
 from rooms.test_e2e import msg
-from streams.serverproc import ServerProcess, start_server
 
 
 @pytest.fixture(scope="module")

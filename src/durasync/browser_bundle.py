@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from durasync.streams.protocol import error_body
+from durasync.httpwire import error_body
 
-__all__ = ["BUNDLE_DIR", "bundle_routes"]
+__all__ = ["BUNDLE_DIR", "bundle_routes", "revalidated_file"]
 
 #: Where ``js/build.mjs`` puts the bundle inside the package.
 BUNDLE_DIR: Final = Path(__file__).parent / "static"
@@ -28,6 +28,20 @@ _FILES: Final = {
     "durasync.mjs": "text/javascript; charset=utf-8",
     "durasync.mjs.map": "application/json",
 }
+
+
+def revalidated_file(request: Request, body: bytes, media_type: str) -> Response:
+    """A packaged file's answer: ``ETag`` (a digest of ``body``) with ``Cache-Control:
+    no-cache``, so browsers revalidate and pick up a new version at once; 304 on a matching
+    ``If-None-Match``; headers and ``Content-Length`` only for HEAD."""
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(body))
+        return Response(status_code=200, headers=headers, media_type=media_type)
+    return Response(body, headers=headers, media_type=media_type)
 
 
 async def _serve(request: Request) -> Response:
@@ -45,14 +59,7 @@ async def _serve(request: Request) -> Response:
             404,
             media_type="application/json",
         )
-    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(body))
-        return Response(status_code=200, headers=headers, media_type=media_type)
-    return Response(body, headers=headers, media_type=media_type)
+    return revalidated_file(request, body, media_type)
 
 
 def bundle_routes() -> list[BaseRoute]:

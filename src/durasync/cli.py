@@ -618,18 +618,17 @@ class _Server(uvicorn.Server):
             return
         # Start-up objects (modules, the app, the store's metadata) live as
         # long as the process: take them out of the cyclic collector's reach
-        # so its full passes only scan what traffic allocates. Measured on the
-        # live-tail bench: full passes went from 20-55 ms to ~1-2 ms, and each
-        # such pause was a p99 spike for every live reader (bench/README.md).
+        # so its full passes only scan what traffic allocates; each full pass
+        # is a latency spike for every live reader (figures: bench/README.md,
+        # Streams).
         gc.collect()
         gc.freeze()
-        # Young-generation threshold 10,000 (CPython: 700) and rarer older passes: a busy
-        # room server keeps ~200 tracked objects per connection alive, so with the defaults
-        # it ran ~16 young and ~1.5 middle passes/s plus a full pass every ~7 s of 160-270 ms
-        # (1,000 clients, 20k deliveries/s); with these, 27 young passes in 35 s, no full
-        # pass, GC time 1.3-1.6 s -> 0.3 s (bench/README.md, Rooms). Reference cycles are
-        # rare here (frames and CRDT messages are untracked), so the later reclaim costs
-        # little memory.
+        # A higher young-generation threshold (CPython: 700) and rarer older passes: a busy
+        # room server keeps a few hundred tracked objects per connection alive, so with the
+        # defaults the collector runs young passes many times a second and long full passes
+        # every few seconds (figures: bench/README.md, Rooms). Reference cycles are rare
+        # here (frames and CRDT messages are untracked), so the later reclaim costs little
+        # memory.
         gc.set_threshold(10_000, 50, 100)
         host, port = self.config.host, self.config.port
         for server in self.servers:

@@ -10,7 +10,6 @@ there, keeping the query) and ``/demo/{demo.js,demo.css}`` its files, from the p
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Final
 
@@ -18,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from durasync.streams.protocol import error_body
+from durasync.browser_bundle import revalidated_file
+from durasync.httpwire import error_body
 
 __all__ = ["DEMO_DIR", "demo_routes"]
 
@@ -39,14 +39,7 @@ async def _serve(request: Request) -> Response:
             error_body("NOT_FOUND", f"no file /demo/{name}"), 404, media_type="application/json"
         )
     body = (DEMO_DIR / name).read_bytes()
-    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    if request.method == "HEAD":
-        headers["Content-Length"] = str(len(body))
-        return Response(status_code=200, headers=headers, media_type=media_type)
-    return Response(body, headers=headers, media_type=media_type)
+    return revalidated_file(request, body, media_type)
 
 
 async def _redirect(request: Request) -> Response:

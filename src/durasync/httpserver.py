@@ -60,6 +60,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from durasync.httpwire import error_body
 from durasync.streams.app import CONNECTION_EXTENSION
 
 __all__ = [
@@ -157,7 +158,7 @@ _REASONS: Final = {
 
 
 def _refusal_bytes(status: int, code: str, message: str, extra: bytes = b"") -> bytes:
-    body = msgspec.json.encode({"error": {"code": code, "message": message}})
+    body = error_body(code, message)
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),

@@ -36,10 +36,11 @@ from starlette.routing import BaseRoute, Route
 
 from durasync import __version__
 from durasync.auth import AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.httpwire import error_body
 from durasync.namespaces import ReservedAccess
 from durasync.protocol.room_rules import room_name_problem
-from durasync.store.base import StoreError, StreamInfo, StreamNotFound
-from durasync.streams.protocol import error_body
+from durasync.store.base import StreamInfo
+from durasync.store.errors import NoSuchStream, StoreError
 
 if TYPE_CHECKING:
     from durasync.metrics import Metrics
@@ -231,12 +232,13 @@ class OpsApi:
         problem = room_name_problem(name)
         if problem is not None:
             return _error(400, "BAD_ROOM", problem)
-        from durasync.rooms.room import RoomFailed, journal_path
+        from durasync.rooms.errors import RoomFailed
+        from durasync.rooms.room import journal_path
 
         try:
             room = await self.rooms.get_room(name, create=False)
             journal = await self.store.head(journal_path(name))
-        except StreamNotFound:
+        except NoSuchStream:
             return _error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
         except (StoreError, RoomFailed) as exc:
             return _error(503, "STORE_UNAVAILABLE", str(exc))

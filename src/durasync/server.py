@@ -44,6 +44,7 @@ from durasync.auth import Authorizer, JWTAuthorizer, LoopbackAuthorizer
 from durasync.browser_bundle import bundle_routes
 from durasync.demo import demo_routes
 from durasync.httpserver import HttpLimits
+from durasync.httpwire import error_body
 from durasync.logs import RequestLog
 from durasync.metrics import Metrics
 from durasync.ops import OpsApi
@@ -53,7 +54,8 @@ from durasync.protocol.closecodes import CloseCode
 from durasync.replication.config import ReplicationConfig
 from durasync.rooms import RoomService, RoomSettings
 from durasync.rooms.presence import PresenceBus, RedisPresenceBus
-from durasync.store.base import LogStore, StoreError, StreamInfo
+from durasync.store.base import LogStore, StreamInfo
+from durasync.store.errors import StoreError
 from durasync.streams.app import (
     SECURITY_HEADERS,
     CorsPolicy,
@@ -63,7 +65,6 @@ from durasync.streams.app import (
     StreamSettings,
     answer_preflight,
 )
-from durasync.streams.protocol import error_body
 from durasync.streams.registry import REGISTRY_PATH, StreamRegistry
 
 __all__ = ["SecurityHeadersMiddleware", "ServerSettings", "create_app", "lifespan"]
@@ -88,7 +89,7 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ASGI app itself.
     http: HttpLimits = HttpLimits()
     #: ``redis://`` URL when the store is Redis (several nodes share it): rooms share presence
-    #: and live delivery through it (issue 6). ``None`` on one node.
+    #: and live delivery through it. ``None`` on one node.
     redis_url: str | None = None
     #: The rendezvous service for peer-to-peer connections (``/v1/rendezvous``, docs/p2p.md).
     rendezvous: RendezvousSettings = RendezvousSettings()
@@ -340,7 +341,7 @@ def create_app(
     )
     presence: PresenceBus | None = None
     if settings.redis_url:
-        # Several nodes: room presence is shared (and expires) through Redis (issue 6 §3).
+        # Several nodes: room presence is shared (and expires) through Redis.
         presence = RedisPresenceBus(settings.redis_url, settings.rooms.presence_timeout)
     rooms = RoomService(
         store,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,16 +42,6 @@ async def running(app: Starlette, port: int = 0) -> AsyncIterator[int]:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(10):
                 await task
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds, polling; fail after ``within`` seconds."""
-    step = 0.005
-    for _ in range(int(within / step)):
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def echo_app(hub: ReliableHub, *, auth_token: str | None = None) -> Starlette:

@@ -1,5 +1,5 @@
 """Chaos: stream tailers and room clients through the fault proxy while writers append and
-edit; the server is SIGKILLed and restarted once mid-run (issue 5 "How it is checked").
+edit; the server is SIGKILLed and restarted once mid-run.
 
 Scaled down to stay well under a minute; ``bench/chaos.py`` runs the full 50 + 50 version
 with the same scenario (:func:`run_chaos`).
@@ -18,8 +18,8 @@ from durasync.client import LiveMode, ResilientOptions, StreamClient
 from durasync.client.room import RoomClient
 from durasync.protocol import BackoffPolicy
 from faultproxy import FaultPlan, FaultProxy
+from helpers import eventually
 
-from .apps import eventually
 from .servers import ServerProc
 
 RETRY = BackoffPolicy(initial_delay=0.05, max_delay=0.5, min_delay=0.01)
@@ -123,7 +123,7 @@ async def run_chaos(
                 await asyncio.gather(*(m.synced() for m in members))
                 # Every member has seen everything: the same position (acks and
                 # broadcasts arrive exactly once per connection after the state).
-                await eventually(lambda: len({m.server_seq for m in members}) == 1, within=limit)
+                await eventually(lambda: len({m.server_seq for m in members}) == 1, timeout=limit)
 
             # Streams: every tailer got the whole stream exactly once and in order.
             full: list[Any] = []

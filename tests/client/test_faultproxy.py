@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from faultproxy import FaultPlan, FaultProxy
-
-from .apps import eventually
+from helpers import eventually
 
 
 @pytest.fixture

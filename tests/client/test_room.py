@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import json
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ from durasync.client import ResilientOptions
 from durasync.client.room import PresenceEvent, RoomChange, RoomClient
 from durasync.protocol import BackoffPolicy
 from faultproxy import FaultProxy
+from helpers import eventually
 
-from .apps import eventually
 from .servers import ServerProc
 
 FAST = ResilientOptions(
@@ -55,11 +55,6 @@ def set_x(room: RoomClient, key: str, value: Any) -> None:
     room.commit()
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll a condition on client state (no event exposes every one of them)."""
-    await eventually(predicate, within)
-
-
 async def journal_ids(http_url: str, room: str) -> list[str]:
     async with httpx.AsyncClient(timeout=10) as http:
         resp = await http.get(f"{http_url}/v1/rooms/{room}/journal", params={"offset": "-1"})
@@ -82,7 +77,9 @@ async def test_two_clients_converge_with_events_presence_and_undo(server: Server
             set_x(a if i % 2 else b, "root", i)
         await a.synced()
         await b.synced()
-        await until(lambda: a.replica.dump() == b.replica.dump() and b.server_seq == a.server_seq)
+        await eventually(
+            lambda: a.replica.dump() == b.replica.dump() and b.server_seq == a.server_seq
+        )
         assert a.graph.nodes["root"].props["x"] == 19
         assert await a.check() and await b.check()  # equal to the server's graph
         assert any("root" in c.keys and c.origin == "remote" for c in changes)
@@ -90,14 +87,14 @@ async def test_two_clients_converge_with_events_presence_and_undo(server: Server
         changes.clear()
         assert a.undo() is not None
         await a.synced()
-        await until(lambda: b.graph.nodes["root"].props["x"] != 19)
+        await eventually(lambda: b.graph.nodes["root"].props["x"] != 19)
         assert a.replica.dump() == b.replica.dump()
         assert any("root" in c.keys for c in changes)
         assert a.redo() is not None
         await a.synced()
-        await until(lambda: b.graph.nodes["root"].props.get("x") == 19)
+        await eventually(lambda: b.graph.nodes["root"].props.get("x") == 19)
         await a.set_presence({"cursor": [1, 2]})
-        await until(lambda: b.presence.get("alice") == {"cursor": [1, 2]})
+        await eventually(lambda: b.presence.get("alice") == {"cursor": [1, 2]})
         assert presence and presence[-1].client == "alice"
         assert a.unsynced == 0 and b.unsynced == 0
 
@@ -116,15 +113,15 @@ async def test_edits_while_disconnected_sync_on_reconnect_without_duplicates(
             set_x(flaky, "root", 1)
             proxy.refuse_for(0.5)
             proxy.cut_all()
-            await until(lambda: not flaky.connected)
+            await eventually(lambda: not flaky.connected)
             for v in (2, 3):
                 set_x(flaky, "root", v)  # offline: optimistic, queued
             assert flaky.graph.nodes["root"].props["x"] == 3
             assert flaky.unsynced >= 2
             async with asyncio.timeout(15):
                 await flaky.synced()
-            await until(lambda: watcher.graph.nodes.get("root") is not None)
-            await until(lambda: watcher.graph.nodes["root"].props.get("x") == 3)
+            await eventually(lambda: watcher.graph.nodes.get("root") is not None)
+            await eventually(lambda: watcher.graph.nodes["root"].props.get("x") == 3)
             assert flaky.replica.dump() == watcher.replica.dump()
             ids = await journal_ids(server.url, name)
             assert len(ids) == len(set(ids)) == 4  # root + 3 sets, each exactly once
@@ -158,13 +155,15 @@ async def test_resume_after_server_sigkill_loses_nothing_acked(tmp_path: Path) -
         set_x(a, "root", 100)
         set_x(b, "root", 200)
         srv.stop(signal.SIGKILL)
-        await until(lambda: not a.connected and not b.connected)
+        await eventually(lambda: not a.connected and not b.connected)
         set_x(a, "root", 300)  # while the server is down
         srv = ServerProc("durasync", port=port, data_dir=data)
         async with asyncio.timeout(20):
             await a.synced()
             await b.synced()
-        await until(lambda: a.replica.dump() == b.replica.dump() and a.server_seq == b.server_seq)
+        await eventually(
+            lambda: a.replica.dump() == b.replica.dump() and a.server_seq == b.server_seq
+        )
         ids = await journal_ids(srv.url, name)
         assert len(ids) == len(set(ids))  # no duplicate
         assert set(acked) <= set(ids)  # nothing acknowledged was lost
@@ -190,9 +189,10 @@ async def test_check_asked_while_the_server_is_down_is_answered_after_it_returns
         root(a)
         await a.synced()
         srv.stop(signal.SIGKILL)
-        await until(lambda: not a.connected)
+        await eventually(lambda: not a.connected)
         check = asyncio.create_task(a.check())
-        await asyncio.sleep(0.2)  # the request is sent (and dropped) while the server is down
+        # The request is registered and handed to the pump (dropped: the server is down).
+        await eventually(lambda: len(a._checks) == 1)
         assert not check.done()
         srv = ServerProc("durasync", port=port, data_dir=data)
         async with asyncio.timeout(20):
@@ -215,7 +215,7 @@ async def test_new_epoch_reloads_and_keeps_unacked_edits(tmp_path: Path) -> None
         await a.synced()
         first_epoch = a.epoch
         srv.stop(signal.SIGKILL)
-        await until(lambda: not a.connected)
+        await eventually(lambda: not a.connected)
         set_x(a, "root", 7)  # offline edit against the lost room
         srv = ServerProc("durasync", port=port)
         async with asyncio.timeout(20):
@@ -291,9 +291,9 @@ async def test_undo_with_uncommitted_edits_sends_them_at_once(server: ServerProc
         assert undo is not None and undo.ops[0].targetMsgId == "ann:3"
         await a.synced()
         assert await journal_ids(server.url, name) == ["ann:1", "ann:2", "ann:3", "ann:4"]
-        await until(lambda: b.server_seq == 4)
+        await eventually(lambda: b.server_seq == 4)
         assert b.graph.nodes["root"].props["x"] == 1 and "y" not in b.graph.nodes["root"].props
         assert a.replica.dump() == b.replica.dump()
         assert a.redo() is not None
         await a.synced()
-        await until(lambda: b.graph.nodes["root"].props.get("y") == 5)
+        await eventually(lambda: b.graph.nodes["root"].props.get("y") == 5)

@@ -30,8 +30,9 @@ from durasync.protocol import (
     StateChanged,
 )
 from faultproxy import FaultPlan, FaultProxy
+from helpers import eventually
 
-from .apps import echo_app, eventually, running
+from .apps import echo_app, running
 
 S = ConnectionState
 FAST = BackoffPolicy(initial_delay=0.05, max_delay=0.2, min_delay=0.01)

@@ -1,4 +1,4 @@
-"""Fixtures of the cluster tests (issue 6): a real redis-server and two ``durasync serve`` nodes.
+"""Fixtures of the cluster tests: a real redis-server and two ``durasync serve`` nodes.
 
 - ``redis_server``: ``redis-server`` on a free loopback port, AOF ``appendfsync always``, its
   own directory under ``tmp_path`` (tests/redisproc.py); stopped by PID at the end.
@@ -8,17 +8,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from helpers import ServerProcess
 from redisproc import RedisServer
-from streams.serverproc import ServerProcess
 
 
 @dataclass
@@ -69,31 +67,6 @@ def live_readers(node: ServerProcess) -> int:
     """Open long-polls / SSE streams on ``node`` (its ``/healthz`` ``live`` count)."""
     body = httpx.get(f"{node.url}/healthz", timeout=5).json()
     return int(body.get("live", 0))
-
-
-def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll ``predicate()`` until true (bounded); raise AssertionError on timeout."""
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[bool] | bool], limit: float = 10.0, interval: float = 0.005
-) -> None:
-    """Await until ``predicate()`` (sync or async) is true; TimeoutError after ``limit`` s."""
-    async with asyncio.timeout(limit):
-        while True:
-            result = predicate()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(interval)
 
 
 async def live_count(client: httpx.AsyncClient, node: ServerProcess) -> int:

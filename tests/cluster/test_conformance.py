@@ -1,4 +1,4 @@
-"""The Durable Streams conformance suite against a two-node cluster sharing one Redis (issue 6).
+"""The Durable Streams conformance suite against a two-node cluster sharing one Redis.
 
 - against node A directly: all 338 tests (subscriptions included) must pass;
 - cross-node: through tests/routeproxy.py, which sends writes (PUT/POST/DELETE) to node A and

@@ -1,4 +1,4 @@
-"""Node failover (issue 6): SIGKILL a node mid-run; nothing acknowledged is lost, clients go on.
+"""Node failover: SIGKILL a node mid-run; nothing acknowledged is lost, clients go on.
 
 A writer (idempotent producer, DS §3) appends through node A and a live SSE reader tails the
 stream on node A too. Node A is SIGKILLed mid-run; both clients move to node B (what a load
@@ -16,9 +16,10 @@ import signal
 import httpx
 import pytest
 
+from helpers import eventually
 from redisproc import RedisServer
 
-from .conftest import eventually, start_node, stop_node
+from .conftest import start_node, stop_node
 
 N_MESSAGES = 80
 HEADERS = {"content-type": "application/json"}
@@ -100,7 +101,7 @@ async def test_sigkill_a_node_mid_run_loses_nothing_and_clients_continue_on_the_
                 asyncio.create_task(reader.run(path)),
             ]
             await eventually(
-                lambda: writer.acked >= N_MESSAGES // 3 and len(reader.seen) > 0, limit=30
+                lambda: writer.acked >= N_MESSAGES // 3 and len(reader.seen) > 0, timeout=30
             )
             await asyncio.to_thread(a.stop, signal.SIGKILL)
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)

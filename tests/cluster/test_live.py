@@ -1,4 +1,4 @@
-"""Cross-node live delivery (issue 6 part 2): readers on node B see appends made through node A.
+"""Cross-node live delivery: readers on node B see appends made through node A.
 
 Each round starts a live read on B, waits until B reports it open (``/healthz`` ``live``), then
 appends through A and measures the time from A's acknowledgement to B's answer. The nodes'
@@ -17,10 +17,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from helpers import ServerProcess, eventually
 from redisproc import RedisServer
-from streams.serverproc import ServerProcess
 
-from .conftest import eventually, live_count, start_node, stop_node
+from .conftest import live_count, start_node, stop_node
 
 #: Generous for a shared, noisy 2-core machine; the benchmark measures the real figure.
 PROMPT = 1.0
@@ -142,6 +142,6 @@ async def test_sse_readers_that_go_away_are_released(
             return await live_count(client, b) == 0
 
         try:
-            await eventually(released, limit=3)
+            await eventually(released, timeout=3)
         except TimeoutError:
             pytest.fail(f"{await live_count(client, b)} SSE requests outlived their clients")

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from durable_streams import astream
 
+from helpers import ServerProcess
 from opsutil import scrape, value, wait_for
 from redisproc import RedisServer
-from streams.serverproc import ServerProcess
 
 from .conftest import start_node, stop_node
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from helpers import ServerProcess, eventually, start_server
 from routeproxy import RouteProxy
-from streams.serverproc import ServerProcess, start_server
 
-from .conftest import eventually, live_count
+from .conftest import live_count
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ async def test_sse_streams_through_promptly_and_disconnect_ends_upstream(
                 # Forwarded as it arrived, not when the (minutes-long) SSE response ends.
                 assert time.monotonic() - sent < 1.0, line
             # The client left: the proxy ends its upstream SSE request too.
-            await eventually(lambda: _none_live(client, a), limit=10)
+            await eventually(lambda: _none_live(client, a), timeout=10)
 
 
 async def _live(client: httpx.AsyncClient, node: ServerProcess) -> bool:

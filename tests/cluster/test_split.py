@@ -1,4 +1,4 @@
-"""Split test (issue 6): a node that loses its Redis stops acknowledging, then recovers by itself.
+"""Split test: a node that loses its Redis stops acknowledging, then recovers by itself.
 
 While redis-server is down (SIGKILL, then restarted on the same port and AOF with
 ``appendfsync always``), node A must answer writes with 503 + ``Retry-After`` within a bound:
@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 from faultproxy import FaultProxy
+from helpers import ServerProcess, eventually
 from redisproc import RedisServer
-from streams.serverproc import ServerProcess
 
-from .conftest import Cluster, eventually, live_count, start_node, stop_node
+from .conftest import Cluster, live_count, start_node, stop_node
 
 N_MESSAGES = 60
 #: A write during the outage must be answered within this many seconds.
@@ -94,7 +94,7 @@ async def test_node_without_redis_answers_503_and_recovers_without_dups(cluster:
         assert r.status_code == 201, r.text
         writer = Writer(client, a.url + path)
         task = asyncio.create_task(writer.run(N_MESSAGES, pace=0.01))
-        await eventually(lambda: writer.acked >= N_MESSAGES // 4, limit=20)
+        await eventually(lambda: writer.acked >= N_MESSAGES // 4, timeout=20)
         redis.kill()
         # A plain append (no producer) during the outage: 503 + Retry-After, promptly.
         started = time.monotonic()
@@ -107,7 +107,7 @@ async def test_node_without_redis_answers_503_and_recovers_without_dups(cluster:
         # Reads that need Redis fail the same way (no stale or invented answer).
         head = await client.head(b.url + path)
         assert head.status_code == 503, head.status_code
-        await eventually(lambda: writer.unavailable >= 3, limit=20)
+        await eventually(lambda: writer.unavailable >= 3, timeout=20)
         acked_during_outage = writer.acked
         redis.start()
         await asyncio.wait_for(task, timeout=60)
@@ -170,7 +170,7 @@ async def _partition_scenario(
         assert r.status_code == 201, r.text
         writer = Writer(client, a.url + path)
         task = asyncio.create_task(writer.run(N_MESSAGES, pace=0.01))
-        await eventually(lambda: writer.acked >= N_MESSAGES // 4, limit=20)
+        await eventually(lambda: writer.acked >= N_MESSAGES // 4, timeout=20)
         # Partition A from Redis: bytes on open connections are held (a black hole, for
         # longer than A's Redis socket timeout) and new connections are reset.
         proxy.plan.stall = 4.0
@@ -186,7 +186,7 @@ async def _partition_scenario(
         assert (await client.put(b.url + other, headers=headers)).status_code == 201
         r = await client.post(b.url + other, content=b'{"via": "b"}', headers=headers)
         assert r.status_code == 204, r.text
-        await eventually(lambda: writer.unavailable >= 3, limit=30)
+        await eventually(lambda: writer.unavailable >= 3, timeout=30)
         # Heal the partition; A reconnects by itself. The connections of the partition are
         # reset, so bytes still held (commands A gave up on) are dropped, not delivered late;
         # held bytes released during the partition did reach Redis after A answered 503.

@@ -10,9 +10,10 @@ import struct
 import subprocess
 
 import pytest
-from crdt_helpers import msg, op, root_msg
 
 from durasync.crdt import SceneGraph, canonical_json, checksum, format_number
+
+from .crdt_helpers import msg, op, root_msg
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,12 @@ import random
 
 import msgspec
 import pytest
-from crdt_histories import History, causal_order, deliver_all, generate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durasync.crdt import Message, Replica, Snapshot
+
+from .crdt_histories import History, causal_order, deliver_all, generate
 
 SETTINGS = settings(
     max_examples=25,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from crdt_helpers import msg, op, root_msg
-
 from durasync.crdt import SceneGraph, format_tree
+
+from .crdt_helpers import msg, op, root_msg
 
 
 def sample() -> SceneGraph:

@@ -6,10 +6,11 @@ import math
 from typing import Any
 
 import pytest
-from crdt_helpers import msg, op, root_msg
 
 from durasync.crdt import SceneGraph, canonical_json
 from durasync.crdt.messages import validate_message
+
+from .crdt_helpers import msg, op, root_msg
 
 
 def graph(*children: str) -> SceneGraph:

@@ -7,9 +7,10 @@ import math
 
 import msgspec
 import pytest
-from crdt_helpers import msg, op, root_msg
 
 from durasync.crdt import CRDTValidationError, Message, Replica, Snapshot
+
+from .crdt_helpers import msg, op, root_msg
 
 
 def test_duplicates_never_double_apply_additive_ops() -> None:

@@ -12,9 +12,10 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 import pytest
-from crdt_helpers import msg, op, root_msg
 
 from durasync.crdt import Message, Replica
+
+from .crdt_helpers import msg, op, root_msg
 
 Runs = list[int]
 

@@ -13,14 +13,15 @@ import random
 from typing import Any
 
 import msgspec
-from crdt_helpers import op
-from crdt_histories import generate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from durasync.crdt import Message, Replica, Snapshot
 from durasync.crdt.messages import TEXT_OTYPES
 from durasync.crdt.text import parse_id
+
+from .crdt_helpers import op
+from .crdt_histories import generate
 
 
 class Room:

@@ -18,10 +18,11 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from client.apps import eventually, running
+from client.apps import running
 from durasync.endpoints import ReliableConnection, ReliableHub
 from durasync.protocol import CloseCode, FrameCodec, SessionLimits
 from durasync.protocol.frames import Ack, Bye, ErrorFrame, Frame, Hello, Msg, Welcome
+from helpers import eventually
 
 codec = FrameCodec("json")
 

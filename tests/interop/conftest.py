@@ -6,6 +6,7 @@ behaviour between our server and the reference shows up as a failing test id.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +14,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
 
-from _peers import ServerProc, start_ours, start_reference  # noqa: E402
+
+def _load_peers() -> object:
+    """bench/_peers.py (the benchmarks' server launchers), loaded from its file: bench/ is
+    scripts, not a package on the path."""
+    spec = importlib.util.spec_from_file_location("_peers", ROOT / "bench" / "_peers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_peers"] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+_peers = _load_peers()
+ServerProc = _peers.ServerProc  # type: ignore[attr-defined]
+start_ours = _peers.start_ours  # type: ignore[attr-defined]
+start_reference = _peers.start_reference  # type: ignore[attr-defined]
+JS_DIR = _peers.JS_DIR  # type: ignore[attr-defined]
 
 SERVER_KINDS = ["ours-memory", "ours-data", "reference-memory", "reference-file"]
 
@@ -35,5 +51,5 @@ def server(
     finally:
         code = proc.stop()
         if kind.startswith("ours"):
-            # SIGTERM must shut down cleanly (issue 2, CLI).
+            # SIGTERM must shut down cleanly.
             assert code == 0, f"{proc.name} exited with {code}:\n" + "\n".join(proc.output[-30:])

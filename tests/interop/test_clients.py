@@ -1,4 +1,4 @@
-"""Interop: clients we did not write drive the server (issue 2, "Interop").
+"""Interop: clients we did not write drive the server.
 
 - the npm ``@durable-streams/client`` through ``tests/js/interop.mjs``;
 - the PyPI ``durable-streams`` client, in-process.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from durable_streams import AsyncDurableStream, astream
 
-from _peers import JS_DIR, ServerProc
+from .conftest import JS_DIR, ServerProc
 
 pytestmark = pytest.mark.timeout(60)
 

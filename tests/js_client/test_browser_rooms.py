@@ -33,12 +33,11 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext, Page
 
 from browsers import watch_errors
-from client.apps import eventually
 from client.servers import ServerProc
 from durasync.client import ResilientOptions
 from durasync.client.room import RoomClient as PyRoomClient
 from durasync.protocol import BackoffPolicy
-from streams.serverproc import ServerProcess
+from helpers import ServerProcess, eventually
 
 from .jsbuild import ensure_built
 

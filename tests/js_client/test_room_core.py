@@ -27,9 +27,9 @@ from durasync.protocol.room_client import ClientRoomSession, PresenceEvent, Room
 from durasync.protocol.room_frames import (
     AckFrame,
     BroadcastFrame,
-    ErrorFrame,
     PingFrame,
     PresenceFrame,
+    RoomErrorFrame,
     ServerFrame,
     StateFrame,
     decode_client_frame,
@@ -188,7 +188,7 @@ def _script(fmt: str) -> list[dict[str, Any]]:
     add("frame", data=srv.frame(PresenceFrame(event="join", client="c", state={"n": 1})))
     add("frame", data=srv.frame(PresenceFrame(event="update", client="c", state={"n": 2})))
     add("frame", data=srv.frame(PresenceFrame(event="leave", client="b", reason="expired")))
-    add("frame", data=srv.frame(ErrorFrame(msgId=None, error="bad", code="MALFORMED_FRAME")))
+    add("frame", data=srv.frame(RoomErrorFrame(msgId=None, error="bad", code="MALFORMED_FRAME")))
     # a cut: the undo m3 reached the server (its ack was lost); offline edits wait
     add("lost")
     add("edit", op={"ot": "number.set", "key": "s1", "path": "size", "value": 7})
@@ -246,7 +246,7 @@ def _py_step(c: ClientRoomSession, fmt: str, st: dict[str, Any], committed: list
     elif do == "ack":
         c.receive_data(data(AckFrame(target(), st["seq"])), now)
     elif do == "error":
-        c.receive_data(data(ErrorFrame(msgId=target(), error="refused", code=st["code"])), now)
+        c.receive_data(data(RoomErrorFrame(msgId=target(), error="refused", code=st["code"])), now)
     elif do == "edit":
         c.edit(st["op"], now)
     elif do in ("commit", "undo", "redo"):
@@ -347,7 +347,7 @@ def runs() -> dict[str, Any]:
     scenarios.append({"client": "a", "format": "json", "steps": [
         {"do": "frame", "now": NOW, "data": srv.state(upto=0, since=None, epoch="E")},
         {"do": "presence", "now": NOW, "state": {"x": 1}},
-        {"do": "frame", "now": NOW, "data": srv.frame(ErrorFrame(msgId=None, error="slow down",
+        {"do": "frame", "now": NOW, "data": srv.frame(RoomErrorFrame(msgId=None, error="slow down",
                                                                  code="RATE_LIMITED"))},
         {"do": "tick", "now": NOW + 0.6},
     ]})  # fmt: skip

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
@@ -19,8 +17,6 @@ from durasync.p2p.identity import Identity
 from durasync.p2p.rendezvous import RendezvousSettings
 from durasync.server import ServerSettings, create_app
 from durasync.store import LogStore, MemoryStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 class Clock:
@@ -79,13 +75,3 @@ def identity() -> Identity:
 async def client(url: str, identity: Identity | None = None) -> AsyncIterator[RendezvousClient]:
     async with RendezvousClient(url, identity=identity) as c:
         yield c
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait (polling, bounded) until ``predicate()`` holds."""
-    step = 0.002
-    for _ in range(int(within / step)):
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError("condition not reached in time")

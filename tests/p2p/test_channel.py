@@ -16,8 +16,7 @@ from durasync.p2p.channel import (
 )
 from durasync.p2p.options import ChannelOptions
 from durasync.protocol import FrameCodec, SessionRegistry
-
-from .conftest import until
+from helpers import eventually
 
 
 def _nothing(*args: object) -> None:
@@ -108,7 +107,7 @@ async def test_exactly_once_in_order_across_link_replacements() -> None:
         a, b = pair()
         host.accept(b)
         client.attach(a)
-        await until(lambda: client.state is ChannelState.OPEN)
+        await eventually(lambda: client.state is ChannelState.OPEN)
         assert host.channel is not None
         for i in range(50):
             client.send(f"m{round_ * 50 + i}")
@@ -127,10 +126,10 @@ async def test_exactly_once_in_order_across_link_replacements() -> None:
         received.append(await asyncio.wait_for(host.channel.receive(), 5))
     assert received == [f"m{i}" for i in range(200)]
     assert opened == [True] * 5  # resumed every time
-    await until(lambda: client.unacked == 0)
+    await eventually(lambda: client.unacked == 0)
     await client.close(1)
     assert client.state is ChannelState.CLOSED
-    await until(lambda: host.channel is not None and host.channel.closed)
+    await eventually(lambda: host.channel is not None and host.channel.closed)
     with pytest.raises(ChannelClosedError):
         client.send("late")
 
@@ -147,7 +146,7 @@ async def test_queue_overflow_while_detached_drops_oldest_and_says_so() -> None:
     a, b = pair()
     host.accept(b)
     client.attach(a)
-    await until(lambda: host.channel is not None)
+    await eventually(lambda: host.channel is not None)
     assert host.channel is not None
     got = [await asyncio.wait_for(host.channel.receive(), 5) for _ in range(10)]
     assert got == [f"m{i}" for i in range(5, 15)]
@@ -160,7 +159,7 @@ async def test_queued_messages_expire_by_age() -> None:
     dropped: list[int] = []
     client.on("queue-overflow", dropped.append)
     client.send("old")
-    await until(lambda: dropped == [1])
+    await eventually(lambda: dropped == [1])
     assert client.queued == 0
     await client.close(0)
 
@@ -178,7 +177,7 @@ async def test_write_waits_for_room_instead_of_dropping() -> None:
     host.accept(b)
     client.attach(a)
     await asyncio.wait_for(blocked, 5)
-    await until(lambda: host.channel is not None)
+    await eventually(lambda: host.channel is not None)
     assert host.channel is not None
     got = [await asyncio.wait_for(host.channel.receive(), 5) for _ in range(5)]
     assert got == [f"m{i}" for i in range(5)]
@@ -195,17 +194,17 @@ async def test_high_water_mark_and_buffered_amount_low() -> None:
     a, b = pair()
     host.accept(b)
     client.attach(a)
-    await until(lambda: client.state is ChannelState.OPEN)
+    await eventually(lambda: client.state is ChannelState.OPEN)
     a.hold = True
     for _ in range(10):
         client.send("x" * 1000)
-    await until(lambda: client.unacked == 10)
+    await eventually(lambda: client.unacked == 10)
     await asyncio.sleep(0.02)
     assert 2000 < a.buffered_amount <= 3200  # stopped writing above the high-water mark
     assert client.buffered_amount > a.buffered_amount  # the rest waits in the channel
     a.drain()
     assert lows == [True]
-    await until(lambda: host.channel is not None)
+    await eventually(lambda: host.channel is not None)
     assert host.channel is not None
     got = [await asyncio.wait_for(host.channel.receive(), 5) for _ in range(10)]
     assert len(got) == 10
@@ -221,11 +220,11 @@ async def test_a_reader_that_stops_reading_stops_the_acks() -> None:
     client.attach(a)
     for i in range(100):
         client.send(f"m{i}")
-    await until(lambda: host.channel is not None and len(host.channel._inbox) == 8)
+    await eventually(lambda: host.channel is not None and len(host.channel._inbox) == 8)
     await asyncio.sleep(0.05)
     assert client.unacked >= 100 - 8  # nothing beyond what was delivered is acknowledged
     assert host.channel is not None
     got = [await asyncio.wait_for(host.channel.receive(), 5) for _ in range(100)]
     assert got == [f"m{i}" for i in range(100)]
-    await until(lambda: client.unacked == 0)
+    await eventually(lambda: client.unacked == 0)
     await client.close(1)

@@ -14,7 +14,7 @@ import pytest
 
 from durasync.cli import main
 from durasync.p2p.identity import Identity, InsecureKeyFile
-from streams.serverproc import start_server
+from helpers import start_server
 
 DURASYNC = [sys.executable, "-m", "durasync"]
 

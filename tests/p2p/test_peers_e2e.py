@@ -20,7 +20,7 @@ import pytest
 
 from durasync.p2p import ConnectionOptions, ConnectionState, DurableConnection
 from durasync.p2p.rtc import limit_host_addresses
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 FQN = "com.example.chat@1.0.0"
 PEER = Path(__file__).with_name("peer_proc.py")

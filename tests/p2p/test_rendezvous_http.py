@@ -16,9 +16,9 @@ from durasync.p2p.identity import Identity
 from durasync.p2p.rendezvous import RendezvousSettings
 from durasync.p2p.server import INDEX_PREFIX, USER_PREFIX
 from durasync.store import EmbeddedStore, MemoryStore
-from streams.serverproc import start_server
+from helpers import eventually, start_server
 
-from .conftest import client, serve, until
+from .conftest import client, serve
 
 FQN = "com.example.chat@1.0.0"
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\n"
@@ -123,7 +123,7 @@ async def test_drain_ends_every_waiting_long_poll_at_once(rv, identity) -> None:
             ]
             tasks = [asyncio.create_task(w) for w in waits]
             rendezvous, streams = app.state.rendezvous, app.state.streams
-            await until(lambda: (rendezvous.live_requests, streams.live_requests) == (3, 1))
+            await eventually(lambda: (rendezvous.live_requests, streams.live_requests) == (3, 1))
             assert (await http.get("/healthz")).json()["live"] == 4
             app.state.begin_shutdown()
             events, (cands, _), found, poll = await asyncio.wait_for(asyncio.gather(*tasks), 10)

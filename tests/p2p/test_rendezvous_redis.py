@@ -13,8 +13,8 @@ from durasync.p2p import ConnectionOptions, DurableConnection
 from durasync.p2p.client import RendezvousClient, RendezvousError
 from durasync.p2p.identity import Identity
 from durasync.p2p.rtc import limit_host_addresses
+from helpers import ServerProcess
 from redisproc import RedisServer
-from streams.serverproc import ServerProcess
 
 from .test_peers_e2e import FQN, Host
 

@@ -8,7 +8,7 @@ import pytest
 from durasync.crdt import Snapshot
 from durasync.protocol.errors import RemoteProtocolError
 from durasync.protocol.room_client import ClientRoomSession, RoomError
-from durasync.protocol.room_frames import AckFrame, ErrorFrame, StateFrame, SyncStatusFrame
+from durasync.protocol.room_frames import AckFrame, RoomErrorFrame, StateFrame, SyncStatusFrame
 
 NOW = 1_700_000_000.0
 
@@ -73,7 +73,7 @@ def test_rate_limited_resends_wait_and_keep_one_retry_per_message() -> None:
     assert msg is not None
     c.data_to_send()
     for _ in range(3):  # refused three times before the retry is due: one resend
-        c.receive_frame(ErrorFrame(msgId=msg.id, error="slow down", code="RATE_LIMITED"), NOW)
+        c.receive_frame(RoomErrorFrame(msgId=msg.id, error="slow down", code="RATE_LIMITED"), NOW)
     assert [e.code for e in c.events_received() if isinstance(e, RoomError)] == ["RATE_LIMITED"] * 3
     assert c.next_deadline() == pytest.approx(NOW + 0.5)
     c.tick(NOW + 0.4)

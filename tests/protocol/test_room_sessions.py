@@ -12,7 +12,7 @@ from durasync.protocol.room_client import CheckResult, PresenceEvent, RoomChange
 from durasync.protocol.room_frames import (
     AckFrame,
     CrdtFrame,
-    ErrorFrame,
+    RoomErrorFrame,
     StateFrame,
     SyncStatusFrame,
     encode_frame,
@@ -66,7 +66,9 @@ def test_members_join_edit_and_converge(fmt: str) -> None:
     assert ("remote", "root") in origins and ("local", "root") in origins
     # acks of own messages, broadcasts of the others', in serverSeq order per member
     for link in (a, b):
-        seqs = [f.serverSeq for f in link.received if not isinstance(f, StateFrame | ErrorFrame)]
+        seqs = [
+            f.serverSeq for f in link.received if not isinstance(f, StateFrame | RoomErrorFrame)
+        ]
         assert seqs == list(range(1, 8))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -11,12 +10,9 @@ import redis as redis_sync
 
 from durasync.store import EmbeddedStore, LogStore, MemoryStore
 from durasync.store.redis import RedisStore
+from redisproc import RedisServer
 
 from .procs import Serve
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from redisproc import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 
+import helpers as shared
+from crdt import crdt_histories
 from durasync.replication.config import ReplicationConfig, parse_config
 from durasync.rooms import RoomSettings
 from durasync.server import ServerSettings, create_app
 from durasync.store import LogStore, MemoryStore
 from durasync.streams.app import StreamSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from rooms import inprocess
 
 __all__ = [
     "Progress",
@@ -67,18 +64,11 @@ def app_with(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 20.0, step: float = 0.05
+    check: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 20.0,  # noqa: ASYNC109 - the bound of a polled condition
 ) -> None:
-    """Wait until ``await check()`` holds; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    for _ in range(int(within / step) + 1):
-        if await check():
-            return
-        if loop.time() > deadline:
-            break
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not reached within {within} s")
+    """:func:`helpers.eventually` with the longer bound replication between servers needs."""
+    await shared.eventually(check, timeout)
 
 
 class Progress:
@@ -110,19 +100,7 @@ async def read_all(client: httpx.AsyncClient, url: str, offset: str = "-1") -> t
             return out, offset
 
 
-def _load(relative: str, name: str) -> Any:
-    """A module of tests/ by path: names such as ``crdt`` and ``rooms`` may be bench/'s
-    modules on sys.path (tests/interop puts bench/ first; tests/rooms/test_e2e.py does the
-    same)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / relative)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 #: One random valid op of every otype family for a session's replica (tests/crdt).
-random_op = _load("crdt/crdt_histories.py", "crdt_histories_for_replication").random_op
+random_op = crdt_histories.random_op
 #: Serve an app in-process on a free loopback port (tests/rooms/inprocess.py).
-serving = _load("rooms/inprocess.py", "rooms_inprocess_for_replication").serving
+serving = inprocess.serving

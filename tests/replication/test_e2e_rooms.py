@@ -17,13 +17,12 @@ import pytest
 from durasync.client.room import RoomClient
 from durasync.crdt import Op
 from durasync.crdt.canonical import canonical_json
+from faultproxy import FaultPlan, FaultProxy
+from helpers import free_port
 
 from .helpers import Progress, eventually, random_op
 from .procs import Serve
 from .test_e2e_streams import write_links
-
-from faultproxy import FaultPlan, FaultProxy  # isort: skip
-from redisproc import free_port  # isort: skip
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +106,7 @@ async def converge(
         views = [await view(http, s, ROOM) for s in servers]
         return len(set(views)) == 1 and views[0].startswith("{")
 
-    await eventually(same, within=within)
+    await eventually(same, timeout=within)
     for s in servers:
         ids = await journal_ids(http, s, ROOM)
         assert len(ids) == len(set(ids)), f"a message journaled twice on {s.url}"
@@ -118,7 +117,7 @@ async def converge(
     async def members_agree() -> bool:
         return all(canonical_json(a.client.graph) == final for a in authors)
 
-    await eventually(members_agree, within=within)
+    await eventually(members_agree, timeout=within)
     return final
 
 
@@ -162,7 +161,7 @@ async def test_two_servers_converge_while_the_link_flaps_and_each_is_killed_once
             async def seeded() -> bool:
                 return all("n1" in a.client.graph.nodes for a in authors)
 
-            await eventually(seeded, within=30)
+            await eventually(seeded, timeout=30)
             progress = Progress()
             runs = [asyncio.create_task(a.run(40, progress)) for a in authors]
             try:
@@ -225,7 +224,7 @@ async def _topology(
             async def seeded() -> bool:
                 return all("n1" in a.client.graph.nodes for a in authors)
 
-            await eventually(seeded, within=30)
+            await eventually(seeded, timeout=30)
             progress = Progress()
             await asyncio.gather(*(a.run(15, progress) for a in authors))
             await converge(http, list(servers.values()), authors)
@@ -264,7 +263,7 @@ async def test_a_paused_link_behind_a_trimmed_room_journal_repairs_and_converges
             async def seeded() -> bool:
                 return "n1" in local.client.graph.nodes
 
-            await eventually(seeded, within=30)
+            await eventually(seeded, timeout=30)
             r = await http.post(edge.url + "/v1/replication/links/hub/pause")
             assert r.status_code == 200
             progress = Progress()
@@ -283,7 +282,7 @@ async def test_a_paused_link_behind_a_trimmed_room_journal_repairs_and_converges
 
             statuses: set[int] = set()
 
-            await eventually(trimmed, within=30)
+            await eventually(trimmed, timeout=30)
             # The paused edge dies and comes back: still paused (the ledger says so).
             edge.kill()
             edge.start()
@@ -293,7 +292,7 @@ async def test_a_paused_link_behind_a_trimmed_room_journal_repairs_and_converges
                 r = await http.get(edge.url + "/v1/replication/links")
                 return bool(r.json()["links"][0]["status"] == "paused")
 
-            await eventually(paused, within=30)
+            await eventually(paused, timeout=30)
             events: list[dict[str, object]] = []
             subscribed = asyncio.Event()
 
@@ -317,7 +316,7 @@ async def test_a_paused_link_behind_a_trimmed_room_journal_repairs_and_converges
                 async def repaired() -> bool:
                     return any(e["type"] == "repair:completed" for e in events)
 
-                await eventually(repaired, within=30)
+                await eventually(repaired, timeout=30)
                 gaps = [e for e in events if e["type"] == "gap:detected"]
                 assert gaps and gaps[0]["reason"] == "token_too_old", gaps
             finally:

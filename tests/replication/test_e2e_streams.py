@@ -8,19 +8,16 @@ import contextlib
 import json
 import random
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from faultproxy import FaultPlan, FaultProxy
+
 from .helpers import Progress, eventually, fast_settings
 from .procs import Serve
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from faultproxy import FaultPlan, FaultProxy
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +141,7 @@ async def test_mirror_20_streams_5_writers_identical_from_every_offset(
                     return False
             return True
 
-        await eventually(caught_up, within=60)
+        await eventually(caught_up, timeout=60)
         assert proxy.stats.cut > 0
         for p in paths:
             src_head = await http.head(source.base + p)
@@ -257,7 +254,7 @@ async def test_forward_each_message_once_in_order_across_cuts_and_kills(
                         return False
                 return True
 
-            await eventually(arrived, within=60)
+            await eventually(arrived, timeout=60)
             for p in paths:
                 _, body, _ = await full_read(http, remote_base + p, "-1")
                 if kinds[p] == "application/json":

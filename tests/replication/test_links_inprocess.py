@@ -13,10 +13,9 @@ import httpx
 
 from durasync.replication.events import Event
 from durasync.store import EmbeddedStore, MemoryStore
+from faultproxy import FaultProxy
 
 from .helpers import app_with, eventually, links, serving
-
-from faultproxy import FaultProxy  # isort: skip  (tests/ is on sys.path through .helpers)
 
 TEXT = {"Content-Type": "text/plain"}
 

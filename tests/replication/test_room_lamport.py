@@ -13,7 +13,8 @@ from durasync.crdt import Message, Op, Replica
 from durasync.protocol.room_frames import StateFrame, decode_server_frame
 from durasync.replication.rooms import RoomIndex
 from durasync.rooms import Room, RoomSettings
-from durasync.rooms.room import RoomFailed, archive_path, below, lamport_key
+from durasync.rooms.errors import RoomFailed
+from durasync.rooms.room import archive_path, below, lamport_key
 from durasync.store import MemoryStore
 
 

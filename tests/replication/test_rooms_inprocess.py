@@ -66,7 +66,7 @@ async def test_edits_on_both_servers_converge_for_every_otype() -> None:
                 two = await graph(http, edge, "lab-1")
                 return one == two and one.startswith("{")
 
-            await eventually(converged, within=30)
+            await eventually(converged, timeout=30)
             final = await graph(http, hub, "lab-1")
             otypes: set[str] = set()
             offset = "-1"
@@ -79,8 +79,8 @@ async def test_edits_on_both_servers_converge_for_every_otype() -> None:
                     break
             assert otypes == OTYPES
             # Members fold like their servers.
-            await eventually(lambda: _same(a, final), within=10)
-            await eventually(lambda: _same(b, final), within=10)
+            await eventually(lambda: _same(a, final), timeout=10)
+            await eventually(lambda: _same(b, final), timeout=10)
             await a.close()
             await b.close()
 
@@ -140,7 +140,7 @@ async def test_a_paused_link_behind_a_trimmed_journal_repairs_by_reconciliation(
                 two = await graph(http, edge, "lab-gap")
                 return one == two and '"edge"' in one
 
-            await eventually(converged, within=30)
+            await eventually(converged, timeout=30)
             gaps = [e for e in events if e.type == "gap:detected"]
             assert gaps and gaps[0].fields["reason"] == "token_too_old"
 
@@ -148,7 +148,7 @@ async def test_a_paused_link_behind_a_trimmed_journal_repairs_by_reconciliation(
                 # The graphs may agree a moment before the repair reports itself done.
                 return any(e.type == "repair:completed" for e in events)
 
-            await eventually(repaired, within=10)
+            await eventually(repaired, timeout=10)
             unit = edge_app.state.replication.runners["hub"].units["pull", "room", "lab-gap"]
             # Only what was missing moved, over every repair: the 60 messages written at
             # the hub while paused came by fetch (the one edge message went by the push, or

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from client.servers import ServerProc
 from durasync.store import LogStore, MemoryStore
 
 from .helpers import app_with, eventually, links, serving
-
-from client.servers import ServerProc  # isort: skip  (tests/ is on sys.path through .helpers)
 
 
 async def test_mirror_copies_streams_with_the_same_offsets(any_store: LogStore) -> None:

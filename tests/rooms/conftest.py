@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 _ids = itertools.count()
 

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from durasync.rooms.room import RoomSettings
 from durasync.server import ServerSettings, create_app
 from durasync.store.memory import MemoryStore
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room, ws_url
 from .test_e2e import msg

@@ -28,6 +28,7 @@ from durasync.rooms.room import JournalRecord, Member, Room, RoomSettings, journ
 from durasync.store.base import OFFSET_START, LogStore, ReadResult
 from durasync.store.memory import MemoryStore
 from durasync.store.redis import RedisStore
+from helpers import eventually
 from redisproc import RedisServer
 
 from .test_e2e import random_op
@@ -98,13 +99,6 @@ async def _journal(store: LogStore, room: str) -> list[JournalRecord]:
             return out
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
-    """Poll a condition that no single event signals (several tasks feed it)."""
-    async with asyncio.timeout(timeout):
-        while not cond():  # noqa: ASYNC110 - no one event covers both nodes' tasks
-            await asyncio.sleep(0.005)
-
-
 async def _opened(store: MemoryStore) -> MemoryStore:
     await store.open()
     return store
@@ -161,7 +155,7 @@ async def test_two_nodes_one_store_converge_exactly_once(
         m0 = first.rep.commit(1)
         assert m0 is not None
         await home[first.sid].submit(first.member, _copy(m0))
-        await _until(lambda: all(c.rep.has(m0.id) for c in clients))
+        await eventually(lambda: all(c.rep.has(m0.id) for c in clients))
         sent: list[Message] = [m0]
         counter = [0]
         resent: list[str] = []
@@ -193,7 +187,7 @@ async def test_two_nodes_one_store_converge_exactly_once(
 
         for c in clients:
             await c.wait(complete(c))
-        await _until(lambda: all(n.last_seq == len(sent) for n in nodes))
+        await eventually(lambda: all(n.last_seq == len(sent) for n in nodes))
 
         journal = await _journal(store, "cl")
         # Retention keeps everything here: seqs 1..N with no gap or duplicate, ids once each.
@@ -244,11 +238,11 @@ async def test_stale_snapshot_never_replaces_a_newer_one() -> None:
             m = rep.commit(1)
             assert m is not None
             await a.submit(None, _copy(m))
-        await _until(lambda: a.last_seq == target)
+        await eventually(lambda: a.last_seq == target)
 
     try:
         await write(10)
-        await _until(lambda: b.last_seq == 10)
+        await eventually(lambda: b.last_seq == 10)
         async with b._lock:  # b's follower cannot move: b's view stays at seq 10
             await write(10)
             async with a._lock:
@@ -256,7 +250,7 @@ async def test_stale_snapshot_never_replaces_a_newer_one() -> None:
             assert b.last_seq == 10
             assert await b.take_snapshot() is False  # stale seq 10: refused by the store
         # a trimmed the journal behind seq 15 while b's view ended at 10: b reloads (resync).
-        await _until(lambda: b.last_seq == 20)
+        await eventually(lambda: b.last_seq == 20)
         assert b.resyncs == 1
         async with b._lock:
             assert await b.take_snapshot() is False  # same seq as the stored one: refused
@@ -299,7 +293,7 @@ async def test_single_node_never_reads_back_its_own_appends() -> None:
             await room.submit(None, _copy(m))
             if i % 7 == 0:
                 await asyncio.sleep(0)  # let the follower observe intermediate tails
-        await _until(lambda: room.last_seq == 200 and room.inbox.empty())
+        await eventually(lambda: room.last_seq == 200 and room.inbox.empty())
         for _ in range(20):
             await asyncio.sleep(0)  # the follower gets every chance to (wrongly) read
         assert store.reads.get(journal_path("one"), 0) == loaded_reads
@@ -336,7 +330,7 @@ async def test_journal_written_without_stream_seq_still_loads_and_continues() ->
             assert m is not None
             submits.append((a if i % 2 else b).submit(None, _copy(m)))
         await asyncio.gather(*submits)
-        await _until(lambda: a.last_seq == b.last_seq == 15)
+        await eventually(lambda: a.last_seq == b.last_seq == 15)
         journal = await _journal(store, "legacy")
         assert [j.serverSeq for j in journal] == list(range(1, 16))
         assert a.replica.dump() == b.replica.dump()
@@ -373,7 +367,7 @@ async def test_catch_up_makes_a_resume_from_another_nodes_position_exact() -> No
             m = rep.commit(i)
             assert m is not None
             await a.submit(None, _copy(m))
-        await _until(lambda: a.last_seq == 5)
+        await eventually(lambda: a.last_seq == 5)
         probe = Client("p")
         probe.member = Member(
             "p",

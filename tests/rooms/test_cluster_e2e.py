@@ -10,7 +10,7 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from durasync.client import ResilientOptions
 from durasync.client.room import RoomClient
 from durasync.protocol import BackoffPolicy
+from helpers import ServerProcess, eventually, start_server
 from redisproc import RedisServer
-from streams.serverproc import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room
 from .test_e2e import random_op
@@ -62,13 +62,6 @@ def cluster(tmp_path: Path) -> Iterator[list[ServerProcess]]:
 
 def _ws(node: ServerProcess) -> str:
     return node.url.replace("http://", "ws://")
-
-
-async def _until(cond: Callable[[], bool], within: float) -> None:
-    """Poll client state that no single event covers (several clients, several tasks)."""
-    async with asyncio.timeout(within):
-        while not cond():  # noqa: ASYNC110 - see docstring
-            await asyncio.sleep(0.02)
 
 
 async def _keep_alive(*conns: RoomConn) -> None:
@@ -121,7 +114,7 @@ async def test_two_nodes_converge_and_survive_sigkill(cluster: list[ServerProces
         m0 = first.commit()
         assert m0 is not None
         committed.append(m0.id)
-        await _until(lambda: all(c.replica.has(m0.id) for c in clients), 10)
+        await eventually(lambda: all(c.replica.has(m0.id) for c in clients), 10)
 
         async def author(c: RoomClient, steps: int) -> None:
             for _ in range(steps):
@@ -164,7 +157,7 @@ async def test_two_nodes_converge_and_survive_sigkill(cluster: list[ServerProces
                 return int(resp.headers["room-server-seq"])
 
             seq = await server_seq()
-            await _until(lambda: all(c.server_seq == seq for c in clients), 15)
+            await eventually(lambda: all(c.server_seq == seq for c in clients), 15)
             for c in clients:
                 assert await c.check(), c.client_id
             graph = (await http.get(f"{b.url}/v1/rooms/{room}")).text
@@ -233,7 +226,7 @@ async def test_redis_outage_stops_acks_then_recovers_without_duplicates(tmp_path
             journal = msgspec.json.decode(raw.content)
             assert [rec["serverSeq"] for rec in journal] == list(range(1, len(committed) + 1))
             assert sorted(rec["msg"]["id"] for rec in journal) == sorted(committed)
-            await _until(lambda: all(c.server_seq == seq for c in clients), 15)
+            await eventually(lambda: all(c.server_seq == seq for c in clients), 15)
             for c in clients:
                 assert c.replica.dump() == graph
         finally:

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from durasync.crdt import Message, Op, Replica, Snapshot
 from durasync.rooms.room import Room, RoomSettings
 from durasync.store.embedded import EmbeddedStore
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room, ws_url
 from .test_e2e import msg

@@ -14,7 +14,7 @@ import httpx
 import msgspec
 
 from durasync.crdt import Message, Op, Replica
-from streams.serverproc import ServerProcess
+from helpers import ServerProcess
 
 from .conftest import RoomConn, unique_room
 

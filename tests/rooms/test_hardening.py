@@ -24,7 +24,7 @@ from durasync.rooms.room import RoomSettings
 from durasync.server import ServerSettings, create_app
 from durasync.store.embedded import EmbeddedStore
 from durasync.store.memory import MemoryStore
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room, ws_url
 from .inprocess import serving

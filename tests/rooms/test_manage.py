@@ -8,7 +8,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from durasync.protocol.closecodes import CloseCode
-from streams.serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 from .conftest import RoomConn, unique_room
 from .test_access import auth_server, token  # noqa: F401 -- the fixture, reused

@@ -15,8 +15,9 @@ import durasync.rooms.room as room_module
 from durasync.crdt import Message, Op
 from durasync.rooms.room import Room, RoomSettings
 from durasync.store.memory import MemoryStore
+from helpers import eventually
 
-from .test_cluster import Client, _copy, _journal, _until
+from .test_cluster import Client, _copy, _journal
 from .test_e2e import random_op
 
 
@@ -80,12 +81,12 @@ async def test_writer_acks_while_a_snapshot_is_being_built(
         await c.wait(lambda: len(c.acks) == len(sent))
         # The snapshot planned at 20 messages is still being built (its thread is held), yet
         # every later message was sequenced and acknowledged.
-        await _until(started.is_set)
+        await eventually(started.is_set)
         assert room._snapshotting is not None
         assert room.snap.seq == 0 and room.last_seq == len(sent)
         assert sorted(c.acks.values()) == list(range(1, len(sent) + 1))
         gate.set()
-        await _until(lambda: room.snap.seq > 0 and room._snapshotting is None)
+        await eventually(lambda: room.snap.seq > 0 and room._snapshotting is None)
         assert room.snap.seq >= 20
         # The installed replica was caught up with what came after its snapshot.
         await c.wait(lambda: c.rep.pending_count == 0)
@@ -132,7 +133,7 @@ async def test_snapshots_during_concurrent_writes_lose_nothing(
 
         for c in clients:
             await c.wait(complete(c))
-        await _until(lambda: room._snapshotting is None)
+        await eventually(lambda: room._snapshotting is None)
         assert room.last_seq == len(sent)
         # Snapshots happened while clients wrote, and they caught up with the writes.
         assert len(snaps) >= 3 and snaps == sorted(snaps)

@@ -7,7 +7,6 @@ before each test.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,9 +15,6 @@ import redis as redis_sync
 
 from durasync.store import EmbeddedStore, LogStore, MemoryStore
 from durasync.store.redis import RedisStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from redisproc import RedisServer
 
 BACKENDS = ["memory", "embedded", "redis"]
@@ -62,3 +58,11 @@ async def store(new_store: LogStore) -> AsyncIterator[LogStore]:
     """An opened backend of each kind, closed after the test."""
     async with new_store as opened:
         yield opened
+
+
+def waiting(store: LogStore) -> int:
+    """Live waits parked in ``store`` right now (its notifier's or its tail's count)."""
+    if isinstance(store, RedisStore):
+        return store._tail.parked
+    assert isinstance(store, MemoryStore | EmbeddedStore)
+    return store._notifier.waiters

@@ -41,7 +41,6 @@ def batch_messages(writer: str, n: int) -> list[bytes]:
 
 
 async def _writer_main(data_dir: Path, spec: list[dict[str, object]]) -> None:
-    sys.path.insert(0, str(HERE.parents[2] / "src"))
     from durasync.store import EmbeddedStore, Producer, StreamConfig
 
     store = EmbeddedStore(data_dir)

@@ -22,26 +22,26 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from durasync.store.base import (
+from durasync.httpwire import media_type
+from durasync.store.base import Producer, StreamConfig
+from durasync.store.engine import StreamMeta, live_meta
+from durasync.store.errors import (
     ContentTypeMismatch,
-    Producer,
+    DataGone,
+    NoSuchStream,
     ProducerBadEpochStart,
-    ProducerFenced,
-    ProducerSeqGap,
+    ProducerSeqAhead,
     SeqConflict,
+    StaleProducerEpoch,
     StoreError,
     StoreUnavailable,
     StreamClosed,
-    StreamConfig,
-    StreamGone,
-    StreamNotFound,
 )
-from durasync.store.engine import StreamMeta, live_meta
+from durasync.store.offsets import OFFSET_FMT
 from durasync.store.redis import scripts
 from durasync.store.rules import (
     PRODUCER_STATE_TTL_SECONDS,
     ProducerState,
-    media_type,
     plan_append,
 )
 
@@ -93,8 +93,8 @@ class Outcome:
     close: bool = False
     #: The Stream-Seq the append records.
     stream_seq: str | None = None
-    #: Error fields: ``tail`` (StreamClosed), ``current_epoch`` (ProducerFenced),
-    #: ``expected``/``received`` (ProducerSeqGap).
+    #: Error fields: ``tail`` (StreamClosed), ``current_epoch`` (StaleProducerEpoch),
+    #: ``expected``/``received`` (ProducerSeqAhead).
     detail: dict[str, object] = field(default_factory=dict)
 
 
@@ -108,7 +108,7 @@ def error(kind: type[StoreError], **detail: object) -> Outcome:
     return Outcome(kind, detail=detail)
 
 
-TAIL = scripts.OFFSET_FMT % (3, 30)
+TAIL = OFFSET_FMT % (3, 30)
 CLOSED = Before(closed=True)
 P14 = ProducerState(1, 4, T0)  # producer p at epoch 1, last seq 4
 CLOSER = Producer("p", 1, 4)
@@ -117,9 +117,9 @@ OLD = NOW - PRODUCER_STATE_TTL_SECONDS
 
 CASES: list[tuple[str, Before, Request, Outcome]] = [
     # -- existence and expiry (DS §1: expired behaves as absent; §6 soft delete)
-    ("missing stream", Before(exists=False), Request(), error(StreamNotFound)),
+    ("missing stream", Before(exists=False), Request(), error(NoSuchStream)),
     ("sliding ttl alive", Before(ttl_seconds=60), Request(now=T0 + 59.5), appended()),
-    ("sliding ttl at its end", Before(ttl_seconds=60), Request(now=T0 + 60), error(StreamNotFound)),
+    ("sliding ttl at its end", Before(ttl_seconds=60), Request(now=T0 + 60), error(NoSuchStream)),
     (
         "sliding ttl counts from the last touch",
         Before(ttl_seconds=60, touched_at=T0 + 50),
@@ -127,21 +127,21 @@ CASES: list[tuple[str, Before, Request, Outcome]] = [
         appended(),
     ),
     ("expires-at ahead", Before(expires_at=T0 + 30), Request(now=T0 + 29.5), appended()),
-    ("expires-at reached", Before(expires_at=T0 + 30), Request(now=T0 + 30), error(StreamNotFound)),
+    ("expires-at reached", Before(expires_at=T0 + 30), Request(now=T0 + 30), error(NoSuchStream)),
     (
         "expires-at wins over a live ttl",
         Before(ttl_seconds=600, expires_at=T0 + 5),
         Request(),
-        error(StreamNotFound),
+        error(NoSuchStream),
     ),
-    ("soft-deleted", Before(soft_deleted=True), Request(), error(StreamGone)),
+    ("soft-deleted", Before(soft_deleted=True), Request(), error(DataGone)),
     (
         "expired beats soft-deleted",
         Before(soft_deleted=True, ttl_seconds=5),
         Request(),
-        error(StreamNotFound),
+        error(NoSuchStream),
     ),
-    ("expired beats closed", Before(closed=True, ttl_seconds=5), Request(), error(StreamNotFound)),
+    ("expired beats closed", Before(closed=True, ttl_seconds=5), Request(), error(NoSuchStream)),
     # -- closed streams (DS §2 POST: closed comes first; §3 closing request retried)
     ("closed: data", CLOSED, Request(), error(StreamClosed, tail=TAIL)),
     ("closed: close-only", CLOSED, Request(messages=(), close=True), Outcome("closed_only")),
@@ -252,7 +252,7 @@ CASES: list[tuple[str, Before, Request, Outcome]] = [
         "new producer not at seq 0",
         Before(),
         Request(producer=Producer("q", 0, 3)),
-        error(ProducerSeqGap, expected=0, received=3),
+        error(ProducerSeqAhead, expected=0, received=3),
     ),
     ("next seq", Before(producer=P14), Request(producer=Producer("p", 1, 5)), appended((1, 5))),
     (
@@ -271,19 +271,19 @@ CASES: list[tuple[str, Before, Request, Outcome]] = [
         "seq skips ahead",
         Before(producer=P14),
         Request(producer=Producer("p", 1, 7)),
-        error(ProducerSeqGap, expected=5, received=7),
+        error(ProducerSeqAhead, expected=5, received=7),
     ),
     (
         "stale epoch is fenced",
         Before(producer=P14),
         Request(producer=Producer("p", 0, 9)),
-        error(ProducerFenced, current_epoch=1),
+        error(StaleProducerEpoch, current_epoch=1),
     ),
     (
         "stale epoch is fenced even at a duplicate seq",
         Before(producer=P14),
         Request(producer=Producer("p", 0, 0)),
-        error(ProducerFenced, current_epoch=1),
+        error(StaleProducerEpoch, current_epoch=1),
     ),
     (
         "new epoch at seq 0",
@@ -307,7 +307,7 @@ CASES: list[tuple[str, Before, Request, Outcome]] = [
         "state forgotten after the producer ttl: seq restarts",
         Before(producer=ProducerState(3, 9, OLD - 1)),
         Request(producer=Producer("p", 3, 10)),
-        error(ProducerSeqGap, expected=0, received=10),
+        error(ProducerSeqAhead, expected=0, received=10),
     ),
     (
         "state kept at exactly the producer ttl",
@@ -331,13 +331,13 @@ CASES: list[tuple[str, Before, Request, Outcome]] = [
         "largest safe epoch fences the one below",
         Before(producer=ProducerState(SAFE, 0, T0)),
         Request(producer=Producer("p", SAFE - 1, 0)),
-        error(ProducerFenced, current_epoch=SAFE),
+        error(StaleProducerEpoch, current_epoch=SAFE),
     ),
     (
         "largest safe seq skips ahead",
         Before(producer=P14),
         Request(producer=Producer("p", 1, SAFE)),
-        error(ProducerSeqGap, expected=5, received=SAFE),
+        error(ProducerSeqAhead, expected=5, received=SAFE),
     ),
     (
         "duplicate beats Stream-Seq",
@@ -349,7 +349,7 @@ CASES: list[tuple[str, Before, Request, Outcome]] = [
         "producer gap beats Stream-Seq",
         Before(producer=P14, last_stream_seq="5"),
         Request(producer=Producer("p", 1, 9), stream_seq="1"),
-        error(ProducerSeqGap, expected=5, received=9),
+        error(ProducerSeqAhead, expected=5, received=9),
     ),
     # -- Stream-Seq (DS §2: strictly increasing, byte-wise)
     ("first Stream-Seq", Before(), Request(stream_seq="a"), appended(stream_seq="a")),
@@ -468,9 +468,9 @@ def outcome_of(exc: StoreError) -> Outcome:
     detail: dict[str, object] = {}
     if isinstance(exc, StreamClosed):
         detail = {"tail": exc.tail}
-    elif isinstance(exc, ProducerFenced):
+    elif isinstance(exc, StaleProducerEpoch):
         detail = {"current_epoch": exc.current_epoch}
-    elif isinstance(exc, ProducerSeqGap):
+    elif isinstance(exc, ProducerSeqAhead):
         detail = {"expected": exc.expected, "received": exc.received}
     return Outcome(type(exc), detail=detail)
 
@@ -687,12 +687,12 @@ def test_the_table_covers_every_decision() -> None:
         "duplicate",
         "closed_only",
         "closed_duplicate",
-        StreamNotFound,
-        StreamGone,
+        NoSuchStream,
+        DataGone,
         StreamClosed,
         ContentTypeMismatch,
-        ProducerFenced,
+        StaleProducerEpoch,
         ProducerBadEpochStart,
-        ProducerSeqGap,
+        ProducerSeqAhead,
         SeqConflict,
     }

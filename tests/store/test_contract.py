@@ -16,20 +16,23 @@ from durasync.store import (
     OFFSET_START,
     BadOffset,
     ContentTypeMismatch,
+    DataGone,
     LogStore,
+    NoSuchStream,
     Producer,
     ProducerBadEpochStart,
-    ProducerFenced,
-    ProducerSeqGap,
+    ProducerSeqAhead,
     SeqConflict,
+    StaleProducerEpoch,
     StreamClosed,
     StreamConfig,
     StreamExists,
-    StreamGone,
-    StreamNotFound,
     TailMismatch,
 )
 from durasync.store.offsets import ZERO_OFFSET, decode_offset
+from helpers import eventually
+
+from .conftest import waiting
 
 TEXT = StreamConfig(content_type="text/plain")
 JSON = StreamConfig(content_type="application/json")
@@ -75,7 +78,7 @@ async def test_initial_offsets_start_at_zero_and_head(store: LogStore) -> None:
     info = await store.head("/h")
     assert info.byte_count == 5 and info.message_count == 2
     assert info.config.content_type == "text/plain"
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.head("/missing")
 
 
@@ -100,7 +103,7 @@ async def test_append_returns_increasing_offsets_and_reads_back(store: LogStore)
 
 
 async def test_append_to_missing_stream(store: LogStore) -> None:
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.append("/nope", [b"x"])
 
 
@@ -140,7 +143,7 @@ async def test_producer_accept_duplicate_gap(store: LogStore) -> None:
     assert dup.status == "duplicate" and dup.offsets == [] and dup.producer_seq == 1
     old = await store.append("/p", [b"a"], producer=Producer("w", 0, 0))
     assert old.status == "duplicate"
-    with pytest.raises(ProducerSeqGap) as gap:
+    with pytest.raises(ProducerSeqAhead) as gap:
         await store.append("/p", [b"d"], producer=Producer("w", 0, 3))
     assert (gap.value.expected, gap.value.received) == (2, 3)
     assert await all_data(store, "/p") == [b"a", b"b"]
@@ -148,7 +151,7 @@ async def test_producer_accept_duplicate_gap(store: LogStore) -> None:
 
 async def test_producer_unknown_must_start_at_zero(store: LogStore) -> None:
     await store.create("/p0", TEXT)
-    with pytest.raises(ProducerSeqGap) as gap:
+    with pytest.raises(ProducerSeqAhead) as gap:
         await store.append("/p0", [b"a"], producer=Producer("new", 0, 5))
     assert gap.value.expected == 0
 
@@ -156,7 +159,7 @@ async def test_producer_unknown_must_start_at_zero(store: LogStore) -> None:
 async def test_producer_epochs_fence_zombies(store: LogStore) -> None:
     await store.create("/e", TEXT)
     await store.append("/e", [b"a"], producer=Producer("w", 1, 0))
-    with pytest.raises(ProducerFenced) as fenced:
+    with pytest.raises(StaleProducerEpoch) as fenced:
         await store.append("/e", [b"z"], producer=Producer("w", 0, 1))
     assert fenced.value.current_epoch == 1
     with pytest.raises(ProducerBadEpochStart):
@@ -190,7 +193,7 @@ async def test_check_order_closed_before_content_type_before_producer(store: Log
         )
     # producer is checked before Stream-Seq
     await store.append("/o", [b"b"], stream_seq="z")
-    with pytest.raises(ProducerFenced):
+    with pytest.raises(StaleProducerEpoch):
         await store.append("/o", [b"x"], producer=Producer("w", 0, 0), stream_seq="a")
     await store.append("/o", [], close=True)
     # closed comes before everything
@@ -281,7 +284,7 @@ async def test_read_rejects_malformed_and_non_boundary_offsets(store: LogStore, 
 
 
 async def test_read_missing_stream(store: LogStore) -> None:
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("/missing")
 
 
@@ -332,7 +335,7 @@ async def test_wait_for_is_woken_by_close_and_delete(store: LogStore) -> None:
 async def test_wait_for_now_waits_for_the_next_append(store: LogStore) -> None:
     await store.create("/wn", TEXT, initial=[b"old"])
     waiter = asyncio.create_task(store.wait_for("/wn", OFFSET_NOW, 5.0))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: waiting(store) == 1)
     assert not waiter.done()
     await store.append("/wn", [b"new"])
     assert await asyncio.wait_for(waiter, 5.0)
@@ -347,9 +350,9 @@ async def test_delete_and_list(store: LogStore) -> None:
     assert [i.path for i in await store.list_streams("/x/")] == ["/x/1", "/x/2"]
     assert len(await store.list_streams(limit=2)) == 2
     await store.delete("/x/1")
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.delete("/x/1")
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("/x/1")
     assert [i.path for i in await store.list_streams("/x/")] == ["/x/2"]
     # A deleted path can be created again (DS §1 says SHOULD NOT reuse, but the
@@ -365,9 +368,9 @@ async def test_trim_makes_old_offsets_gone(store: LogStore) -> None:
     first = (await store.read("/t")).entries
     dropped = await store.trim("/t", first[2].offset)
     assert dropped == 2
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.read("/t", first[0].offset)
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.read("/t", created.info.start)
     assert await all_data(store, "/t") == [b"c"]
     info = await store.head("/t")
@@ -385,9 +388,9 @@ async def test_sliding_ttl_renewed_by_append_and_read_not_head(store: LogStore) 
     await store.read("/ttl", now=t0 + 16)
     await store.head("/ttl", now=t0 + 25)  # does not renew
     await store.read("/ttl", now=t0 + 25.9)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.head("/ttl", now=t0 + 36)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.append("/ttl", [b"b"], now=t0 + 36)
 
 
@@ -404,7 +407,7 @@ async def test_absolute_expiry_means_absent(store: LogStore) -> None:
     config = StreamConfig(content_type="text/plain", expires_at=t0 + 5)
     await store.create("/ex", config, initial=[b"a"], now=t0)
     assert await store.read("/ex", now=t0 + 4)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("/ex", now=t0 + 5)
     # An expired path is free again.
     assert (await store.create("/ex", TEXT, now=t0 + 6)).created
@@ -458,7 +461,7 @@ async def test_fork_defaults_to_source_tail_and_idempotent(store: LogStore) -> N
 
 async def test_fork_errors(store: LogStore) -> None:
     await store.create("/s3", TEXT, initial=[b"abc"])
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.create("/f3", StreamConfig(forked_from="/none"))
     for bad in ("9999999999999999_9999999999999999", "junk", "0000000000000000_0000000000000001"):
         with pytest.raises(BadOffset):
@@ -516,8 +519,11 @@ async def test_live_waits_on_fork_only_woken_by_fork_appends(store: LogStore) ->
     await store.create("/s6", TEXT, initial=[b"a"])
     fork = await store.create("/f6", StreamConfig(content_type="", forked_from="/s6"))
     waiter = asyncio.create_task(store.wait_for("/f6", fork.info.tail, 5.0))
+    source = asyncio.create_task(store.wait_for("/s6", OFFSET_NOW, 5.0))
+    await eventually(lambda: waiting(store) == 2)
     await store.append("/s6", [b"src"])
-    await asyncio.sleep(0.02)
+    # The source's waiter saw the append: a wake-up of the fork's would have come with it.
+    assert await asyncio.wait_for(source, 5.0)
     assert not waiter.done()
     await store.append("/f6", [b"own"])
     assert await asyncio.wait_for(waiter, 5.0)
@@ -534,11 +540,11 @@ async def test_soft_delete_keeps_data_for_forks_then_gc(store: LogStore) -> None
         store.append("/s7", [b"x"]),
         store.delete("/s7"),
     ):
-        with pytest.raises(StreamGone):
+        with pytest.raises(DataGone):
             await op
     with pytest.raises(StreamExists):
         await store.create("/s7", TEXT)
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.create("/h7", StreamConfig(content_type="", forked_from="/s7"))
     assert "/s7" not in [i.path for i in await store.list_streams()]
     assert await all_data(store, "/f7") == [b"a", b"b"]
@@ -601,7 +607,7 @@ async def test_append_at_elsewhere_than_the_tail_changes_nothing(store: LogStore
     assert await all_data(store, "/r1") == [b"xy", b"z"]
     with pytest.raises(BadOffset):
         await store.append_at("/r1", "nonsense", [b"q"])
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.append_at("/none", ZERO_OFFSET, [b"q"])
     with pytest.raises(ValueError):
         await store.append_at("/r1", done.tail, [])
@@ -615,7 +621,7 @@ async def test_append_at_moves_the_start_of_a_stream_that_retains_nothing(store:
     info = await store.head("/r2")
     assert info.start == start and info.message_count == 2
     assert await all_data(store, "/r2") == [b"m5", b"m6"]
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.read("/r2", ZERO_OFFSET)
     # Holding messages, it no longer jumps.
     with pytest.raises(TailMismatch):

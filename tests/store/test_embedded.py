@@ -10,13 +10,13 @@ import pytest
 
 from durasync.store import (
     CreateResult,
+    DataGone,
     EmbeddedStore,
     Producer,
-    ProducerSeqGap,
+    ProducerSeqAhead,
     StoreUnavailable,
     StreamClosed,
     StreamConfig,
-    StreamGone,
     open_store,
 )
 from durasync.store.engine import Engine
@@ -43,7 +43,7 @@ async def test_everything_survives_reopen(tmp_path: Path) -> None:
         assert result.closed and result.next_offset == tail
         with pytest.raises(StreamClosed):
             await store.append("/a", [b"more"])
-        with pytest.raises(StreamGone):
+        with pytest.raises(DataGone):
             await store.head("/src")
         assert [e.data for e in (await store.read("/fork")).entries] == [b"s"]
         await store.create("/b", TEXT)
@@ -51,7 +51,7 @@ async def test_everything_survives_reopen(tmp_path: Path) -> None:
         await store.create("/p", TEXT)
         await store.append("/p", [b"0"], producer=Producer("w", 0, 0))
     async with EmbeddedStore(tmp_path) as store:
-        with pytest.raises(ProducerSeqGap):
+        with pytest.raises(ProducerSeqAhead):
             await store.append("/p", [b"5"], producer=Producer("w", 0, 5))
         dup = await store.append("/p", [b"0"], producer=Producer("w", 0, 0))
         assert dup.status == "duplicate"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from durasync.store.notify import Deadlines, Notifier, WaitState
+from helpers import eventually
 
 
 async def test_notify_wakes_every_waiter_in_wait_order() -> None:
@@ -33,12 +34,13 @@ async def test_spurious_wake_keeps_waiting_until_ready() -> None:
     notifier = Notifier()
     state: dict[str, WaitState] = {"s": "wait"}
     task = asyncio.create_task(notifier.wait("p", lambda: state["s"], 5.0))
-    await asyncio.sleep(0)
-    notifier.notify("p")  # condition unchanged: the waiter re-registers
-    await asyncio.sleep(0.01)
-    assert not task.done() and notifier.waiters == 1
-    notifier.notify("other")
-    await asyncio.sleep(0.01)
+    await eventually(lambda: notifier.waiters == 1)
+    notifier.notify("p")  # wakes the waiter (its registration is dropped) ...
+    assert notifier.waiters == 0
+    await eventually(lambda: notifier.waiters == 1)  # ... which re-checks and registers again
+    assert not task.done()
+    notifier.notify("other")  # would have dropped the registration at once if it were a match
+    assert notifier.waiters == 1
     assert not task.done()
     state["s"] = "ready"
     notifier.notify("p")

@@ -8,8 +8,9 @@ import asyncio
 import pytest
 
 from durasync.store import LogStore
-from durasync.store.base import Entry, ReadResult, StreamConfig, StreamGone, StreamNotFound
+from durasync.store.base import Entry, ReadResult, StreamConfig
 from durasync.store.engine import ReadCache, StreamMeta
+from durasync.store.errors import DataGone, NoSuchStream
 
 TEXT = StreamConfig(content_type="text/plain")
 
@@ -77,8 +78,8 @@ async def test_trim_and_delete_are_seen(store: LogStore) -> None:
     await store.append("t", [b"c"])
     assert [e.data for e in (await store.read("t", first)).entries] == [b"a", b"b", b"c"]
     await store.trim("t", second)
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await store.read("t", first)
     await store.delete("t")
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(NoSuchStream):
         await store.read("t", second)

@@ -16,7 +16,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,13 +25,13 @@ import redis.asyncio as aioredis
 
 from durasync.store import (
     OFFSET_NOW,
+    DataGone,
+    NoSuchStream,
     Producer,
-    ProducerFenced,
+    StaleProducerEpoch,
     StoreClientError,
     StoreUnavailable,
     StreamConfig,
-    StreamGone,
-    StreamNotFound,
 )
 from durasync.store.base import ReadResult
 from durasync.store.redis import RedisStore
@@ -39,18 +39,10 @@ from durasync.store.redis import calls as redis_calls
 from durasync.store.redis import subscription as redis_subscription
 from durasync.store.redis.calls import CallConnection
 from faultproxy import FaultProxy
+from helpers import eventually
 from redisproc import RedisServer
 
 TEXT = StreamConfig(content_type="text/plain")
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait (polling) until ``check()`` holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -101,21 +93,19 @@ async def test_wait_on_one_node_wakes_on_append_through_the_other(
     created = await a.create("/live", TEXT)
     waiters = [asyncio.create_task(b.wait_for("/live", created.info.tail, 5.0)) for _ in range(3)]
     now_waiter = asyncio.create_task(b.wait_for("/live", OFFSET_NOW, 5.0))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: b._tail.parked == 4)
     assert not any(w.done() for w in [*waiters, now_waiter])
-    start = time.monotonic()
     await a.append("/live", [b"x"])
     assert await asyncio.wait_for(asyncio.gather(*waiters, now_waiter), 5.0) == [True] * 4
-    assert time.monotonic() - start < 1.0
     # Close and delete through A also reach B's waiters.
     tail = (await b.head("/live")).tail
     closing = asyncio.create_task(b.wait_for("/live", tail, 5.0))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: b._tail.parked == 1)
     await a.append("/live", [], close=True)
     assert await asyncio.wait_for(closing, 5.0) is True
     await a.create("/doomed", TEXT)
     deleted = asyncio.create_task(b.wait_for("/doomed", OFFSET_NOW, 5.0))
-    await asyncio.sleep(0.02)
+    await eventually(lambda: b._tail.parked == 1)
     await a.delete("/doomed")
     assert await asyncio.wait_for(deleted, 5.0) is False
 
@@ -169,7 +159,7 @@ async def test_concurrent_producer_appends_from_two_nodes_stay_exact(
 
     # Epoch fencing across nodes: once B's new epoch is in, A's old one is fenced.
     await b.append("/prod", [b"e1"], producer=Producer("p", 1, 0))
-    with pytest.raises(ProducerFenced) as fenced:
+    with pytest.raises(StaleProducerEpoch) as fenced:
         await a.append("/prod", [b"zombie"], producer=Producer("p", 0, 40))
     assert fenced.value.current_epoch == 1
 
@@ -188,14 +178,15 @@ async def test_subscriber_reconnect_wakes_waiters(nodes: tuple[RedisStore, Redis
     a, b = nodes
     created = await a.create("/resub", TEXT)
     waiter = asyncio.create_task(b.wait_for("/resub", created.info.tail, 10.0))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: b._tail.parked == 1)
     # Lose B's next tail message, as if it was published while B's
     # subscription was down.
     subscription = b._tail.subscription
     dispatch = subscription._on_message
-    subscription._on_message = lambda data: None
+    lost: list[bytes] = []
+    subscription._on_message = lost.append
     await a.append("/resub", [b"missed"])
-    await asyncio.sleep(0.1)
+    await eventually(lambda: len(lost) == 1)  # the message reached B, and was dropped
     assert not waiter.done()
     subscription._on_message = dispatch
     before = b.subscriptions
@@ -317,7 +308,7 @@ async def test_pipelined_calls_fail_independently(nodes: tuple[RedisStore, Redis
         return_exceptions=True,
     )
     assert not isinstance(ok, BaseException) and ok.status == "appended"
-    assert isinstance(missing, StreamNotFound)
+    assert isinstance(missing, NoSuchStream)
     assert not isinstance(closed_ok, BaseException) and closed_ok.closed
 
 
@@ -449,7 +440,7 @@ async def test_live_waiter_at_the_announced_tail_parks_without_asking_redis(
     # Data past the offset is known: True at once; at the tail: parks.
     assert await b.wait_for("/park", first.offsets[0], 5.0)
     waiter = asyncio.create_task(b.wait_for("/park", first.tail, 5.0))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: b._tail.parked == 1)
     assert not waiter.done()
     await a.append("/park", [b"2"])
     assert await asyncio.wait_for(waiter, 5.0)
@@ -485,7 +476,7 @@ async def test_silently_dead_subscription_is_detected_and_replaced(
             before = b.subscriptions
             proxy.plan.stall, proxy.plan.stall_rate = 2.5, 1.0
             await a.append("/partition", [b"held"])  # B's copy of the message is held
-            await eventually(lambda: not b._tail.subscribed, within=3.0)
+            await eventually(lambda: not b._tail.subscribed, timeout=3.0)
             assert not waiter.done()
             proxy.plan.stall_rate = 0.0  # new connections flow again
             # B resubscribes by itself and its waiter re-checks, long before
@@ -617,7 +608,7 @@ async def test_trim_drops_what_nodes_hold_for_live_readers(
     await a.trim("/trimmed", appended.offsets[1])
     await eventually(lambda: "/trimmed" not in b._tail._recent)
     go_on.set()
-    with pytest.raises(StreamGone):
+    with pytest.raises(DataGone):
         await asyncio.wait_for(reader, 5.0)
 
 

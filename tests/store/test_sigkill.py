@@ -11,16 +11,18 @@ bench/crash.py runs many more rounds.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-from crash_writer import run_rounds
+
+from helpers import random_seed
+
+from .crash_writer import run_rounds
 
 
 @pytest.mark.slow
 def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
-    seed = random.randrange(1 << 30)
+    seed = random_seed()
     totals = run_rounds(tmp_path / "data", 6, seed=seed)
     assert totals["acks"] > 0, totals
     assert totals["messages_checked"] > 0, totals

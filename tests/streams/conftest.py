@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,8 +20,7 @@ from starlette.applications import Starlette
 from durasync.server import ServerSettings, create_app
 from durasync.store import MemoryStore
 from durasync.streams.app import StreamSettings
-
-from .serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 TEST_SETTINGS = ServerSettings(
     streams=StreamSettings(long_poll_timeout=0.2, sse_max_duration=0.5, max_body_bytes=64 * 1024)
@@ -63,14 +61,3 @@ async def app_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
-
-
-def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    """Poll ``predicate()`` until true (bounded); raise on timeout."""
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from .serverproc import ServerProcess
+from helpers import ServerProcess
 
 STREAM_ROOT = "/v1/stream"
 

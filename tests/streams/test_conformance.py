@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import pytest
 
-from .serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 EXPECTED_TESTS = 338

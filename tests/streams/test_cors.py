@@ -12,8 +12,7 @@ from durasync.server import ServerSettings, create_app
 from durasync.store import MemoryStore
 from durasync.store.base import StreamConfig
 from durasync.streams.app import StreamSettings, normalize_origin
-
-from .serverproc import start_server
+from helpers import start_server
 
 S = "/v1/stream"
 ALLOWED = "https://app.example"

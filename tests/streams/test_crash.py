@@ -9,17 +9,18 @@ many more rounds.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
+
+from helpers import random_seed
 
 from .crash_http import run_rounds
 
 
 @pytest.mark.slow
 async def test_acknowledged_posts_survive_server_sigkill(tmp_path: Path) -> None:
-    seed = random.randrange(1 << 30)
+    seed = random_seed()
     totals = await run_rounds(tmp_path / "data", 4, seed=seed)
     assert totals["acks"] > 0, (seed, totals)
     assert totals["batches_checked"] == totals["acks"], (seed, totals)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from starlette.types import Message
@@ -19,6 +18,7 @@ from starlette.types import Message
 from durasync.store import MemoryStore
 from durasync.streams import protocol as p
 from durasync.streams.app import SHARED_MAX_BYTES, SHARED_SLOTS, StreamsApp, StreamSettings
+from helpers import eventually
 
 
 def _scope(
@@ -65,12 +65,6 @@ async def _append(
     assert sent[0]["status"] in (200, 204), sent
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not predicate():  # noqa: ASYNC110 - a bounded wait on another task's state
-            await asyncio.sleep(0.005)
-
-
 def _app() -> StreamsApp:
     return StreamsApp(MemoryStore(), StreamSettings(long_poll_timeout=5, sse_max_duration=5))
 
@@ -79,7 +73,7 @@ async def _long_polls(
     app: StreamsApp, path: str, queries: list[str]
 ) -> list[asyncio.Task[list[Message]]]:
     tasks = [asyncio.create_task(_call(app, _scope("GET", path, q))) for q in queries]
-    await _until(lambda: app.live_requests == len(queries))
+    await eventually(lambda: app.live_requests == len(queries))
     return tasks
 
 
@@ -163,11 +157,11 @@ async def test_sse_readers_get_identical_events_encoded_once() -> None:
         asyncio.ensure_future(_sse(app, "sse", f"offset={tail}&live=sse", out, stop))
         for out in outputs
     ]
-    await _until(lambda: all(len(out) == 1 for out in outputs))
+    await eventually(lambda: all(len(out) == 1 for out in outputs))
     for i in range(3):
         await _append(app, "sse", json.dumps({"i": i}).encode())
         want = 2 + i
-        await _until(lambda: all(len(out) == want for out in outputs))  # noqa: B023
+        await eventually(lambda: all(len(out) == want for out in outputs))  # noqa: B023
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     first = outputs[0]
@@ -190,9 +184,9 @@ async def test_sse_binary_and_text_readers_of_one_stream_do_not_mix() -> None:
         asyncio.ensure_future(_sse(app, "bin", f"offset={tail}&live=sse", a, stop)),
         asyncio.ensure_future(_sse(app, "bin", f"offset={tail}&live=sse&cursor=7", b, stop)),
     ]
-    await _until(lambda: len(a) == 1 and len(b) == 1)
+    await eventually(lambda: len(a) == 1 and len(b) == 1)
     await _append(app, "bin", b"\x00\x01", b"application/octet-stream")
-    await _until(lambda: len(a) == 2 and len(b) == 2)
+    await eventually(lambda: len(a) == 2 and len(b) == 2)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert a[1].startswith(b"event: data\ndata:AAE=\n\n")

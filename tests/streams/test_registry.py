@@ -20,8 +20,7 @@ from durable_streams import astream
 from durasync.server import ServerSettings, create_app
 from durasync.store import MemoryStore
 from durasync.store.base import StreamInfo
-
-from .serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 JSON = {"content-type": "application/json"}
 

@@ -18,15 +18,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 
 #: Documented bound (docs/deploy.md, "Limits and timeouts") on the RSS growth of the server
 #: for 100 clients that never read: the read budget (16 MiB of catch-up chunks held at once,
 #: which one more chunk may overshoot) plus per connection about one written piece, one SSE
-#: event and the transport's buffer (64 KiB each). Measured: +14-43 MiB (the old code:
-#: ~4 MiB per catch-up reader and ~10 MiB per SSE reader, held until the client left).
+#: event and the transport's buffer (64 KiB each).
 RSS_GROWTH_BOUND = 64 * 1024 * 1024
 WRITE_TIMEOUT = 1.0
 STREAM_BYTES = 20 * 1024 * 1024

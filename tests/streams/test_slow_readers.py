@@ -27,6 +27,7 @@ from durasync.streams.app import (
     StreamsApp,
     StreamSettings,
 )
+from helpers import eventually
 
 
 class FakeConnection:
@@ -257,12 +258,6 @@ async def test_concurrent_catch_ups_share_one_read_budget() -> None:
     assert app._held == 0
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not predicate():  # noqa: ASYNC110 - a bounded wait on another task's state
-            await asyncio.sleep(0.002)
-
-
 async def test_live_responses_end_when_the_connection_is_lost() -> None:
     store = MemoryStore()
     app = StreamsApp(store, StreamSettings(long_poll_timeout=60, sse_max_duration=60))
@@ -274,7 +269,7 @@ async def test_live_responses_end_when_the_connection_is_lost() -> None:
         asyncio.create_task(_get(app, "s", "offset=now&live=sse", conns[2])),
         asyncio.create_task(_get(app, "s", "offset=now&live=sse", conns[3])),
     ]
-    await _until(lambda: app.live_requests == 4)
+    await eventually(lambda: app.live_requests == 4)
     for conn in conns:
         conn.lose()
     done = await asyncio.wait_for(asyncio.gather(*tasks), 2)
@@ -320,7 +315,7 @@ async def test_readers_woken_by_one_append_share_one_read() -> None:
         asyncio.create_task(_get(app, "s", f"offset={tail}&live=sse", FakeConnection()))
         for _ in range(5)
     ]
-    await _until(lambda: app.live_requests == 10)
+    await eventually(lambda: app.live_requests == 10)
     await store.append("s", [b'{"a":1}'], content_type="application/json")
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert len(store.results[tail]) == 1

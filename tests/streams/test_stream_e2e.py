@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .serverproc import ServerProcess, start_server
+from helpers import ServerProcess, start_server
 
 S = "/v1/stream"
 TEXT = {"content-type": "text/plain"}

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 
 from durasync.server import ServerSettings, create_app
 from durasync.store import MemoryStore
-from durasync.store.base import StoreUnavailable
+from durasync.store.errors import StoreUnavailable
 from durasync.streams.app import StreamSettings, _parse_query
 
 S = "/v1/stream"

@@ -9,10 +9,11 @@ import re
 
 import pytest
 
+from durasync.httpwire import error_body, is_json
 from durasync.streams import protocol as p
 
 
-def _status(exc: pytest.ExceptionInfo[p.ProtocolError]) -> int:
+def _status(exc: pytest.ExceptionInfo[p.RequestRefused]) -> int:
     return exc.value.status
 
 
@@ -28,7 +29,7 @@ def test_valid_paths(path: str) -> None:
     "path", ["", "../etc", "a/../b", "a/./b", "a//b", "a/", "/a", "a\x00b", "a\\b", "x" * 1025]
 )
 def test_invalid_paths_are_400(path: str) -> None:
-    with pytest.raises(p.ProtocolError) as exc:
+    with pytest.raises(p.RequestRefused) as exc:
         p.validate_stream_path(path)
     assert _status(exc) == 400
     assert exc.value.code == "INVALID_PATH"
@@ -47,7 +48,7 @@ def test_offset_absent_and_sentinels() -> None:
     "values", [[""], ["a", "b"], ["0,1"], ["0 1"], ["a&b"], ["a=b"], ["a?b"], ["a/b"], ["x" * 257]]
 )
 def test_malformed_offsets_are_400(values: list[str]) -> None:
-    with pytest.raises(p.ProtocolError) as exc:
+    with pytest.raises(p.RequestRefused) as exc:
         p.parse_offset(values)
     assert _status(exc) == 400
 
@@ -61,12 +62,12 @@ def test_ttl_accepts_plain_integers() -> None:
 
 
 def test_ttl_zero_and_past_expiry_are_refused() -> None:
-    with pytest.raises(p.ProtocolError, match="at least 1"):
+    with pytest.raises(p.RequestRefused, match="at least 1"):
         p.parse_ttl("0")
     at = p.parse_expires_at("2030-01-01T00:00:00Z")
     assert p.check_expiry(at, now=at - 0.001) == at
     for now in (at, at + 1):
-        with pytest.raises(p.ProtocolError, match="in the past"):
+        with pytest.raises(p.RequestRefused, match="in the past"):
             p.check_expiry(at, now=now)
 
 
@@ -74,7 +75,7 @@ def test_decode_path_refuses_lenient_utf8() -> None:
     assert p.decode_path("a\ufffd", b"/v1/stream/a%EF%BF%BD") == "a\ufffd"
     assert p.decode_path("plain", b"/v1/stream/plain%FF") == "plain"  # only checked on U+FFFD
     for raw in (b"/v1/stream/a%FF", b"/v1/stream/a%C3", b"/v1/stream/a%ED%A0%80?x=%FF"):
-        with pytest.raises(p.ProtocolError) as exc:
+        with pytest.raises(p.RequestRefused) as exc:
             p.decode_path("a\ufffd", raw)
         assert exc.value.code == "INVALID_PATH"
 
@@ -83,7 +84,7 @@ def test_decode_path_refuses_lenient_utf8() -> None:
     "value", ["+3600", "03600", "3600.0", "3.6e3", "-1", "", " 1", "abc", "1" * 20]
 )
 def test_ttl_rejects_other_syntax(value: str) -> None:
-    with pytest.raises(p.ProtocolError) as exc:
+    with pytest.raises(p.RequestRefused) as exc:
         p.parse_ttl(value)
     assert _status(exc) == 400
 
@@ -98,7 +99,7 @@ def test_expires_at_parses_rfc3339() -> None:
     "value", ["tomorrow", "2030-01-01", "2030-13-01T00:00:00Z", "2030-01-01T00:00:00", "1893456000"]
 )
 def test_expires_at_rejects_garbage(value: str) -> None:
-    with pytest.raises(p.ProtocolError):
+    with pytest.raises(p.RequestRefused):
         p.parse_expires_at(value)
 
 
@@ -117,7 +118,7 @@ def test_producer_headers_all_or_none() -> None:
     assert p.parse_producer(None, None, None) is None
     assert p.parse_producer("w", "1", "2") == p.ProducerHeaders("w", 1, 2)
     for args in [("w", "1", None), (None, "1", "2"), ("w", None, "2")]:
-        with pytest.raises(p.ProtocolError):
+        with pytest.raises(p.RequestRefused):
             p.parse_producer(*args)
 
 
@@ -126,7 +127,7 @@ def test_producer_headers_all_or_none() -> None:
     [("", "0", "0"), ("w", "-1", "0"), ("w", "0", "1.5"), ("w", "01", "0"), ("w", "0", str(2**53))],
 )
 def test_producer_header_values_are_validated(pid: str, epoch: str, seq: str) -> None:
-    with pytest.raises(p.ProtocolError) as exc:
+    with pytest.raises(p.RequestRefused) as exc:
         p.parse_producer(pid, epoch, seq)
     assert _status(exc) == 400
 
@@ -139,7 +140,7 @@ def test_producer_max_safe_integer_is_allowed() -> None:
 def test_stream_seq() -> None:
     assert p.parse_stream_seq(None) is None
     assert p.parse_stream_seq("007") == "007"
-    with pytest.raises(p.ProtocolError):
+    with pytest.raises(p.RequestRefused):
         p.parse_stream_seq("")
 
 
@@ -152,13 +153,13 @@ def test_content_type_normalization() -> None:
         "application/json; charset=utf-8"
     )
     for bad in ["", "text", "text/", "/plain", "text/plain; bad", "a b/c"]:
-        with pytest.raises(p.ProtocolError):
+        with pytest.raises(p.RequestRefused):
             p.normalize_content_type(bad)
 
 
 def test_json_and_text_modes() -> None:
-    assert p.is_json_type("application/json; charset=utf-8")
-    assert not p.is_json_type("application/x-ndjson")
+    assert is_json("application/json; charset=utf-8")
+    assert not is_json("application/x-ndjson")
     assert p.is_text_type("text/csv")
     assert p.is_text_type("application/json")
     assert not p.is_text_type("application/octet-stream")
@@ -177,14 +178,14 @@ def test_json_flattens_exactly_one_level() -> None:
 
 def test_json_empty_array_rules() -> None:
     assert p.parse_json_messages(b"[]", allow_empty_array=True) == []
-    with pytest.raises(p.ProtocolError) as exc:
+    with pytest.raises(p.RequestRefused) as exc:
         p.parse_json_messages(b" [ ] ", allow_empty_array=False)
     assert _status(exc) == 400
 
 
 @pytest.mark.parametrize("body", [b"", b"[1,", b"{", b"[1] x", b"tru", b"\xff", b"[1,]"])
 def test_invalid_json_is_400(body: bytes) -> None:
-    with pytest.raises(p.ProtocolError) as exc:
+    with pytest.raises(p.RequestRefused) as exc:
         p.parse_json_messages(body, allow_empty_array=True)
     assert exc.value.code == "INVALID_JSON"
 
@@ -271,6 +272,6 @@ def test_sse_control_fields() -> None:
 
 
 def test_error_body_shape() -> None:
-    body = json.loads(p.error_body("X", "bad thing"))
+    body = json.loads(error_body("X", "bad thing"))
     assert body == {"error": {"code": "X", "message": "bad thing"}}
-    assert re.fullmatch(rb"[ -~]+", p.error_body("X", "y"))
+    assert re.fullmatch(rb"[ -~]+", error_body("X", "y"))

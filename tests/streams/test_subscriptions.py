@@ -27,13 +27,13 @@ from durasync.store.base import (
     ReadResult,
     StreamConfig,
     StreamInfo,
-    StreamNotFound,
 )
+from durasync.store.errors import NoSuchStream
+from durasync.streams.errors import SubscriptionError
 from durasync.streams.subscriptions import MAX_BODY, SubscriptionService
 from durasync.streams.subscriptions_core import (
     AckItem,
     Subscription,
-    SubscriptionError,
     WakeInput,
     WebhookSigner,
     b64url,
@@ -387,7 +387,7 @@ class FakeStore(LogStore):
         now: float | None = None,
     ) -> AppendResult:
         if path not in self.streams:
-            raise StreamNotFound(path)
+            raise NoSuchStream(path)
         self.streams[path].extend(messages)
         return AppendResult(status="appended", offsets=[], tail=self.tail(path), closed=False)
 
@@ -418,7 +418,7 @@ class FakeStore(LogStore):
 
     async def head(self, path: str, *, now: float | None = None) -> StreamInfo:
         if path not in self.streams:
-            raise StreamNotFound(path)
+            raise NoSuchStream(path)
         return StreamInfo(path=path, config=StreamConfig(), tail=self.tail(path), start=f"{0:016d}")
 
     async def delete(self, path: str) -> None:

@@ -1,4 +1,4 @@
-"""Subscriptions on a store shared by several nodes (DS §9 across a cluster, issue 6).
+"""Subscriptions on a store shared by several nodes (DS §9 across a cluster).
 
 Two :class:`SubscriptionService` instances ("node A" and "node B") over one real
 :class:`MemoryStore` in ``shared`` mode stand for two ``durasync serve`` processes on one
@@ -17,7 +17,8 @@ import msgspec
 import pytest
 
 from durasync.store import MemoryStore
-from durasync.store.base import StoreUnavailable, StreamConfig
+from durasync.store.base import StreamConfig
+from durasync.store.errors import StoreUnavailable
 from durasync.streams.subscriptions import SubscriptionService
 from durasync.streams.subscriptions_core import (
     KEYS_PATH,
@@ -29,6 +30,7 @@ from durasync.streams.subscriptions_core import (
     record_path,
     record_seq,
 )
+from helpers import eventually
 
 BASE = "http://127.0.0.1:4437"
 HOOK = "http://127.0.0.1:9/hook"
@@ -107,14 +109,6 @@ async def cluster() -> AsyncIterator[tuple[MemoryStore, Node, Node, Hooks]]:
         await store.close()
 
 
-async def _eventually(check: Any, limit: float = 5.0) -> None:
-    async with asyncio.timeout(limit):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.01)
-
-
 def test_record_helpers_round_trip() -> None:
     config = parse_create(b'{"type":"pull-wake","pattern":"a/*","wake_stream":"w"}')
     sub = Subscription(id="s 1", config=config, config_hash=config.config_hash(), created_at="t")
@@ -163,14 +157,14 @@ async def test_pull_wake_across_nodes_and_concurrent_claims(cluster: Any) -> Non
     )
     assert r.status_code == 201
     # The append lands through node B: B learns of "p" from the store's index.
-    await _eventually(lambda: _has(b.svc, "p"))
+    await eventually(lambda: _has(b.svc, "p"))
     tail = (await store.create("events/a", JSON, initial=[b"1"])).info.tail
     await b.svc.notify_append("events/a", tail)
 
     async def wake_written() -> bool:
         return bool((await store.read("wake")).entries)
 
-    await _eventually(wake_written)
+    await eventually(wake_written)
     event = msgspec.json.decode((await store.read("wake")).entries[0].data)
     assert event["subscription_id"] == "p" and event["generation"] == 1
     # Two workers claim at once through different nodes: exactly one wins.
@@ -227,7 +221,7 @@ async def test_webhook_delivered_once_and_auto_ack_visible_on_the_other_node(clu
         streams = (await b.http.get(_url("w"))).json()["streams"]
         return bool(streams) and streams[0]["acked_offset"] == tail
 
-    await _eventually(acked_on_b)
+    await eventually(acked_on_b)
     await asyncio.sleep(0.1)  # no duplicate delivery appears meanwhile (both nodes idle)
     assert len(hooks.requests) == 1
 
@@ -303,7 +297,7 @@ async def test_lease_of_a_dead_node_ends_on_the_next_append_elsewhere() -> None:
             },
         )
         assert r.status_code == 201
-    await _eventually(lambda: _has(b, "w"))
+    await eventually(lambda: _has(b, "w"))
     tail = (await store.create("e/a", JSON, initial=[b"1"])).info.tail
     await a.notify_append("e/a", tail)
     first = msgspec.json.decode((await hooks.wait(1)).content)  # delivered by A, never acked

@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from durasync import httpwire
+
 __all__ = ["add_append_command", "add_tail_command", "run_append", "run_tail"]
 
 EXIT_OK = 0
@@ -284,10 +286,6 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _is_json(content_type: str | None) -> bool:
-    return (content_type or "").split(";")[0].strip().lower() == "application/json"
-
-
 def _client() -> Any:
     from durasync.client.streams import StreamClient
 
@@ -311,7 +309,7 @@ class _Printer:
         self.terminal = terminal
 
     def write(self, data: bytes, offset: str, content_type: str | None) -> None:
-        if _is_json(content_type):
+        if httpwire.is_json(content_type):
             if data.strip():
                 messages = json.loads(data)
                 if not isinstance(messages, list):
@@ -429,7 +427,7 @@ async def _append(args: argparse.Namespace) -> int:
     async with _client() as client:
         content_type = await _prepare(client, args)
         producer = client.producer(args.url, content_type=content_type)
-        is_json = _is_json(content_type)
+        is_json = httpwire.is_json(content_type)
         if args.data != "-":
             started = time.monotonic()
             data: bytes = args.data.encode("utf-8", errors="surrogateescape")

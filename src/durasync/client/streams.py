@@ -55,6 +55,7 @@ from durasync.client.errors import (
     StreamGone,
     StreamNotFound,
 )
+from durasync.httpwire import is_json
 from durasync.protocol import Backoff, BackoffPolicy
 
 __all__ = [
@@ -126,10 +127,6 @@ class Batch:
         if not isinstance(value, list):
             raise ValueError("JSON-mode batch is not an array")
         return value
-
-
-def _is_json(content_type: str | None) -> bool:
-    return (content_type or "").split(";")[0].strip().lower() == "application/json"
 
 
 def _closed(resp: httpx.Response) -> bool:
@@ -592,13 +589,13 @@ class _TailState:
 
 
 def _empty(data: bytes, content_type: str | None) -> bool:
-    return not data or (_is_json(content_type) and data.strip() == b"[]")
+    return not data or (is_json(content_type) and data.strip() == b"[]")
 
 
 def _join(parts: list[bytes], content_type: str | None) -> bytes:
     if len(parts) == 1:
         return parts[0]
-    if _is_json(content_type):  # several JSON arrays: merge into one
+    if is_json(content_type):  # several JSON arrays: merge into one
         merged: list[Any] = []
         for p in parts:
             merged.extend(json.loads(p))

@@ -6,6 +6,8 @@ One hierarchy, split by blame (DESIGN.md "Conventions"):
   otype, wrong value shape, NaN/inf, wrong vector length, oversized value, undecodable bytes).
   It names the offending field as a JSON-path-like string (``"ops[2].value"``). Raising it
   never leaves a graph or replica half-modified: validation runs before anything is applied.
+
+  - :class:`TextOpError` -- a malformed text op or text edit (:mod:`durasync.crdt.text`).
 - :class:`CRDTUsageError` -- the *caller's* fault: an API used out of order (for example
   ``undo`` with nothing to undo is *not* an error, it returns ``None``; but feeding a snapshot
   of another format version is).
@@ -13,7 +15,7 @@ One hierarchy, split by blame (DESIGN.md "Conventions"):
 
 from __future__ import annotations
 
-__all__ = ["CRDTError", "CRDTUsageError", "CRDTValidationError"]
+__all__ = ["CRDTError", "CRDTUsageError", "CRDTValidationError", "TextOpError"]
 
 
 class CRDTError(Exception):
@@ -31,6 +33,10 @@ class CRDTValidationError(CRDTError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class TextOpError(CRDTValidationError):
+    """A text op or local text edit is malformed; ``field`` names the offending field."""
 
 
 class CRDTUsageError(CRDTError, RuntimeError):

@@ -39,16 +39,16 @@ Performance: nodes are ``__slots__`` objects with plain dicts; values are never 
 (every op builds a new list/dict), which lets checkpoints share nodes copy-on-write
 (:meth:`SceneGraph.checkpoint`). A node records the write epoch of the graph that created or
 cloned it; a graph may mutate a node in place only when the node's epoch is the graph's
-current one. Epochs come from one process-wide counter and a checkpoint (or restore) moves the
-graph to a fresh epoch, so a node shared with a checkpoint, or with any other graph, is cloned
-before its first write -- one integer comparison on an object the op touches anyway.
+current one. An epoch is a token object the graph makes for itself (no shared counter: the
+graph owns its epochs) and a checkpoint (or restore) moves the graph to a fresh one, so a node
+shared with a checkpoint, or with any other graph, is cloned before its first write -- one
+identity comparison on an object the op touches anyway.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final
 
 from msgspec import UNSET
@@ -73,9 +73,16 @@ TEXT: Final = _TextMarker()
 
 Stamp = tuple[int, str]
 
-#: Write epochs (see the module docstring). 0 is never a graph's epoch: a node built outside a
-#: graph (``Node(...)``, a decoded snapshot) is cloned before the first write of any graph.
-_next_epoch = itertools.count(1).__next__
+
+class Epoch:
+    """A write epoch (see the module docstring): compared by identity only."""
+
+    __slots__ = ()
+
+
+#: The epoch of a node built outside a graph (``Node(...)``, a decoded snapshot): never a
+#: graph's, so such a node is cloned before the first write of any graph.
+UNOWNED: Final = Epoch()
 
 
 class Node:
@@ -120,14 +127,14 @@ class Node:
         self.pstamp = pstamp
         # children known to be sorted by (created_at, key) with every child present
         self.csorted = not self.children
-        self.epoch = 0
+        self.epoch = UNOWNED
 
     @property
     def deleted(self) -> bool:
         """Whether the node is tombstoned."""
         return self.deleted_at is not None
 
-    def clone(self, epoch: int = 0) -> Node:
+    def clone(self, epoch: Epoch = UNOWNED) -> Node:
         """A copy (of write epoch ``epoch``) whose containers can be mutated without affecting
         ``self``."""
         n = Node.__new__(Node)
@@ -176,7 +183,7 @@ class SceneGraph:
         self.texts: dict[tuple[str, str], TextDoc] = {}
         self._cow = cow
         #: the write epoch: nodes of this epoch are this graph's own, mutable in place
-        self.epoch = _next_epoch()
+        self.epoch = Epoch()
         #: (key, path) of text docs that saw an op naming a char id they do not hold
         self.missing_refs: set[tuple[str, str]] = set()
 
@@ -199,26 +206,26 @@ class SceneGraph:
         """Freeze the current node table; later writes clone nodes before touching them."""
         if not self._cow:
             raise RuntimeError("checkpoint() needs a SceneGraph(cow=True)")
-        self.epoch = _next_epoch()
+        self.epoch = Epoch()
         return Checkpoint(self.nodes.copy(), self.root_key)
 
     def restore(self, cp: Checkpoint) -> None:
         """Return the node table to ``cp`` (text docs are not touched)."""
         self.nodes = cp.nodes.copy()
         self.root_key = cp.root_key
-        self.epoch = _next_epoch()
+        self.epoch = Epoch()
 
     def share_nodes(self) -> None:
         """Treat every current node as shared (cloned before its next write), e.g. after
         adopting nodes that other objects still reference."""
-        self.epoch = _next_epoch()
+        self.epoch = Epoch()
 
     def writable(self, key: str) -> Node | None:
         """The node ``key`` made safe to mutate (cloned if shared with a checkpoint)."""
         n = self.nodes.get(key)
         if n is None:
             return None
-        if n.epoch != self.epoch:
+        if n.epoch is not self.epoch:
             n = self.nodes[key] = n.clone(self.epoch)
         return n
 
@@ -227,13 +234,9 @@ class SceneGraph:
         n = self.nodes.get(key)
         if n is None or n.deleted_at is not None:
             return None
-        if n.epoch != self.epoch:
+        if n.epoch is not self.epoch:
             n = self.nodes[key] = n.clone(self.epoch)
         return n
-
-    def _add(self, n: Node) -> None:
-        n.epoch = self.epoch
-        self.nodes[n.key] = n
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -266,21 +269,6 @@ class SceneGraph:
             doc = self.texts.get((key, path))
             return doc.text() if doc is not None else ""
         return v
-
-    def visible_props(self, n: Node) -> dict[str, Any]:
-        """``n.props`` with text markers rendered to strings."""
-        out = n.props
-        if any(v is TEXT for v in out.values()):
-            out = dict(out)
-            for p, v in out.items():
-                if v is TEXT:
-                    doc = self.texts.get((n.key, p))
-                    out[p] = doc.text() if doc is not None else ""
-        return out
-
-    def live_nodes(self) -> Iterator[Node]:
-        """Nodes that are not tombstoned."""
-        return (n for n in self.nodes.values() if n.deleted_at is None)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -360,7 +348,7 @@ def _set(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     # reference §3 "LWW rule": no stamp, or higher lt, or equal lt and higher client
     st = n.lww.get(path)
     if st is None or lt > st[0] or (lt == st[0] and client > st[1]):
-        if n.epoch != g.epoch:
+        if n.epoch is not g.epoch:
             n = g.nodes[key] = n.clone(g.epoch)
         v = op.value
         t = type(v)
@@ -377,7 +365,7 @@ def _number_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None:
     n = g.nodes.get(key)
     if n is None or n.deleted_at is not None:
         return
-    if n.epoch != g.epoch:
+    if n.epoch is not g.epoch:
         n = g.nodes[key] = n.clone(g.epoch)
     props = n.props
     path = op.path
@@ -410,7 +398,7 @@ def _vector3_add(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     n = g.nodes.get(key)
     if n is None or n.deleted_at is not None:
         return
-    if n.epoch != g.epoch:
+    if n.epoch is not g.epoch:
         n = g.nodes[key] = n.clone(g.epoch)
     props = n.props
     path = op.path
@@ -673,7 +661,7 @@ def _node_insert(g: SceneGraph, op: Op, lt: int, client: str, ts: float) -> None
     epoch = g.epoch
     # The parent made writable (SceneGraph.writable, inlined: joins replay many inserts).
     parent = nodes.get(pk) if pk else None
-    if parent is not None and parent.epoch != epoch:
+    if parent is not None and parent.epoch is not epoch:
         parent = nodes[pk] = parent.clone(epoch)
     # Built slot by slot (as in Node.clone): the keyword-argument __init__ is the largest
     # single cost of an insert. The node fields leave the property bag by one pop each

@@ -81,7 +81,7 @@ import msgspec
 from msgspec import UNSET
 
 from durasync.crdt.canonical import canonical_json, checksum
-from durasync.crdt.errors import CRDTUsageError, CRDTValidationError
+from durasync.crdt.errors import CRDTUsageError, CRDTValidationError, TextOpError
 from durasync.crdt.graph import (
     _HANDLERS,
     TEXT,
@@ -102,7 +102,7 @@ from durasync.crdt.messages import (
     validate_message,
     validate_op,
 )
-from durasync.crdt.text import TextDoc, TextOpError
+from durasync.crdt.text import TextDoc
 
 __all__ = ["NodeState", "Replica", "Snapshot"]
 

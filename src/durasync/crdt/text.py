@@ -63,6 +63,8 @@ from typing import Any
 
 import msgspec
 
+from durasync.crdt.errors import TextOpError
+
 __all__ = [
     "DeleteEdit",
     "InsertEdit",
@@ -76,14 +78,6 @@ __all__ = [
 #: Spans per block before the block is split in two. Small enough that an in-block linear scan
 #: is cheap, large enough that the per-split renumbering of later blocks stays rare.
 _MAX_BLOCK = 64
-
-
-class TextOpError(ValueError):
-    """A text op or local edit is malformed; ``field`` names the offending field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 def parse_id(char_id: object, field: str = "id") -> tuple[str, int]:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from durasync.p2p.channel import ChannelState, DurableChannel
-    from durasync.p2p.client import RendezvousClient, RendezvousError
+    from durasync.p2p.client import RendezvousClient
     from durasync.p2p.connection import ConnectionState, DurableConnection
+    from durasync.p2p.errors import RendezvousError
     from durasync.p2p.host import DurableService
     from durasync.p2p.identity import Identity
     from durasync.p2p.options import ChannelOptions, ConnectionOptions, ServiceOptions
@@ -33,7 +34,7 @@ _WHERE = {
     "DurableService": "durasync.p2p.host",
     "Identity": "durasync.p2p.identity",
     "RendezvousClient": "durasync.p2p.client",
-    "RendezvousError": "durasync.p2p.client",
+    "RendezvousError": "durasync.p2p.errors",
     "ServiceOptions": "durasync.p2p.options",
 }
 

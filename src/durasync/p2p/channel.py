@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from durasync.p2p.errors import ChannelClosedError
 from durasync.p2p.events import (
     BufferedAmountLow,
     ChannelClosed,
@@ -83,10 +84,6 @@ class ChannelState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
-
-
-class ChannelClosedError(Exception):
-    """The channel is closed (or closing): nothing more can be sent."""
 
 
 class DurableChannel:

@@ -187,9 +187,9 @@ def run_host(args: argparse.Namespace) -> int:
 
 async def _host(args: argparse.Namespace) -> int:
     from durasync.p2p.channel import DurableChannel
-    from durasync.p2p.client import RendezvousError
+    from durasync.p2p.errors import InsecureKeyFile, RendezvousError
     from durasync.p2p.host import DurableService
-    from durasync.p2p.identity import Identity, InsecureKeyFile
+    from durasync.p2p.identity import Identity
     from durasync.p2p.options import ServiceOptions
 
     key = args.key if args.key is not None else Path(f"{args.user}.key")
@@ -259,8 +259,8 @@ def run_connect(args: argparse.Namespace) -> int:
 
 
 async def _connect(args: argparse.Namespace) -> int:
-    from durasync.p2p.channel import ChannelClosedError
-    from durasync.p2p.connection import ConnectionFailed, DurableConnection
+    from durasync.p2p.connection import DurableConnection
+    from durasync.p2p.errors import ChannelClosedError, PeerConnectionFailed
 
     conn = DurableConnection(
         args.url,
@@ -300,7 +300,7 @@ async def _connect(args: argparse.Namespace) -> int:
 
     try:
         await conn.connect()
-    except ConnectionFailed as exc:
+    except PeerConnectionFailed as exc:
         print(f"durasync p2p connect: {exc}", file=sys.stderr)
         await conn.close(0)
         return EXIT_FAILURE

@@ -14,6 +14,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import msgspec
 
+from durasync.p2p.errors import RendezvousError
 from durasync.p2p.identity import Identity
 
 __all__ = [
@@ -26,21 +27,6 @@ __all__ = [
 ]
 
 TOKEN_HEADER = "Rendezvous-Token"
-
-
-class RendezvousError(Exception):
-    """The server refused a request (``status`` 4xx/5xx) or could not be reached (0)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-    @property
-    def transient(self) -> bool:
-        """True when retrying the same request later may succeed (network, 5xx, 429, 503)."""
-        return self.status == 0 or self.status in (408, 425, 429) or self.status >= 500
 
 
 @dataclass(frozen=True, slots=True)

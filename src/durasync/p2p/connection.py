@@ -47,8 +47,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from durasync.p2p.channel import SESSION_PROTOCOL, DurableChannel, new_client_session
-from durasync.p2p.client import RendezvousClient, RendezvousError
+from durasync.p2p.client import RendezvousClient
 from durasync.p2p.control import Control
+from durasync.p2p.errors import PeerConnectionFailed, RendezvousError
 from durasync.p2p.events import (
     Closed,
     Connected,
@@ -70,15 +71,11 @@ from durasync.protocol import (
     Trigger,
 )
 
-__all__ = ["ConnectionFailed", "ConnectionState", "DurableConnection"]
+__all__ = ["ConnectionState", "DurableConnection", "PeerConnectionFailed"]
 
 log = logging.getLogger("durasync.p2p")
 
 _EVENTS = frozenset({"state", "connected", "reconnecting", "disconnected", "failed", "closed"})
-
-
-class ConnectionFailed(Exception):
-    """The connection reached ``failed``: attempts exhausted or refused for good."""
 
 
 def _permanent(exc: BaseException, *, ever_connected: bool) -> bool:
@@ -194,11 +191,11 @@ class DurableConnection:
         """Start connecting and wait until ``connected`` (retrying with backoff meanwhile).
 
         Raises:
-            ConnectionFailed: the connection reached ``failed`` (or was closed) first.
+            PeerConnectionFailed: the connection reached ``failed`` (or was closed) first.
         """
         if self._task is None:
             if self.state is not ConnectionState.CONNECTING:
-                raise ConnectionFailed(
+                raise PeerConnectionFailed(
                     f"connect() is legal in 'connecting', not {self.state.value!r}"
                 )
             self._task = asyncio.create_task(self._run(), name="DurableConnection")
@@ -210,7 +207,7 @@ class DurableConnection:
             self._state_changed.clear()
             await self._state_changed.wait()
         if self.state is not ConnectionState.CONNECTED:
-            raise ConnectionFailed(str(self._failure or self.state.value)) from self._failure
+            raise PeerConnectionFailed(str(self._failure or self.state.value)) from self._failure
 
     async def wait_for_state(self, *states: ConnectionState) -> ConnectionState:
         while self.state not in states:
@@ -300,7 +297,9 @@ class DurableConnection:
         delay = self._backoff.next_delay()
         if delay is None:
             self._fail(
-                ConnectionFailed(f"gave up after {self._backoff.attempts} attempts; last: {exc}")
+                PeerConnectionFailed(
+                    f"gave up after {self._backoff.attempts} attempts; last: {exc}"
+                )
             )
             return False
         if self.state is ConnectionState.CONNECTING:

@@ -48,8 +48,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from durasync.p2p.channel import SESSION_PROTOCOL, DurableChannel
-from durasync.p2p.client import RendezvousClient, RendezvousError
+from durasync.p2p.client import RendezvousClient
 from durasync.p2p.control import Control
+from durasync.p2p.errors import RendezvousError
 from durasync.p2p.events import (
     ChannelAccepted,
     Closed,

@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from durasync.p2p.errors import InsecureKeyFile
 from durasync.p2p.rendezvous import signing_payload
 
 __all__ = ["Identity", "InsecureKeyFile"]
@@ -26,10 +27,6 @@ __all__ = ["Identity", "InsecureKeyFile"]
 TIMESTAMP_HEADER = "Rendezvous-Timestamp"
 NONCE_HEADER = "Rendezvous-Nonce"
 SIGNATURE_HEADER = "Rendezvous-Signature"
-
-
-class InsecureKeyFile(Exception):
-    """A key file is readable by group or others (fix: ``chmod 600 FILE``)."""
 
 
 class Identity:

@@ -52,6 +52,8 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from durasync.p2p.errors import RequestError
+
 __all__ = [
     "AddOffers",
     "Answer",
@@ -86,6 +88,7 @@ _FQN_NAME_RE: Final = re.compile(
 _SEMVER_RE: Final = re.compile(
     r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})(-[0-9A-Za-z.-]{1,32})?"
 )
+
 _NONCE_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _UUID_NAMESPACE: Final = uuid.UUID("6f1c7a3e-2b59-4d1e-9a0c-5d6b8e7f1a24")
 _SIGNING_PREFIX: Final = b"durasync-rendezvous-v1\n"
@@ -147,16 +150,6 @@ class RendezvousSettings(msgspec.Struct, frozen=True, kw_only=True):
         if ttl is None:
             return self.default_ttl
         return min(max(ttl, self.min_ttl), self.max_ttl)
-
-
-class RequestError(Exception):
-    """A request (or record) is refused; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 # ---------------------------------------------------------------------------- syntax

@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from durasync.auth import Action, AuthError, Authorizer, credentials_from_scope
+from durasync.httpwire import error_body
 from durasync.p2p.identity import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from durasync.p2p.rendezvous import (
     AddOffers,
@@ -72,17 +73,9 @@ from durasync.p2p.rendezvous import (
     validate_sdp,
     verify_signature,
 )
-from durasync.store.base import (
-    LogStore,
-    StoreError,
-    StoreUnavailable,
-    StreamConfig,
-    StreamExists,
-    StreamGone,
-    StreamNotFound,
-)
+from durasync.store.base import LogStore, StreamConfig
+from durasync.store.errors import DataGone, NoSuchStream, StoreError, StoreUnavailable, StreamExists
 from durasync.store.offsets import decode_offset, is_offset
-from durasync.streams.protocol import error_body
 
 __all__ = ["RendezvousService", "rendezvous_routes"]
 
@@ -223,7 +216,7 @@ class RendezvousService:
                 ulog = UserLog(username, self.settings)
             try:
                 await self._advance(ulog)
-            except StreamGone:
+            except DataGone:
                 # Compacted below our position by another node: start cold.
                 ulog = UserLog(username, self.settings)
                 await self._advance(ulog)
@@ -248,7 +241,7 @@ class RendezvousService:
         while True:
             try:
                 res = await self.store.read(path, offset, max_messages=512)
-            except StreamNotFound:
+            except NoSuchStream:
                 ulog.state = None
                 ulog.offset = "-1"
                 return
@@ -262,7 +255,7 @@ class RendezvousService:
         path = self.user_path(ulog.username)
         try:
             info = await self.store.head(path)
-        except StreamNotFound:
+        except NoSuchStream:
             return
         if decode_offset(info.start)[0] == 0:
             await self._read_into(ulog, path, "-1")
@@ -303,7 +296,7 @@ class RendezvousService:
         data = encode_record(record)
         try:
             res = await self.store.append(path, [data])
-        except StreamNotFound:
+        except NoSuchStream:
             with contextlib.suppress(StreamExists):
                 await self.store.create(path, _CONFIG)
             res = await self.store.append(path, [data])
@@ -324,7 +317,7 @@ class RendezvousService:
             return
         snap = Snapshot(at=self.clock(), as_of=as_of, state=ulog.state)
         await self.store.append(path, [encode_record(snap)])
-        with contextlib.suppress(StreamNotFound):
+        with contextlib.suppress(NoSuchStream):
             await self.store.trim(path, as_of)
         ulog.since_snapshot = 0
 
@@ -337,7 +330,7 @@ class RendezvousService:
         """The username that published service ``uid`` (via its index), or 404."""
         try:
             res = await self.store.read(INDEX_PREFIX + uid, "-1", max_messages=1)
-        except (StreamNotFound, StreamGone):
+        except (NoSuchStream, DataGone):
             raise RequestError(404, "NO_SUCH_SERVICE", f"no service {uid}") from None
         if not res.entries:
             raise RequestError(404, "NO_SUCH_SERVICE", f"no service {uid}")
@@ -399,7 +392,7 @@ class RendezvousService:
             name = info.path[len(USER_PREFIX) :]
             ulog = await self.fold(name)
             if ulog.is_empty(now):
-                with contextlib.suppress(StreamNotFound, StreamGone):
+                with contextlib.suppress(NoSuchStream, DataGone):
                     await self.store.delete(info.path)
                     deleted += 1
                 self._drop_cached(name)
@@ -414,7 +407,7 @@ class RendezvousService:
             except RequestError:
                 continue
             if (await self.fold(owner)).service(uid, now) is None:
-                with contextlib.suppress(StreamNotFound, StreamGone):
+                with contextlib.suppress(NoSuchStream, DataGone):
                     await self.store.delete(info.path)
                     deleted += 1
         return deleted

@@ -15,6 +15,13 @@ Hierarchy (split by blame, as in h11):
     sequence number from the future, an ack for a message never sent).
     Always permanent: retrying with the same peer cannot fix it.
 
+  - :class:`FrameError` -- the *peer* sent a room frame that is refused with an ``error``
+    frame; the connection goes on.
+  - :class:`JoinRefused` -- a room join refused (the peer's request, its rights, or the
+    room's state): close with the code it carries.
+  - :class:`RegistryFull` -- the server holds as many resumable sessions as it may
+    (overload, transient).
+
 Classification (:func:`classify_http_status`, :func:`classify_close_code`)
 is pure: the I/O shells turn exceptions into facts (an HTTP status at the
 WebSocket handshake, a close code) and ask here whether to retry.
@@ -31,9 +38,12 @@ __all__ = [
     "BufferFull",
     "Classification",
     "ErrorKind",
+    "FrameError",
     "InvalidTransition",
+    "JoinRefused",
     "LocalProtocolError",
     "ProtocolError",
+    "RegistryFull",
     "RemoteProtocolError",
     "classify_close_code",
     "classify_http_status",
@@ -79,6 +89,33 @@ class RemoteProtocolError(ProtocolError):
         self.code = code
         self.message = message
         self.close_code = CloseCode.PROTOCOL_ERROR
+
+
+class FrameError(ProtocolError):
+    """The *peer* sent a room frame that cannot be accepted: answer with an ``error`` frame.
+
+    The connection goes on (unlike :class:`RemoteProtocolError`). ``code`` is stable;
+    ``msg_id`` names the refused message when known.
+    """
+
+    def __init__(self, code: str, message: str, *, msg_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.msg_id = msg_id
+
+
+class JoinRefused(ProtocolError):
+    """A join the server refuses: close the WebSocket with ``code`` and ``reason``."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(f"{int(code)}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class RegistryFull(ProtocolError):
+    """The server holds ``max_sessions`` attached sessions; try again later (transient)."""
 
 
 class ErrorKind(enum.Enum):

@@ -54,12 +54,12 @@ from durasync.protocol.room_frames import (
     BroadcastFrame,
     ClientFrame,
     CrdtFrame,
-    ErrorFrame,
     Format,
     HeartbeatFrame,
     PingFrame,
     PresenceFrame,
     PresenceUpdate,
+    RoomErrorFrame,
     ServerFrame,
     StateFrame,
     SyncCheckFrame,
@@ -262,7 +262,7 @@ class ClientRoomSession:
             self._receive_presence(frame)
         elif isinstance(frame, PingFrame):
             self._send(HeartbeatFrame(client=self.client_id))
-        elif isinstance(frame, ErrorFrame):
+        elif isinstance(frame, RoomErrorFrame):
             self._receive_error(frame, now)
         elif isinstance(frame, SyncStatusFrame):
             self._receive_sync_status(frame, now)
@@ -398,7 +398,7 @@ class ClientRoomSession:
                 self.presence[frame.client] = frame.state
         self._emit(PresenceEvent(frame.event, frame.client, frame.state, dict(self.presence)))
 
-    def _receive_error(self, frame: ErrorFrame, now: float) -> None:
+    def _receive_error(self, frame: RoomErrorFrame, now: float) -> None:
         mid = frame.msgId
         if mid is None and frame.code == "RATE_LIMITED":
             # Any frame may be refused over the server's frame budget; a refused sync-check

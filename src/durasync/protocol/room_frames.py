@@ -36,19 +36,20 @@ from durasync.crdt.messages import (
     validate_message,
 )
 from durasync.crdt.replica import Snapshot
+from durasync.protocol.errors import FrameError
 
 __all__ = [
     "AckFrame",
     "BroadcastFrame",
     "ClientFrame",
     "CrdtFrame",
-    "ErrorFrame",
     "Format",
     "FrameError",
     "HeartbeatFrame",
     "PingFrame",
     "PresenceFrame",
     "PresenceUpdate",
+    "RoomErrorFrame",
     "ServerFrame",
     "StateFrame",
     "SyncCheckFrame",
@@ -145,7 +146,7 @@ class BroadcastFrame(msgspec.Struct, tag_field="mtype", tag="broadcast"):
     serverSeq: int
 
 
-class ErrorFrame(msgspec.Struct, tag_field="mtype", tag="error", kw_only=True):
+class RoomErrorFrame(msgspec.Struct, tag_field="mtype", tag="error", kw_only=True):
     """A rejected frame. ``msgId`` names the rejected message when known; ``code`` is stable."""
 
     msgId: str | None
@@ -184,21 +185,11 @@ ServerFrame = (
     StateFrame
     | AckFrame
     | BroadcastFrame
-    | ErrorFrame
+    | RoomErrorFrame
     | SyncStatusFrame
     | PresenceFrame
     | PingFrame
 )
-
-
-class FrameError(Exception):
-    """A client frame that cannot be accepted. ``code`` is stable; ``msg_id`` when known."""
-
-    def __init__(self, code: str, message: str, *, msg_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.msg_id = msg_id
 
 
 _json_decoder: Final = msgspec.json.Decoder(ClientFrame)

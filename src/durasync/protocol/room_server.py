@@ -44,13 +44,13 @@ import msgspec
 
 from durasync.crdt.messages import DEFAULT_LIMITS, Limits, Message
 from durasync.protocol.closecodes import CloseCode
+from durasync.protocol.errors import FrameError, JoinRefused
 from durasync.protocol.room_frames import (
     ClientFrame,
     CrdtFrame,
-    ErrorFrame,
     Format,
-    FrameError,
     PresenceUpdate,
+    RoomErrorFrame,
     SyncCheckFrame,
     SyncFrame,
     SyncStatusFrame,
@@ -190,15 +190,6 @@ ROOM_FAILED: Final = Close(CloseCode.ROOM_FAILED, "room failed: reconnect")
 
 
 # ----------------------------------------------------------------------------- join
-
-
-class JoinRefused(Exception):
-    """A join the server refuses: close the WebSocket with ``code`` and ``reason``."""
-
-    def __init__(self, code: CloseCode, reason: str) -> None:
-        super().__init__(f"{int(code)}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 def needs_catch_up(since: int | None, epoch: str | None, room: RoomView) -> bool:
@@ -412,7 +403,9 @@ class ServerRoomSession:
         docs/protocol.md's error codes; the shell uses ``INTERNAL_ERROR`` for its own bugs."""
         if self.on_error is not None:
             self.on_error(code)
-        self._out.append(encode_frame(ErrorFrame(msgId=msg_id, error=error, code=code), self.fmt))
+        self._out.append(
+            encode_frame(RoomErrorFrame(msgId=msg_id, error=error, code=code), self.fmt)
+        )
 
     # -- rules ------------------------------------------------------------------------
 

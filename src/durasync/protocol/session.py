@@ -38,7 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from durasync.protocol.buffer import Payload, payload_size
-from durasync.protocol.errors import BufferFull, LocalProtocolError, RemoteProtocolError
+from durasync.protocol.errors import (
+    BufferFull,
+    LocalProtocolError,
+    RegistryFull,
+    RemoteProtocolError,
+)
 from durasync.protocol.frames import (
     PROTOCOL_VERSION,
     Ack,
@@ -439,10 +444,6 @@ class ReliableSession:
     def _send_ack(self) -> None:
         self._emit(Ack(seq=self.last_received))
         self._pending_ack = 0
-
-
-class RegistryFull(Exception):
-    """The server holds ``max_sessions`` attached sessions; try again later (transient)."""
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.httpwire import error_body
 from durasync.namespaces import is_reserved
 from durasync.protocol.room_rules import room_name_problem
 from durasync.replication.core import Token
@@ -69,18 +70,13 @@ from durasync.replication.wire import (
     StreamRead,
     gap_body,
 )
-from durasync.rooms.room import RoomFailed
+from durasync.rooms.errors import RoomFailed
 from durasync.rooms.room import journal_path as room_journal_path
-from durasync.store.base import (
-    OFFSET_START,
-    BadOffset,
-    StoreUnavailable,
-    StreamGone,
-    StreamInfo,
-    StreamNotFound,
-)
+from durasync.store.base import OFFSET_START, StreamInfo
+from durasync.store.errors import BadOffset, DataGone, NoSuchStream, StoreUnavailable
 from durasync.store.offsets import decode_offset, is_offset
-from durasync.streams.protocol import MAX_PATH_LEN, ProtocolError, error_body, validate_stream_path
+from durasync.streams.errors import RequestRefused
+from durasync.streams.protocol import MAX_PATH_LEN, validate_stream_path
 
 __all__ = ["replication_routes"]
 
@@ -125,7 +121,7 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     if raw is None:
         return default
     if not raw.isdigit() or len(raw) > 12:
-        raise ProtocolError(400, "INVALID_PARAMETER", f"{name} must be a non-negative integer")
+        raise RequestRefused(400, "INVALID_PARAMETER", f"{name} must be a non-negative integer")
     return max(lo, min(hi, int(raw)))
 
 
@@ -136,9 +132,9 @@ def _float_param(request: Request, name: str, hi: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ProtocolError(400, "INVALID_PARAMETER", f"{name} must be a number") from None
+        raise RequestRefused(400, "INVALID_PARAMETER", f"{name} must be a number") from None
     if not 0 <= value < float("inf"):
-        raise ProtocolError(400, "INVALID_PARAMETER", f"{name} must be a non-negative number")
+        raise RequestRefused(400, "INVALID_PARAMETER", f"{name} must be a non-negative number")
     return min(value, hi)
 
 
@@ -163,7 +159,7 @@ class _Api:
         except AuthError as exc:
             headers = {"WWW-Authenticate": 'Bearer realm="durasync"'} if exc.status == 401 else {}
             return _error(exc.status, exc.code, exc.message, headers)
-        except ProtocolError as exc:
+        except RequestRefused as exc:
             return _error(exc.status, exc.code, exc.message)
         except UnknownLink as exc:
             return _error(404, "UNKNOWN_LINK", f"no replication link named {exc.args[0]!r}")
@@ -257,7 +253,7 @@ class _Api:
         prefix = request.query_params.get("prefix", "")
         after = request.query_params.get("after", "")
         if len(prefix) > MAX_PATH_LEN or len(after) > MAX_PATH_LEN:
-            raise ProtocolError(400, "INVALID_PARAMETER", "prefix and after are stream paths")
+            raise RequestRefused(400, "INVALID_PARAMETER", "prefix and after are stream paths")
         limit = _int_param(request, "limit", _MAX_LIST, 1, _MAX_LIST)
         whole = self.authorizer.authorize(principal, "read", "stream/" + prefix)
         server = await self.service.identity()
@@ -282,13 +278,13 @@ class _Api:
         path = request.path_params["path"]
         validate_stream_path(path)
         if is_reserved(path):
-            raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}")
+            raise RequestRefused(404, "NOT_FOUND", f"no stream at {path!r}")
         self._require(principal, "read", "stream/" + path)
         store = self.service.store
         server = await self.service.identity()
         offset = request.query_params.get("offset", OFFSET_START)
         if offset != OFFSET_START and not is_offset(offset):
-            raise ProtocolError(400, "INVALID_OFFSET", "offset must be -1 or a stream offset")
+            raise RequestRefused(400, "INVALID_OFFSET", "offset must be -1 or a stream offset")
         max_bytes = _int_param(request, "max_bytes", 4 << 20, 1, _MAX_READ_BYTES)
         max_messages = _int_param(request, "max_messages", 10_000, 1, _MAX_READ_MESSAGES)
         wait = _float_param(request, "wait", self.service.max_wait)
@@ -296,8 +292,8 @@ class _Api:
         asked_epoch = request.query_params.get("epoch")
         try:
             info = await store.head(path)
-        except (StreamNotFound, StreamGone):
-            raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}") from None
+        except (NoSuchStream, DataGone):
+            raise RequestRefused(404, "NOT_FOUND", f"no stream at {path!r}") from None
         epoch = stream_epoch(info)
         asked = (offset, asked_server, asked_epoch)
         gap = self._gap(info, server, epoch, asked)
@@ -318,22 +314,22 @@ class _Api:
                     path, result.next_offset, max_bytes=max_bytes, max_messages=max_messages
                 )
             info = await store.head(path)
-        except StreamNotFound:
-            raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}") from None
-        except StreamGone:
+        except NoSuchStream:
+            raise RequestRefused(404, "NOT_FOUND", f"no stream at {path!r}") from None
+        except DataGone:
             try:
                 info = await store.head(path)
-            except (StreamNotFound, StreamGone):
-                raise ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}") from None
+            except (NoSuchStream, DataGone):
+                raise RequestRefused(404, "NOT_FOUND", f"no stream at {path!r}") from None
             gap = self._gap(info, server, stream_epoch(info), asked)
             if gap is not None:
                 return gap
-            raise ProtocolError(410, "GONE", "the offset is no longer retained") from None
+            raise RequestRefused(410, "GONE", "the offset is no longer retained") from None
         except BadOffset as exc:
-            raise ProtocolError(400, "INVALID_OFFSET", str(exc)) from None
+            raise RequestRefused(400, "INVALID_OFFSET", str(exc)) from None
         if stream_epoch(info) != epoch:
             # Re-created between our reads: the client asks again and meets the new epoch.
-            raise ProtocolError(503, "RETRY", "the stream changed while it was read")
+            raise RequestRefused(503, "RETRY", "the stream changed while it was read")
         start = offset if offset != OFFSET_START else info.start
         if result.entries:
             start = result.entries[0].offset
@@ -375,7 +371,7 @@ class _Api:
                     path, offset, max_bytes=max_bytes, max_messages=max_messages
                 )
                 info = await store.head(path)
-            except (StreamNotFound, StreamGone, BadOffset):
+            except (NoSuchStream, DataGone, BadOffset):
                 return
             if stream_epoch(info) != epoch:
                 return
@@ -464,7 +460,7 @@ class _Api:
         room: str = request.path_params["room"]
         problem = room_name_problem(room)
         if problem is not None:
-            raise ProtocolError(400, "BAD_ROOM", problem)
+            raise RequestRefused(400, "BAD_ROOM", problem)
         self._require(principal, action, "room/" + room)
         if action == "write" or await room_epoch(self.service.store, room) is not None:
             await self.service.mark_room(room)
@@ -473,7 +469,7 @@ class _Api:
     async def rooms(self, request: Request, principal: Principal) -> Response:
         prefix = request.query_params.get("prefix", "")
         if len(prefix) > 128:
-            raise ProtocolError(400, "INVALID_PARAMETER", "prefix is a room name prefix")
+            raise RequestRefused(400, "INVALID_PARAMETER", "prefix is a room name prefix")
         server = await self.service.identity()
         store = self.service.store
         heads: list[RoomHead] = []
@@ -505,12 +501,12 @@ class _Api:
         server = await self.service.identity()
         offset = request.query_params.get("offset", OFFSET_START)
         if offset not in (OFFSET_START, "now") and not is_offset(offset):
-            raise ProtocolError(400, "INVALID_OFFSET", "offset must be -1, now or an offset")
+            raise RequestRefused(400, "INVALID_OFFSET", "offset must be -1, now or an offset")
         peer = request.query_params.get("peer")
         wait = _float_param(request, "wait", self.service.max_wait)
         head = await room_head(store, room)
         if head is None:
-            raise ProtocolError(404, "ROOM_NOT_FOUND", f"no room {room!r}")
+            raise RequestRefused(404, "ROOM_NOT_FOUND", f"no room {room!r}")
         stream = f"{server}:{room}"
         asked_server = request.query_params.get("server")
         asked_epoch = request.query_params.get("epoch")
@@ -546,7 +542,7 @@ class _Api:
             )
         frame = await self._journal_frame(room, offset, (server, head.epoch), peer)
         if frame is None:
-            raise ProtocolError(410, "GONE", "the journal changed; ask again")
+            raise RequestRefused(410, "GONE", "the journal changed; ask again")
         return Response(_msgpack.encode(frame), media_type=_MSGPACK, headers=_NO_STORE)
 
     async def _journal_frame(
@@ -561,7 +557,7 @@ class _Api:
                 room_journal_path(room), offset, max_bytes=4 << 20, max_messages=_ROOM_BATCH
             )
             info = await store.head(room_journal_path(room))
-        except (StreamNotFound, StreamGone, BadOffset):
+        except (NoSuchStream, DataGone, BadOffset):
             return None
         records: list[bytes] = []
         last = decode_offset(res.next_offset)[0]
@@ -614,13 +610,13 @@ class _Api:
     async def _body(self, request: Request, limit: int = 16 << 20) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+            raise RequestRefused(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ProtocolError(
+                raise RequestRefused(
                     413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes"
                 )
             chunks.append(chunk)
@@ -630,13 +626,13 @@ class _Api:
         room = await self._room(request, principal, "write")
         port = self.service.rooms
         if port is None:
-            raise ProtocolError(404, "NOT_FOUND", "rooms are not served here")
+            raise RequestRefused(404, "NOT_FOUND", "rooms are not served here")
         try:
             body = msgspec.json.decode(await self._body(request), type=PushBody)
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise ProtocolError(400, "INVALID_BODY", f"not a push body: {exc}") from None
+            raise RequestRefused(400, "INVALID_BODY", f"not a push body: {exc}") from None
         if len(body.items) > _ROOM_BATCH:
-            raise ProtocolError(413, "TOO_MANY_MESSAGES", f"at most {_ROOM_BATCH} per request")
+            raise RequestRefused(413, "TOO_MANY_MESSAGES", f"at most {_ROOM_BATCH} per request")
         items = [(i.msg, i.origin or body.server, body.server) for i in body.items]
         for msg, _, _ in items:
             msg.serverSeq = None
@@ -651,15 +647,15 @@ class _Api:
         try:
             body = msgspec.json.decode(await self._body(request, 1 << 20), type=ReconcileBody)
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise ProtocolError(400, "INVALID_BODY", f"not a reconcile body: {exc}") from None
+            raise RequestRefused(400, "INVALID_BODY", f"not a reconcile body: {exc}") from None
         if await room_epoch(self.service.store, room) is None:
-            raise ProtocolError(404, "ROOM_NOT_FOUND", f"no room {room!r}")
+            raise RequestRefused(404, "ROOM_NOT_FOUND", f"no room {room!r}")
         index = self._index(room)
         await index.refresh()
         try:
             answers = answer_queries(index.ids, body.queries)
         except ValueError as exc:
-            raise ProtocolError(400, "INVALID_BODY", str(exc)) from None
+            raise RequestRefused(400, "INVALID_BODY", str(exc)) from None
         return _json(ReconcileAnswer(answers=answers))
 
     async def room_fetch(self, request: Request, principal: Principal) -> Response:
@@ -667,9 +663,9 @@ class _Api:
         try:
             body = msgspec.json.decode(await self._body(request, 4 << 20), type=FetchBody)
         except (msgspec.DecodeError, RecursionError) as exc:
-            raise ProtocolError(400, "INVALID_BODY", f"not a fetch body: {exc}") from None
+            raise RequestRefused(400, "INVALID_BODY", f"not a fetch body: {exc}") from None
         if len(body.ids) > _ROOM_BATCH:
-            raise ProtocolError(413, "TOO_MANY_IDS", f"at most {_ROOM_BATCH} ids per request")
+            raise RequestRefused(413, "TOO_MANY_IDS", f"at most {_ROOM_BATCH} ids per request")
         records = await self._index(room).fetch(set(body.ids))
         return _json(FetchAnswer(items=records))
 

@@ -38,12 +38,8 @@ import msgspec
 
 from durasync.replication.config import LinkConfig
 from durasync.replication.core import Checkpoint, DeadLetter, LinkStatus
-from durasync.store.base import (
-    OFFSET_START,
-    LogStore,
-    StreamConfig,
-    StreamNotFound,
-)
+from durasync.store.base import OFFSET_START, LogStore, StreamConfig
+from durasync.store.errors import NoSuchStream
 
 __all__ = [
     "LEDGER_PREFIX",
@@ -83,7 +79,7 @@ async def server_identity(store: LogStore) -> str:
     try:
         result = await store.read(SERVER_PATH, OFFSET_START, max_messages=16)
         entries = result.entries
-    except StreamNotFound:
+    except NoSuchStream:
         await store.create(SERVER_PATH, _JSON)
         entries = []
     for entry in entries:

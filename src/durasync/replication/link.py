@@ -47,7 +47,8 @@ from durasync.replication.remote import Remote, RemoteError
 from durasync.replication.rooms import ROOM_PREFIX, RoomList, RoomSync
 from durasync.replication.streams import StreamMirror, StreamPush, _Unit
 from durasync.replication.wire import GapBody
-from durasync.store.base import LogStore, StoreError
+from durasync.store.base import LogStore
+from durasync.store.errors import StoreError
 
 if TYPE_CHECKING:
     from durasync.replication.service import ReplicationService

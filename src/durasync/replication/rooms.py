@@ -62,14 +62,10 @@ from durasync.replication.reconcile import (
 )
 from durasync.replication.remote import GapError, RemoteError, StreamMissing
 from durasync.replication.wire import GapBody, GapReason
-from durasync.rooms.room import RoomFailed, archive_path, journal_path, meta_path
-from durasync.store.base import (
-    OFFSET_START,
-    LogStore,
-    StoreError,
-    StreamGone,
-    StreamNotFound,
-)
+from durasync.rooms.errors import RoomFailed
+from durasync.rooms.room import archive_path, journal_path, meta_path
+from durasync.store.base import OFFSET_START, LogStore
+from durasync.store.errors import DataGone, NoSuchStream, StoreError
 from durasync.store.offsets import decode_offset
 
 if TYPE_CHECKING:
@@ -136,7 +132,7 @@ async def room_epoch(store: LogStore, room: str) -> str | None:
     """The room's epoch (first valid meta record), None if the room does not exist."""
     try:
         res = await store.read(meta_path(room), OFFSET_START, max_messages=16)
-    except (StreamNotFound, StreamGone):
+    except (NoSuchStream, DataGone):
         return None
     for entry in res.entries:
         try:
@@ -208,14 +204,14 @@ class RoomIndex:
                 self._journal_offset = await self._read(
                     journal_path(self.room), self._journal_offset
                 )
-            except StreamGone:
+            except DataGone:
                 self._journal_offset = await self._read(journal_path(self.room), OFFSET_START)
 
     async def _read(self, path: str, offset: str) -> str:
         while True:
             try:
                 res = await self.store.read(path, offset, max_bytes=8 << 20, max_messages=50_000)
-            except StreamNotFound:
+            except NoSuchStream:
                 return offset
             for entry in res.entries:
                 rec = decode_record(entry.data)
@@ -239,7 +235,7 @@ class RoomIndex:
                     res = await self.store.read(
                         path, offset, max_bytes=8 << 20, max_messages=50_000
                     )
-                except StreamNotFound:
+                except NoSuchStream:
                     break
                 for entry in res.entries:
                     rec = decode_record(entry.data)
@@ -284,7 +280,7 @@ class ServiceRoomPort:
 
     async def reload(self, room: str) -> None:
         if room in self.service.rooms:
-            with contextlib.suppress(StreamNotFound):
+            with contextlib.suppress(NoSuchStream):
                 await self.service.get_room(room, create=False)
 
     async def apply(
@@ -390,7 +386,7 @@ async def room_head(store: LogStore, room: str) -> RoomHead | None:
         return None
     try:
         info = await store.head(journal_path(room))
-    except (StreamNotFound, StreamGone):
+    except (NoSuchStream, DataGone):
         return None
     return RoomHead(
         room=room,
@@ -664,9 +660,9 @@ class RoomSync:
                 max_bytes=link.settings.batch_bytes,
                 max_messages=PUSH_BATCH,
             )
-        except StreamGone:
+        except DataGone:
             raise _LocalGap("token_too_old") from None
-        except StreamNotFound:
+        except NoSuchStream:
             await self.link.sleep(link.settings.discover_interval)
             return False
         items: list[PushItem] = []
@@ -775,7 +771,7 @@ class RoomSync:
         if reset_cursors:
             try:
                 local_tail = (await link.store.head(journal_path(self.room))).tail
-            except (StreamNotFound, StreamGone):
+            except (NoSuchStream, DataGone):
                 local_tail = None
         await self.index.refresh()
         snapshot = IdSet(self.index.ids.ids(""))

@@ -30,7 +30,8 @@ from durasync.replication.events import EventBus
 from durasync.replication.ledger import server_identity
 from durasync.replication.link import LinkRunner
 from durasync.replication.rooms import RoomIndexes, RoomPort
-from durasync.store.base import LogStore, StreamConfig, StreamGone, StreamNotFound
+from durasync.store.base import LogStore, StreamConfig
+from durasync.store.errors import DataGone, NoSuchStream
 
 __all__ = ["ReplicationService", "UnknownLink"]
 
@@ -166,7 +167,7 @@ class ReplicationService:
             return True
         try:
             await self.store.head(_mark_path(room))
-        except (StreamNotFound, StreamGone):
+        except (NoSuchStream, DataGone):
             return False
         self._marked.add(room)
         return True

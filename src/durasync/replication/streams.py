@@ -46,25 +46,22 @@ import logging
 import random
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
+from durasync.httpwire import is_json
 from durasync.protocol.backoff import Backoff, BackoffPolicy
 from durasync.replication.core import Checkpoint, Outcome, Token, retry_delay
 from durasync.replication.remote import GapError, RemoteError, StreamMissing
 from durasync.replication.wire import StreamEntry, StreamRead
-from durasync.store.base import (
-    OFFSET_START,
-    AppendResult,
+from durasync.store.base import OFFSET_START, AppendResult, StreamConfig, StreamInfo
+from durasync.store.errors import (
+    DataGone,
+    NoSuchStream,
     SeqConflict,
     StoreError,
     StreamClosed,
-    StreamConfig,
     StreamExists,
-    StreamGone,
-    StreamInfo,
-    StreamNotFound,
     TailMismatch,
 )
 from durasync.store.offsets import decode_offset, encode_offset
-from durasync.store.rules import is_json
 
 if TYPE_CHECKING:
     from durasync.replication.link import LinkRunner
@@ -207,11 +204,11 @@ class StreamMirror(_Unit):
     async def _local(self) -> StreamInfo | None:
         try:
             return await self.link.store.head(self.path)
-        except (StreamNotFound, StreamGone):
+        except (NoSuchStream, DataGone):
             return None
 
     async def _drop_local(self) -> None:
-        with contextlib.suppress(StreamNotFound, StreamGone):
+        with contextlib.suppress(NoSuchStream, DataGone):
             await self.link.store.delete(self.path)
         self.link.ledger.forget(self.key)
         await self.link.ledger.flush()
@@ -429,11 +426,11 @@ class StreamMirror(_Unit):
         messages: list[bytes] = []
         if resp.status_code == 200 and resp.content:
             if is_json(local.config.content_type):
-                from durasync.streams.protocol import ProtocolError, parse_json_messages
+                from durasync.streams.protocol import RequestRefused, parse_json_messages
 
                 try:
                     messages = parse_json_messages(resp.content, allow_empty_array=True)
-                except ProtocolError as exc:
+                except RequestRefused as exc:
                     raise RemoteError(
                         Outcome(
                             kind="permanent",
@@ -578,7 +575,7 @@ class StreamPush(_Unit):
         store = link.store
         try:
             info = await store.head(self.path)
-        except (StreamNotFound, StreamGone):
+        except (NoSuchStream, DataGone):
             self.done = True  # deleted locally: nothing more to forward (deletes stay local)
             return
         facts, cp = await self._start(info)

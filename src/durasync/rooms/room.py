@@ -100,16 +100,10 @@ from durasync.rooms.core import (
     journal_run,
     plan_resume,
 )
+from durasync.rooms.errors import RoomConflict, RoomFailed
 from durasync.rooms.presence import PresenceBus, RoomPresence
-from durasync.store.base import (
-    OFFSET_START,
-    LogStore,
-    SeqConflict,
-    StreamConfig,
-    StreamExists,
-    StreamGone,
-    StreamNotFound,
-)
+from durasync.store.base import OFFSET_START, LogStore, StreamConfig
+from durasync.store.errors import DataGone, NoSuchStream, SeqConflict, StreamExists
 from durasync.store.offsets import decode_offset
 
 __all__ = [
@@ -563,10 +557,9 @@ class Member:
             self._task.cancel()
         if self.on_drop is not None:
             self.on_drop(self)
-        task = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
-        self._closing = task
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        # The member owns the close task (as it owns its sender): the connection handler holds
+        # the member until it returns, and it awaits this task in :meth:`stop` before that.
+        self._closing = asyncio.get_running_loop().create_task(self._close_quietly(code, reason))
 
     async def _close_quietly(self, code: int, reason: str) -> None:
         try:
@@ -622,17 +615,6 @@ class Member:
         if self._closing is not None and not self._closing.done():
             # asyncio.wait: neither raises the close's outcome nor cancels it if we are.
             await asyncio.wait({self._closing})
-
-
-_background: set[asyncio.Task[None]] = set()
-
-
-class RoomFailed(Exception):
-    """The room's store failed; the room must be reloaded from the store."""
-
-
-class RoomConflict(RoomFailed):
-    """Other nodes won :data:`MAX_CONFLICT_RETRIES` conditional appends in a row."""
 
 
 class _Relayed:
@@ -756,14 +738,14 @@ class Room:
         ``presence`` shares the room's presence with other nodes (default: this process only).
 
         Raises:
-            StreamNotFound: the room does not exist and ``create`` is False.
+            NoSuchStream: the room does not exist and ``create`` is False.
             StoreError: the store failed while loading.
         """
         room = cls(name, store, settings, lamport=lamport)
         epoch = await room._read_epoch()
         if epoch is None:
             if not create:
-                raise StreamNotFound(f"no room {name!r}")
+                raise NoSuchStream(f"no room {name!r}")
             epoch = await room._create()
         room.epoch = f"{epoch}-lamport" if lamport else epoch
         await room._load_state()
@@ -789,7 +771,7 @@ class Room:
         await self.store.append(meta_path(self.name), [record])
         epoch = await self._first_epoch()
         if not isinstance(epoch, str):  # our own append cannot have vanished but by a wipe
-            raise StreamNotFound(f"room {self.name}: meta stream disappeared")
+            raise NoSuchStream(f"room {self.name}: meta stream disappeared")
         return epoch
 
     async def _first_epoch(self) -> str | Literal[False] | None:
@@ -799,7 +781,7 @@ class Room:
         while True:
             try:
                 res = await self.store.read(meta_path(self.name), offset, max_messages=16)
-            except StreamNotFound:
+            except NoSuchStream:
                 return None
             for e in res.entries:
                 try:
@@ -900,7 +882,7 @@ class Room:
                 offset = res.next_offset
                 if res.up_to_date or not res.entries:
                     break
-        except StreamNotFound:
+        except NoSuchStream:
             return
         for offset, data in reversed(records):
             try:
@@ -1230,7 +1212,7 @@ class Room:
                 res = await self.store.read(
                     path, self._offset, max_bytes=8 << 20, max_messages=10_000
                 )
-            except StreamGone:
+            except DataGone:
                 # Another node snapshotted and trimmed past our view (we lagged by more than
                 # the retention): the gap cannot be broadcast, so reload and resync members.
                 await self._resync()
@@ -1570,12 +1552,12 @@ class Room:
         """Trim the snapshot stream and the journal behind the snapshot that won.
 
         Another node may have stored a newer snapshot meanwhile and trimmed past these
-        offsets already (:class:`StreamGone`): then there is nothing left to trim here.
+        offsets already (:class:`DataGone`): then there is nothing left to trim here.
         """
-        with contextlib.suppress(StreamGone):
+        with contextlib.suppress(DataGone):
             await self.store.trim(snapshot_path(self.name), snapshot_offset)
         if plan.trim_journal_at is not None:
-            with contextlib.suppress(StreamGone):
+            with contextlib.suppress(DataGone):
                 if self.lamport:
                     await self._archive(plan.trim_journal_at)
                 await self.store.trim(journal_path(self.name), plan.trim_journal_at)
@@ -1586,7 +1568,7 @@ class Room:
         the trim leaves records in both; readers take each id once.
 
         Raises:
-            StreamGone: the journal was trimmed past them already (another node archived).
+            DataGone: the journal was trimmed past them already (another node archived).
             StoreError: the store failed (nothing is trimmed then).
         """
         path = archive_path(self.name)
@@ -1624,7 +1606,7 @@ class Room:
                     res = await self.store.read(
                         path, offset, max_bytes=8 << 20, max_messages=50_000
                     )
-                except StreamNotFound:
+                except NoSuchStream:
                     break
                 for e in res.entries:
                     try:

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from durasync.auth import Action, AuthError, Authorizer, Principal, credentials_from_scope
+from durasync.httpwire import error_body
 from durasync.logs import RequestLog
 from durasync.metrics import Metrics
 from durasync.protocol.closecodes import CloseCode
@@ -45,17 +46,18 @@ from durasync.protocol.room_server import (
     StateWanted,
     parse_join,
 )
+from durasync.rooms.errors import RoomFailed
 from durasync.rooms.presence import LocalPresenceBus, PresenceBus
 from durasync.rooms.room import (
     Member,
     Room,
-    RoomFailed,
     RoomSettings,
     journal_path,
     meta_path,
     snapshot_path,
 )
-from durasync.store.base import LogStore, StoreError, StreamGone, StreamNotFound
+from durasync.store.base import LogStore
+from durasync.store.errors import DataGone, NoSuchStream, StoreError
 from durasync.streams.app import StreamsApp, StreamSettings
 
 __all__ = ["RoomService"]
@@ -158,7 +160,7 @@ class RoomService:
         """The loaded room ``name``, loading it (lazily) from the store.
 
         Raises:
-            StreamNotFound: the room does not exist and ``create`` is False.
+            NoSuchStream: the room does not exist and ``create`` is False.
         """
         while (removing := self._removing.get(name)) is not None:
             await asyncio.shield(removing)
@@ -212,7 +214,7 @@ class RoomService:
         with 4011 and reconnect (a member with write access then creates the room anew).
 
         Raises:
-            StreamNotFound: there is no such room.
+            NoSuchStream: there is no such room.
             StoreError: the store failed (the room may be partly deleted; deleting again
                 finishes it).
         """
@@ -237,10 +239,10 @@ class RoomService:
                 try:
                     await self.store.delete(path)
                     found = True
-                except (StreamNotFound, StreamGone):
+                except (NoSuchStream, DataGone):
                     pass
             if not found:
-                raise StreamNotFound(f"no room {name!r}")
+                raise NoSuchStream(f"no room {name!r}")
         finally:
             del self._removing[name]
             done.set_result(None)
@@ -304,7 +306,7 @@ class RoomService:
             # Read-your-writes across nodes: include everything acknowledged by any node
             # before this request, not only what our follower has applied so far.
             await room.catch_up()
-        except StreamNotFound:
+        except NoSuchStream:
             return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
         except (StoreError, RoomFailed) as exc:
             return _json_error(503, "STORE_UNAVAILABLE", str(exc))
@@ -342,7 +344,7 @@ class RoomService:
             return _json_error(400, "BAD_ROOM", problem)
         try:
             epoch = await self.remove_room(name, reset=reset)
-        except StreamNotFound:
+        except NoSuchStream:
             return _json_error(404, "ROOM_NOT_FOUND", f"no room {name!r}")
         except (StoreError, RoomFailed) as exc:
             return _json_error(503, "STORE_UNAVAILABLE", str(exc))
@@ -425,7 +427,7 @@ def _json_error(status: int, code: str, message: str) -> object:
     from starlette.responses import Response
 
     return Response(
-        msgspec.json.encode({"error": {"code": code, "message": message}}),
+        error_body(code, message),
         status_code=status,
         media_type="application/json",
     )
@@ -437,7 +439,7 @@ async def _deny(scope: Scope, send: Send, exc: AuthError) -> None:
     if "websocket.http.response" not in extensions:
         await _close(send, CloseCode.POLICY_VIOLATION, "")
         return
-    body = msgspec.json.encode({"error": {"code": exc.code, "message": exc.message}})
+    body = error_body(exc.code, exc.message)
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if exc.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
@@ -530,7 +532,7 @@ class _WsEndpoint:
         try:
             # Joining creates a missing room; a read-only member may only join existing ones.
             room = await service.get_room(join.room, create=can_write)
-        except StreamNotFound:
+        except NoSuchStream:
             raise join.missing_room() from None
         except (StoreError, RoomFailed) as exc:
             log.warning("room %s: load failed: %s", join.room, exc)

@@ -18,8 +18,9 @@ Guarantees every implementation gives:
 - **No backend leaks.** Only plain Python values and the msgspec Structs
   below cross this interface: no SQLite rows, Redis replies or threads.
 
-Errors are subclasses of :class:`StoreError`; each names what happened so the
-HTTP layer can map it to a status without string matching.
+Errors are subclasses of :class:`~durasync.store.errors.StoreError` (defined in
+:mod:`durasync.store.errors`); each names what happened so the HTTP layer can map it to a
+status without string matching.
 """
 
 from __future__ import annotations
@@ -151,86 +152,6 @@ class CreateResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # --------------------------------------------------------------------------
-# Errors. Split by blame: StoreClientError is the caller's (or its peer's)
-# bad request; StoreUnavailable is the backend's fault and is retryable.
-# --------------------------------------------------------------------------
-
-
-class StoreError(Exception):
-    """Base of every error the store raises."""
-
-
-class StoreClientError(StoreError):
-    """The request cannot be served as asked; the HTTP layer answers 4xx."""
-
-
-class StreamNotFound(StoreClientError):
-    """No such stream (never created, deleted, or expired)."""
-
-
-class StreamGone(StoreClientError):
-    """The stream is soft-deleted, or the offset is below retention (410)."""
-
-
-class StreamExists(StoreClientError):
-    """A create conflicts with an existing stream's config or state (409)."""
-
-
-class StreamClosed(StoreClientError):
-    """Append with data to a closed stream (409). ``tail`` is the final offset."""
-
-    def __init__(self, message: str, *, tail: str) -> None:
-        super().__init__(message)
-        self.tail = tail
-
-
-class ContentTypeMismatch(StoreClientError):
-    """Append's content type differs from the stream's (409)."""
-
-
-class SeqConflict(StoreClientError):
-    """``Stream-Seq`` is not greater than the last one (409)."""
-
-
-class ProducerFenced(StoreClientError):
-    """Producer epoch below the current one: a zombie writer (403)."""
-
-    def __init__(self, message: str, *, current_epoch: int) -> None:
-        super().__init__(message)
-        self.current_epoch = current_epoch
-
-
-class ProducerSeqGap(StoreClientError):
-    """Producer seq skips ahead of last+1 (409)."""
-
-    def __init__(self, message: str, *, expected: int, received: int) -> None:
-        super().__init__(message)
-        self.expected = expected
-        self.received = received
-
-
-class ProducerBadEpochStart(StoreClientError):
-    """A new producer epoch must start at seq 0 (400)."""
-
-
-class TailMismatch(StoreClientError):
-    """A replica append (:meth:`LogStore.append_at`) named an offset that is not where the
-    stream ends (409). ``tail`` is the stream's actual tail: entries below it are there."""
-
-    def __init__(self, message: str, *, tail: str) -> None:
-        super().__init__(message)
-        self.tail = tail
-
-
-class BadOffset(StoreClientError):
-    """The offset is malformed or not a message boundary of this stream (400)."""
-
-
-class StoreUnavailable(StoreError):
-    """The backend cannot serve right now (disk full, Redis down): retry (503)."""
-
-
-# --------------------------------------------------------------------------
 # The interface.
 # --------------------------------------------------------------------------
 
@@ -306,8 +227,8 @@ class LogStore(abc.ABC):
 
         Raises:
             StreamExists: an existing stream differs in config or closure.
-            StreamNotFound: ``config.forked_from`` names no stream.
-            StreamGone: the fork source is soft-deleted (the HTTP layer maps
+            NoSuchStream: ``config.forked_from`` names no stream.
+            DataGone: the fork source is soft-deleted (the HTTP layer maps
                 this to 409 for PUT).
             BadOffset: ``config.fork_offset`` is malformed or beyond the source tail.
         """
@@ -332,8 +253,8 @@ class LogStore(abc.ABC):
         ``status="duplicate"`` and writes nothing.
 
         Raises:
-            StreamNotFound, StreamGone, StreamClosed, ContentTypeMismatch,
-            ProducerFenced, ProducerSeqGap, ProducerBadEpochStart, SeqConflict,
+            NoSuchStream, DataGone, StreamClosed, ContentTypeMismatch,
+            StaleProducerEpoch, ProducerSeqAhead, ProducerBadEpochStart, SeqConflict,
             StoreUnavailable.
         """
 
@@ -360,7 +281,7 @@ class LogStore(abc.ABC):
         - The stream retains no message (its start is its tail, e.g. new and empty) and
           ``offset`` lies beyond its tail: the stream's start and tail first move to
           ``offset``, as if the messages before it had been trimmed (reads below it raise
-          :class:`StreamGone`); then the batch is appended. Not for forks.
+          :class:`DataGone`); then the batch is appended. Not for forks.
         - Otherwise :class:`TailMismatch` with the actual tail (the caller skips what is
           already there, or starts over).
 
@@ -369,7 +290,7 @@ class LogStore(abc.ABC):
         :meth:`append`. ``messages`` empty without ``close`` is the caller's bug (ValueError).
 
         Raises:
-            StreamNotFound, StreamGone, TailMismatch, BadOffset (malformed ``offset``),
+            NoSuchStream, DataGone, TailMismatch, BadOffset (malformed ``offset``),
             StreamClosed (closed stream; a repeated close at the tail is ``closed_only``),
             StoreUnavailable.
         """
@@ -391,7 +312,7 @@ class LogStore(abc.ABC):
         source. Touches a sliding TTL.
 
         Raises:
-            StreamNotFound, StreamGone (soft-deleted, or offset below retention),
+            NoSuchStream, DataGone (soft-deleted, or offset below retention),
             BadOffset.
         """
 
@@ -409,7 +330,7 @@ class LogStore(abc.ABC):
         """Metadata of a stream. Does not touch a sliding TTL.
 
         Raises:
-            StreamNotFound, StreamGone.
+            NoSuchStream, DataGone.
         """
 
     @abc.abstractmethod
@@ -417,7 +338,7 @@ class LogStore(abc.ABC):
         """Delete a stream; soft-delete it while forks read from it (§6).
 
         Raises:
-            StreamNotFound, StreamGone (already soft-deleted).
+            NoSuchStream, DataGone (already soft-deleted).
         """
 
     @abc.abstractmethod
@@ -428,5 +349,5 @@ class LogStore(abc.ABC):
     async def trim(self, path: str, below: str) -> int:
         """Drop messages with offsets below ``below``; returns how many.
 
-        Later reads below the new start raise :class:`StreamGone`.
+        Later reads below the new start raise :class:`DataGone`.
         """

@@ -68,8 +68,6 @@ from durasync.store.base import (
     LogStore,
     Producer,
     ReadResult,
-    StoreClientError,
-    StoreUnavailable,
     StreamConfig,
     StreamInfo,
 )
@@ -80,11 +78,10 @@ from durasync.store.engine import (
     live_meta,
     read_stream,
     stream_info,
-    wait_index,
-    wait_state,
+    wait_for_append,
 )
+from durasync.store.errors import StoreClientError, StoreUnavailable
 from durasync.store.notify import Notifier
-from durasync.store.notify import answer as _answer
 from durasync.store.rules import ProducerState, is_expired
 
 T = TypeVar("T")
@@ -709,16 +706,7 @@ class EmbeddedStore(LogStore):
         return _read_own(self._reader_conn(), path, lo, hi, max_bytes, max_messages)
 
     def wait_for(self, path: str, offset: str, timeout: float) -> Coroutine[Any, Any, bool]:
-        # A plain function returning the notifier's coroutine (same contract
-        # as ``async def``): one coroutine frame less that every suspend and
-        # resume of a live wait would pass through.
-        index = wait_index(self._visible.get(path), offset)
-        if index is None:
-            return _answer(True)  # malformed: let the caller's read report it
-        start = index
-        return self._notifier.wait(
-            path, lambda: wait_state(self._visible.get(path), start), timeout
-        )
+        return wait_for_append(self._notifier, self._visible, path, offset, timeout)
 
     async def head(self, path: str, *, now: float | None = None) -> StreamInfo:
         meta = self._live(path, self._now(now))

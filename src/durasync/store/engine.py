@@ -18,8 +18,8 @@ shared/reference/durable-streams-protocol.md ("DS").
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -27,24 +27,27 @@ from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
     AppendResult,
-    BadOffset,
     CreateResult,
     Entry,
     Producer,
     ReadResult,
+    StreamConfig,
+    StreamInfo,
+)
+from durasync.store.errors import (
+    BadOffset,
+    DataGone,
+    NoSuchStream,
     StoreError,
     StreamClosed,
-    StreamConfig,
     StreamExists,
-    StreamGone,
-    StreamInfo,
-    StreamNotFound,
     TailMismatch,
 )
-from durasync.store.notify import WaitState
-from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.notify import Notifier, WaitState, answer
+from durasync.store.offsets import OFFSET_FMT, decode_offset, encode_offset
 from durasync.store.rules import (
     DEFAULT_CONTENT_TYPE,
+    AppendPlan,
     ProducerState,
     fork_config,
     is_expired,
@@ -87,7 +90,7 @@ class StreamMeta(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def tail(self) -> str:
         # Hot (every append and read); both fields stay far below 10**16.
-        return _OFFSET_FMT % (self.tail_index, self.tail_byte)
+        return OFFSET_FMT % (self.tail_index, self.tail_byte)
 
 
 class Persistence(Protocol):
@@ -121,9 +124,6 @@ class Persistence(Protocol):
 
     def save_producer(self, path: str, producer_id: str, state: ProducerState) -> None: ...
 
-
-#: ``<index>_<byte>`` (see :mod:`durasync.store.offsets`), for hot loops.
-_OFFSET_FMT = "%016d_%016d"
 
 #: :func:`decode_offset` for the live paths: every reader woken by an append
 #: presents the same offset (its read and its next wait both decode it), so
@@ -176,14 +176,33 @@ def live_meta(
     """``meta`` if the stream is readable at ``now`` (shared by backends).
 
     Raises:
-        StreamNotFound: absent or expired (DS §1: expired == absent).
-        StreamGone: soft-deleted (DS §6).
+        NoSuchStream: absent or expired (DS §1: expired == absent).
+        DataGone: soft-deleted (DS §6).
     """
     if meta is None or is_expired(meta.config, max(meta.touched_at, touched.get(path, 0.0)), now):
-        raise StreamNotFound(f"no stream at {path!r}")
+        raise NoSuchStream(f"no stream at {path!r}")
     if meta.soft_deleted:
-        raise StreamGone(f"stream {path!r} was deleted")
+        raise DataGone(f"stream {path!r} was deleted")
     return meta
+
+
+def _fork_segments(lookup: MetaLookup, meta: StreamMeta, index: int) -> list[tuple[str, int, int]]:
+    """The ``(path, lo, hi)`` index ranges a read from ``index`` covers along ``meta``'s fork
+    chain, oldest source first: each stream owns ``[base_index, min(tail_index, the child's
+    fork point))`` (DS §6)."""
+    segments: list[tuple[str, int, int]] = []
+    cur: StreamMeta | None = meta
+    upper = meta.tail_index
+    while cur is not None:
+        hi = min(upper, cur.tail_index)
+        if hi > cur.base_index:
+            segments.append((cur.path, cur.base_index, hi))
+        upper = min(upper, cur.base_index)
+        if upper <= index or cur.config.forked_from is None:
+            break
+        cur = lookup(cur.config.forked_from)
+    segments.reverse()
+    return segments
 
 
 def read_stream(
@@ -199,7 +218,7 @@ def read_stream(
 
     Raises:
         BadOffset: malformed, beyond the tail, or not a message boundary.
-        StreamGone: below the retained start (trimmed).
+        DataGone: below the retained start (trimmed).
     """
     if offset == OFFSET_START:
         index, byte_pos = meta.start_index, meta.start_byte
@@ -222,21 +241,8 @@ def read_stream(
             content_type=content_type,
         )
     if index < meta.start_index:
-        raise StreamGone(f"offset {offset} is below the retained start")
-    # Own ranges along the fork chain, leaf first: each stream owns
-    # [base_index, min(tail_index, the child's fork point)).
-    segments: list[tuple[str, int, int]] = []
-    cur: StreamMeta | None = meta
-    upper = meta.tail_index
-    while cur is not None:
-        hi = min(upper, cur.tail_index)
-        if hi > cur.base_index:
-            segments.append((cur.path, cur.base_index, hi))
-        upper = min(upper, cur.base_index)
-        if upper <= index or cur.config.forked_from is None:
-            break
-        cur = lookup(cur.config.forked_from)
-    segments.reverse()
+        raise DataGone(f"offset {offset} is below the retained start")
+    segments = _fork_segments(lookup, meta, index)
     entries: list[Entry] = []
     append = entries.append
     used_bytes = 0
@@ -258,7 +264,7 @@ def read_stream(
         for row_index, row_byte, data in rows:
             if row_index != expect:
                 # A hole: the data below was trimmed (or a fork source's was).
-                raise StreamGone(f"offset {offset} is below the retained data")
+                raise DataGone(f"offset {offset} is below the retained data")
             if not entries and row_byte != byte_pos:
                 raise BadOffset(f"offset {offset} is not a message boundary")
             if entries and (used_bytes + len(data) > max_bytes or len(entries) >= max_messages):
@@ -266,12 +272,12 @@ def read_stream(
                 break
             if row_byte != cur_byte:
                 # Not expected (rows are contiguous), but report what is stored.
-                current = _OFFSET_FMT % (row_index, row_byte)
+                current = OFFSET_FMT % (row_index, row_byte)
                 cur_byte = row_byte
             size = len(data)
             expect += 1
             cur_byte += size
-            following = _OFFSET_FMT % (expect, cur_byte)
+            following = OFFSET_FMT % (expect, cur_byte)
             append(Entry(data, current, following))
             current = following
             used_bytes += size
@@ -279,7 +285,7 @@ def read_stream(
             # Limits reached (read_own stops early on its budget as well).
             break
     if not entries:
-        raise StreamGone(f"offset {offset} is below the retained data")
+        raise DataGone(f"offset {offset} is below the retained data")
     next_offset = entries[-1].next_offset
     up_to_date = expect == meta.tail_index
     return ReadResult(
@@ -381,6 +387,59 @@ def wait_index(meta: StreamMeta | None, offset: str) -> int | None:
         return None
 
 
+def wait_for_append(
+    notifier: Notifier,
+    metas: Mapping[str, StreamMeta],
+    path: str,
+    offset: str,
+    timeout: float,
+) -> Coroutine[Any, Any, bool]:
+    """:meth:`LogStore.wait_for` of the in-process backends, over their visible ``metas``.
+
+    A plain function returning the notifier's coroutine (same contract as ``async def``):
+    one coroutine frame less that every suspend and resume of a live wait would pass
+    through. A malformed offset answers True at once: the caller's read reports it.
+    """
+    index = wait_index(metas.get(path), offset)
+    if index is None:
+        return answer(True)
+    start = index
+    return notifier.wait(path, lambda: wait_state(metas.get(path), start), timeout)
+
+
+def _advanced(
+    meta: StreamMeta,
+    plan: AppendPlan,
+    index: int,
+    byte_pos: int,
+    *,
+    producer: Producer | None,
+    now: float,
+) -> StreamMeta:
+    """``meta`` after an append that ends at ``(index, byte_pos)``: one replace per append."""
+    if plan.close:
+        return msgspec.structs.replace(
+            meta,
+            tail_index=index,
+            tail_byte=byte_pos,
+            touched_at=now,
+            last_stream_seq=plan.stream_seq
+            if plan.stream_seq is not None
+            else meta.last_stream_seq,
+            closed=True,
+            closed_by=producer,
+        )
+    if plan.stream_seq is not None:
+        return msgspec.structs.replace(
+            meta,
+            tail_index=index,
+            tail_byte=byte_pos,
+            touched_at=now,
+            last_stream_seq=plan.stream_seq,
+        )
+    return msgspec.structs.replace(meta, tail_index=index, tail_byte=byte_pos, touched_at=now)
+
+
 class Engine:
     """Authoritative stream state; see the module docstring.
 
@@ -404,7 +463,7 @@ class Engine:
         """The stream at ``path`` if it is readable.
 
         Raises:
-            StreamNotFound: absent or expired. StreamGone: soft-deleted.
+            NoSuchStream: absent or expired. DataGone: soft-deleted.
         """
         return live_meta(self.metas.get(path), path, self.touched, now)
 
@@ -448,9 +507,9 @@ class Engine:
             self._reap_expired(config.forked_from, now)
             source = self.metas.get(config.forked_from)
             if source is None:
-                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+                raise NoSuchStream(f"fork source {config.forked_from!r} does not exist")
             if source.soft_deleted:
-                raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+                raise DataGone(f"fork source {config.forked_from!r} was deleted")
             if config.fork_offset is None:
                 base_index, base_byte = source.tail_index, source.tail_byte
             else:
@@ -499,7 +558,7 @@ class Engine:
                 max_messages=1,
                 read_own=self.persistence.read_own,
             )
-        except StreamGone as exc:
+        except DataGone as exc:
             raise BadOffset(f"fork offset {offset} is below the source's retained data") from exc
         return index, byte_pos
 
@@ -524,7 +583,12 @@ class Engine:
         close: bool,
         now: float,
     ) -> AppendResult:
-        """See :meth:`LogStore.append` (without the durability wait)."""
+        """See :meth:`LogStore.append` (without the durability wait).
+
+        Three steps: the rules decide (:func:`~durasync.store.rules.plan_append`), an outcome
+        that writes nothing is answered at once, otherwise the messages are written and the
+        stream's meta and producer state advance together.
+        """
         meta = self.live(path, now)
         states = self.producers.get(path)
         state = states.get(producer.producer_id) if states and producer else None
@@ -542,6 +606,40 @@ class Engine:
             tail=meta.tail,
             now=now,
         )
+        if plan.kind != "append":
+            return self._answer_unwritten(path, meta, plan, producer, now)
+        offsets: list[str] = []
+        index, byte_pos = meta.tail_index, meta.tail_byte
+        for data in messages:
+            offsets.append(OFFSET_FMT % (index, byte_pos))
+            index, byte_pos = index + 1, byte_pos + len(data)
+        if messages:
+            self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)
+        meta = _advanced(meta, plan, index, byte_pos, producer=producer, now=now)
+        self._put(meta)
+        self.touched[path] = now
+        if producer is not None and plan.producer_state is not None:
+            self.producers.setdefault(path, {})[producer.producer_id] = plan.producer_state
+            self.persistence.save_producer(path, producer.producer_id, plan.producer_state)
+        return AppendResult(
+            status="appended" if messages else "closed_only",
+            offsets=offsets,
+            tail=meta.tail,
+            closed=meta.closed,
+            producer_epoch=plan.producer_state.epoch if plan.producer_state else None,
+            producer_seq=plan.producer_state.last_seq if plan.producer_state else None,
+        )
+
+    def _answer_unwritten(
+        self,
+        path: str,
+        meta: StreamMeta,
+        plan: AppendPlan,
+        producer: Producer | None,
+        now: float,
+    ) -> AppendResult:
+        """The answer of an append the rules settled without writing (a duplicate, or
+        close-only on a closed stream)."""
         if plan.kind == "closed_duplicate":
             assert producer is not None
             return AppendResult(
@@ -562,56 +660,10 @@ class Engine:
                 producer_epoch=plan.producer_state.epoch,
                 producer_seq=plan.producer_state.last_seq,
             )
-        if plan.kind == "closed_only":
-            # DS §2: close-only on a closed stream is 204, but still renews
-            # a sliding TTL (every append does).
-            self.touched[path] = now
-            return AppendResult(status="closed_only", offsets=[], tail=meta.tail, closed=True)
-        offsets: list[str] = []
-        index, byte_pos = meta.tail_index, meta.tail_byte
-        for data in messages:
-            offsets.append(_OFFSET_FMT % (index, byte_pos))
-            index, byte_pos = index + 1, byte_pos + len(data)
-        if messages:
-            self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)
-        # One replace per append (the meta is rebuilt on every append).
-        if plan.close:
-            meta = msgspec.structs.replace(
-                meta,
-                tail_index=index,
-                tail_byte=byte_pos,
-                touched_at=now,
-                last_stream_seq=plan.stream_seq
-                if plan.stream_seq is not None
-                else meta.last_stream_seq,
-                closed=True,
-                closed_by=producer,
-            )
-        elif plan.stream_seq is not None:
-            meta = msgspec.structs.replace(
-                meta,
-                tail_index=index,
-                tail_byte=byte_pos,
-                touched_at=now,
-                last_stream_seq=plan.stream_seq,
-            )
-        else:
-            meta = msgspec.structs.replace(
-                meta, tail_index=index, tail_byte=byte_pos, touched_at=now
-            )
-        self._put(meta)
+        # "closed_only": DS §2: close-only on a closed stream is 204, but still renews a
+        # sliding TTL (every append does).
         self.touched[path] = now
-        if producer is not None and plan.producer_state is not None:
-            self.producers.setdefault(path, {})[producer.producer_id] = plan.producer_state
-            self.persistence.save_producer(path, producer.producer_id, plan.producer_state)
-        return AppendResult(
-            status="appended" if messages else "closed_only",
-            offsets=offsets,
-            tail=meta.tail,
-            closed=meta.closed,
-            producer_epoch=plan.producer_state.epoch if plan.producer_state else None,
-            producer_seq=plan.producer_state.last_seq if plan.producer_state else None,
-        )
+        return AppendResult(status="closed_only", offsets=[], tail=meta.tail, closed=True)
 
     def append_at(
         self, path: str, offset: str, messages: Sequence[bytes], *, close: bool, now: float
@@ -647,7 +699,7 @@ class Engine:
             )
         offsets: list[str] = []
         for data in messages:
-            offsets.append(_OFFSET_FMT % (index, byte_pos))
+            offsets.append(OFFSET_FMT % (index, byte_pos))
             index, byte_pos = index + 1, byte_pos + len(data)
         if messages:
             self.persistence.write_messages(path, meta.tail_index, meta.tail_byte, messages)

@@ -31,11 +31,9 @@ from durasync.store.engine import (
     StreamMeta,
     read_stream,
     stream_info,
-    wait_index,
-    wait_state,
+    wait_for_append,
 )
 from durasync.store.notify import Notifier
-from durasync.store.notify import answer as _answer
 from durasync.store.rules import ProducerState
 
 
@@ -208,16 +206,7 @@ class MemoryStore(LogStore):
         return result
 
     def wait_for(self, path: str, offset: str, timeout: float) -> Coroutine[Any, Any, bool]:
-        # A plain function returning the notifier's coroutine (same contract
-        # as ``async def``): one coroutine frame less that every suspend and
-        # resume of a live wait would pass through.
-        index = wait_index(self._engine.metas.get(path), offset)
-        if index is None:
-            return _answer(True)  # malformed: let the caller's read report it
-        start = index
-        return self._notifier.wait(
-            path, lambda: wait_state(self._engine.metas.get(path), start), timeout
-        )
+        return wait_for_append(self._notifier, self._engine.metas, path, offset, timeout)
 
     async def head(self, path: str, *, now: float | None = None) -> StreamInfo:
         meta = self._engine.live(path, self._now(now))

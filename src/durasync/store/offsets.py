@@ -23,21 +23,25 @@ from __future__ import annotations
 
 import re
 
-from durasync.store.base import BadOffset
+from durasync.store.errors import BadOffset
 
 #: Largest value either field can hold (16 decimal digits).
 MAX_FIELD = 10**16 - 1
 
 _OFFSET_RE = re.compile(r"[0-9]{16}_[0-9]{16}")
 
-ZERO_OFFSET = "0000000000000000_0000000000000000"
+#: ``<index>_<byte>`` as a %-format: the one formatter of offsets (hot loops use it directly,
+#: with values they know are in range).
+OFFSET_FMT = "%016d_%016d"
+
+ZERO_OFFSET = OFFSET_FMT % (0, 0)
 
 
 def encode_offset(index: int, byte_pos: int) -> str:
     """Encode a boundary. Raises ValueError for values outside 0..MAX_FIELD."""
     if not (0 <= index <= MAX_FIELD and 0 <= byte_pos <= MAX_FIELD):
         raise ValueError(f"offset fields out of range: {index}, {byte_pos}")
-    return f"{index:016d}_{byte_pos:016d}"
+    return OFFSET_FMT % (index, byte_pos)
 
 
 def decode_offset(text: str) -> tuple[int, int]:

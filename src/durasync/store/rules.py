@@ -13,16 +13,16 @@ from typing import Literal
 
 import msgspec
 
-from durasync.store.base import (
+from durasync.httpwire import media_type
+from durasync.store.base import Producer, StreamConfig
+from durasync.store.errors import (
     BadOffset,
     ContentTypeMismatch,
-    Producer,
     ProducerBadEpochStart,
-    ProducerFenced,
-    ProducerSeqGap,
+    ProducerSeqAhead,
     SeqConflict,
+    StaleProducerEpoch,
     StreamClosed,
-    StreamConfig,
 )
 
 #: Producer state not updated for this long is forgotten (DS §3 suggests 7 days).
@@ -31,19 +31,9 @@ PRODUCER_STATE_TTL_SECONDS = 7 * 24 * 3600.0
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
-def media_type(content_type: str) -> str:
-    """The media type of a Content-Type, lower-cased, parameters dropped (DS §5)."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def same_media_type(a: str, b: str) -> bool:
     """Case-insensitive media-type equality ignoring parameters (DS §5)."""
     return media_type(a) == media_type(b)
-
-
-def is_json(content_type: str) -> bool:
-    """JSON mode is keyed on the media type ``application/json`` (DS §5)."""
-    return media_type(content_type) == "application/json"
 
 
 def is_expired(config: StreamConfig, touched_at: float, now: float) -> bool:
@@ -82,22 +72,22 @@ def check_producer(
     commits ``new_state`` only together with the data.
 
     Raises:
-        ProducerFenced: epoch below the current one (403).
+        StaleProducerEpoch: epoch below the current one (403).
         ProducerBadEpochStart: a new epoch whose seq is not 0 (400).
-        ProducerSeqGap: seq beyond last+1, or a first request not at 0 (409).
+        ProducerSeqAhead: seq beyond last+1, or a first request not at 0 (409).
     """
     if state is not None and now - state.updated_at > PRODUCER_STATE_TTL_SECONDS:
         state = None
     if state is None:
         if producer.seq != 0:
-            raise ProducerSeqGap(
+            raise ProducerSeqAhead(
                 f"producer {producer.producer_id!r} is unknown: expected seq 0",
                 expected=0,
                 received=producer.seq,
             )
         return "accept", ProducerState(producer.epoch, 0, now)
     if producer.epoch < state.epoch:
-        raise ProducerFenced(
+        raise StaleProducerEpoch(
             f"producer epoch {producer.epoch} is stale (current {state.epoch})",
             current_epoch=state.epoch,
         )
@@ -111,7 +101,7 @@ def check_producer(
         return "duplicate", state
     if producer.seq == state.last_seq + 1:
         return "accept", ProducerState(state.epoch, producer.seq, now)
-    raise ProducerSeqGap(
+    raise ProducerSeqAhead(
         f"producer seq {producer.seq} skips ahead (expected {state.last_seq + 1})",
         expected=state.last_seq + 1,
         received=producer.seq,
@@ -173,8 +163,8 @@ def plan_append(
     it is the caller's bug (ValueError).
 
     Raises:
-        StreamClosed, ContentTypeMismatch, ProducerFenced,
-        ProducerBadEpochStart, ProducerSeqGap, SeqConflict.
+        StreamClosed, ContentTypeMismatch, StaleProducerEpoch,
+        ProducerBadEpochStart, ProducerSeqAhead, SeqConflict.
     """
     if message_count == 0 and not close:
         raise ValueError("append of no messages without close")

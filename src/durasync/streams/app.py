@@ -45,30 +45,33 @@ from durasync.auth import (
     LoopbackAuthorizer,
     credentials_from_scope,
 )
+from durasync.httpwire import error_body, is_json
 from durasync.metrics import Metrics
 from durasync.namespaces import ReservedAccess, is_reserved
 from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
     AppendResult,
-    BadOffset,
-    ContentTypeMismatch,
     Entry,
     LogStore,
     Producer,
-    ProducerBadEpochStart,
-    ProducerFenced,
-    ProducerSeqGap,
     ReadResult,
+    StreamConfig,
+    StreamInfo,
+)
+from durasync.store.errors import (
+    BadOffset,
+    ContentTypeMismatch,
+    DataGone,
+    NoSuchStream,
+    ProducerBadEpochStart,
+    ProducerSeqAhead,
     SeqConflict,
+    StaleProducerEpoch,
     StoreClientError,
     StoreUnavailable,
     StreamClosed,
-    StreamConfig,
     StreamExists,
-    StreamGone,
-    StreamInfo,
-    StreamNotFound,
 )
 from durasync.store.rules import fork_prefix
 from durasync.streams import protocol as p
@@ -555,7 +558,7 @@ class StreamsApp:
                 if not self.authorizer.authorize(principal, "admin", "stream/" + path):
                     raise AuthError(403, "FORBIDDEN", f"not allowed to use stream/{path}")
                 if self.subscriptions is None:
-                    raise p.ProtocolError(
+                    raise p.RequestRefused(
                         404, "NOT_FOUND", "subscriptions are not enabled on this server"
                     )
                 await self.subscriptions(scope, receive, _with_security_headers(send))
@@ -564,16 +567,16 @@ class StreamsApp:
             if is_reserved(path) and not self._serve_reserved:
                 # Internal state (rooms, subscriptions, ...): as if absent, for everyone.
                 if not self._reserved.readable(path):
-                    raise p.ProtocolError(404, "NOT_FOUND", f"no stream at {path!r}")
+                    raise p.RequestRefused(404, "NOT_FOUND", f"no stream at {path!r}")
                 if method not in ("GET", "HEAD"):
-                    raise p.ProtocolError(403, "READ_ONLY", f"stream {path!r} is read-only")
+                    raise p.RequestRefused(403, "READ_ONLY", f"stream {path!r} is read-only")
             action: Action = "read" if method in ("GET", "HEAD") else "write"
             if not self.authorizer.authorize(principal, action, "stream/" + path):
                 raise AuthError(403, "FORBIDDEN", f"token does not allow {action} on stream/{path}")
             if action == "write" and self.write_guard is not None:
                 refused = self.write_guard(path)
                 if refused is not None:
-                    raise p.ProtocolError(403, "READ_ONLY_MIRROR", refused)
+                    raise p.RequestRefused(403, "READ_ONLY_MIRROR", refused)
             headers = dict(scope["headers"])
             if method == "POST":
                 await self._post(
@@ -619,7 +622,7 @@ class StreamsApp:
                 )
         except _Disconnected:
             return
-        except p.ProtocolError as exc:
+        except p.RequestRefused as exc:
             self.metrics.error("streams", exc.code)
             await _error(send, exc.status, exc.code, exc.message, exc.headers)
         except AuthError as exc:
@@ -667,7 +670,7 @@ class StreamsApp:
         ttl_raw = headers.get(H_TTL)
         expires_raw = headers.get(H_EXPIRES_AT)
         if ttl_raw is not None and expires_raw is not None:
-            raise p.ProtocolError(
+            raise p.RequestRefused(
                 400, "INVALID_HEADER", "send Stream-TTL or Stream-Expires-At, not both"
             )
         ttl = p.parse_ttl(ttl_raw.decode("latin-1")) if ttl_raw is not None else None
@@ -685,7 +688,7 @@ class StreamsApp:
         fork_offset_raw = headers.get(H_FORK_OFFSET)
         sub_raw = headers.get(H_FORK_SUB_OFFSET)
         if forked_raw is None and (fork_offset_raw is not None or sub_raw is not None):
-            raise p.ProtocolError(
+            raise p.RequestRefused(
                 400,
                 "INVALID_HEADER",
                 "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
@@ -693,7 +696,7 @@ class StreamsApp:
         body = await _read_body(scope, receive, headers, self.settings.max_body_bytes)
 
         prefix_messages: list[bytes] = []
-        json_mode = p.is_json_type(content_type or "application/octet-stream")
+        json_mode = is_json(content_type or "application/octet-stream")
         if forked_raw is not None:
             source = self._fork_source(forked_raw.decode("latin-1"))
             if not self.authorizer.authorize(principal, "read", "stream/" + source):
@@ -711,10 +714,10 @@ class StreamsApp:
                     # The body's framing and the sub-offset's unit follow the
                     # source's content type (a fork always has it, DS §6).
                     source_ct = (await self.store.head(source)).config.content_type
-                    json_mode = p.is_json_type(source_ct)
+                    json_mode = is_json(source_ct)
                 if sub_offset:
                     if fork_offset is None or fork_offset in (OFFSET_START, OFFSET_NOW):
-                        raise p.ProtocolError(
+                        raise p.RequestRefused(
                             400,
                             "INVALID_FORK_SUB_OFFSET",
                             "Stream-Fork-Sub-Offset > 0 needs an explicit Stream-Fork-Offset",
@@ -722,12 +725,12 @@ class StreamsApp:
                     prefix_messages = await self._fork_prefix(
                         source, fork_offset, sub_offset, json_mode
                     )
-            except StreamGone:
-                raise p.ProtocolError(
+            except DataGone:
+                raise p.RequestRefused(
                     409, "SOURCE_DELETED", "the fork source has been deleted"
                 ) from None
-            except StreamNotFound:
-                raise p.ProtocolError(404, "NOT_FOUND", "the fork source does not exist") from None
+            except NoSuchStream:
+                raise p.RequestRefused(404, "NOT_FOUND", "the fork source does not exist") from None
             # The store inherits content type ("" = the source's) and expiry
             # from the source, and resolves an absent fork offset to its tail.
             config = StreamConfig(
@@ -760,9 +763,9 @@ class StreamsApp:
             messages = prefix_messages + messages
         try:
             result = await self.store.create(path, config, initial=messages, closed=closed)
-        except StreamGone:
+        except DataGone:
             # DS §6: a soft-deleted URL cannot be re-created (409).
-            raise p.ProtocolError(
+            raise p.RequestRefused(
                 409, "STREAM_DELETED", "the stream was deleted and its URL is still in use"
             ) from None
         info = result.info
@@ -808,13 +811,13 @@ class StreamsApp:
         if value.startswith(self._prefix):
             value = value[len(self._prefix) :]
         elif value.startswith("/"):
-            raise p.ProtocolError(
+            raise p.RequestRefused(
                 400, "INVALID_HEADER", f"Stream-Forked-From must be a path under {self._prefix}"
             )
         source = p.validate_stream_path(value)
         if self._reserved.hidden(source):
             # Reserved streams are not reachable by naming them as a source either.
-            raise p.ProtocolError(404, "NOT_FOUND", "the fork source does not exist")
+            raise p.RequestRefused(404, "NOT_FOUND", "the fork source does not exist")
         return source
 
     async def _fork_prefix(
@@ -844,7 +847,7 @@ class StreamsApp:
         try:
             return fork_prefix(count, json_mode, messages)
         except BadOffset as exc:
-            raise p.ProtocolError(400, "INVALID_FORK_SUB_OFFSET", str(exc)) from None
+            raise p.RequestRefused(400, "INVALID_FORK_SUB_OFFSET", str(exc)) from None
 
     # ------------------------------------------------------------------
     # POST: append and/or close (DS §2, §3)
@@ -879,11 +882,11 @@ class StreamsApp:
         if body:
             ct_raw = headers.get(H_CONTENT_TYPE)
             if not ct_raw:
-                raise p.ProtocolError(
+                raise p.RequestRefused(
                     400, "MISSING_CONTENT_TYPE", "an append with a body needs a Content-Type"
                 )
             content_type = p.normalize_content_type(ct_raw.decode("latin-1"))
-            if p.is_json_type(content_type):
+            if is_json(content_type):
                 messages = p.parse_json_messages(
                     body, allow_empty_array=False, max_messages=self.settings.max_append_messages
                 )
@@ -893,7 +896,7 @@ class StreamsApp:
             # DS §2: a close-only POST may omit (or mismatch) the Content-Type.
             messages = []
         else:
-            raise p.ProtocolError(
+            raise p.RequestRefused(
                 400, "EMPTY_BODY", "an append needs a non-empty body (or Stream-Closed: true)"
             )
         producer = (
@@ -981,12 +984,12 @@ class StreamsApp:
         live: str | None = None
         if live_values:
             if len(live_values) > 1 or live_values[0] not in ("long-poll", "sse"):
-                raise p.ProtocolError(
+                raise p.RequestRefused(
                     400, "INVALID_LIVE", "live must be 'long-poll' or 'sse' (given once)"
                 )
             live = live_values[0]
             if offset is None:
-                raise p.ProtocolError(
+                raise p.RequestRefused(
                     400, "MISSING_OFFSET", f"live={live} needs an offset (use -1 or now)"
                 )
         cursor = _first(query, "cursor")
@@ -1057,7 +1060,7 @@ class StreamsApp:
         offset: str,
         cursor: str | None,
     ) -> None:
-        json_mode = p.is_json_type(content_type)
+        json_mode = is_json(content_type)
         if live == "long-poll":
             await self._long_poll(
                 scope,
@@ -1450,7 +1453,7 @@ class StreamsApp:
         read_bytes = min(self.settings.read_chunk_bytes, self.settings.write_chunk_bytes)
         # First read before the response starts, so 404/400/410 are plain errors.
         res, content_type = await self._read(path, offset, read_bytes)
-        json_mode = p.is_json_type(content_type)
+        json_mode = is_json(content_type)
         binary = not p.is_text_type(content_type)
         out: Headers = [
             (H_CONTENT_TYPE, b"text/event-stream"),
@@ -1746,7 +1749,7 @@ class _PiecewiseBody:
             self._path, self._resume, max_bytes=self._chunk, max_messages=self._remaining
         )
         if not res.entries:
-            raise StreamGone(f"{self._path!r} no longer holds the data being written")
+            raise DataGone(f"{self._path!r} no longer holds the data being written")
         self._hold_entries(res.entries)
         return res.entries
 
@@ -1777,9 +1780,9 @@ def _location(scope: Scope, headers: dict[bytes, bytes]) -> bytes:
 
 def _map_store_error(exc: StoreClientError, method: str) -> tuple[int, str, Headers]:
     """DS §2/§3 status of each store error."""
-    if isinstance(exc, StreamNotFound):
+    if isinstance(exc, NoSuchStream):
         return 404, "NOT_FOUND", []
-    if isinstance(exc, StreamGone):
+    if isinstance(exc, DataGone):
         return 410, "GONE", []
     if isinstance(exc, StreamClosed):
         return 409, "STREAM_CLOSED", [(H_CLOSED, TRUE), (H_NEXT_OFFSET, exc.tail.encode())]
@@ -1789,9 +1792,9 @@ def _map_store_error(exc: StoreClientError, method: str) -> tuple[int, str, Head
         return 409, "CONTENT_TYPE_MISMATCH", []
     if isinstance(exc, SeqConflict):
         return 409, "SEQ_CONFLICT", []
-    if isinstance(exc, ProducerFenced):
+    if isinstance(exc, StaleProducerEpoch):
         return 403, "PRODUCER_FENCED", [(H_PRODUCER_EPOCH, str(exc.current_epoch).encode())]
-    if isinstance(exc, ProducerSeqGap):
+    if isinstance(exc, ProducerSeqAhead):
         return (
             409,
             "PRODUCER_SEQ_GAP",
@@ -1816,16 +1819,18 @@ async def _read_body(
         try:
             length = int(declared)
         except ValueError:
-            raise p.ProtocolError(400, "INVALID_HEADER", "Content-Length is not a number") from None
+            raise p.RequestRefused(
+                400, "INVALID_HEADER", "Content-Length is not a number"
+            ) from None
         if length > limit:
-            raise p.ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+            raise p.RequestRefused(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
     message = await receive()
     if message["type"] == "http.disconnect":
         raise _Disconnected
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):
         if len(body) > limit:
-            raise p.ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+            raise p.RequestRefused(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
         return body
     chunks = [body]
     size = len(body)
@@ -1836,7 +1841,7 @@ async def _read_body(
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise p.ProtocolError(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
+            raise p.RequestRefused(413, "BODY_TOO_LARGE", f"request body larger than {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
@@ -1881,7 +1886,7 @@ async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"")
 async def _error(
     send: Send, status: int, code: str, message: str, extra: Headers | None = None
 ) -> None:
-    body = p.error_body(code, message)
+    body = error_body(code, message)
     headers: Headers = [JSON_CT, NO_STORE]
     if extra:
         headers.extend(extra)

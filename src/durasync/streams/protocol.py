@@ -5,7 +5,7 @@ No I/O, no clock reads (time is an argument), no asyncio: the HTTP handlers in
 directly. Section numbers ("DS §2") refer to the Durable Streams protocol
 (``shared/reference/durable-streams-protocol.md``).
 
-Every parser raises :class:`ProtocolError` with an HTTP status, a stable
+Every parser raises :class:`RequestRefused` with an HTTP status, a stable
 machine code and a short message naming the problem; the app turns it into a
 ``{"error": {"code": ..., "message": ...}}`` body.
 """
@@ -22,20 +22,21 @@ from urllib.parse import unquote_to_bytes
 
 import msgspec
 
+from durasync.httpwire import media_type
+from durasync.streams.errors import RequestRefused
+
 __all__ = [
     "CURSOR_EPOCH",
     "CURSOR_INTERVAL",
     "MAX_APPEND_MESSAGES",
     "MAX_SAFE_INTEGER",
     "ProducerHeaders",
-    "ProtocolError",
+    "RequestRefused",
     "check_expiry",
     "compute_cursor",
     "decode_path",
-    "error_body",
     "etag_for",
     "etag_matches",
-    "is_json_type",
     "is_text_type",
     "json_array",
     "normalize_content_type",
@@ -67,45 +68,8 @@ MAX_CONTENT_TYPE_LEN: Final = 256
 MAX_APPEND_MESSAGES: Final = 100_000
 
 
-class ProtocolError(Exception):
-    """A request that breaks the protocol; the peer's fault (4xx).
-
-    ``headers`` are extra response headers (e.g. ``Producer-Epoch`` on 403).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or []
-
-
-class _ErrorDetail(msgspec.Struct, frozen=True):
-    code: str
-    message: str
-
-
-class _ErrorBody(msgspec.Struct, frozen=True):
-    error: _ErrorDetail
-
-
-_json_encoder = msgspec.json.Encoder()
-
-
-def error_body(code: str, message: str) -> bytes:
-    """The JSON error body every 4xx/5xx carries."""
-    return _json_encoder.encode(_ErrorBody(_ErrorDetail(code, message)))
-
-
-def _bad(code: str, message: str) -> ProtocolError:
-    return ProtocolError(400, code, message)
+def _bad(code: str, message: str) -> RequestRefused:
+    return RequestRefused(400, code, message)
 
 
 # --------------------------------------------------------------------------
@@ -143,7 +107,7 @@ def decode_path(path: str, raw_path: bytes | None) -> str:
     ``%EF%BF%BD``, is fine).
 
     Raises:
-        ProtocolError: 400 ``INVALID_PATH`` when the raw path is not UTF-8.
+        RequestRefused: 400 ``INVALID_PATH`` when the raw path is not UTF-8.
     """
     if "\ufffd" in path and raw_path is not None:
         try:
@@ -165,7 +129,7 @@ def parse_offset(values: list[str]) -> str | None:
     judges whether a well-formed offset is a boundary of the stream.
 
     Raises:
-        ProtocolError: repeated, empty, over-long or with forbidden characters.
+        RequestRefused: repeated, empty, over-long or with forbidden characters.
     """
     if not values:
         return None
@@ -190,7 +154,7 @@ def parse_non_negative_int(value: str, name: str, *, maximum: int = MAX_SAFE_INT
     """Strict non-negative decimal integer: no sign, leading zero, point or exponent.
 
     Raises:
-        ProtocolError: any other syntax or a value above ``maximum``.
+        RequestRefused: any other syntax or a value above ``maximum``.
     """
     if _UINT_RE.fullmatch(value) is None:
         raise _bad("INVALID_HEADER", f"{name} must be a non-negative integer without sign")
@@ -238,7 +202,7 @@ def check_expiry(expires_at: float, now: float) -> float:
     A stream created already expired would answer 201 and then 404: refused instead.
 
     Raises:
-        ProtocolError: 400 ``INVALID_HEADER`` when ``expires_at <= now``.
+        RequestRefused: 400 ``INVALID_HEADER`` when ``expires_at <= now``.
     """
     if expires_at <= now:
         raise _bad(
@@ -306,7 +270,7 @@ def normalize_content_type(value: str) -> str:
     parameters are kept, trimmed, joined by ``"; "``.
 
     Raises:
-        ProtocolError: not ``type/subtype[; params]`` or over-long.
+        RequestRefused: not ``type/subtype[; params]`` or over-long.
     """
     if len(value) > MAX_CONTENT_TYPE_LEN:
         raise _bad("INVALID_CONTENT_TYPE", "Content-Type is too long")
@@ -322,17 +286,6 @@ def normalize_content_type(value: str) -> str:
     return "; ".join([media, *params]) if params else media
 
 
-@functools.lru_cache(maxsize=256)
-def media_type(content_type: str) -> str:
-    """The media type of a content type, lower-cased, without parameters."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def is_json_type(content_type: str) -> bool:
-    """JSON mode is keyed on ``application/json`` ignoring parameters (DS §5)."""
-    return media_type(content_type) == "application/json"
-
-
 def is_text_type(content_type: str) -> bool:
     """SSE sends ``text/*`` and JSON as UTF-8 text; anything else as base64 (DS §2 SSE)."""
     mt = media_type(content_type)
@@ -343,6 +296,7 @@ def is_text_type(content_type: str) -> bool:
 # JSON mode (DS §5)
 # --------------------------------------------------------------------------
 
+_json_encoder = msgspec.json.Encoder()
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _JSON_WS = b" \t\r\n"
@@ -369,7 +323,7 @@ def _check_count(body: bytes, limit: int) -> None:
     first ``limit + 1`` values.
 
     Raises:
-        ProtocolError: 413 ``TOO_MANY_MESSAGES``.
+        RequestRefused: 413 ``TOO_MANY_MESSAGES``.
         msgspec.DecodeError, RecursionError: the body is not valid JSON / too deep.
     """
     seen = 0
@@ -384,7 +338,7 @@ def _check_count(body: bytes, limit: int) -> None:
     try:
         msgspec.json.Decoder(list[_Counted], dec_hook=count).decode(body)
     except _TooMany:
-        raise ProtocolError(
+        raise RequestRefused(
             413, "TOO_MANY_MESSAGES", f"a JSON append may carry at most {limit} messages"
         ) from None
 
@@ -402,7 +356,7 @@ def parse_json_messages(
     commas than the cap is decoded directly, any other is counted first, value by value).
 
     Raises:
-        ProtocolError: 400 ``INVALID_JSON`` for invalid JSON, JSON nested deeper than
+        RequestRefused: 400 ``INVALID_JSON`` for invalid JSON, JSON nested deeper than
             the decoder's recursion limit (about 1,000 levels), or ``[]`` when not
             ``allow_empty_array`` (POST ``[]`` -> 400, PUT ``[]`` is an empty stream);
             413 ``TOO_MANY_MESSAGES`` for more than ``max_messages`` messages.

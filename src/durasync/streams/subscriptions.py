@@ -75,17 +75,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.types import Receive, Scope, Send
 
 from durasync.namespaces import is_reserved
-from durasync.store.base import (
-    OFFSET_START,
-    LogStore,
+from durasync.store.base import OFFSET_START, LogStore, StreamConfig
+from durasync.store.errors import (
+    DataGone,
+    NoSuchStream,
     SeqConflict,
     StoreClientError,
     StoreError,
     StoreUnavailable,
-    StreamConfig,
-    StreamGone,
-    StreamNotFound,
 )
+from durasync.streams.errors import SubscriptionError
 from durasync.streams.subscriptions_core import (
     BEFORE_FIRST,
     KEYS_PATH,
@@ -94,7 +93,6 @@ from durasync.streams.subscriptions_core import (
     SharedKeys,
     Subscription,
     SubscriptionConfig,
-    SubscriptionError,
     Wake,
     WakeInput,
     WebhookReply,
@@ -429,7 +427,7 @@ class SubscriptionService:
         for _ in range(100):  # bounded: records are trimmed on every write
             try:
                 read = await self.store.read(path, offset, max_messages=1000)
-            except (StreamNotFound, StreamGone):
+            except (NoSuchStream, DataGone):
                 raise SubscriptionError(
                     "SUBSCRIPTION_NOT_FOUND", "subscription not found"
                 ) from None
@@ -469,7 +467,7 @@ class SubscriptionService:
             result = await self.store.append(path, [data], stream_seq=record_seq(version))
         except SeqConflict:
             raise _Conflict from None
-        except (StreamNotFound, StreamGone):
+        except (NoSuchStream, DataGone):
             raise SubscriptionError("SUBSCRIPTION_NOT_FOUND", "subscription not found") from None
         if result.offsets:
             # Only the newest version matters: keep the record stream short.
@@ -853,7 +851,7 @@ class SubscriptionService:
             return 200, self._view(sub), []
         if method == "DELETE":
             if self.shared:
-                with contextlib.suppress(StreamNotFound, StreamGone):
+                with contextlib.suppress(NoSuchStream, DataGone):
                     await self.store.delete(record_path(sub_id))
             self._forget(sub_id)
             return 204, None, []

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from durasync.namespaces import is_reserved
+from durasync.streams.errors import SubscriptionError
 
 #: Lease bounds of DS §9 (milliseconds).
 DEFAULT_LEASE_TTL_MS = 30_000
@@ -56,49 +57,6 @@ BEFORE_FIRST = "-1"
 
 SubscriptionType = Literal["webhook", "pull-wake"]
 LinkType = Literal["explicit", "glob"]
-
-
-# --------------------------------------------------------------------------
-# Errors: one class, the code and status are the wire contract.
-# --------------------------------------------------------------------------
-
-#: HTTP status of every error code the API answers with.
-ERROR_STATUS: dict[str, int] = {
-    "INVALID_REQUEST": 400,
-    "WEBHOOK_URL_REJECTED": 400,
-    "TOKEN_INVALID": 401,
-    "TOKEN_EXPIRED": 401,
-    "SUBSCRIPTION_NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "SUBSCRIPTION_ALREADY_EXISTS": 409,
-    "FENCED": 409,
-    "ALREADY_CLAIMED": 409,
-    "NO_PENDING_WORK": 409,
-    "INVALID_OFFSET": 409,
-    "PAYLOAD_TOO_LARGE": 413,
-    "LIMIT_EXCEEDED": 429,
-}
-
-
-class SubscriptionError(Exception):
-    """A request the subscription API refuses; ``code`` maps to a status.
-
-    ``extra`` fields are merged into the ``error`` object of the response
-    (for example ``current_holder`` of ``ALREADY_CLAIMED``).
-    """
-
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    @property
-    def status(self) -> int:
-        return ERROR_STATUS.get(self.code, 400)
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 # --------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from durasync.store.base import StoreUnavailable
+from durasync.store.errors import StoreUnavailable
 
 __all__ = ["CallConnection", "Script", "connection_pool", "redact_url"]
 

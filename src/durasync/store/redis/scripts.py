@@ -21,30 +21,33 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from durasync.httpwire import media_type
 from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
     AppendResult,
-    BadOffset,
-    ContentTypeMismatch,
     Entry,
     Producer,
-    ProducerBadEpochStart,
-    ProducerFenced,
-    ProducerSeqGap,
     ReadResult,
-    SeqConflict,
-    StoreUnavailable,
-    StreamClosed,
     StreamConfig,
-    StreamGone,
-    StreamNotFound,
-    TailMismatch,
 )
 from durasync.store.engine import StreamMeta
-from durasync.store.offsets import decode_offset, encode_offset
+from durasync.store.errors import (
+    BadOffset,
+    ContentTypeMismatch,
+    DataGone,
+    NoSuchStream,
+    ProducerBadEpochStart,
+    ProducerSeqAhead,
+    SeqConflict,
+    StaleProducerEpoch,
+    StoreUnavailable,
+    StreamClosed,
+    TailMismatch,
+)
+from durasync.store.offsets import OFFSET_FMT, decode_offset, encode_offset
 from durasync.store.redis.calls import Script
-from durasync.store.rules import PRODUCER_STATE_TTL_SECONDS, media_type
+from durasync.store.rules import PRODUCER_STATE_TTL_SECONDS
 
 __all__ = [
     "APPEND",
@@ -52,7 +55,6 @@ __all__ = [
     "CREATE",
     "DATA_IN_MESSAGE_MAX",
     "DELETE",
-    "OFFSET_FMT",
     "PRUNE",
     "READ",
     "TRIM",
@@ -72,9 +74,6 @@ __all__ = [
     "read_reply",
     "time_text",
 ]
-
-#: ``<index>_<byte>`` (see :mod:`durasync.store.offsets`), for hot loops.
-OFFSET_FMT = "%016d_%016d"
 
 #: Appends of at most this many payload bytes carry their data in the tail
 #: message, so live readers on every node skip the read round trip.
@@ -729,23 +728,25 @@ def append_error(path: str, res: list[Any]) -> Exception:
     """The store error an append script's error table stands for."""
     status = res[0]
     if status == b"not_found":
-        return StreamNotFound(f"no stream at {path!r}")
+        return NoSuchStream(f"no stream at {path!r}")
     if status == b"gone":
-        return StreamGone(f"stream {path!r} was deleted")
+        return DataGone(f"stream {path!r} was deleted")
     if status == b"closed":
         return StreamClosed("stream is closed", tail=OFFSET_FMT % (int(res[1]), int(res[2])))
     if status == b"content_type":
         return ContentTypeMismatch(f"content type does not match the stream's {res[1].decode()!r}")
     if status == b"fenced":
         current = int(res[1])
-        return ProducerFenced(f"producer epoch is stale (current {current})", current_epoch=current)
+        return StaleProducerEpoch(
+            f"producer epoch is stale (current {current})", current_epoch=current
+        )
     if status == b"epoch_start":
         return ProducerBadEpochStart(
             f"new producer epoch {int(res[1])} must start at seq 0, got {int(res[2])}"
         )
     if status == b"gap":
         expected, received = int(res[1]), int(res[2])
-        return ProducerSeqGap(
+        return ProducerSeqAhead(
             f"producer seq {received} skips ahead (expected {expected})",
             expected=expected,
             received=received,
@@ -822,16 +823,16 @@ def read_reply(path: str, offset: str, res: Any) -> ReadResult:
     """The read script's reply as a :class:`ReadResult`.
 
     Raises:
-        StreamNotFound, StreamGone, BadOffset: as the script decided.
+        NoSuchStream, DataGone, BadOffset: as the script decided.
     """
     status = res[0]
     if status != b"ok":
         if status == b"not_found":
-            raise StreamNotFound(f"no stream at {path!r}")
+            raise NoSuchStream(f"no stream at {path!r}")
         if status == b"gone":
-            raise StreamGone(f"stream {path!r} was deleted")
+            raise DataGone(f"stream {path!r} was deleted")
         if status == b"below_start":
-            raise StreamGone(f"offset {offset} is below the retained data")
+            raise DataGone(f"offset {offset} is below the retained data")
         if status == b"beyond_tail":
             raise BadOffset(f"offset {offset} is beyond the stream's tail")
         if status == b"not_boundary":

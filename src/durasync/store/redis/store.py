@@ -23,20 +23,22 @@ from durasync.store.base import (
     OFFSET_NOW,
     OFFSET_START,
     AppendResult,
-    BadOffset,
     CreateResult,
     LogStore,
     Producer,
     ReadResult,
-    StoreClientError,
-    StoreUnavailable,
     StreamConfig,
-    StreamExists,
-    StreamGone,
     StreamInfo,
-    StreamNotFound,
 )
 from durasync.store.engine import StreamMeta, confirm_create, live_meta, stream_info
+from durasync.store.errors import (
+    BadOffset,
+    DataGone,
+    NoSuchStream,
+    StoreClientError,
+    StoreUnavailable,
+    StreamExists,
+)
 from durasync.store.notify import answer
 from durasync.store.offsets import decode_offset
 from durasync.store.redis import scripts
@@ -265,9 +267,9 @@ class RedisStore(LogStore):
             if status == b"exists_deleted":
                 raise StreamExists(f"{path!r} is held by a deleted stream that forks still read")
             if status == b"source_not_found":
-                raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+                raise NoSuchStream(f"fork source {config.forked_from!r} does not exist")
             if status == b"source_gone":
-                raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+                raise DataGone(f"fork source {config.forked_from!r} was deleted")
             # ``retry``: the fork source changed between our look and the script.
         raise StoreUnavailable(f"create of {path!r} kept racing changes of its fork source")
 
@@ -307,7 +309,7 @@ class RedisStore(LogStore):
         """The fork source of ``config`` as it is now, and where the fork starts (DS §6).
 
         Raises:
-            StreamNotFound, StreamGone: the source is absent, expired or deleted.
+            NoSuchStream, DataGone: the source is absent, expired or deleted.
             BadOffset: the fork offset is not a boundary the source retains.
         """
         assert config.forked_from is not None
@@ -315,16 +317,16 @@ class RedisStore(LogStore):
             raise BadOffset("a fork sub-offset needs an explicit fork offset")
         raw = await self._fetch_raw(config.forked_from)
         if not raw:
-            raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+            raise NoSuchStream(f"fork source {config.forked_from!r} does not exist")
         source = scripts.parse_meta(config.forked_from, scripts.flat(raw))
         # The script checks it still is this incarnation of the source.
         source_inc = raw.get(b"inc", b"").decode()
         if not source.soft_deleted and is_expired(source.config, source.touched_at, now):
             if source.fork_refs > 0:
-                raise StreamGone(f"fork source {config.forked_from!r} expired")
-            raise StreamNotFound(f"fork source {config.forked_from!r} does not exist")
+                raise DataGone(f"fork source {config.forked_from!r} expired")
+            raise NoSuchStream(f"fork source {config.forked_from!r} does not exist")
         if source.soft_deleted:
-            raise StreamGone(f"fork source {config.forked_from!r} was deleted")
+            raise DataGone(f"fork source {config.forked_from!r} was deleted")
         if config.fork_offset is None:
             return source, ForkPoint("t", 0, 0, source_inc)
         index, byte_pos = await self._boundary(source, config.fork_offset, now)
@@ -339,7 +341,7 @@ class RedisStore(LogStore):
             raise BadOffset(f"fork offset {offset} is beyond the source's tail")
         try:
             await self._read_call(source.path, offset, 1, 1, now, touch=False)
-        except StreamGone as exc:
+        except DataGone as exc:
             raise BadOffset(f"fork offset {offset} is below the source's retained data") from exc
         return index, byte_pos
 
@@ -506,9 +508,9 @@ class RedisStore(LogStore):
         res = await self._run(scripts.DELETE, [self.prefix, path, scripts.time_text(self._clock())])
         status = res[0]
         if status == b"not_found":
-            raise StreamNotFound(f"no stream at {path!r}")
+            raise NoSuchStream(f"no stream at {path!r}")
         if status == b"gone":
-            raise StreamGone(f"stream {path!r} was deleted")
+            raise DataGone(f"stream {path!r} was deleted")
         # The script published the deletion; wake local waiters without the round trip.
         self._tail.deleted(path)
 
@@ -557,7 +559,7 @@ class RedisStore(LogStore):
         if index != meta.tail_index or byte_pos != meta.tail_byte:
             if index > meta.tail_index:
                 raise BadOffset(f"trim offset {below} is beyond the tail")
-            # Validate the boundary (BadOffset / StreamGone like the engine).
+            # Validate the boundary (BadOffset / DataGone like the engine).
             await self._read_call(path, below, 1, 1, now, touch=False)
         res = await self._run(
             scripts.TRIM,
@@ -567,7 +569,7 @@ class RedisStore(LogStore):
         if status == b"ok":
             return int(res[1])
         if status == b"not_found":
-            raise StreamNotFound(f"no stream at {path!r}")
+            raise NoSuchStream(f"no stream at {path!r}")
         if status == b"gone":
-            raise StreamGone(f"stream {path!r} was deleted")
+            raise DataGone(f"stream {path!r} was deleted")
         raise BadOffset(f"trim offset {below} is beyond the tail")

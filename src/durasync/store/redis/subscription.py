@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from durasync.store.base import StoreUnavailable
+from durasync.store.errors import StoreUnavailable
 from durasync.store.redis.calls import CLOSE_STEP_TIMEOUT
 
 __all__ = ["Subscription"]

@@ -29,18 +29,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from durasync.store.base import (
-    OFFSET_NOW,
-    OFFSET_START,
-    BadOffset,
-    Entry,
-    ReadResult,
-    StoreUnavailable,
-)
+from durasync.store.base import OFFSET_NOW, OFFSET_START, Entry, ReadResult
+from durasync.store.errors import BadOffset, StoreUnavailable
 from durasync.store.notify import Deadlines
-from durasync.store.offsets import decode_offset
+from durasync.store.offsets import OFFSET_FMT, decode_offset
 from durasync.store.redis.scripts import (
-    OFFSET_FMT,
     Written,
     carried_messages,
     parse_tail_message,
@@ -263,6 +256,12 @@ class Tail:
         #: Tail messages that were not ours (another publisher on the channel).
         self.malformed_messages = 0
         self.closed = False
+
+    @property
+    def parked(self) -> int:
+        """Waits parked right now, over all paths: their position is resolved (``now`` is
+        fixed to a tail index) and they wait for news."""
+        return sum(1 for ws in self._waiters.values() for w in ws if w.index is not None)
 
     @property
     def subscribed(self) -> bool:
