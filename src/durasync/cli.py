@@ -638,14 +638,23 @@ class _Server(uvicorn.Server):
         shown = f"[{host}]" if ":" in host else host
         if self._on_started is not None:
             self._on_started(self._loop)
-        line = f"durasync listening on http://{shown}:{port} (store: {self._store_label})"
+        self.say(
+            f"durasync listening on http://{shown}:{port} (store: {self._store_label})",
+            "listening",
+            url=f"http://{shown}:{port}",
+        )
+
+    def say(self, line: str, event: str, **fields: object) -> None:
+        """One lifecycle line on stderr whatever the log level: the text, or with
+        ``--log-format json`` a JSON record of the same words with ``event`` and ``fields``
+        (so one pattern finds both and every line of a JSON log parses)."""
         if self._json_lines:
-            # Whatever the log level, like the text line; same words, so one pattern finds both.
             from durasync.logs import JsonFormatter
 
             record = logging.LogRecord("durasync.server", logging.INFO, "", 0, line, None, None)
-            record.event = "listening"
-            record.url = f"http://{shown}:{port}"
+            record.event = event
+            for key, value in fields.items():
+                setattr(record, key, value)
             line = JsonFormatter().format(record)
         print(line, file=sys.stderr, flush=True)
 
@@ -656,7 +665,7 @@ class _Server(uvicorn.Server):
                 name = signal.Signals(sig).name
             except ValueError:
                 name = str(sig)
-            print(f"durasync shutting down ({name})", file=sys.stderr, flush=True)
+            self.say(f"durasync shutting down ({name})", "shutting-down", signal=name)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_exit)
         # Unlike uvicorn's own handler we do not record the signal to re-raise
@@ -751,7 +760,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server.run()
     if not server.started:
         return 1
-    print("durasync stopped", file=sys.stderr, flush=True)
+    server.say("durasync stopped", "stopped")
     return 0
 
 
