@@ -687,11 +687,11 @@ def run_serve(args: argparse.Namespace) -> int:
     log_format = getattr(args, "log_format", "text")
     configure(log_format, args.log_level)
     from durasync.replication.cli import load_replication
-    from durasync.replication.config import ConfigError
+    from durasync.replication.config import LinkConfigError
 
     try:
         replication = load_replication(args.replicate)
-    except ConfigError as exc:
+    except LinkConfigError as exc:
         print(f"durasync: {exc}", file=sys.stderr)
         return 2
     if args.redis is not None:
@@ -781,11 +781,11 @@ def _reload_on_sighup(loop: asyncio.AbstractEventLoop, path: Path | None, servic
 
     def reload() -> None:
         from durasync.replication.cli import load_replication
-        from durasync.replication.config import ConfigError
+        from durasync.replication.config import LinkConfigError
 
         try:
             config = load_replication(path)
-        except ConfigError as exc:
+        except LinkConfigError as exc:
             log.error("SIGHUP: %s (the links stay as they were)", exc)
             return
 

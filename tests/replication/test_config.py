@@ -8,8 +8,8 @@ import pytest
 
 from durasync.replication.config import (
     MAX_CONFIG_BYTES,
-    ConfigError,
     LinkConfig,
+    LinkConfigError,
     load_config,
     parse_config,
     scope_id,
@@ -107,24 +107,24 @@ def test_scope_id_is_canonical_and_changes_with_the_scope() -> None:
     ],
 )
 def test_bad_files_give_one_line_naming_the_problem(tmp_path: Path, text: str, needle: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(LinkConfigError) as info:
         load_config(write(tmp_path, text))
     message = str(info.value)
     assert needle in message and "\n" not in message and str(tmp_path) in message
 
 
 def test_unreadable_too_large_and_not_toml(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(LinkConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(LinkConfigError, match="not valid TOML"):
         load_config(write(tmp_path, "[[links]\n"))
     big = tmp_path / "big.toml"
     big.write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
-    with pytest.raises(ConfigError, match="larger than"):
+    with pytest.raises(LinkConfigError, match="larger than"):
         load_config(big)
     binary = tmp_path / "bin.toml"
     binary.write_bytes(b"\xff\xfe")
-    with pytest.raises(ConfigError, match="UTF-8"):
+    with pytest.raises(LinkConfigError, match="UTF-8"):
         load_config(binary)
 
 

@@ -44,7 +44,7 @@ def load_replication(path: Path | None) -> Any:
     """The :class:`~durasync.replication.config.ReplicationConfig` of ``--replicate``, or None.
 
     Raises:
-        ConfigError: the file is unreadable or invalid (one line naming the problem).
+        LinkConfigError: the file is unreadable or invalid (one line naming the problem).
     """
     if path is None:
         return None

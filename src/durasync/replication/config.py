@@ -13,7 +13,7 @@
     push = ["outbox/"]                 # stream path prefixes forwarded to the remote
     rooms = ["lab-"]                   # room name prefixes replicated both ways
 
-Every problem is a :class:`ConfigError` whose message is one line naming the file, the link
+Every problem is a :class:`LinkConfigError` whose message is one line naming the file, the link
 and the key, so ``serve`` can stop with it.
 
 Identity. A link's durable state is keyed by ``(name, remote, scope_id)`` where
@@ -52,8 +52,8 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_LINKS",
     "MAX_PREFIXES",
-    "ConfigError",
     "LinkConfig",
+    "LinkConfigError",
     "ReplicationConfig",
     "ReplicationSettings",
     "link_id",
@@ -78,7 +78,7 @@ _ROOM_PREFIX_RE: Final = re.compile(r"[A-Za-z0-9._~-]*")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
-class ConfigError(ValueError):
+class LinkConfigError(ValueError):
     """The replication file is unreadable or invalid; the message is one line naming it."""
 
 
@@ -240,24 +240,26 @@ _LINK_KEYS: Final = ("name", "remote", "token", "pull", "push", "rooms")
 
 def _number(where: str, key: str, value: object, *, integer: bool) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: {key} must be a number")
+        raise LinkConfigError(f"{where}: {key} must be a number")
     if integer and not isinstance(value, int):
-        raise ConfigError(f"{where}: {key} must be an integer")
+        raise LinkConfigError(f"{where}: {key} must be an integer")
     return value
 
 
 def _settings(where: str, raw: object) -> ReplicationSettings:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: [replication] must be a table")
+        raise LinkConfigError(f"{where}: [replication] must be a table")
     values: dict[str, Any] = {}
     for key, value in raw.items():
         field = _SETTING_KEYS.get(key)
         if field is None:
             known = ", ".join(sorted(_SETTING_KEYS))
-            raise ConfigError(f"{where}: [replication] has unknown key {key!r} (known: {known})")
+            raise LinkConfigError(
+                f"{where}: [replication] has unknown key {key!r} (known: {known})"
+            )
         if field.endswith("_delays"):
             if not isinstance(value, list):
-                raise ConfigError(f"{where}: {key} must be a list of seconds")
+                raise LinkConfigError(f"{where}: {key} must be a list of seconds")
             values[field] = tuple(float(_number(where, key, v, integer=False)) for v in value)
         else:
             integer = field in ("max_in_flight", "batch_messages", "batch_bytes", "event_queue")
@@ -265,33 +267,33 @@ def _settings(where: str, raw: object) -> ReplicationSettings:
     try:
         return ReplicationSettings(**values)
     except ValueError as exc:
-        raise ConfigError(f"{where}: [replication]: {exc}") from None
+        raise LinkConfigError(f"{where}: [replication]: {exc}") from None
 
 
 def _remote(where: str, value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: remote must be a non-empty URL string")
+        raise LinkConfigError(f"{where}: remote must be a non-empty URL string")
     if len(value) > _MAX_URL_CHARS or _CONTROL_RE.search(value) or " " in value:
-        raise ConfigError(f"{where}: remote is not a usable URL")
+        raise LinkConfigError(f"{where}: remote is not a usable URL")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: remote must be an http:// or https:// URL with a host")
+        raise LinkConfigError(f"{where}: remote must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(
+        raise LinkConfigError(
             f"{where}: remote must not carry a query, fragment or credentials (use token)"
         )
     try:
         _ = parts.port
     except ValueError:
-        raise ConfigError(f"{where}: remote has an invalid port") from None
+        raise LinkConfigError(f"{where}: remote has an invalid port") from None
     return value.rstrip("/")
 
 
 def _string_list(where: str, key: str, value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: {key} must be a list of strings")
+        raise LinkConfigError(f"{where}: {key} must be a list of strings")
     if len(value) > MAX_PREFIXES:
-        raise ConfigError(f"{where}: {key} has more than {MAX_PREFIXES} prefixes")
+        raise LinkConfigError(f"{where}: {key} has more than {MAX_PREFIXES} prefixes")
     return list(value)
 
 
@@ -299,21 +301,23 @@ def _stream_prefixes(where: str, key: str, value: object) -> tuple[str, ...]:
     prefixes = _string_list(where, key, value)
     for prefix in prefixes:
         if len(prefix) > _MAX_PREFIX_CHARS or _CONTROL_RE.search(prefix):
-            raise ConfigError(f"{where}: {key} prefix {prefix[:64]!r} is not a stream path prefix")
+            raise LinkConfigError(
+                f"{where}: {key} prefix {prefix[:64]!r} is not a stream path prefix"
+            )
         if prefix.startswith("/"):
-            raise ConfigError(
+            raise LinkConfigError(
                 f"{where}: {key} prefix {prefix[:64]!r} must not start with '/' "
                 "(paths are relative to /v1/stream/)"
             )
         if is_reserved(prefix):
             # ("" and "_" also cover reserved paths: those are left out wherever they are used.)
-            raise ConfigError(
+            raise LinkConfigError(
                 f"{where}: {key} prefix {prefix[:64]!r} names the server's reserved "
                 "namespace ('__...')"
             )
         for segment in prefix.split("/")[:-1]:
             if segment in ("", ".", ".."):
-                raise ConfigError(
+                raise LinkConfigError(
                     f"{where}: {key} prefix {prefix[:64]!r} has an empty, '.' or '..' segment"
                 )
     return tuple(sorted(set(prefixes)))
@@ -323,7 +327,7 @@ def _room_prefixes(where: str, value: object) -> tuple[str, ...]:
     prefixes = _string_list(where, "rooms", value)
     for prefix in prefixes:
         if len(prefix) > _MAX_ROOM_PREFIX_CHARS or not _ROOM_PREFIX_RE.fullmatch(prefix):
-            raise ConfigError(
+            raise LinkConfigError(
                 f"{where}: rooms prefix {prefix[:64]!r} is not a room name prefix "
                 "(room names are 1-128 of [A-Za-z0-9._~-])"
             )
@@ -336,18 +340,18 @@ def _overlap(a: str, b: str) -> bool:
 
 def _link(where: str, index: int, raw: object) -> LinkConfig:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: links[{index}] must be a table ([[links]])")
+        raise LinkConfigError(f"{where}: links[{index}] must be a table ([[links]])")
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ConfigError(
+        raise LinkConfigError(
             f"{where}: links[{index}].name must be 1-64 of [A-Za-z0-9._-], got {name!r}"[:300]
         )
     at = f"{where}: link {name!r}"
     for key in raw:
         if key not in _LINK_KEYS:
-            raise ConfigError(f"{at}: unknown key {key!r} (known: {', '.join(_LINK_KEYS)})")
+            raise LinkConfigError(f"{at}: unknown key {key!r} (known: {', '.join(_LINK_KEYS)})")
     if "remote" not in raw:
-        raise ConfigError(f"{at}: remote is required")
+        raise LinkConfigError(f"{at}: remote is required")
     remote = _remote(at, raw["remote"])
     token = raw.get("token")
     if token is not None and (
@@ -356,16 +360,16 @@ def _link(where: str, index: int, raw: object) -> LinkConfig:
         or len(token) > _MAX_TOKEN_CHARS
         or not token.isprintable()
     ):
-        raise ConfigError(f"{at}: token must be a non-empty printable string")
+        raise LinkConfigError(f"{at}: token must be a non-empty printable string")
     pull = _stream_prefixes(at, "pull", raw.get("pull", []))
     push = _stream_prefixes(at, "push", raw.get("push", []))
     rooms = _room_prefixes(at, raw.get("rooms", []))
     if not (pull or push or rooms):
-        raise ConfigError(f"{at}: give at least one of pull, push, rooms")
+        raise LinkConfigError(f"{at}: give at least one of pull, push, rooms")
     for a in pull:
         for b in push:
             if _overlap(a, b):
-                raise ConfigError(
+                raise LinkConfigError(
                     f"{at}: pull prefix {a!r} overlaps push prefix {b!r} (a stream would go "
                     "back to the server it came from)"
                 )
@@ -376,31 +380,31 @@ def parse_config(raw: Mapping[str, object], where: str = "replication config") -
     """Validate a parsed TOML document.
 
     Raises:
-        ConfigError: one line naming ``where``, the link and the key at fault.
+        LinkConfigError: one line naming ``where``, the link and the key at fault.
     """
     for key in raw:
         if key not in ("replication", "links"):
-            raise ConfigError(
+            raise LinkConfigError(
                 f"{where}: unknown top-level key {key!r} (use [replication], [[links]])"
             )
     settings = _settings(where, raw["replication"]) if "replication" in raw else None
     links_raw = raw.get("links", [])
     if not isinstance(links_raw, list):
-        raise ConfigError(f"{where}: links must be an array of tables ([[links]])")
+        raise LinkConfigError(f"{where}: links must be an array of tables ([[links]])")
     if len(links_raw) > MAX_LINKS:
-        raise ConfigError(f"{where}: more than {MAX_LINKS} links")
+        raise LinkConfigError(f"{where}: more than {MAX_LINKS} links")
     links = [_link(where, i, item) for i, item in enumerate(links_raw)]
     names: set[str] = set()
     for link in links:
         if link.name in names:
-            raise ConfigError(f"{where}: link name {link.name!r} is used twice")
+            raise LinkConfigError(f"{where}: link name {link.name!r} is used twice")
         names.add(link.name)
     for i, a in enumerate(links):
         for b in links[i + 1 :]:
             for pa in a.pull:
                 for pb in b.pull:
                     if _overlap(pa, pb):
-                        raise ConfigError(
+                        raise LinkConfigError(
                             f"{where}: links {a.name!r} and {b.name!r} both pull {pa!r}/{pb!r}: "
                             "a mirrored stream has exactly one source"
                         )
@@ -410,7 +414,7 @@ def parse_config(raw: Mapping[str, object], where: str = "replication config") -
                 for pull in x.pull:
                     for push in y.push:
                         if _overlap(pull, push):
-                            raise ConfigError(
+                            raise LinkConfigError(
                                 f"{where}: link {x.name!r} pulls {pull!r} from {x.remote} and "
                                 f"link {y.name!r} pushes {push!r} to it (a stream would go back "
                                 "to the server it came from)"
@@ -422,20 +426,20 @@ def load_config(path: Path) -> ReplicationConfig:
     """Read and validate a ``--replicate`` file.
 
     Raises:
-        ConfigError: unreadable, too large, not TOML, or invalid (one line naming the problem).
+        LinkConfigError: unreadable, too large, not TOML, or invalid (one line naming the problem).
     """
     where = f"replication config {path}"
     try:
         with path.open("rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
+        raise LinkConfigError(f"{where}: cannot read it: {exc.strerror or exc}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes")
+        raise LinkConfigError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(f"{where}: not UTF-8 text") from None
+        raise LinkConfigError(f"{where}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        raise LinkConfigError(f"{where}: not valid TOML: {exc}") from None
     return parse_config(raw, where)

@@ -458,7 +458,7 @@ def classify_response(
     now: float = 0.0,
     max_retry_after: float = 60.0,
 ) -> Outcome:
-    """Classify a push answer (enbox-sync.md §7, issue "Push outcomes").
+    """Classify a push answer (enbox-sync.md §7).
 
     - 2xx: succeeded (a producer duplicate is a 204: "already there" is a success);
     - 408, 425, 429 and 5xx: transient, honouring ``Retry-After`` (at most
