@@ -20,7 +20,7 @@ from playwright.async_api import BrowserContext, Page, expect
 from websockets.asyncio.client import connect
 
 from browsers import watch_errors
-from helpers import ServerProcess
+from helpers import ServerProcess, free_port
 from rooms.test_e2e import msg
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,12 +36,19 @@ def token(**claims: object) -> str:
 
 ALL = token(sub="ops", read=[""], write=[""])
 TEAM_A = token(sub="a", read=["stream/team-a/"])
+#: The bearer token of the server's replication link (to a port nothing listens on).
+LINK_TOKEN = "link-token-never-shown-0123456789"
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    links = tmp_path_factory.mktemp("inspector") / "links.toml"
+    links.write_text(
+        f'[[links]]\nname = "to-cloud"\nremote = "http://127.0.0.1:{free_port()}"\n'
+        f'token = "{LINK_TOKEN}"\npull = ["mirrored/"]\n'
+    )
     proc = ServerProcess(
-        ["--port", "0", "--memory", "--long-poll-timeout", "5"],
+        ["--port", "0", "--memory", "--long-poll-timeout", "5", "--replicate", str(links)],
         env={"DURASYNC_AUTH_SECRET": SECRET},
     )
     try:
@@ -158,3 +165,15 @@ async def test_a_room_with_members_and_graph(page: Page, server: ServerProcess) 
         # Without rights on rooms (a streams-only token) the room is not listed.
         await use_token(page, TEAM_A)
         await expect(page.locator("#rooms tbody tr")).to_have_count(0, timeout=TIMEOUT_MS)
+
+
+async def test_the_replication_links_without_their_token(page: Page) -> None:
+    await use_token(page, ALL)
+    row = page.locator("#links tbody tr")
+    await expect(row).to_have_count(1, timeout=TIMEOUT_MS)
+    await expect(row.locator("td").nth(0)).to_have_text("to-cloud")
+    await expect(row.locator("td").nth(1)).to_contain_text("http://127.0.0.1:")
+    # Nothing listens at the remote: the link never gets past initializing.
+    await expect(row.locator("td").nth(2)).to_have_text("initializing")
+    await expect(row.locator("td").nth(3)).to_have_text("offline", timeout=TIMEOUT_MS)
+    assert LINK_TOKEN not in await page.content()

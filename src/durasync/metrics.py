@@ -21,20 +21,29 @@ registry: layers call them unconditionally and a server with metrics off pays on
 method call per event.
 
 Gauges of things the server already counts (rooms loaded, members, open live reads) are read
-when scraped: they cost nothing between scrapes.
+when scraped: they cost nothing between scrapes. So are the replication links' families
+(``durasync_replication_*``): status, connectivity, lag, messages moved, dead letters and
+gaps of every link, read from the replication service's in-memory state when scraped. Their
+only label besides a fixed vocabulary (``status``, ``direction``) is ``link``, a link name
+from the operator's configuration file (at most 64 links, names of at most 64 characters).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, get_args
 
-__all__ = ["MAX_ERROR_CODES", "Metrics", "status_class"]
+from durasync.replication.core import LinkStatus
+
+__all__ = ["LINK_STATUSES", "MAX_ERROR_CODES", "Metrics", "status_class"]
 
 #: Distinct error codes counted under their own label (more count as ``OTHER``).
 MAX_ERROR_CODES: Final = 64
 _CODE_RE: Final = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
+
+#: Every status a replication link can be in (one ``status`` label value each).
+LINK_STATUSES: Final[tuple[str, ...]] = get_args(LinkStatus)
 
 #: Store commit latency buckets, in seconds (an fsync or a Redis round trip).
 COMMIT_BUCKETS: Final = (
@@ -151,6 +160,7 @@ class Metrics:
         self._requests: dict[tuple[str, int], _Count] = {}
         self._errors: dict[tuple[str, str], _Count] = {}
         self._gauge_fns: dict[str, Callable[[], float]] = {}
+        self._links_fn: Callable[[], list[dict[str, Any]]] | None = None
         self.store_up = 1
         self.appends: Counter
         self.appended_messages: Counter
@@ -244,6 +254,11 @@ class Metrics:
         self._gauge_fns["open_long_polls"] = long_polls
         self._gauge_fns["open_sse_streams"] = sse
 
+    def watch_replication(self, links: Callable[[], list[dict[str, Any]]]) -> None:
+        """Read the replication links when scraped: ``links()`` returns one summary per
+        link (:meth:`durasync.replication.service.ReplicationService.links_summary`)."""
+        self._links_fn = links
+
     def commit(self, seconds: float, operations: int | None) -> None:
         """A store commit took ``seconds``; ``operations``: the batch size if it batched.
         Safe to call from the store's writer thread."""
@@ -319,3 +334,64 @@ class _Collector:
         for key, documentation in _GAUGES:
             fn = m._gauge_fns.get(key)
             yield GaugeMetricFamily("durasync_" + key, documentation, value=fn() if fn else 0)
+        if m._links_fn is not None:
+            yield from _link_families(m._links_fn())
+
+
+def _link_families(links: list[dict[str, Any]]) -> Iterator[Any]:
+    """The ``durasync_replication_*`` families of the links' summaries (docs/operations.md)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    status = GaugeMetricFamily(
+        "durasync_replication_link_status",
+        "1 for the replication link's current status, 0 for the others",
+        labels=["link", "status"],
+    )
+    connected = GaugeMetricFamily(
+        "durasync_replication_link_connected",
+        "1 while the link's last request reached the remote, 0 otherwise (unknown: none yet)",
+        labels=["link"],
+    )
+    lag_messages = GaugeMetricFamily(
+        "durasync_replication_lag_messages",
+        "Messages (stream entries, room journal records) the link knows it has not copied",
+        labels=["link"],
+    )
+    lag_seconds = GaugeMetricFamily(
+        "durasync_replication_lag_seconds",
+        "Age of the link's oldest known backlog in seconds (0: nothing known to be behind)",
+        labels=["link"],
+    )
+    moved = CounterMetricFamily(
+        "durasync_replication_messages",
+        "Messages moved by the link: pulled (applied here) and pushed (accepted by the remote)",
+        labels=["link", "direction"],
+    )
+    dead = GaugeMetricFamily(
+        "durasync_replication_dead_letters",
+        "Dead letters the link holds (refused for good, waiting for the operator)",
+        labels=["link"],
+    )
+    detected = CounterMetricFamily(
+        "durasync_replication_gaps_detected",
+        "Gaps the link met (a stream or room it could not continue from its checkpoint)",
+        labels=["link"],
+    )
+    repaired = CounterMetricFamily(
+        "durasync_replication_gaps_repaired",
+        "Streams and rooms whose repair after a gap succeeded",
+        labels=["link"],
+    )
+    for link in links:
+        name = str(link["name"])
+        for state in LINK_STATUSES:
+            status.add_metric([name, state], 1.0 if link["status"] == state else 0.0)
+        connected.add_metric([name], 1.0 if link["connectivity"] == "online" else 0.0)
+        lag_messages.add_metric([name], link["lag"]["messages"])
+        lag_seconds.add_metric([name], link["lag"]["seconds"])
+        moved.add_metric([name, "pulled"], link["pulledMessages"])
+        moved.add_metric([name, "pushed"], link["pushedMessages"])
+        dead.add_metric([name], link["deadLetters"])
+        detected.add_metric([name], link["gapsDetected"])
+        repaired.add_metric([name], link["gapsRepaired"])
+    yield from (status, connected, lag_messages, lag_seconds, moved, dead, detected, repaired)

@@ -11,7 +11,8 @@ Routes (mounted by :func:`durasync.server.create_app`; docs/operations.md):
   files shipped in the package. It calls only the public APIs below and the streams/rooms
   APIs, with the token the user gives it (kept in the page's session storage).
 - ``GET /v1/inspect/node``: version, uptime, store kind and availability, Redis URL (password
-  redacted) when shared, replication links (none on this build).
+  redacted) when shared, and the replication links (name, remote URL, status, connectivity,
+  lag, dead letters; never a link's token).
 - ``GET /v1/inspect/streams[?prefix=P&limit=N]``: streams with metadata, only those the
   caller may read (``stream/<path>`` read rights); server-internal streams are left out
   except the publicly readable ones (``__registry__``). ``limit`` 1-1000 (default 200).
@@ -26,6 +27,7 @@ sees nothing; a token sees only what its claims allow.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -90,6 +92,22 @@ def stream_summary(info: StreamInfo) -> dict[str, Any]:
     }
 
 
+def _link_view(link: dict[str, Any]) -> dict[str, Any]:
+    """A replication link as the node view shows it: an explicit set of keys (a summary
+    never holds the token; this keeps it so if the summary grows)."""
+    return {
+        "name": link["name"],
+        "remote": link["remote"],
+        "status": link["status"],
+        "connectivity": link["connectivity"],
+        "lag": {
+            "messages": link["lag"]["messages"],
+            "seconds": round(link["lag"]["seconds"], 3),
+        },
+        "deadLetters": link["deadLetters"],
+    }
+
+
 class OpsApi:
     """The routes of this module over one app's parts (see the module docstring)."""
 
@@ -103,6 +121,7 @@ class OpsApi:
         metrics: Metrics,
         public_reserved: frozenset[str] = frozenset(),
         redis_url: str | None = None,
+        replication_links: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.store = store
         self.streams = streams
@@ -111,6 +130,7 @@ class OpsApi:
         self.metrics = metrics
         self.reserved = ReservedAccess(public_reserved)
         self.redis_url = redis_url
+        self.replication_links = replication_links
         self.started = time.time()
 
     def routes(self) -> list[BaseRoute]:
@@ -184,7 +204,7 @@ class OpsApi:
             "liveRequests": self.streams.live_requests,
             "roomsLoaded": len(self.rooms.rooms),
             "metrics": self.metrics.enabled,
-            "replicationLinks": [],
+            "replicationLinks": [_link_view(link) for link in (self.replication_links or list)()],
         }
         if self.redis_url is not None:
             from durasync.store.redis import redact_url

@@ -356,6 +356,7 @@ def create_app(
     rooms.request_log = request_log
     if metrics.enabled:
         metrics.watch_streams(lambda: streams.live_counts()[0], lambda: streams.live_counts()[1])
+        metrics.watch_replication(replication.links_summary)
     ops = OpsApi(
         store=store,
         streams=streams,
@@ -364,6 +365,7 @@ def create_app(
         metrics=metrics,
         public_reserved=stream_settings.public_reserved,
         redis_url=settings.redis_url,
+        replication_links=replication.links_summary,
     )
     replication.rooms = ServiceRoomPort(rooms, replication.room_indexes)
     rendezvous = RendezvousService(store, settings.rendezvous, authorizer=auth)

@@ -105,6 +105,19 @@ async function follow(url, box, signal) {
   }
 }
 
+function showLinks(links) {
+  $("links-panel").hidden = links.length === 0;
+  const rows = [];
+  for (const l of links) {
+    const row = document.createElement("tr");
+    for (const v of [l.name, l.remote, l.status, l.connectivity, l.lag.messages, l.lag.seconds, l.deadLetters]) {
+      cell(row, String(v));
+    }
+    rows.push(row);
+  }
+  $("links").tBodies[0].replaceChildren(...rows);
+}
+
 async function refreshNode() {
   try {
     const n = await apiJson("/v1/inspect/node");
@@ -113,6 +126,7 @@ async function refreshNode() {
       " · live reads " + n.liveRequests + " · rooms loaded " + n.roomsLoaded +
       " · replication links " + n.replicationLinks.length;
     $("node").textContent = text;
+    showLinks(n.replicationLinks);
     showStatus("");
     return true;
   } catch (e) {

@@ -113,6 +113,13 @@ class LinkRunner:
         self._next_reconcile: float | None = None
         self.last_error: str | None = None
         self.loaded = asyncio.Event()
+        #: Messages this runner moved: ``pulled`` (applied here from the remote) and
+        #: ``pushed`` (accepted by the remote), streams and rooms together. Plain ints added
+        #: once per batch on the event loop; read when ``/metrics`` is scraped.
+        self.moved: dict[Literal["pulled", "pushed"], int] = {"pulled": 0, "pushed": 0}
+        #: Gaps met by this runner's units, and units whose repair succeeded.
+        self.gaps_detected = 0
+        self.gaps_repaired = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -169,6 +176,12 @@ class LinkRunner:
             before, self.connectivity = self.connectivity, state
             self.emit("link:connectivity-change", **{"from": before, "to": state})
 
+    def count_moved(self, direction: Literal["pulled", "pushed"], messages: int) -> None:
+        """``messages`` were applied here (``pulled``) or accepted by the remote
+        (``pushed``)."""
+        if messages > 0:
+            self.moved[direction] += messages
+
     def advanced(self, direction: str, key: str, cp: Checkpoint) -> None:
         """A unit's checkpoint moved; announced once the ledger flushed it."""
         self._advanced[(direction, key)] = cp
@@ -176,6 +189,7 @@ class LinkRunner:
     def gap(self, unit: _Unit | RoomSync, reason: str, body: GapBody | None) -> None:
         """A unit met a gap: it waits for the link's repair."""
         unit.repair_reason = reason
+        self.gaps_detected += 1
         fields: dict[str, Any] = {"reason": reason, "kind": unit.kind, "key": unit.path}
         if body is not None:
             fields["requested"] = body.requested
@@ -524,6 +538,7 @@ class LinkRunner:
             await self.ledger.flush()
             return
         self._machine_events(self.machine.repair_succeeded())
+        self.gaps_repaired += len(broken)
         await self.ledger.flush()
         self._next_discover = 0.0
         for unit in broken:
@@ -584,12 +599,44 @@ class LinkRunner:
 
     # -- views ---------------------------------------------------------------------------
 
+    def lag(self) -> tuple[int, float]:
+        """``(messages, seconds)`` behind: entries (stream messages, room journal records)
+        the units know they have not copied yet, and the age of the oldest backlog (0 when
+        none is behind). Known from what the units last saw of both sides, no request:
+        a unit learns of new data at the remote with its next read, so a disconnected
+        link's lag is what it was when it lost contact, and ``connectivity`` says so."""
+        now = self.clock()
+        messages = 0
+        oldest: float | None = None
+        for unit in list(self.units.values()):
+            messages += unit.behind
+            since = unit.behind_since
+            if since is not None and (oldest is None or since < oldest):
+                oldest = since
+        return messages, (max(0.0, now - oldest) if oldest is not None else 0.0)
+
+    def summary(self) -> dict[str, Any]:
+        """What operators watch (metrics, the inspector): name, remote, status,
+        connectivity, lag, dead letters and this runner's counters. Never the token (the
+        remote URL cannot carry credentials: the configuration refuses them)."""
+        messages, seconds = self.lag()
+        return {
+            "name": self.name,
+            "remote": self.config.remote,
+            "status": self.machine.status,
+            "connectivity": self.connectivity,
+            "lag": {"messages": messages, "seconds": seconds},
+            "deadLetters": len(self.ledger.state.dead),
+            "needsReconcile": self.ledger.state.needs_reconcile,
+            "pulledMessages": self.moved["pulled"],
+            "pushedMessages": self.moved["pushed"],
+            "gapsDetected": self.gaps_detected,
+            "gapsRepaired": self.gaps_repaired,
+        }
+
     def view(self) -> dict[str, Any]:
         """The link as ``GET /v1/replication/links`` shows it."""
-        now = self.clock()
-        units = list(self.units.values())
-        lag_messages = sum(u.behind for u in units)
-        since = [u.behind_since for u in units if u.behind_since is not None]
+        lag_messages, lag_seconds = self.lag()
         checkpoints: list[dict[str, Any]] = []
         for (direction, kind, key), cp in sorted(self.ledger.state.checkpoints.items()):
             checkpoints.append(
@@ -613,10 +660,7 @@ class LinkRunner:
             else ("durasync" if self.remote_id is not None else "plain"),
             "needsReconcile": self.ledger.state.needs_reconcile,
             "lastActivity": self.ledger.state.last_activity,
-            "lag": {
-                "messages": lag_messages,
-                "seconds": max((now - s for s in since), default=0.0),
-            },
+            "lag": {"messages": lag_messages, "seconds": lag_seconds},
             "deadLetters": len(self.ledger.state.dead),
             "repairReason": self.machine.reason,
             "lastError": self.last_error,

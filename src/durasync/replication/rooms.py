@@ -591,6 +591,7 @@ class RoomSync:
             for result in results:
                 if result.status != "rejected":
                     self.index.ids.add(result.id)
+            self.link.count_moved("pulled", sum(1 for r in results if r.status == "applied"))
 
     async def _needs_reconcile(self) -> bool:
         """No cursors yet (first contact), or the remote room is not the incarnation the
@@ -713,6 +714,9 @@ class RoomSync:
             else:
                 if resp.status_code == 200:
                     answer = msgspec.json.decode(resp.content, type=PushAnswer)
+                    # The remote's answer is input: it counts at most the items sent.
+                    accepted = sum(1 for r in answer.results if r.status == "applied")
+                    link.count_moved("pushed", min(len(items), accepted))
                     for result in answer.results:
                         if result.status == "rejected":
                             self._refused.add(result.id)
@@ -813,7 +817,9 @@ class RoomSync:
                     items.append((item.msg, item.origin or remote_id, remote_id))
             if items:
                 results = await self.port.apply(self.room, items)
-                fetched += sum(1 for r in results if r.status == "applied")
+                applied = sum(1 for r in results if r.status == "applied")
+                fetched += applied
+                link.count_moved("pulled", applied)
                 for r in results:
                     if r.status != "rejected":
                         self.index.ids.add(r.id)

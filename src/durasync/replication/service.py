@@ -199,6 +199,17 @@ class ReplicationService:
             if link.name in self.runners
         ]
 
+    def links_summary(self) -> list[dict[str, Any]]:
+        """Every running link's :meth:`LinkRunner.summary` (name, remote, status,
+        connectivity, lag, dead letters, counters), in configuration order; no token, no
+        stream path or room name. Reads in-memory state only (for scrapes and the
+        inspector)."""
+        return [
+            self.runners[link.name].summary()
+            for link in self.config.links
+            if link.name in self.runners
+        ]
+
     def _runner(self, name: str) -> LinkRunner:
         runner = self.runners.get(name)
         if runner is None:

@@ -341,6 +341,7 @@ class StreamMirror(_Unit):
                         self.path, batch[0].offset, entries, close=close
                     )
                     tail = result.tail
+                    link.count_moved("pulled", len(entries))
                 except TailMismatch:
                     return  # written meanwhile (a replay): reconnect from the tail
                 except StreamClosed:
@@ -449,6 +450,7 @@ class StreamMirror(_Unit):
                 result = await link.store.append(
                     self.path, messages, stream_seq=next_offset if moved else None, close=close
                 )
+                link.count_moved("pulled", len(messages))
             elif close:
                 result = await link.store.append(self.path, [], close=True)
         except SeqConflict:
@@ -691,6 +693,7 @@ class StreamPush(_Unit):
             await link.sleep(delay)
             if link.stopping:
                 return
+        link.count_moved("pushed", _position(confirmed) - _position(offset))
         self._uncertain = False
         if self._exhausted:
             self._exhausted = False
