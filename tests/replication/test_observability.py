@@ -151,8 +151,7 @@ async def test_link_metrics_and_node_view_follow_the_traffic() -> None:
                 s = await scrape()
                 return (
                     value(s, "durasync_replication_link_status", link="up", status="paused") == 1
-                    and value(s, "durasync_replication_link_status", link="up", status="live")
-                    == 0
+                    and value(s, "durasync_replication_link_status", link="up", status="live") == 0
                 )
 
             await eventually(paused)
