@@ -26,6 +26,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -173,16 +174,23 @@ def _line(data: str | bytes) -> str:
     return text.replace("\n", "\\n")
 
 
-def run_host(args: argparse.Namespace) -> int:
+def _run(
+    args: argparse.Namespace, main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+) -> int:
+    """Run one side's ``main`` with the p2p extra loaded and the ICE addresses limited."""
     rtc = _load_p2p()
     if rtc is None:
         return EXIT_FAILURE
     if args.ice_address:
         rtc.limit_host_addresses(args.ice_address)
     try:
-        return asyncio.run(_host(args))
+        return asyncio.run(main(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def run_host(args: argparse.Namespace) -> int:
+    return _run(args, _host)
 
 
 async def _host(args: argparse.Namespace) -> int:
@@ -247,15 +255,7 @@ async def _host(args: argparse.Namespace) -> int:
 
 
 def run_connect(args: argparse.Namespace) -> int:
-    rtc = _load_p2p()
-    if rtc is None:
-        return EXIT_FAILURE
-    if args.ice_address:
-        rtc.limit_host_addresses(args.ice_address)
-    try:
-        return asyncio.run(_connect(args))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return _run(args, _connect)
 
 
 async def _connect(args: argparse.Namespace) -> int:
